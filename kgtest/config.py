@@ -1,0 +1,184 @@
+"""Typed, frozen, per-stage config from TOML, with ``--set key=value`` overrides.
+
+Each pipeline stage owns a frozen dataclass whose fields all have defaults and a one-line
+comment. :func:`build` turns a TOML table into that dataclass and refuses, with the file
+and the dotted key, an unknown key (with a did-you-mean), a wrong type, or a value a
+field's ``validate`` rejects. Nested dataclass fields become nested TOML tables.
+
+Examples
+--------
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class Train:
+...     steps: int = 100  # optimiser steps
+...     lr: float = 1e-3  # peak learning rate
+>>> build(Train, {"steps": 5}, where="spec.toml", section="train")
+Train(steps=5, lr=0.001)
+>>> build(Train, {"stepz": 5}, where="spec.toml", section="train")
+Traceback (most recent call last):
+...
+kgtest.errors.InputError: spec.toml: unknown key 'train.stepz' (did you mean 'train.steps'? known: lr, steps)
+>>> apply_overrides({"train": {"steps": 5}}, ["train.steps=7", "train.lr=0.01"])
+{'train': {'steps': 7, 'lr': 0.01}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kgtest.errors import InputError
+
+__all__ = ["build", "load_toml", "apply_overrides", "to_dict", "config_hash", "nonneg"]
+
+
+def load_toml(path: str | os.PathLike) -> dict:
+    """Read a TOML file; unreadable or malformed files raise :class:`InputError`."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{p}: spec file not found") from None
+    except OSError as err:
+        raise InputError(f"{p}: cannot read spec ({err.strerror or err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{p}: invalid TOML: {err}") from None
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax when it parses (numbers, bools, lists), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: Iterable[str], where: str = "--set") -> dict:
+    """Apply ``a.b.c=value`` overrides to a nested dict (returns a new dict)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"{where}: expected key=value, got {item!r}")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"{where}: {key!r}: {part!r} is not a table")
+        node[parts[-1]] = _parse_value(text.strip())
+    return out
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check (and gently coerce: int -> float, list -> tuple) a value against a type."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(tp):
+            if arm is type(None) and value is None:
+                return True, None
+            ok, v = _type_ok(value, arm)
+            if ok:
+                return True, v
+        return False, value
+    if origin is typing.Literal:
+        return value in typing.get_args(tp), value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        out = []
+        for x in value:
+            ok, v = _type_ok(x, item_tp)
+            if not ok:
+                return False, value
+            out.append(v)
+        return True, tuple(out) if origin is tuple else out
+    if origin is dict:
+        return isinstance(value, dict), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def build(cls: type, data: dict | None, *, where: str, section: str = ""):
+    """Build the frozen dataclass ``cls`` from a TOML table, checking keys and types.
+
+    Fields may carry ``metadata={"check": fn}``; ``fn(value)`` returns an error string
+    (or None) for values of the right type but out of range.
+    """
+    data = {} if data is None else data
+    prefix = f"{section}." if section else ""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: '{section}' must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
+            raise InputError(f"{where}: unknown key '{prefix}{key}' "
+                             f"({hint}known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = build(tp, value, where=where, section=f"{prefix}{name}")
+            continue
+        ok, coerced = _type_ok(value, tp)
+        if not ok:
+            raise InputError(f"{where}: key '{prefix}{name}' must be {_type_name(tp)}, "
+                             f"got {value!r}")
+        check = fields[name].metadata.get("check")
+        msg = check(coerced) if check else None
+        if msg:
+            raise InputError(f"{where}: key '{prefix}{name}' {msg}, got {coerced!r}")
+        kwargs[name] = coerced
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:  # __post_init__ cross-field checks
+        raise InputError(f"{where}: [{section or cls.__name__}] {err}") from None
+
+
+def nonneg(value) -> str | None:
+    """A ``check`` for sizes: refuse negatives."""
+    if value is not None and value < 0:
+        return "must be >= 0"
+    return None
+
+
+def to_dict(cfg) -> dict:
+    """A config dataclass as plain JSON-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_hash(*parts: Any, length: int = 12) -> str:
+    """A short stable hash of JSON-able data (dataclasses allowed): the run-folder key."""
+    norm = [to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    blob = json.dumps(norm, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
