@@ -17,7 +17,7 @@ Train(steps=5, lr=0.001)
 >>> build(Train, {"stepz": 5}, where="spec.toml", section="train")
 Traceback (most recent call last):
 ...
-kgtest.errors.InputError: spec.toml: unknown key 'train.stepz' (did you mean 'train.steps'? known: lr, steps)
+kgtest.errors.InputError: spec.toml: unknown key 'train.stepz' (did you mean 'train.steps'? ...)
 >>> apply_overrides({"train": {"steps": 5}}, ["train.steps=7", "train.lr=0.01"])
 {'train': {'steps': 7, 'lr': 0.01}}
 """

@@ -334,6 +334,11 @@ def _expand_matches(left_keys: np.ndarray, right_keys: np.ndarray):
     return li, ri
 
 
+def _join_score(args, bound, i):
+    # prefer atoms sharing bound variables or with constants (selective joins first)
+    return (sum(1 for a in args if a[0] and a[1] in bound) + sum(1 for a in args if not a[0]), -i)
+
+
 def _eval_rule(
     cr: _CompiledRule,
     idx: _RelIndex,
@@ -350,11 +355,7 @@ def _eval_rule(
     plan = [delta_pos]
     bound = {a[1] for a in cr.atoms[delta_pos][1] if a[0]}
     while remaining:
-        def score(i):
-            args = cr.atoms[i][1]
-            return (sum(1 for a in args if a[0] and a[1] in bound)
-                    + sum(1 for a in args if not a[0]), -i)
-        nxt = max(remaining, key=score)
+        nxt = max(remaining, key=lambda i, b=frozenset(bound): _join_score(cr.atoms[i][1], b, i))
         remaining.remove(nxt)
         plan.append(nxt)
         bound |= {a[1] for a in cr.atoms[nxt][1] if a[0]}

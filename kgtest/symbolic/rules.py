@@ -252,7 +252,7 @@ def parse_rules(
     >>> parse_rules("p(X) :- q(X, Y).")
     Traceback (most recent call last):
     ...
-    kgtest.errors.InputError: <rules>:1:1: atom 'p' has 1 arguments; rules are over binary relations, rel(Subject, Object)
+    kgtest.errors.InputError: <rules>:1:1: atom 'p' has 1 arguments; rules are over binary ...
     """
     parser = _Parser(text, where, None if relations is None else set(relations))
     rules = parser.rules()
