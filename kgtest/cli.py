@@ -1,0 +1,216 @@
+"""The ``kgtest`` command line: one entry point, one subcommand per job.
+
+Bad input (a malformed file, an unknown spec key, a target not in the closure) prints one
+line, ``kgtest: error: <where>: <what>``, and exits with status 2; never a traceback.
+Heavy imports happen inside each command so ``kgtest --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+from kgtest.errors import InputError
+
+EXAMPLES = {
+    "world build": "kgtest world build generators/family.toml --out runs/family",
+    "world closure": "kgtest world closure --facts kb.tsv --rules rules.dl --out closure.tsv",
+    "world deletion-set": ('kgtest world deletion-set --facts kb.tsv --rules rules.dl '
+                           '--fixed gender.tsv --target "ann husband bob" --count 3'),
+    "corpus build": "kgtest corpus build experiments/quickstart.toml --out runs/corpus",
+    "train": "kgtest train experiments/quickstart.toml --out runs",
+    "demo": "kgtest demo --out runs/demo",
+}
+
+
+def _parser_for(sub, name: str, help_: str, key: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_,
+        description=help_,
+        epilog=f"example:\n  {EXAMPLES[key]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kgtest",
+        description="kgtest: does unlearning a fact survive reasoning? Worlds, corpora, "
+                    "models, unlearning and re-derivation probes.",
+        epilog="examples:\n" + textwrap.indent("\n".join(EXAMPLES.values()), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    world = sub.add_parser("world", help="build worlds, closures and deletion sets",
+                           description="Symbolic ground truth: worlds, closures, deletion sets.")
+    wsub = world.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
+    wsub.required = True
+
+    b = _parser_for(wsub, "build", "sample a world from a spec and write it out", "world build")
+    b.add_argument("spec", help="world spec (TOML), e.g. generators/family.toml")
+    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--seed", type=int, default=None, help="override the spec's seed")
+    b.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a spec key, e.g. world.seed=3")
+    b.set_defaults(func=cmd_world_build)
+
+    c = _parser_for(wsub, "closure", "close your own facts under Datalog rules", "world closure")
+    c.add_argument("--facts", required=True, help="TSV: subject<TAB>relation<TAB>object")
+    c.add_argument("--rules", required=True, help="Datalog rules file (.dl)")
+    c.add_argument("--out", help="output TSV (default: stdout)")
+    c.add_argument("--header", action="store_true", help="write a header line")
+    c.add_argument("--explain", action="store_true",
+                   help="add columns: derived flag, proof count, depth, derivations (JSON)")
+    c.set_defaults(func=cmd_world_closure)
+
+    d = _parser_for(wsub, "deletion-set", "minimal sets whose deletion makes a target "
+                    "underivable (deep unlearning)", "world deletion-set")
+    d.add_argument("--facts", required=True,
+                   help="the whole KB (what the model knows), TSV; base and derived facts")
+    d.add_argument("--rules", required=True, help="Datalog rules file (.dl)")
+    d.add_argument("--fixed", help="TSV of fixed facts (attributes): used, never deleted")
+    d.add_argument("--target", required=True, help='the fact to delete, "subject relation object"')
+    d.add_argument("--count", type=int, default=1, help="number of distinct sets to print")
+    d.add_argument("--restarts", type=int, default=100, help="randomised restarts")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--json", action="store_true", help="print one JSON list of sets")
+    d.set_defaults(func=cmd_world_deletion_set)
+
+    return p
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def _load_kb(facts_path: str, rules_path: str, fixed_path: str | None = None):
+    """Read a user KB: returns (closure, kb ids, fixed mask)."""
+    import numpy as np
+
+    from kgtest.symbolic.closure import forward_chain
+    from kgtest.symbolic.facts import Vocab, encode, read_tsv
+    from kgtest.symbolic.rules import read_rules
+
+    facts = read_tsv(facts_path)
+    if not facts:
+        raise InputError(f"{facts_path}: no facts in file")
+    fixed = read_tsv(fixed_path) if fixed_path else []
+    rules = read_rules(rules_path)
+    ents, rels = Vocab(), Vocab()
+    kb = encode(facts, ents, rels)
+    fx = encode(fixed, ents, rels)
+    closure = forward_chain(np.concatenate([kb, fx]), rules, ents, rels)
+    kb_ids = closure.index(kb)
+    fixed_mask = np.zeros(len(closure), dtype=bool)
+    if len(fx):
+        fixed_mask[closure.index(fx)] = True
+    kb_mask = np.zeros(len(closure), dtype=bool)
+    kb_mask[kb_ids] = True
+    kb_mask &= ~fixed_mask
+    return closure, kb_mask, fixed_mask
+
+
+def cmd_world_closure(args) -> int:
+    from kgtest.symbolic.facts import atomic_write_text
+
+    closure, _, _ = _load_kb(args.facts, args.rules)
+    lines = []
+    if args.header:
+        cols = ["subject", "relation", "object"]
+        if args.explain:
+            cols += ["derived", "proof_count", "depth", "derivations"]
+        lines.append("\t".join(cols))
+    names = closure.named_all()
+    for i, (s, r, o) in enumerate(names):
+        row = [s, r, o]
+        if args.explain:
+            derivs = [
+                {"rule": str(closure.rules[closure.deriv_rule[d]]),
+                 "premises": [list(names[p]) for p in closure.premises(d)]}
+                for d in closure.derivations_of(i).tolist()
+            ]
+            row += [str(int(not closure.is_base[i])), str(int(closure.proof_count[i])),
+                    str(int(closure.depth[i])), json.dumps(derivs, separators=(",", ":"))]
+        lines.append("\t".join(row))
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        atomic_write_text(args.out, text)
+        n_derived = len(closure) - closure.n_base
+        print(f"wrote {len(closure)} facts ({n_derived} derived) to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _parse_target(text: str) -> tuple[str, str, str]:
+    parts = text.replace("\t", " ").split()
+    if len(parts) != 3:
+        raise InputError(f"--target: expected 'subject relation object', got {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def cmd_world_deletion_set(args) -> int:
+    from kgtest.symbolic.deletion import minimal_deletion_sets
+
+    if args.count < 1 or args.restarts < 1:
+        raise InputError("--count and --restarts must be >= 1")
+    closure, kb_mask, fixed_mask = _load_kb(args.facts, args.rules, args.fixed)
+    s, r, o = _parse_target(args.target)
+    target = closure.find(s, r, o)
+    if target < 0:
+        raise InputError(f"--target: {s} {r} {o} is not in the closure of {args.facts} "
+                         f"under {args.rules}")
+    if fixed_mask[target]:
+        raise InputError(f"--target: {s} {r} {o} is a fixed fact ({args.fixed}); "
+                         "fixed facts are never deleted")
+    result = minimal_deletion_sets(closure, target, kb=kb_mask, fixed=fixed_mask,
+                                   count=args.count, restarts=args.restarts, seed=args.seed)
+    sets = [closure.named_all(sorted(m)) for m in result.sets[: args.count]]
+    if args.json:
+        print(json.dumps([[list(f) for f in m] for m in sets]))
+    else:
+        for m in sets:
+            print(" ; ".join("\t".join(f) for f in m))
+    return 0
+
+
+def cmd_world_build(args) -> int:
+    from kgtest.worlds.export import describe_world, write_world
+    from kgtest.worlds.samplers import sample_world
+    from kgtest.worlds.spec import load_world_spec
+
+    cfg = load_world_spec(args.spec, overrides=args.overrides)
+    seed = args.seed if args.seed is not None else cfg.seed
+    world = sample_world(cfg, seed=seed)
+    closure = world.close()
+    write_world(world, closure, args.out)
+    print(describe_world(world, closure))
+    print(f"wrote {args.out}/ (facts.tsv, rules.dl, derivations.jsonl, stats.json, graph.png)")
+    return 0
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as err:
+        print(f"kgtest: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kgtest: interrupted (finished stages are kept; re-run to resume)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

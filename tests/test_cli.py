@@ -1,0 +1,93 @@
+"""The command line: outputs, formats, and one-line errors with status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kgtest.cli import EXAMPLES, build_parser, main
+
+RULES = "grandparent(X, Z) :- parent(X, Y), parent(Y, Z).\n"
+FACTS = "# a tiny family\nann\tparent\tbob\nbob\tparent\tcy\n"
+
+
+@pytest.fixture
+def kb(tmp_path):
+    (tmp_path / "kb.tsv").write_text(FACTS)
+    (tmp_path / "r.dl").write_text(RULES)
+    return tmp_path
+
+
+def run(argv, capsys):
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_closure_to_stdout_is_three_columns(kb, capsys):
+    rc, out, _ = run(["world", "closure", "--facts", str(kb / "kb.tsv"),
+                      "--rules", str(kb / "r.dl")], capsys)
+    assert rc == 0
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows == [["ann", "parent", "bob"], ["bob", "parent", "cy"],
+                    ["ann", "grandparent", "cy"]]
+
+
+def test_closure_explain_and_header(kb, capsys):
+    out_path = kb / "out" / "c.tsv"
+    rc, _, err = run(["world", "closure", "--facts", str(kb / "kb.tsv"), "--rules",
+                      str(kb / "r.dl"), "--out", str(out_path), "--explain", "--header"], capsys)
+    assert rc == 0 and "3 facts (1 derived)" in err
+    lines = out_path.read_text().splitlines()
+    assert lines[0].split("\t")[:4] == ["subject", "relation", "object", "derived"]
+    derived = lines[3].split("\t")
+    assert derived[:6] == ["ann", "grandparent", "cy", "1", "1", "1"]
+    (d,) = json.loads(derived[6])
+    assert d["premises"] == [["ann", "parent", "bob"], ["bob", "parent", "cy"]]
+    assert d["rule"] == RULES.strip()
+
+
+@pytest.mark.parametrize(
+    "facts, rules, expect",
+    [
+        ("ann\tparent\n", RULES, "kb.tsv:1: expected 'subject<TAB>relation<TAB>object'"),
+        (FACTS, "grandparent(X, Z) :- parent(X Y).\n", "r.dl:1:31: expected ')'"),
+        (FACTS, "% only a comment\n", "r.dl:1:1: no rules found"),
+        (FACTS, "p(X, Z) :- parent(X, Y).\n", "unsafe rule: variable Z"),
+    ],
+)
+def test_bad_input_is_one_line_status_2(kb, capsys, facts, rules, expect):
+    (kb / "kb.tsv").write_text(facts)
+    (kb / "r.dl").write_text(rules)
+    rc, out, err = run(["world", "closure", "--facts", str(kb / "kb.tsv"),
+                        "--rules", str(kb / "r.dl")], capsys)
+    assert rc == 2 and out == ""
+    assert expect in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_file_is_one_line(kb, capsys):
+    rc, _, err = run(["world", "closure", "--facts", str(kb / "nope.tsv"),
+                      "--rules", str(kb / "r.dl")], capsys)
+    assert rc == 2 and "nope.tsv: cannot read facts file" in err
+
+
+def test_every_command_help_shows_an_example():
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse internals
+    helps = [parser.format_help(), sub["world"].format_help()]
+    wsub = sub["world"]._subparsers._group_actions[0].choices
+    helps += [p.format_help() for p in wsub.values()]
+    for name, p in wsub.items():
+        assert EXAMPLES[f"world {name}"] in p.format_help()
+    assert all("kgtest" in h for h in helps)
+
+
+def test_python_dash_m_entry_point(kb):
+    proc = subprocess.run(
+        [sys.executable, "-m", "kgtest", "world", "closure", "--facts", str(kb / "kb.tsv"),
+         "--rules", str(kb / "missing.dl")],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("kgtest: error: ") and "missing.dl" in proc.stderr
