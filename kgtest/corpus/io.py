@@ -1,0 +1,265 @@
+"""Writing and reading a corpus folder, and :func:`build_corpus` (``kgtest corpus build``).
+
+A corpus folder holds (every file written atomically, and only once the whole corpus has
+been rendered and checked, so a failed build leaves no file half-written)::
+
+    train.jsonl        training documents, one JSON object per line
+    eval.jsonl         evaluation/probe documents (never trained)
+    unknown.jsonl      'unknown' answers for forget and validation targets
+    in_context.jsonl   premises-in-context probe documents
+    split.json         the split (see kgtest.corpus.splits)
+    facts.tsv          every closure fact: subject relation object id depth proofs categories
+    corpus_stats.json  documents, whitespace tokens by part and kind; facts by category
+    corpus.json        the corpus config, seed, surface (names, templates), dropped facts
+
+Examples
+--------
+>>> import tempfile
+>>> from kgtest.symbolic.rules import parse_rules
+>>> from kgtest.worlds.world import World
+>>> w = World.from_names([("ann", "parent", "bob"), ("bob", "parent", "cy")],
+...                      parse_rules("grandparent(X, Z) :- parent(X, Y), parent(Y, Z)."))
+>>> with tempfile.TemporaryDirectory() as out:
+...     corpus, split = build_corpus(w, SplitConfig(n_forget=1, n_validation=0),
+...                                  CorpusConfig(), out, seed=0)
+...     again = read_corpus(out)
+>>> [d["text"] for d in again.train] == [d["text"] for d in corpus.train]
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from kgtest.config import build, to_dict
+from kgtest.corpus.render import PARTS, Corpus, CorpusConfig, check_hygiene, render
+from kgtest.corpus.splits import Split, SplitConfig, choose_split
+from kgtest.corpus.surface import Surface
+from kgtest.errors import InputError
+
+__all__ = ["write_corpus", "read_corpus", "build_corpus", "corpus_stats", "fact_categories",
+           "configs_from_spec", "stage_seed", "FILES"]
+
+#: The files a corpus folder holds.
+FILES = ("train.jsonl", "eval.jsonl", "unknown.jsonl", "in_context.jsonl", "split.json",
+         "facts.tsv", "corpus_stats.json", "corpus.json")
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """A per-stage seed derived from a run seed (stable across runs and platforms).
+
+    Examples
+    --------
+    >>> stage_seed(0, "split") == stage_seed(0, "split") != stage_seed(0, "corpus")
+    True
+    """
+    code = int.from_bytes(stage.encode()[:8].ljust(8, b"\0"), "little")
+    return int(np.random.SeedSequence([int(seed), code]).generate_state(1, np.uint64)[0]
+               >> np.uint64(1))
+
+
+def fact_categories(corpus: Corpus, split: Split) -> list[str]:
+    """Per fact, its comma-joined categories: tags, presentation and split label.
+
+    Examples: ``"base,stated,premise"``, ``"derived,cot,forget"``,
+    ``"derived,implied,held_out"``.
+    """
+    labels = split.labels
+    return [f"{t},{p},{lab}" for t, p, lab in zip(corpus.tags, corpus.presentation, labels,
+                                                  strict=True)]
+
+
+def corpus_stats(corpus: Corpus, split: Split) -> dict:
+    """Documents and whitespace tokens by part and kind; facts by category."""
+    docs, toks = {}, {}
+    for part in PARTS:
+        d, t = Counter(), Counter()
+        for doc in corpus.part(part):
+            d[doc["kind"]] += 1
+            t[doc["kind"]] += len(doc["text"].split())
+        docs[part], toks[part] = dict(sorted(d.items())), dict(sorted(t.items()))
+    cats: Counter = Counter()
+    for c in fact_categories(corpus, split):
+        for x in c.split(","):
+            cats[x] += 1
+    return {
+        "surface": corpus.surface.kind,
+        "documents": docs,
+        "tokens": toks,
+        "facts": {"total": len(corpus.facts), **dict(sorted(cats.items()))},
+        "split": split.counts(),
+        "dropped": len(corpus.dropped),
+    }
+
+
+def _jsonl(docs) -> str:
+    return "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
+
+
+def _write_all(out_dir: Path, files: dict[str, str]) -> None:
+    """Write every file to a temporary name first, then rename them all into place."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmps: list[tuple[str, Path]] = []
+    try:
+        for name, text in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+            tmps.append((name, Path(tmp)))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+        for name, tmp in tmps:
+            os.replace(tmp, out_dir / name)
+    finally:
+        for _, tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def write_corpus(corpus: Corpus, split: Split, out_dir: str | os.PathLike) -> Path:
+    """Write a corpus folder (see the module docstring); returns its path."""
+    out = Path(out_dir)
+    sf = corpus.surface
+    cats = fact_categories(corpus, split)
+    rows = ["# subject\trelation\tobject\tid\tdepth\tproofs\tcategories\n"]
+    for i, (s, r, o) in enumerate(corpus.facts.tolist()):
+        rows.append(f"{sf.entity_names[s]}\t{sf.relation_names[r]}\t{sf.entity_names[o]}\t"
+                    f"{i}\t{int(corpus.depth[i])}\t{int(corpus.proofs[i])}\t{cats[i]}\n")
+    meta = {
+        "version": 1,
+        "seed": corpus.seed,
+        "config": to_dict(corpus.config),
+        "dropped": sorted(corpus.dropped),
+        "surface": sf.to_json(),
+    }
+    files = {f"{part}.jsonl": _jsonl(corpus.part(part)) for part in PARTS}
+    files["split.json"] = json.dumps(split.to_json(), indent=1) + "\n"
+    files["facts.tsv"] = "".join(rows)
+    files["corpus_stats.json"] = json.dumps(corpus_stats(corpus, split), indent=1) + "\n"
+    files["corpus.json"] = json.dumps(meta, indent=1) + "\n"
+    _write_all(out, files)
+    return out
+
+
+def _read_jsonl(path: Path) -> tuple:
+    docs = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        docs.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise InputError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    return tuple(docs)
+
+
+def read_corpus(path: str | os.PathLike) -> Corpus:
+    """Read a corpus folder written by :func:`write_corpus` (the split: ``Split.load``).
+
+    The returned corpus parses and checks like the rendered one
+    (:func:`~kgtest.corpus.render.check_hygiene`).
+    """
+    root = Path(path)
+    try:
+        meta = json.loads((root / "corpus.json").read_text(encoding="utf-8"))
+        surface = Surface.from_json(meta["surface"])
+        cfg = build(CorpusConfig, meta.get("config", {}), where=str(root / "corpus.json"),
+                    section="corpus")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InputError(f"{root / 'corpus.json'}: not a kgtest corpus ({err})") from None
+    ents = {n: i for i, n in enumerate(surface.entity_names)}
+    rels = {n: i for i, n in enumerate(surface.relation_names)}
+    facts, depth, proofs, tags, pres = [], [], [], [], []
+    tsv = root / "facts.tsv"
+    try:
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InputError(f"{tsv}: cannot read ({err.strerror or err})") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line or line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        try:
+            s, r, o, i, d, p, cat = cols
+            if int(i) != len(facts):
+                raise ValueError("fact ids out of order")
+            facts.append((ents[s], rels[r], ents[o]))
+        except (ValueError, KeyError) as err:
+            raise InputError(f"{tsv}:{lineno}: bad fact row ({err})") from None
+        depth.append(int(d))
+        proofs.append(int(p))
+        c = cat.split(",")
+        tags.append(",".join(x for x in c if x in ("base", "derived", "planted", "fixed")))
+        pres.append(next((x for x in c if x in ("stated", "cot", "both", "implied")), ""))
+    parts = {part: _read_jsonl(root / f"{part}.jsonl") for part in PARTS}
+    return Corpus(
+        **parts,
+        facts=np.asarray(facts, dtype=np.int64).reshape(-1, 3),
+        surface=surface,
+        presentation=tuple(pres),
+        depth=np.asarray(depth, dtype=np.int64),
+        proofs=np.asarray(proofs, dtype=np.int64),
+        tags=tuple(tags),
+        config=cfg,
+        seed=int(meta.get("seed", 0)),
+        dropped=frozenset(meta.get("dropped", [])),
+    )
+
+
+def configs_from_spec(spec: dict, where: str = "<spec>") -> tuple[SplitConfig, CorpusConfig]:
+    """The ``[split]`` and ``[corpus]`` tables of a parsed spec as typed configs.
+
+    Examples
+    --------
+    >>> configs_from_spec({"split": {"n_forget": 3}, "corpus": {"surface": "natural"}})[1].surface
+    'natural'
+    """
+    return (build(SplitConfig, spec.get("split"), where=where, section="split"),
+            build(CorpusConfig, spec.get("corpus"), where=where, section="corpus"))
+
+
+def build_corpus(world, split_cfg: SplitConfig, corpus_cfg: CorpusConfig,
+                 out_dir: str | os.PathLike, seed: int = 0, *,
+                 where: str = "") -> tuple[Corpus, Split]:
+    """World -> closure -> split -> corpus -> checked -> written to ``out_dir``.
+
+    Parameters
+    ----------
+    world : World or callable
+        A world, or a function ``seed -> World`` (called with ``stage_seed(seed, "world")``).
+    split_cfg, corpus_cfg : SplitConfig, CorpusConfig
+    out_dir : path
+        Created if missing; the files of :data:`FILES` are replaced.
+    seed : int
+        The run seed; the split and the corpus get ``stage_seed(seed, "split")`` and
+        ``stage_seed(seed, "corpus")``.
+    where : str
+        The spec file, for error messages.
+
+    Returns
+    -------
+    (Corpus, Split)
+
+    Raises
+    ------
+    InputError
+        Impossible splits or corpus settings (one line, naming the key); nothing is
+        written then.
+    """
+    if callable(world) and not hasattr(world, "close"):
+        world = world(stage_seed(seed, "world"))
+    closure = world.close()
+    split = choose_split(closure, world, split_cfg, stage_seed(seed, "split"), where=where)
+    try:
+        corpus = render(closure, world, split, corpus_cfg, stage_seed(seed, "corpus"))
+    except InputError as err:
+        raise InputError(f"{where}: {err}" if where else str(err)) from None
+    check_hygiene(corpus, split)
+    write_corpus(corpus, split, out_dir)
+    return corpus, split

@@ -1,0 +1,353 @@
+"""Splits: which closure facts are forget targets, their premises, retained, or held out.
+
+:func:`choose_split` labels every fact of a closure, with one label per fact by priority
+
+``forget``              a reported forget target (trained, then unlearned later)
+``validation``          a target for tuning unlearning, disjoint from the forget targets,
+                        their premises and the facts those targets help derive
+``premise``             a premise of a forget target: a fact in one of its one-step
+                        derivations (kept, so the target stays derivable)
+``validation_premise``  a premise of a validation target
+``held_out``            a derived fact that no document ever mentions (implied only)
+``retain``              everything else
+
+plus the masks behind them (a premise can also be a target: the masks keep both).
+Targets and their premises are never held out. A derived fact is held out when its rules
+are not *demonstrated* on its subject (``demo_fraction``: each rule is demonstrated on a
+seeded fraction of the entities that are subjects of its facts), or by the random
+``held_out_fraction``, which never removes a rule's last demonstration. A held-out fact
+whose rules have no demonstration at all is an impossible request: :class:`InputError`.
+
+Examples
+--------
+>>> from kgtest.symbolic.rules import parse_rules
+>>> from kgtest.worlds.world import World
+>>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
+...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+>>> c = w.close()
+>>> sp = choose_split(c, w, SplitConfig(n_forget=1, n_validation=0), seed=0)
+>>> [c.named(f) for f in sp.forget], sp.labels[sp.forget[0]]
+([('b', 'g', 'd')], 'forget')
+>>> sorted(c.named(f) for f in sp.premise)
+[('b', 'p', 'c'), ('c', 'p', 'd')]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from kgtest.config import nonneg, to_dict
+from kgtest.errors import InputError
+from kgtest.symbolic.closure import Closure
+from kgtest.symbolic.facts import atomic_write_text
+
+__all__ = ["SplitConfig", "Split", "choose_split", "LABELS", "TARGET_CATEGORIES"]
+
+#: Split labels, from lowest to highest priority.
+LABELS = ("retain", "held_out", "validation_premise", "premise", "validation", "forget")
+#: Categories targets may be drawn from.
+TARGET_CATEGORIES = ("derived", "base", "planted")
+
+
+def _fraction(value) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "must be in [0, 1]"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How to choose targets and held-out facts (the ``[split]`` table of a spec)."""
+
+    n_forget: int = field(default=10, metadata={"check": nonneg})  # reported forget targets
+    n_validation: int = field(default=5, metadata={"check": nonneg})  # tuning targets
+    targets_from: tuple[str, ...] = ("derived",)  # categories: derived, base, planted
+    min_proofs: int = field(default=0, metadata={"check": nonneg})  # targets' fewest proofs
+    max_proofs: int | None = None  # targets' most proofs (None: no limit)
+    min_depth: int = field(default=1, metadata={"check": nonneg})  # derived targets' depth from
+    max_depth: int | None = None  # derived targets' depth up to (None: no limit)
+    held_out_fraction: float = field(default=0.0, metadata={"check": _fraction})  # random
+    demo_fraction: float = field(default=1.0, metadata={"check": _fraction})  # rule demo subjects
+    rule_demo_fraction: dict = field(default_factory=dict)  # per head relation overrides
+    seed: int = 0  # used when choose_split gets no seed argument
+
+    def __post_init__(self):
+        bad = [c for c in self.targets_from if c not in TARGET_CATEGORIES]
+        if bad or not self.targets_from:
+            raise ValueError(f"split.targets_from: unknown or empty categories {list(bad)}; "
+                             f"known: {', '.join(TARGET_CATEGORIES)}")
+        for lo, hi in (("min_proofs", "max_proofs"), ("min_depth", "max_depth")):
+            if getattr(self, hi) is not None and getattr(self, hi) < getattr(self, lo):
+                raise ValueError(f"split.{hi} < split.{lo}")
+        for rel, frac in self.rule_demo_fraction.items():
+            if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+                raise ValueError(f"split.rule_demo_fraction.{rel} must be a number in [0, 1], "
+                                 f"got {frac!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Per-fact split labels over a closure's facts (ids are closure fact ids).
+
+    Attributes
+    ----------
+    n_facts : int
+    forget, validation, premise, validation_premise, held_out : (k,) int arrays
+        Sorted fact ids in each set (premise sets may overlap the target sets).
+    demo_entities : dict
+        Rule index -> sorted entity ids the rule is demonstrated on, for rules demonstrated
+        on only part of their subjects.
+    config : SplitConfig
+    seed : int
+    """
+
+    n_facts: int
+    forget: np.ndarray
+    validation: np.ndarray
+    premise: np.ndarray
+    validation_premise: np.ndarray
+    held_out: np.ndarray
+    demo_entities: dict = field(default_factory=dict)
+    config: SplitConfig = field(default_factory=SplitConfig)
+    seed: int = 0
+
+    def mask(self, name: str) -> np.ndarray:
+        """``(N,)`` bool mask of one set (``"forget"``, ``"held_out"``...)."""
+        m = np.zeros(self.n_facts, dtype=bool)
+        m[getattr(self, name)] = True
+        return m
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """``(N,)`` object array of label names, highest priority first (see module doc)."""
+        out = np.full(self.n_facts, "retain", dtype=object)
+        for name in LABELS[1:]:
+            out[getattr(self, name)] = name
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Facts per label."""
+        names, n = np.unique(self.labels.astype(str), return_counts=True)
+        return {k: int(n[list(names).index(k)]) if k in names else 0 for k in LABELS}
+
+    def to_json(self, closure: Closure | None = None) -> dict:
+        """JSON-able form; with a closure, also the named facts of each target."""
+        data = {
+            "version": 1,
+            "n_facts": self.n_facts,
+            "seed": self.seed,
+            "config": to_dict(self.config),
+            "counts": self.counts(),
+        }
+        for name in LABELS[1:]:
+            data[name] = getattr(self, name).tolist()
+        data["demo_entities"] = {str(k): v.tolist() for k, v in self.demo_entities.items()}
+        if closure is not None:
+            data["forget_named"] = [list(t) for t in closure.named_all(self.forget)]
+            data["validation_named"] = [list(t) for t in closure.named_all(self.validation)]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "split.json") -> Split:
+        try:
+            arr = {k: np.asarray(data[k], dtype=np.int64) for k in LABELS[1:]}
+            return cls(
+                n_facts=int(data["n_facts"]),
+                demo_entities={int(k): np.asarray(v, dtype=np.int64)
+                               for k, v in data.get("demo_entities", {}).items()},
+                config=SplitConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in data.get("config", {}).items()}),
+                seed=int(data.get("seed", 0)),
+                **arr,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{where}: not a kgtest split ({err})") from None
+
+    def save(self, path: str | os.PathLike, closure: Closure | None = None) -> None:
+        """Write the split as JSON, atomically."""
+        atomic_write_text(path, json.dumps(self.to_json(closure), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Split:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(f"{p}: cannot read split ({err})") from None
+        return cls.from_json(data, where=str(p))
+
+
+def _premises_of(closure: Closure, targets: np.ndarray) -> np.ndarray:
+    """Fact ids in any one-step derivation of any target."""
+    if len(targets) == 0 or closure.n_derivations == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.isin(closure.deriv_head, targets)
+    p = closure.deriv_premises[rows].ravel()
+    return np.unique(p[p >= 0])
+
+
+def _fail(where: str, key: str, msg: str) -> InputError:
+    return InputError(f"{where + ': ' if where else ''}key 'split.{key}': {msg}")
+
+
+def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
+                 seed: int | None = None, *, where: str = "") -> Split:
+    """Choose forget/validation targets and held-out facts over a closure.
+
+    Parameters
+    ----------
+    closure : Closure
+        ``world.close()``.
+    world : World
+        For fixed attribute facts (never targets) and planted facts.
+    cfg : SplitConfig
+    seed : int, optional
+        Overrides ``cfg.seed``. Same inputs and seed, same split.
+    where : str
+        Prefix for error messages (the spec file).
+
+    Raises
+    ------
+    InputError
+        More targets than eligible facts (naming ``split.n_forget`` or
+        ``split.n_validation``), or a held-out fact whose rules are demonstrated on no
+        entity (naming ``split.demo_fraction`` or ``split.rule_demo_fraction.<relation>``).
+
+    Examples
+    --------
+    >>> from kgtest.symbolic.rules import parse_rules
+    >>> from kgtest.worlds.world import World
+    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c")],
+    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+    >>> choose_split(w.close(), w, SplitConfig(n_forget=2, n_validation=0))
+    Traceback (most recent call last):
+    ...
+    kgtest.errors.InputError: key 'split.n_forget': asked for 2 forget targets but only 1 ...
+    """
+    cfg = SplitConfig() if cfg is None else cfg
+    seed = cfg.seed if seed is None else seed
+    rng = np.random.default_rng(seed)
+    n = len(closure)
+    derived = ~closure.is_base
+    depth, proofs = closure.depth, closure.proof_count
+
+    # --- targets ------------------------------------------------------------------------
+    planted = np.zeros(n, dtype=bool)
+    if len(world.planted):
+        ids = closure.index(world.planted)
+        planted[ids[ids >= 0]] = True
+    depth_ok = depth >= cfg.min_depth
+    if cfg.max_depth is not None:
+        depth_ok &= depth <= cfg.max_depth
+    eligible = np.zeros(n, dtype=bool)
+    if "derived" in cfg.targets_from:
+        eligible |= derived & depth_ok
+    if "planted" in cfg.targets_from:
+        eligible |= planted & depth_ok
+    if "base" in cfg.targets_from:
+        eligible |= closure.is_base
+    eligible &= ~world.fixed_mask(closure) & (proofs >= cfg.min_proofs)
+    if cfg.max_proofs is not None:
+        eligible &= proofs <= cfg.max_proofs
+    pool = np.flatnonzero(eligible)
+    what = (f"{'/'.join(cfg.targets_from)} facts, not fixed, with proof count in "
+            f"[{cfg.min_proofs}, {cfg.max_proofs if cfg.max_proofs is not None else 'inf'}]")
+    if "base" not in cfg.targets_from or len(cfg.targets_from) > 1:
+        what += (f" and derived depth in [{cfg.min_depth}, "
+                 f"{cfg.max_depth if cfg.max_depth is not None else 'inf'}]")
+    if cfg.n_forget > len(pool):
+        raise _fail(where, "n_forget", f"asked for {cfg.n_forget} forget targets but only "
+                    f"{len(pool)} facts are eligible ({what}); lower it or widen the categories")
+    forget = np.sort(rng.choice(pool, cfg.n_forget, replace=False)).astype(np.int64)
+    premise = _premises_of(closure, forget)
+    # validation: away from the forget targets, their premises and what they help derive
+    taboo = np.zeros(n, dtype=bool)
+    taboo[forget] = taboo[premise] = True
+    if closure.n_derivations and len(forget):
+        uses = np.isin(closure.deriv_premises, forget).any(1)
+        taboo[closure.deriv_head[uses]] = True
+    vpool = np.flatnonzero(eligible & ~taboo)
+    if cfg.n_validation > len(vpool):
+        raise _fail(where, "n_validation", f"asked for {cfg.n_validation} validation targets "
+                    f"but only {len(vpool)} eligible facts remain after the {cfg.n_forget} "
+                    f"forget targets and their premises ({what})")
+    validation = np.sort(rng.choice(vpool, cfg.n_validation, replace=False)).astype(np.int64)
+    vpremise = _premises_of(closure, validation)
+    protected = np.zeros(n, dtype=bool)
+    for ids in (forget, premise, validation, vpremise):
+        protected[ids] = True
+
+    # --- demonstrations -----------------------------------------------------------------
+    # (head, rule) pairs for derived heads: which rules derive which derived facts
+    pairs = np.unique(np.stack([closure.deriv_head, closure.deriv_rule.astype(np.int64)], 1)
+                      .reshape(-1, 2), axis=0)
+    pairs = pairs[derived[pairs[:, 0]]]
+    ph, pr = pairs[:, 0], pairs[:, 1]
+    heads = sorted({r.head.relation for r in closure.rules})
+    for rel in cfg.rule_demo_fraction:
+        if rel not in heads:
+            raise _fail(where, f"rule_demo_fraction.{rel}", "no rule derives this relation "
+                        f"(rule heads: {', '.join(heads) or 'none'})")
+    demo_pair = np.ones(len(pairs), dtype=bool)
+    demo_entities = {}
+    for ri, rule in enumerate(closure.rules):
+        frac = cfg.rule_demo_fraction.get(rule.head.relation, cfg.demo_fraction)
+        sel = pr == ri
+        if frac >= 1 or not sel.any():
+            continue
+        subjects = np.unique(closure.facts[ph[sel], 0])
+        k = 0 if frac <= 0 else max(1, int(round(frac * len(subjects))))
+        demo = np.sort(rng.choice(subjects, k, replace=False)).astype(np.int64)
+        demo_entities[ri] = demo
+        demo_pair[sel] = np.isin(closure.facts[ph[sel], 0], demo)
+    demonstrated = np.zeros(n, dtype=bool)
+    demonstrated[ph[demo_pair]] = True
+    held = derived & ~demonstrated & ~protected
+
+    rule_demo = np.zeros(len(closure.rules), dtype=np.int64)  # demonstrations per rule
+    np.add.at(rule_demo, pr[~held[ph]], 1)
+    fact_ok = np.zeros(n, dtype=bool)
+    fact_ok[ph[rule_demo[pr] > 0]] = True
+    bad = np.flatnonzero(held & ~fact_ok)
+    if len(bad):
+        f = int(bad[0])
+        rule = closure.rules[closure.rules_of(f)[0]]
+        rel = rule.head.relation
+        key = (f"rule_demo_fraction.{rel}" if rel in cfg.rule_demo_fraction
+               else "demo_fraction")
+        raise _fail(where, key, f"rule '{rule}' is demonstrated on no entity, yet "
+                    f"{int((held & ~fact_ok).sum())} of its facts (e.g. "
+                    f"{' '.join(closure.named(f))}) would be held out; a held-out rule needs "
+                    f"demonstrations on other entities (raise the fraction above 0)")
+
+    # --- random held-out facts, never a rule's last demonstration ---------------------------
+    if cfg.held_out_fraction > 0:
+        cands = rng.permutation(np.flatnonzero(derived & ~held & ~protected))
+        want = int(round(cfg.held_out_fraction * len(cands)))
+        order = np.argsort(ph, kind="stable")
+        starts = np.searchsorted(ph[order], np.arange(n + 1))
+        taken = 0
+        for f in cands.tolist():
+            if taken >= want:
+                break
+            rules = pr[order[starts[f] : starts[f + 1]]]
+            if (rule_demo[rules] > 1).all():
+                held[f] = True
+                rule_demo[rules] -= 1
+                taken += 1
+
+    return Split(
+        n_facts=n,
+        forget=forget,
+        validation=validation,
+        premise=premise.astype(np.int64),
+        validation_premise=vpremise.astype(np.int64),
+        held_out=np.flatnonzero(held).astype(np.int64),
+        demo_entities=demo_entities,
+        config=cfg,
+        seed=int(seed),
+    )
