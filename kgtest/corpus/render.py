@@ -295,29 +295,35 @@ class _Chains:
 
     def __init__(self, closure: Closure, held: np.ndarray, stated: np.ndarray):
         self.c, self.held, self.stated = closure, held, stated
+        self._prem = [[p for p in row if p >= 0] for row in closure.deriv_premises.tolist()]
+        self._depth = closure.depth.tolist()
         self._steps: dict[int, list[int]] = {}
         self._deriv: dict[int, int] = {}
 
     def derivation(self, f: int) -> int:
         """The shortest derivation with the fewest held-out premises, lowest index first."""
         if f not in self._deriv:
-            c, best = self.c, None
-            for d in c.derivations_of(f).tolist():
-                p = c.premises(d)
-                if int(c.depth[p].max()) != int(c.depth[f]) - 1:
+            best, depth = None, self._depth
+            for d in self.c.derivations_of(f).tolist():
+                p = self._prem[d]
+                if max(depth[x] for x in p) != depth[f] - 1:
                     continue
-                key = (int(self.held[p].sum()), d)
+                key = (sum(bool(self.held[x]) for x in p), d)
                 best = key if best is None or key < best else best
             if best is None:
                 raise ValueError(f"fact {f} has no shortest derivation")
             self._deriv[f] = best[1]
         return self._deriv[f]
 
+    def premises(self, d: int) -> list[int]:
+        """Premise fact ids of derivation ``d``, in body order."""
+        return self._prem[d]
+
     def steps(self, f: int) -> list[int]:
         """Chain steps of derived fact ``f`` (see the module docstring)."""
         if f not in self._steps:
             out: list[int] = []
-            for p in self.c.premises(self.derivation(f)):
+            for p in self._prem[self.derivation(f)]:
                 if self.stated[p]:
                     out.append(p)
                 else:
@@ -394,6 +400,7 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     rng = np.random.default_rng(seed)
     surface = _surface_for(closure, cfg, np.random.default_rng(rng.integers(2**63)))
     F = closure.facts
+    FL = F.tolist()  # (N, 3) as lists: per-document lookups stay in Python
     is_base = closure.is_base
     held = split.mask("held_out") & ~is_base
     derived_shown = ~is_base & ~held
@@ -407,7 +414,7 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     q_off = rng.integers(0, 2**31, size=n)
 
     def stmt(f: int, c: int) -> str:
-        s, r, o = F[f].tolist()
+        s, r, o = FL[f]
         return surface.statement(s, r, o, int(st_off[f]) + c)
 
     train: list[dict] = []
@@ -429,7 +436,7 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
                 train.append(_doc("statement", "", text, [(f, "stated") for f in g], variant=c))
     if cfg.inverse:
         for f in stated_ids.tolist():
-            s, r, o = F[f].tolist()
+            s, r, o = FL[f]
             train.append(_doc("statement", "", surface.inverse_statement(s, r, o),
                               [(f, "stated")], variant=0, inverse=True))
     # --- QA on a seeded fraction of subjects ------------------------------------------------
@@ -440,7 +447,7 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     qa_ids = stated_ids[np.isin(F[stated_ids, 0], subjects)].tolist()
     for c in range(k):
         for f in qa_ids:
-            s, r, o = F[f].tolist()
+            s, r, o = FL[f]
             train.append(_doc("qa", surface.qa_prompt(s, r, int(q_off[f]) + c),
                               surface.answer(o), [(f, "answer")], variant=c))
     # --- chains of thought -----------------------------------------------------------------
@@ -452,8 +459,8 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     if cfg.in_context or cfg.train_in_context:
         for f in np.flatnonzero(~is_base).tolist():
             d = chains.derivation(f)
-            prem = closure.premises(d)
-            s, r, o = F[f].tolist()
+            prem = chains.premises(d)
+            s, r, o = FL[f]
             doc = _doc("in_context", surface.in_context_prompt([stmt(p, 0) for p in prem], s, r,
                                                                int(q_off[f])),
                        surface.answer(o), [(p, "premise") for p in prem] + [(f, "answer")],
@@ -466,7 +473,7 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     evals = []
     if cfg.probes:
         for f in range(n):
-            s, r, o = F[f].tolist()
+            s, r, o = FL[f]
             evals.append(_doc("qa", surface.qa_prompt(s, r, 0), surface.answer(o),
                               [(f, "answer")], probe="direct"))
             p, a = surface.statement_probe(s, r, o, 0)
@@ -477,14 +484,14 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
                 evals.append(_doc("qa", surface.qa_prompt(s, r, 0, held=True), surface.answer(o),
                                   [(f, "answer")], probe="paraphrase"))
             if not is_base[f]:
-                evals.append({**_cot_doc(surface, F, chains, f, 0, stmt, 0), "probe": "cot"})
+                evals.append({**_cot_doc(surface, FL, chains, f, 0, stmt, 0), "probe": "cot"})
     # --- unknown answers for the targets ---------------------------------------------------
     unknown = []
     if cfg.unknown:
         for name, ids in (("forget", split.forget), ("validation", split.validation)):
             for c in range(k):
                 for f in ids.tolist():
-                    s, r, _ = F[f].tolist()
+                    s, r, _ = FL[f]
                     unknown.append(_doc("unknown", surface.qa_prompt(s, r, int(q_off[f]) + c),
                                         UNKNOWN, [(f, "question")], variant=c, target=name))
     next_id = 0
@@ -510,10 +517,10 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     )
 
 
-def _cot_doc(surface: Surface, F: np.ndarray, chains: _Chains, f: int, c: int, stmt,
+def _cot_doc(surface: Surface, FL: list, chains: _Chains, f: int, c: int, stmt,
              q_variant: int) -> dict:
     steps = chains.steps(f)
-    s, r, o = F[f].tolist()
+    s, r, o = FL[f]
     return _doc("cot", surface.cot_prompt(s, r, q_variant),
                 surface.cot_completion([stmt(p, c) for p in steps], o),
                 [(p, "premise") for p in steps] + [(f, "answer")],
