@@ -239,16 +239,17 @@ def _cone(c: Closure, target: int) -> Cone:
     frontier = np.array([target])
     used = []
     while len(frontier):
-        # derivations of the frontier facts
-        d = np.concatenate([order[starts[f] : starts[f + 1]] for f in frontier.tolist()])
+        # derivations of the frontier facts (each fact enters the frontier once)
+        lo = starts[frontier]
+        d = order[_ranges(lo, starts[frontier + 1] - lo)]
         if len(d) == 0:
             break
         used.append(d)
         p = c.deriv_premises[d].ravel()
-        p = np.unique(p[p >= 0])
-        frontier = p[~in_cone[p]]
+        p = p[p >= 0]
+        frontier = np.unique(p[~in_cone[p]])
         in_cone[frontier] = True
-    derivs = np.unique(np.concatenate(used)) if used else np.zeros(0, dtype=np.int64)
+    derivs = np.sort(np.concatenate(used)) if used else np.zeros(0, dtype=np.int64)
     facts = np.flatnonzero(in_cone)
     local = np.full(len(c) + 1, len(facts), dtype=np.int64)  # -1 padding -> slot len(facts)
     local[facts] = np.arange(len(facts))
@@ -264,40 +265,16 @@ def _cone(c: Closure, target: int) -> Cone:
 
 # --- the join engine -------------------------------------------------------------------
 
-
-class _RelIndex:
-    """Facts grouped by relation; ids within a relation ascend, so id ranges are slices."""
-
-    def __init__(self, n_relations: int):
-        empty = np.zeros(0, dtype=np.int64)
-        self.ids = [empty] * n_relations
-        self.s = [empty] * n_relations
-        self.o = [empty] * n_relations
-
-    def extend(self, triples: np.ndarray, first_id: int) -> None:
-        ids = np.arange(first_id, first_id + len(triples), dtype=np.int64)
-        rel = triples[:, 1]
-        order = np.argsort(rel, kind="stable")
-        bounds = np.searchsorted(rel[order], np.arange(len(self.ids) + 1))
-        for r in range(len(self.ids)):
-            sel = order[bounds[r] : bounds[r + 1]]
-            if len(sel):
-                self.ids[r] = np.concatenate([self.ids[r], ids[sel]])
-                self.s[r] = np.concatenate([self.s[r], triples[sel, 0]])
-                self.o[r] = np.concatenate([self.o[r], triples[sel, 2]])
-
-    def slice(self, r: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ids = self.ids[r]
-        a, b = np.searchsorted(ids, [lo, hi])
-        return ids[a:b], self.s[r][a:b], self.o[r][a:b]
+# A term of a compiled atom: (is_var, variable index or entity id)
+_Term = tuple[bool, int]
 
 
 @dataclass(frozen=True)
 class _CompiledRule:
     head_rel: int
-    head_args: tuple[tuple[bool, int], tuple[bool, int]]  # (is_var, var index or entity id)
-    atoms: tuple[tuple[int, tuple[tuple[bool, int], tuple[bool, int]]], ...]
-    neq: tuple[tuple[tuple[bool, int], tuple[bool, int]], ...]
+    head_args: tuple[_Term, _Term]
+    atoms: tuple[tuple[int, tuple[_Term, _Term]], ...]  # (relation id, (subject, object))
+    neq: tuple[tuple[_Term, _Term], ...]
     n_vars: int
 
 
@@ -320,118 +297,278 @@ def _compile(rule: Rule, entities: Vocab, relations: Vocab) -> _CompiledRule:
     )
 
 
-def _expand_matches(left_keys: np.ndarray, right_keys: np.ndarray):
-    """All (i, j) with left_keys[i] == right_keys[j], as two index arrays."""
-    order = np.argsort(right_keys, kind="stable")
-    sk = right_keys[order]
-    lo = np.searchsorted(sk, left_keys, "left")
-    hi = np.searchsorted(sk, left_keys, "right")
-    counts = hi - lo
+def _atom_filter(args: tuple[_Term, _Term]) -> tuple[int, int, bool]:
+    """(subject constant or -1, object constant or -1, subject == object required)."""
+    (sv, s), (ov, o) = args
+    return (-1 if sv else s, -1 if ov else o, sv and ov and s == o)
+
+
+def _keep(s: np.ndarray, o: np.ndarray, filt: tuple[int, int, bool]) -> np.ndarray | None:
+    """Rows passing an atom's constants / repeated variable (None: all of them)."""
+    cs, co, same = filt
+    keep = None
+    for cond, col, other in ((cs >= 0, s, cs), (co >= 0, o, co), (same, s, o)):
+        if cond:
+            k = col == other
+            keep = k if keep is None else keep & k
+    return keep
+
+
+def _ranges(lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(l, l + c) for l, c in zip(lo, counts)])``, vectorised."""
     total = int(counts.sum())
-    li = np.repeat(np.arange(len(left_keys)), counts)
-    offs = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    ri = order[np.repeat(lo, counts) + offs]
-    return li, ri
+    shift = np.repeat(lo - (np.cumsum(counts) - counts), counts)  # (total,)
+    return shift + np.arange(total, dtype=np.int64)
 
 
-def _join_score(args, bound, i):
-    # prefer atoms sharing bound variables or with constants (selective joins first)
-    return (sum(1 for a in args if a[0] and a[1] in bound) + sum(1 for a in args if not a[0]), -i)
+@dataclass(frozen=True)
+class _JoinIndex:
+    """Rows ``[0, n)`` of one relation (after an atom's filter) sorted by a join key.
+
+    ``perm`` holds relation-local row numbers in key order, ``keys`` the sorted keys.
+    ``starts`` (CSR offsets, one per entity + 1) is set for single-entity keys when the
+    entity range is not much larger than the relation: then a lookup is two gathers
+    instead of two binary searches.
+    """
+
+    n: int
+    keys: np.ndarray
+    perm: np.ndarray
+    starts: np.ndarray | None
+
+    def match(self, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All ``(i, row)`` with ``left[i]`` equal to the key of relation row ``row``."""
+        if self.starts is not None:
+            lo, hi = self.starts[left], self.starts[left + 1]
+        else:
+            lo = np.searchsorted(self.keys, left, "left")
+            hi = np.searchsorted(self.keys, left, "right")
+        counts = hi - lo
+        if len(counts) == 0 or counts.max() <= 1:  # functional relations: no expansion
+            li = np.flatnonzero(counts)
+            return li, self.perm[lo[li]]
+        li = np.repeat(np.arange(len(left), dtype=np.int64), counts)
+        return li, self.perm[_ranges(lo, counts)]
+
+
+class _RelIndex:
+    """Facts grouped by relation; ids within a relation ascend, so id ranges are slices.
+
+    Join indexes on a relation's first ``n`` rows are cached per (relation, atom filter,
+    key columns) and extended with the rows added since, so a relation is sorted once, not
+    once per rule and round.
+    """
+
+    def __init__(self, n_relations: int, n_entities: int):
+        empty = np.zeros(0, dtype=np.int64)
+        self.ids = [empty] * n_relations
+        self.s = [empty] * n_relations
+        self.o = [empty] * n_relations
+        self.n_entities = max(n_entities, 1)
+        self._joins: dict[tuple, list[_JoinIndex]] = {}
+
+    def extend(self, triples: np.ndarray, first_id: int, *, by_relation: bool = False) -> None:
+        """Append facts numbered from ``first_id`` (``by_relation``: already sorted so)."""
+        ids = np.arange(first_id, first_id + len(triples), dtype=np.int64)
+        rel = triples[:, 1]
+        if not by_relation:
+            order = np.argsort(rel, kind="stable")
+            triples, rel, ids = triples[order], rel[order], ids[order]
+        bounds = np.searchsorted(rel, np.arange(len(self.ids) + 1))
+        for r in np.flatnonzero(np.diff(bounds)).tolist():
+            a, b = bounds[r], bounds[r + 1]
+            self.ids[r] = np.concatenate([self.ids[r], ids[a:b]])
+            self.s[r] = np.concatenate([self.s[r], triples[a:b, 0]])
+            self.o[r] = np.concatenate([self.o[r], triples[a:b, 2]])
+
+    def span(self, r: int, lo: int, hi: int) -> tuple[int, int]:
+        """Relation-local rows ``[a, b)`` holding the facts with ids in ``[lo, hi)``."""
+        ids = self.ids[r]
+        return int(np.searchsorted(ids, lo)), int(np.searchsorted(ids, hi))
+
+    def rows(self, r: int, a: int, b: int, filt) -> np.ndarray:
+        """Relation-local row numbers in ``[a, b)`` that pass the atom filter."""
+        keep = _keep(self.s[r][a:b], self.o[r][a:b], filt)
+        rows = np.arange(a, b, dtype=np.int64)
+        return rows if keep is None else rows[keep]
+
+    def key(self, r: int, rows: np.ndarray, cols: tuple[int, ...]) -> np.ndarray:
+        """Join keys of relation rows: the chosen columns (0 subject, 1 object) packed."""
+        arrays = (self.s[r], self.o[r])
+        k = arrays[cols[0]][rows]
+        for c in cols[1:]:
+            k = k * self.n_entities + arrays[c][rows]
+        return k
+
+    def join_index(self, r: int, filt, cols: tuple[int, ...], n: int) -> _JoinIndex:
+        """The join index of rows ``[0, n)`` of relation ``r`` (cached, grown in place)."""
+        cache = self._joins.setdefault((r, filt, cols), [])
+        for jx in cache:
+            if jx.n == n:
+                return jx
+        # grow the largest cached index that is a prefix of the one asked for
+        older = [jx for jx in cache if jx.n < n]
+        base = max(older, key=lambda jx: jx.n) if older else None
+        tail = self.rows(r, base.n if base else 0, n, filt)
+        tail_keys = self.key(r, tail, cols)
+        if base is None:
+            order = np.argsort(tail_keys, kind="stable")
+            keys, perm = tail_keys[order], tail[order]
+        else:  # two sorted runs: a stable sort merges them in linear time
+            o = np.argsort(tail_keys, kind="stable")
+            keys = np.concatenate([base.keys, tail_keys[o]])
+            perm = np.concatenate([base.perm, tail[o]])
+            order = np.argsort(keys, kind="stable")
+            keys, perm = keys[order], perm[order]
+        starts = None
+        e = self.n_entities
+        if len(cols) == 1 and e <= 8 * len(keys) + 4096:
+            starts = np.zeros(e + 1, dtype=np.int64)
+            np.cumsum(np.bincount(keys, minlength=e), out=starts[1:])
+        jx = _JoinIndex(n, keys, perm, starts)
+        # keep the two newest: semi-naive asks for the previous and the current prefix
+        cache[:] = sorted([*cache, jx], key=lambda j: j.n)[-2:]
+        return jx
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One body atom in a rule's join order (precomputed once per rule and delta position)."""
+
+    pos: int  # body position: its premise column
+    rel: int
+    filt: tuple[int, int, bool]  # see _atom_filter
+    binds: tuple[tuple[int, int], ...]  # (variable, column 0/1) this atom binds
+    shared: tuple[tuple[int, int], ...]  # (variable, column) bound before: the join key
+    keep: frozenset[int]  # variables still needed after this step
+    neq: tuple[tuple[_Term, _Term], ...]  # inequalities checkable from this step on
+
+
+def _plan(cr: _CompiledRule, delta_pos: int) -> tuple[_Step, ...]:
+    """Join order: the delta atom first, then atoms sharing the most bound variables
+    (constants count as bound), ties broken by body order."""
+    remaining = [i for i in range(len(cr.atoms)) if i != delta_pos]
+    order = [delta_pos]
+    bound = {v for is_var, v in cr.atoms[delta_pos][1] if is_var}
+    while remaining:
+        nxt = max(remaining, key=lambda i, b=frozenset(bound): (
+            sum(1 for is_var, v in cr.atoms[i][1] if not is_var or v in b), -i))
+        remaining.remove(nxt)
+        order.append(nxt)
+        bound |= {v for is_var, v in cr.atoms[nxt][1] if is_var}
+    need = {v for is_var, v in cr.head_args if is_var} | {t[1] for q in cr.neq for t in q
+                                                          if t[0]}
+    keeps = []
+    for pos in reversed(order):
+        keeps.append(frozenset(need))
+        need |= {v for is_var, v in cr.atoms[pos][1] if is_var}
+    keeps.reverse()
+    steps, bound, pending = [], set(), list(cr.neq)
+    for pos, keep in zip(order, keeps, strict=True):
+        rel, args = cr.atoms[pos]
+        filt = _atom_filter(args)
+        binds = tuple((v, c) for c, (is_var, v) in enumerate(args) if is_var)
+        if filt[2]:  # p(X, X): one variable, bound from the subject
+            binds = binds[:1]
+        shared = tuple((v, c) for v, c in binds if v in bound)
+        bound |= {v for v, _ in binds}
+        ready = tuple(q for q in pending if all(not t[0] or t[1] in bound for t in q))
+        pending = [q for q in pending if q not in ready]
+        steps.append(_Step(pos, rel, filt, binds, shared, keep, ready))
+    return tuple(steps)
 
 
 def _eval_rule(
+    steps: tuple[_Step, ...],
     cr: _CompiledRule,
     idx: _RelIndex,
-    delta_pos: int,
     old_end: int,
     new_end: int,
-    n_entities: int,
-):
-    """Derivations of ``cr`` whose premise at ``delta_pos`` is new (id in [old_end, new_end))."""
-    k = len(cr.atoms)
-    e = np.int64(max(n_entities, 1))
-    # order: the delta atom first, then atoms sharing the most bound variables
-    remaining = [i for i in range(k) if i != delta_pos]
-    plan = [delta_pos]
-    bound = {a[1] for a in cr.atoms[delta_pos][1] if a[0]}
-    while remaining:
-        nxt = max(remaining, key=lambda i, b=frozenset(bound): _join_score(cr.atoms[i][1], b, i))
-        remaining.remove(nxt)
-        plan.append(nxt)
-        bound |= {a[1] for a in cr.atoms[nxt][1] if a[0]}
+) -> tuple[np.ndarray, dict[int, np.ndarray]] | None:
+    """Derivations whose premise at ``steps[0].pos`` is new (id in [old_end, new_end)).
 
-    cols: dict[int, np.ndarray] = {}  # variable -> values
+    Returns ``(head keys (m,), {body position: premise fact ids (m,)})`` or None.
+    """
+    e = np.int64(idx.n_entities)
+    delta_pos = steps[0].pos
+    cols: dict[int, np.ndarray] = {}  # variable -> values, one per binding row
     prem: dict[int, np.ndarray] = {}  # body position -> premise fact ids
-    n_rows = None
-    for pos in plan:
-        rel, args = cr.atoms[pos]
-        if pos == delta_pos:
-            lo, hi = old_end, new_end
-        elif pos < delta_pos:
-            lo, hi = 0, old_end
-        else:
-            lo, hi = 0, new_end
-        ids, s, o = idx.slice(rel, lo, hi)
-        vals = (s, o)
-        # constants and repeated variables filter the candidates
-        keep = np.ones(len(ids), dtype=bool)
-        for (is_var, v), col in zip(args, vals, strict=True):
-            if not is_var:
-                keep &= col == v
-        if args[0][0] and args[1][0] and args[0][1] == args[1][1]:
-            keep &= s == o
-        if not keep.all():
-            ids, s, o = ids[keep], s[keep], o[keep]
-            vals = (s, o)
-        var_args = [(v, col) for (is_var, v), col in zip(args, vals, strict=True) if is_var]
-        if args[0][0] and args[1][0] and args[0][1] == args[1][1]:
-            var_args = var_args[:1]
-        if n_rows is None:
-            for v, col in var_args:
-                cols[v] = col
-            prem[pos] = ids
-            n_rows = len(ids)
-        else:
-            shared = [(v, col) for v, col in var_args if v in cols]
-            if shared:
-                lk = np.zeros(n_rows, dtype=np.int64)
-                rk = np.zeros(len(ids), dtype=np.int64)
-                for v, col in shared:
-                    lk = lk * e + cols[v]
-                    rk = rk * e + col
-                li, ri = _expand_matches(lk, rk)
+    n_rows = 0
+    for j, st in enumerate(steps):
+        r = st.rel
+        if j == 0:  # the delta atom: facts new in the last round
+            a, b = idx.span(r, old_end, new_end)
+            if a == b:
+                return None
+            rows = idx.rows(r, a, b, st.filt)
+        else:  # earlier body positions see only older facts, later ones all
+            n = idx.span(r, 0, old_end if st.pos < delta_pos else new_end)[1]
+            if st.shared:
+                left = cols[st.shared[0][0]]
+                for v, _ in st.shared[1:]:
+                    left = left * e + cols[v]
+                cs = tuple(c for _, c in st.shared)
+                li, rows = idx.join_index(r, st.filt, cs, n).match(left)
             else:  # cross product (a body atom unconnected to the others)
-                li = np.repeat(np.arange(n_rows), len(ids))
-                ri = np.tile(np.arange(len(ids)), n_rows)
-            cols = {v: c[li] for v, c in cols.items()}
+                right = idx.rows(r, 0, n, st.filt)
+                li = np.repeat(np.arange(n_rows, dtype=np.int64), len(right))
+                rows = np.tile(right, n_rows)
+            cols = {v: c[li] for v, c in cols.items() if v in st.keep}
             prem = {p: c[li] for p, c in prem.items()}
-            for v, col in var_args:
-                if v not in cols:
-                    cols[v] = col[ri]
-            prem[pos] = ids[ri]
-            n_rows = len(li)
-        # apply every inequality whose variables are now bound
-        for a, b in cr.neq:
-            if all((not t[0]) or t[1] in cols for t in (a, b)):
-                av = cols[a[1]] if a[0] else a[1]
-                bv = cols[b[1]] if b[0] else b[1]
-                ok = np.asarray(av != bv)
-                if ok.ndim == 0:
-                    ok = np.full(n_rows, bool(ok))
-                if not ok.all():
-                    cols = {v: c[ok] for v, c in cols.items()}
-                    prem = {p: c[ok] for p, c in prem.items()}
-                    n_rows = int(ok.sum())
+        arrays = (idx.s[r], idx.o[r])
+        for v, c in st.binds:
+            if v not in cols and v in st.keep:
+                cols[v] = arrays[c][rows]
+        prem[st.pos] = idx.ids[r][rows]
+        n_rows = len(rows)
+        for (av, a_), (bv, b_) in st.neq:
+            ok = np.asarray((cols[a_] if av else a_) != (cols[b_] if bv else b_))
+            if ok.ndim == 0:  # between two constants
+                ok = np.full(n_rows, bool(ok))
+            if not ok.all():
+                cols = {v: c[ok] for v, c in cols.items()}
+                prem = {p: c[ok] for p, c in prem.items()}
+                n_rows = int(np.count_nonzero(ok))
         if n_rows == 0:
-            break
-    if not n_rows:
-        return None
-    head = np.empty((n_rows, 3), dtype=np.int64)
-    for j, (is_var, v) in zip((0, 2), cr.head_args, strict=True):
-        head[:, j] = cols[v] if is_var else v
-    head[:, 1] = cr.head_rel
-    premises = np.stack([prem[p] for p in range(k)], axis=1)
-    return head, premises
+            return None
+        if j == 0:
+            cols = {v: c for v, c in cols.items() if v in st.keep}
+    (sv, s), (ov, o) = cr.head_args
+    hs = cols[s] if sv else np.int64(s)
+    ho = cols[o] if ov else np.int64(o)
+    keys = (np.int64(cr.head_rel) * e + hs) * e + ho  # fact_keys of the heads
+    if keys.ndim == 0:
+        keys = np.full(n_rows, keys, dtype=np.int64)
+    return keys, prem
+
+
+class _KeySet:
+    """Fact key -> fact id, as a few sorted runs (one per round, merged LSM-style so
+    that there are O(log N) runs and each key is copied O(log N) times in all)."""
+
+    def __init__(self, keys: np.ndarray, ids: np.ndarray):
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.add(keys, ids)
+
+    def add(self, keys: np.ndarray, ids: np.ndarray) -> None:
+        """Add distinct, sorted keys that are not present yet."""
+        self.runs.append((keys, ids))
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (k1, i1), (k2, i2) = self.runs.pop(), self.runs.pop()
+            k, i = np.concatenate([k2, k1]), np.concatenate([i2, i1])
+            order = np.argsort(k, kind="stable")  # two sorted runs: a linear merge
+            self.runs.append((k[order], i[order]))
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Fact ids of sorted ``keys`` (-1 where absent)."""
+        out = np.full(len(keys), -1, dtype=np.int64)
+        for rk, ri in self.runs:
+            if len(rk) == 0:
+                continue
+            pos = np.minimum(np.searchsorted(rk, keys), len(rk) - 1)
+            hit = rk[pos] == keys
+            out[hit] = ri[pos[hit]]
+        return out
 
 
 def forward_chain(
@@ -448,10 +585,12 @@ def forward_chain(
     ----------
     facts : (n, 3) int array
         Input facts as ``(subject, relation, object)`` ids into ``entities`` and
-        ``relations``. Duplicates are dropped (first occurrence kept).
+        ``relations``. Duplicates are dropped (first occurrence kept). Not modified.
     rules : sequence of Rule
         Datalog rules; their relation and constant names are interned into copies of
         the vocabularies (the inputs are not modified).
+    entities, relations : Vocab
+        The vocabularies the ids refer to.
     max_rounds : int, optional
         Stop after this many derivation rounds (facts of greater depth are not derived).
 
@@ -459,6 +598,17 @@ def forward_chain(
     -------
     Closure
         See the module docstring for its arrays.
+
+    Examples
+    --------
+    >>> from kgtest.symbolic.rules import parse_rules
+    >>> ents, rels = Vocab(["a", "b", "c"]), Vocab(["e"])
+    >>> rules = parse_rules("path(X, Y) :- e(X, Y).\\npath(X, Z) :- e(X, Y), path(Y, Z).")
+    >>> c = forward_chain(np.array([[0, 0, 1], [1, 0, 2]]), rules, ents, rels)
+    >>> c.facts.tolist()
+    [[0, 0, 1], [1, 0, 2], [0, 1, 1], [1, 1, 2], [0, 1, 2]]
+    >>> c.depth.tolist(), c.proof_count.tolist()
+    ([0, 0, 1, 1, 2], [0, 0, 1, 1, 1])
     """
     entities, relations = entities.copy(), relations.copy()
     rules = tuple(rules)
@@ -468,61 +618,70 @@ def forward_chain(
                       or base[:, 1].max() >= len(relations)):
         raise InputError("forward_chain: fact ids out of range of the vocabularies")
     n_ent = len(entities)
+    e = np.int64(max(n_ent, 1))
+    # drop repeated input facts (first occurrence kept) with one sort of the keys
     keys = fact_keys(base, n_ent)
-    _, first = np.unique(keys, return_index=True)
-    first.sort()
-    base, keys = base[first], keys[first]
+    order = np.argsort(keys, kind="stable")
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = keys[order[1:]] != keys[order[:-1]]
+    kept = np.sort(order[first])  # input rows kept, in input order
+    base = base[kept]
+    known = _KeySet(keys[order[first]], np.searchsorted(kept, order[first]))
 
-    idx = _RelIndex(len(relations))
+    idx = _RelIndex(len(relations), n_ent)
     idx.extend(base, 0)
+    plans = [(ri, cr, _plan(cr, pos)) for ri, cr in enumerate(compiled)
+             for pos in range(len(cr.atoms))]
+    can_self = [cr.head_rel in {a[0] for a in cr.atoms} for cr in compiled]
     all_facts = [base]
     depths = [np.zeros(len(base), dtype=np.int32)]
-    key_order = np.argsort(keys, kind="stable")
-    sorted_keys, sorted_ids = keys[key_order], key_order.astype(np.int64)
     d_head, d_rule, d_prem = [], [], []
     kmax = max((len(r.atoms) for r in compiled), default=1)
     old_end, new_end, rnd = 0, len(base), 0
     while new_end > old_end and (max_rounds is None or rnd < max_rounds):
         rnd += 1
-        heads, rule_ids, prems = [], [], []
-        for ri, cr in enumerate(compiled):
-            for pos in range(len(cr.atoms)):
-                out = _eval_rule(cr, idx, pos, old_end, new_end, n_ent)
-                if out is None:
-                    continue
-                h, p = out
-                heads.append(h)
-                rule_ids.append(np.full(len(h), ri, dtype=np.int32))
-                pad = np.full((len(p), kmax), -1, dtype=np.int64)
-                pad[:, : p.shape[1]] = p
-                prems.append(pad)
+        outs = [(ri, _eval_rule(steps, cr, idx, old_end, new_end))
+                for ri, cr, steps in plans]
+        outs = [(ri, out) for ri, out in outs if out is not None]
         old_end = new_end
-        if not heads:
+        if not outs:
             break
-        h = np.concatenate(heads)
-        hk = fact_keys(h, n_ent)
-        pos = np.clip(np.searchsorted(sorted_keys, hk), 0, max(len(sorted_keys) - 1, 0))
-        known = (sorted_keys[pos] == hk) if len(sorted_keys) else np.zeros(len(hk), bool)
-        head_id = np.where(known, sorted_ids[pos] if len(sorted_ids) else 0, -1)
-        new_keys, inv = np.unique(hk[~known], return_inverse=True)
-        if len(new_keys):
-            first_new = np.zeros(len(new_keys), dtype=np.int64)
-            first_new[inv] = np.flatnonzero(~known)  # any representative row
-            new_triples = h[first_new]
-            head_id[~known] = new_end + inv
-            idx.extend(new_triples, new_end)
+        hk = np.concatenate([out[0] for _, out in outs])  # (m,) head keys of the round
+        # one sort of the head keys: group equal heads, look the groups up all at once
+        order = np.argsort(hk, kind="stable")
+        shk = hk[order]
+        first = np.ones(len(shk), dtype=bool)
+        first[1:] = shk[1:] != shk[:-1]
+        uniq = shk[first]  # sorted distinct head keys
+        uid = known.lookup(uniq)
+        new = uid < 0
+        n_new = int(np.count_nonzero(new))
+        if n_new:  # new facts are numbered in key order
+            new_keys = uniq[new]
+            uid[new] = np.arange(new_end, new_end + n_new)
+            known.add(new_keys, uid[new])
+            r, so = np.divmod(new_keys, e * e)
+            new_triples = np.stack([so // e, r, so % e], axis=1)
+            idx.extend(new_triples, new_end, by_relation=True)
             all_facts.append(new_triples)
-            depths.append(np.full(len(new_triples), rnd, dtype=np.int32))
-            new_end += len(new_triples)
-            merged = np.concatenate([sorted_keys, new_keys])
-            merged_ids = np.concatenate([sorted_ids, np.arange(old_end, new_end)])
-            o = np.argsort(merged, kind="stable")
-            sorted_keys, sorted_ids = merged[o], merged_ids[o]
-        p = np.concatenate(prems)
-        not_self = ~(p == head_id[:, None]).any(1)
-        d_head.append(head_id[not_self])
-        d_rule.append(np.concatenate(rule_ids)[not_self])
-        d_prem.append(p[not_self])
+            depths.append(np.full(n_new, rnd, dtype=np.int32))
+            new_end += n_new
+        head_id = np.empty(len(hk), dtype=np.int64)
+        head_id[order] = uid[np.cumsum(first) - 1]
+        p = np.full((len(hk), kmax), -1, dtype=np.int64)  # premises, padded with -1
+        at = 0
+        for _, (keys, prem) in outs:
+            for col, ids in prem.items():
+                p[at : at + len(keys), col] = ids
+            at += len(keys)
+        rule_id = np.repeat(np.array([ri for ri, _ in outs], dtype=np.int32),
+                            [len(out[0]) for _, out in outs])
+        if any(can_self[ri] for ri, _ in outs):  # a fact never supports itself
+            ok = ~(p == head_id[:, None]).any(1)
+            head_id, p, rule_id = head_id[ok], p[ok], rule_id[ok]
+        d_head.append(head_id)
+        d_rule.append(rule_id)
+        d_prem.append(p)
 
     return Closure(
         entities=entities,

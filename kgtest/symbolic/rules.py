@@ -200,7 +200,7 @@ class _Parser:
         return self.atom()
 
     def rule(self) -> Rule:
-        start = self.peek()
+        start, first = self.peek(), self.i
         head = self.atom()
         self.take("implies", what="':-' (facts belong in a TSV file, not the rules file)")
         body = [self.literal()]
@@ -214,8 +214,10 @@ class _Parser:
             raise self.error(start, f"rule for {head.relation!r} has no body atom")
         for t in (*head.args, *(x for q in rule.inequalities for x in (q.left, q.right))):
             if t.is_var and t.name not in bound:
-                raise self.error(start, f"unsafe rule: variable {t.name} in "
-                                        f"{head.relation!r} rule is not bound by a body atom")
+                # point at its first occurrence (in the head or an inequality)
+                at = next(k for k in self.toks[first : self.i] if k.text == t.name)
+                raise self.error(at, f"unsafe rule: variable {t.name} in "
+                                     f"{head.relation!r} rule is not bound by a body atom")
         return rule
 
     def rules(self) -> list[Rule]:
