@@ -1,0 +1,485 @@
+"""Write a world and its closure to a folder, and describe it in a few lines.
+
+:func:`write_world` writes (each file complete or not at all):
+
+``facts.tsv``          header, then one closure fact per line: ``subject relation object kind
+                       fixed proof_count depth domain planted`` (kind = base/derived; fixed
+                       and planted 0/1; domain of a derived fact = its premises' domain, or
+                       ``mixed``). :func:`kgtest.worlds.world_from_tsv` reads it back.
+``rules.dl``           the rules, Datalog.
+``derivations.jsonl``  one line per one-step derivation: ``{"fact": [s, r, o], "rule":
+                       "...", "rule_id": i, "premises": [[s, r, o], ...]}``
+``stats.json``         counts by relation, base vs derived, proof-count / depth / degree
+                       histograms, entity-frequency summary, planted targets.
+``graph.png``          a drawing of a sample (at most ~40 entities) of the graph.
+
+Examples
+--------
+>>> import json, tempfile
+>>> from kgtest.worlds.samplers import sample_world
+>>> from kgtest.worlds.spec import WorldConfig
+>>> w = sample_world(WorldConfig(params={"n_entities": 12}), seed=0)
+>>> out = write_world(w, w.close(), tempfile.mkdtemp())
+>>> sorted(p.name for p in out.iterdir())
+['derivations.jsonl', 'facts.tsv', 'graph.png', 'rules.dl', 'stats.json']
+>>> json.loads((out / "stats.json").read_text())["counts"]["base"]
+48
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from kgtest.symbolic.closure import Closure
+from kgtest.symbolic.facts import atomic_write_text
+from kgtest.symbolic.rules import format_rules
+from kgtest.worlds.world import World
+
+__all__ = ["write_world", "describe_world", "world_stats", "fact_domains", "draw_world",
+           "FACTS_HEADER"]
+
+FACTS_HEADER = ("subject", "relation", "object", "kind", "fixed", "proof_count", "depth",
+                "domain", "planted")
+
+
+def fact_domains(world: World, closure: Closure) -> np.ndarray:
+    """``(N,)`` domain id of every closure fact; -1 = mixed (premises from two domains).
+
+    Base facts keep the world's labels; a derived fact takes the domain its shortest
+    derivations' non-fixed premises share.
+    """
+    n = len(closure)
+    dom = np.full(n, -2, dtype=np.int64)  # -2: not yet known
+    dom[: closure.n_base] = world.domain
+    fixed = world.fixed_mask(closure)
+    depth = closure.depth.astype(np.int64)
+    prem = closure.deriv_premises
+    head = closure.deriv_head
+    pdepth = np.where(prem >= 0, depth[np.maximum(prem, 0)], -1)
+    shortest = (pdepth < depth[head][:, None]).all(1) & (depth[head] > 0)
+    for t in range(1, int(depth.max(initial=0)) + 1):
+        sel = np.flatnonzero(shortest & (depth[head] == t))
+        if len(sel) == 0:
+            continue
+        p = prem[sel]
+        use = (p >= 0) & ~fixed[np.maximum(p, 0)]
+        pd = dom[np.maximum(p, 0)]
+        big = np.iinfo(np.int64).max
+        lo = np.where(use, pd, big).min(1)
+        hi = np.where(use, pd, -big).max(1)
+        d = np.where(lo == big, 0, np.where((lo == hi) & (lo >= 0), lo, -1))
+        h = head[sel]
+        lo_h = np.full(n, big)
+        hi_h = np.full(n, -big)
+        np.minimum.at(lo_h, h, d)
+        np.maximum.at(hi_h, h, d)
+        hs = np.unique(h)
+        dom[hs] = np.where(lo_h[hs] == hi_h[hs], lo_h[hs], -1)
+    dom[dom == -2] = 0
+    return dom
+
+
+def _hist(values) -> dict[str, int]:
+    c = Counter(int(v) for v in values)
+    return {str(k): c[k] for k in sorted(c)}
+
+
+def world_stats(world: World, closure: Closure) -> dict:
+    """The summary written to ``stats.json`` (JSON-able)."""
+    n, nb = len(closure), closure.n_base
+    rel_names = closure.relations.names
+    base_by = np.bincount(closure.facts[:nb, 1], minlength=len(rel_names))
+    der_by = np.bincount(closure.facts[nb:, 1], minlength=len(rel_names))
+    by_relation = {r: {"base": int(base_by[i]), "derived": int(der_by[i])}
+                   for i, r in enumerate(rel_names) if base_by[i] or der_by[i]}
+    ents = world.facts[:, [0, 2]].ravel()
+    degree = np.bincount(ents, minlength=len(world.entities))
+    order = np.argsort(-degree, kind="stable")
+    sorted_deg = np.sort(degree)
+    gini = 0.0
+    if degree.sum():
+        cum = np.cumsum(sorted_deg)
+        gini = float(1 - 2 * (cum.sum() / cum[-1] - 0.5) / len(degree))
+    pc = closure.proof_count
+    dom = fact_domains(world, closure)
+    dom_names = [*world.domain_names]
+    return {
+        "name": world.name,
+        "meta": world.meta,
+        "counts": {
+            "entities": len(world.entities),
+            "relations": len(rel_names),
+            "rules": len(closure.rules),
+            "base": nb,
+            "fixed": int(world.fixed.sum()),
+            "derived": n - nb,
+            "closure": n,
+            "derivations": closure.n_derivations,
+            "base_also_derivable": int((pc[:nb] > 0).sum()),
+            "planted": len(world.planted),
+        },
+        "entities_by_type": {t: int((world.entity_type == i).sum())
+                             for i, t in enumerate(world.type_names)},
+        "by_relation": by_relation,
+        "by_domain": {("mixed" if d < 0 else dom_names[d]): int((dom == d).sum())
+                      for d in np.unique(dom).tolist()},
+        "proof_count_hist": _hist(pc[nb:]),
+        "depth_hist": _hist(closure.depth),
+        "degree_hist": _hist(degree),
+        "entity_frequency": {
+            "what": "base facts mentioning the entity",
+            "min": int(sorted_deg[0]) if len(degree) else 0,
+            "median": float(np.median(degree)) if len(degree) else 0.0,
+            "mean": float(degree.mean()) if len(degree) else 0.0,
+            "max": int(sorted_deg[-1]) if len(degree) else 0,
+            "gini": round(gini, 4),
+            "tail_entities": int((degree <= 1).sum()),
+            "top": [[world.entities.name(int(i)), int(degree[i])] for i in order[:5]],
+        },
+        "planted": [list(t) for t in closure.named_all(closure.index(world.planted))]
+        if len(world.planted) else [],
+    }
+
+
+def describe_world(world: World, closure: Closure) -> str:
+    """A short human summary: counts, relations, rules, depth and proof-count histograms.
+
+    Examples
+    --------
+    >>> from kgtest.worlds.samplers import sample_world
+    >>> from kgtest.worlds.spec import WorldConfig
+    >>> w = sample_world(WorldConfig(params={"n_entities": 12}), seed=0)
+    >>> print(describe_world(w, w.close()).splitlines()[1])
+    12 entities (12 entity), 48 base facts + 72 derived = 120 (72 derivations, 6 rules)
+    """
+    s = world_stats(world, closure)
+    c = s["counts"]
+    types = ", ".join(f"{n} {t}" for t, n in s["entities_by_type"].items())
+    title = f"world {world.name!r}"
+    if world.meta.get("sampler"):
+        title += f" (sampler {world.meta['sampler']}, seed {world.meta.get('seed')})"
+    if world.meta.get("description"):
+        title += f": {world.meta['description']}"
+    lines = [
+        title,
+        f"{c['entities']} entities ({types}), {c['base']} base facts + {c['derived']} derived "
+        f"= {c['closure']} ({c['derivations']} derivations, {c['rules']} rules)",
+    ]
+    if c["fixed"]:
+        lines.append(f"{c['fixed']} base facts are fixed attributes (never deleted)")
+    if len(world.domain_names) > 1:
+        lines.append("domains: " + ", ".join(f"{d} {n}" for d, n in s["by_domain"].items()))
+
+    def hist(h: dict) -> str:
+        return "  ".join(f"{k}:{v}" for k, v in h.items()) or "-"
+
+    lines.append("depth (all facts)           " + hist(s["depth_hist"]))
+    lines.append("proof count (derived facts) " + hist(s["proof_count_hist"]))
+    ef = s["entity_frequency"]
+    lines.append(f"entity frequency: min {ef['min']}, median {ef['median']:g}, max {ef['max']}, "
+                 f"gini {ef['gini']:.2f}, {ef['tail_entities']} entities in <= 1 base fact")
+    lines.append("relations: " + ", ".join(
+        f"{r} {v['base']}+{v['derived']}" for r, v in s["by_relation"].items()))
+    if s["planted"]:
+        k = int(closure.proof_count[closure.index(world.planted)[0]])
+        ex = "; ".join(f"{r}({a}, {b})" for a, r, b in s["planted"][:3])
+        lines.append(f"planted: {len(s['planted'])} targets with exactly {k} proofs, e.g. {ex}")
+    lines.append(f"rules ({len(closure.rules)}):")
+    shown = closure.rules[:12]
+    lines += [f"  {r}" for r in shown]
+    if len(closure.rules) > len(shown):
+        lines.append(f"  ... and {len(closure.rules) - len(shown)} more")
+    return "\n".join(lines)
+
+
+def _facts_tsv(world: World, closure: Closure) -> str:
+    dom = fact_domains(world, closure)
+    dom_names = [*world.domain_names]
+    fixed = world.fixed_mask(closure)
+    planted = np.zeros(len(closure), dtype=bool)
+    if len(world.planted):
+        planted[closure.index(world.planted)] = True
+    ent, rel = closure.entities.names, closure.relations.names
+    lines = ["\t".join(FACTS_HEADER)]
+    pc, depth, nb = closure.proof_count.tolist(), closure.depth.tolist(), closure.n_base
+    for i, (s, r, o) in enumerate(closure.facts.tolist()):
+        d = "mixed" if dom[i] < 0 else dom_names[dom[i]]
+        lines.append(f"{ent[s]}\t{rel[r]}\t{ent[o]}\t{'base' if i < nb else 'derived'}\t"
+                     f"{int(fixed[i])}\t{pc[i]}\t{depth[i]}\t{d}\t{int(planted[i])}")
+    return "\n".join(lines) + "\n"
+
+
+def _derivations_jsonl(closure: Closure) -> str:
+    named = closure.named_all()
+    texts = [str(r) for r in closure.rules]
+    out = []
+    for d, (h, r) in enumerate(zip(closure.deriv_head.tolist(), closure.deriv_rule.tolist(),
+                                   strict=True)):
+        rec = {"fact": list(named[h]), "rule": texts[r], "rule_id": r,
+               "premises": [list(named[p]) for p in closure.premises(d)]}
+        out.append(json.dumps(rec))
+    return "".join(line + "\n" for line in out)
+
+
+def write_world(world: World, closure: Closure, out_dir: str | os.PathLike) -> Path:
+    """Write ``facts.tsv``, ``rules.dl``, ``derivations.jsonl``, ``stats.json``, ``graph.png``.
+
+    Everything is first written into a temporary folder inside ``out_dir``; only when all
+    five files exist are they moved into place (each move an atomic rename), so a failure
+    leaves no half-written file. Other files in ``out_dir`` are left alone.
+
+    Parameters
+    ----------
+    world : World
+    closure : Closure
+        ``world.close()``.
+    out_dir : path
+        Created if missing.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".world-", dir=out))
+    try:
+        atomic_write_text(tmp / "facts.tsv", _facts_tsv(world, closure))
+        header = f"% rules of world {world.name!r} ({len(closure.rules)} rules)\n"
+        atomic_write_text(tmp / "rules.dl", header + format_rules(closure.rules))
+        atomic_write_text(tmp / "derivations.jsonl", _derivations_jsonl(closure))
+        atomic_write_text(tmp / "stats.json",
+                          json.dumps(world_stats(world, closure), indent=1) + "\n")
+        draw_world(world, closure, tmp / "graph.png")
+        for f in ("facts.tsv", "rules.dl", "derivations.jsonl", "stats.json", "graph.png"):
+            os.replace(tmp / f, out / f)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# --- drawing ---------------------------------------------------------------------------
+
+
+def _entity_domains(world: World) -> np.ndarray:
+    """``(E,)`` domain of each entity: that of the first base fact naming it."""
+    dom = np.zeros(len(world.entities), dtype=np.int64)
+    for col in (2, 0):  # subjects win over objects
+        dom[world.facts[::-1, col]] = world.domain[::-1]
+    return dom
+
+
+def _sample_nodes(world: World, closure: Closure, max_nodes: int) -> list[int]:
+    """Entities around a focus (a planted target, else a deepest derived fact), by BFS over
+    the non-fixed base facts, so the sample is a connected piece of the stated graph. In a
+    world with several domains, an equal share is sampled around a focus in each."""
+    base = world.facts[~world.fixed]
+    adj: dict[int, list[int]] = {}
+    for s, _, o in base.tolist():
+        adj.setdefault(s, []).append(o)
+        adj.setdefault(o, []).append(s)
+    focus = [(int(s), int(o)) for s, _, o in world.planted.tolist()]
+    if len(closure) > closure.n_base:
+        derived = closure.facts[closure.n_base:][np.argsort(-closure.depth[closure.n_base:],
+                                                            kind="stable")]
+        focus += [(int(s), int(o)) for s, _, o in derived[:50].tolist()]
+    focus += [(int(s), int(o)) for s, _, o in base[:1].tolist()]
+    edom = _entity_domains(world)
+    n_dom = len(world.domain_names)
+    seen: list[int] = []
+    for d in range(n_dom):
+        starts = [f for f in focus if edom[f[0]] == d] or (focus if n_dom == 1 else [])
+        if not starts:
+            continue
+        quota = len(seen) + (max_nodes - len(seen)) // (n_dom - d)
+        queue = [u for u in dict.fromkeys(starts[0]) if u not in seen]
+        seen += queue
+        while queue and len(seen) < quota:
+            nxt = []
+            for u in queue:
+                for v in adj.get(u, []):
+                    if v not in seen and len(seen) < quota:
+                        seen.append(v)
+                        nxt.append(v)
+            queue = nxt
+    return seen
+
+
+def draw_world(
+    world: World,
+    closure: Closure,
+    path: str | os.PathLike,
+    *,
+    max_nodes: int = 22,
+    max_derived: int = 14,
+) -> None:
+    """Draw a connected sample of the graph to a PNG (atomically).
+
+    Up to ``max_nodes`` entities around a planted target (or a deepest derived fact);
+    all stated facts among them as solid arrows, up to ``max_derived`` derived facts
+    (planted and deepest first) as dashed coloured arrows, planted targets in red. Edge
+    labels are relation names; fixed attribute facts (e.g. gender) colour the nodes
+    instead of being drawn as edges. Uses matplotlib's Agg canvas, no global state.
+    """
+    import networkx as nx
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    nodes = _sample_nodes(world, closure, max_nodes)
+    keep = np.zeros(len(closure.entities), dtype=bool)
+    keep[nodes] = True
+    f = closure.facts
+    fixed = world.fixed_mask(closure)
+    inside = keep[f[:, 0]] & keep[f[:, 2]] & ~fixed & (f[:, 0] != f[:, 2])
+    planted = np.zeros(len(closure), dtype=bool)
+    if len(world.planted):
+        planted[closure.index(world.planted)] = True
+    base_ids = np.flatnonzero(inside & closure.is_base)
+    der_ids = np.flatnonzero(inside & ~closure.is_base)
+    n_der_all = len(der_ids)
+    der_ids = _pick_derived(closure, der_ids, planted, max_derived)
+
+    # one edge per (ordered pair, kind); its label joins the relations
+    edges: dict[tuple[int, int, str], list[str]] = {}
+    rel = closure.relations.names
+    for fid in [*base_ids.tolist(), *der_ids.tolist()]:
+        s, r, o = f[fid].tolist()
+        kind = "planted" if planted[fid] else "base" if closure.is_base[fid] else "derived"
+        edges.setdefault((s, o, kind), []).append(rel[r])
+    pairs = {(u, v) for u, v, _ in edges}
+    g = nx.DiGraph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from(pairs)
+    skeleton = nx.Graph()  # lay out on the stated facts: derived edges then read as shortcuts
+    skeleton.add_nodes_from(nodes)
+    skeleton.add_edges_from((u, v) for u, v, kind in edges if kind == "base")
+    pos = {}  # each connected piece laid out on its own, side by side
+    comps = sorted(nx.connected_components(skeleton), key=lambda c: -len(c))
+    x0 = 0.0
+    for comp in comps:
+        sub = skeleton.subgraph(comp)
+        width = max(np.sqrt(len(comp) / max(len(nodes), 1)) * 2, 0.3)
+        lay = nx.spring_layout(sub, seed=0, k=2.6 / max(np.sqrt(len(comp)), 1),
+                               iterations=300, center=(0, 0), scale=width / 2)
+        for u, (x, y) in lay.items():
+            pos[u] = np.array([x0 + width / 2 + x, y])
+        x0 += width * 1.15
+
+    ent = closure.entities.names
+    attrs: dict[int, list[str]] = {}  # fixed attributes, shown in the node label
+    for s, _, o in world.facts[world.fixed].tolist():
+        if keep[s]:
+            attrs.setdefault(s, []).append(ent[o])
+    type_colors = ["#9ecae1", "#fdd0a2", "#c7e9c0", "#dadaeb", "#fcbba1", "#d9d9d9"]
+    attr_vals = sorted({v for vs in attrs.values() for v in vs})
+    attr_colors = ["#9ecae1", "#fcbba1", "#c7e9c0", "#dadaeb"]
+
+    edom = _entity_domains(world)
+    domain_colors = ["#9ecae1", "#fcbba1", "#c7e9c0", "#dadaeb"]
+
+    def node_color(u: int) -> str:
+        if 1 < len(world.domain_names) <= len(domain_colors):
+            return domain_colors[int(edom[u])]
+        if attrs.get(u) and len(attr_vals) <= len(attr_colors):
+            return attr_colors[attr_vals.index(attrs[u][0])]
+        return type_colors[int(world.entity_type[u]) % len(type_colors)] if u < len(
+            world.entity_type) else type_colors[-1]
+
+    fig = Figure(figsize=(13, 10), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=900, edgecolors="#444444",
+                           node_color=[node_color(u) for u in g.nodes])
+    nx.draw_networkx_labels(g, pos, ax=ax, labels={u: ent[u] for u in g.nodes}, font_size=9)
+    styles = {
+        "base": dict(style="solid", edge_color="#333333", width=1.4),
+        "derived": dict(style="dashed", edge_color="#2b8cbe", width=1.2),
+        "planted": dict(style="dashed", edge_color="#d7301f", width=2.4),
+    }
+    label_jobs = []
+    for kind, st in styles.items():
+        # bend an edge whose reverse is drawn too, or that shares its pair with a stated fact
+        groups: dict[float, list[tuple[int, int]]] = {}
+        for u, v, k in edges:
+            if k == kind:
+                rad = 0.18 if (v, u) in pairs else 0.0
+                rad += 0.25 if kind != "base" and (u, v, "base") in edges else 0.0
+                groups.setdefault(rad, []).append((u, v))
+        for rad, group in groups.items():
+            cs = f"arc3,rad={rad}"
+            nx.draw_networkx_edges(g, pos, ax=ax, edgelist=group, arrows=True, arrowsize=14,
+                                   node_size=900, connectionstyle=cs, **st)
+            labels = {(u, v): _short(edges[u, v, kind]) for u, v in group}
+            label_jobs.append((labels, cs, st["edge_color"]))
+    for labels, cs, color in label_jobs:  # labels last, so no edge is drawn over them
+        nx.draw_networkx_edge_labels(
+            g, pos, ax=ax, edge_labels=labels, font_size=8, connectionstyle=cs,
+            font_color=color, node_size=900, rotate=False,
+            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+    handles = [
+        Line2D([], [], color="#333333", lw=1.4, label="stated (base) fact"),
+        Line2D([], [], color="#2b8cbe", lw=1.2, ls="--", label="derived fact"),
+    ]
+    if planted[der_ids].any():
+        handles.append(Line2D([], [], color="#d7301f", lw=2.4, ls="--",
+                              label="planted target (exact proof count)"))
+    if 1 < len(world.domain_names) <= len(domain_colors):
+        handles += [Patch(fc=domain_colors[i], ec="#444444", label=f"{d} domain")
+                    for i, d in enumerate(world.domain_names)]
+    elif attr_vals and len(attr_vals) <= len(attr_colors):
+        handles += [Patch(fc=attr_colors[i], ec="#444444", label=f"{v} (fixed attribute)")
+                    for i, v in enumerate(attr_vals)]
+    elif len(world.type_names) > 1:
+        handles += [Patch(fc=type_colors[i % len(type_colors)], ec="#444444", label=t)
+                    for i, t in enumerate(world.type_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=9,
+               frameon=False)
+    sampler = world.meta.get("sampler", "")
+    ax.set_title(
+        f"{world.name}{f' ({sampler})' if sampler and sampler != world.name else ''}: "
+        f"{len(nodes)} of {len(world.entities)} entities, {len(base_ids)} stated facts and "
+        f"{len(der_ids)} of {n_der_all} derived facts among them\n"
+        "an arrow X -> Y labelled rel is the fact rel(X, Y)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _pick_derived(closure: Closure, ids: np.ndarray, planted: np.ndarray, k: int) -> np.ndarray:
+    """Up to ``k`` derived facts: planted first, then round-robin over relations (deepest
+    first within each), so the drawing shows every kind of derived fact it can."""
+    ids = ids[np.lexsort((-closure.depth[ids], ~planted[ids]))]
+    by_rel: dict[int, list[int]] = {}
+    for i in ids.tolist():
+        by_rel.setdefault(-1 if planted[i] else int(closure.facts[i, 1]), []).append(i)
+    out = by_rel.pop(-1, [])[:k]
+    queues = list(by_rel.values())
+    while len(out) < k and any(queues):
+        for q in queues:
+            if q and len(out) < k:
+                out.append(q.pop(0))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _short(rels: list[str]) -> str:
+    """Edge label: up to two relation names, then ``+n``."""
+    uniq = list(dict.fromkeys(rels))
+    return ", ".join(uniq[:2]) + (f" +{len(uniq) - 2}" if len(uniq) > 2 else "")
