@@ -1,0 +1,235 @@
+"""Model presets -> Hugging Face config -> causal LM; save and load checkpoints.
+
+Models are plain ``transformers`` causal LMs (GPT-2 or Llama architecture) with SDPA
+attention, so any Hugging Face tool loads a saved checkpoint as it is::
+
+    AutoModelForCausalLM.from_pretrained(dir); AutoTokenizer.from_pretrained(dir)
+
+Sizes come from a named preset (``tiny`` for tests, ``small`` for the CPU default,
+``base`` for a GPU) or explicit fields, which override the preset's.
+
+Examples
+--------
+>>> from kgtest.corpus.tokenizer import build_tokenizer
+>>> tok = build_tokenizer(["ann parent bob ."])
+>>> model = build_model(ModelConfig(preset="tiny"), tok, seed=0)
+>>> type(model).__name__, model.config.n_layer, model.config.n_embd
+('GPT2LMHeadModel', 2, 32)
+>>> ModelConfig(preset="huge")
+Traceback (most recent call last):
+...
+kgtest.errors.InputError: unknown model preset 'huge' (known: base, small, tiny)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from kgtest.errors import InputError
+
+__all__ = ["PRESETS", "ModelConfig", "build_model", "save_model", "load_model",
+           "base_model", "hidden_states", "head_logits"]
+
+#: Named sizes: (n_layer, n_head, d_model, d_ff, max_len).
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(n_layer=2, n_head=2, d_model=32, d_ff=128, max_len=64),  # unit tests
+    "small": dict(n_layer=4, n_head=4, d_model=128, d_ff=512, max_len=128),  # CPU default
+    "base": dict(n_layer=8, n_head=8, d_model=512, d_ff=2048, max_len=256),  # one GPU
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and size of a model; explicit sizes override the preset's."""
+
+    arch: Literal["gpt2", "llama"] = "gpt2"  # Hugging Face architecture family
+    preset: str = "small"  # named size: tiny | small | base
+    n_layer: int | None = None  # transformer blocks (None: from the preset)
+    n_head: int | None = None  # attention heads (None: from the preset)
+    d_model: int | None = None  # residual width (None: from the preset)
+    d_ff: int | None = None  # MLP hidden width (None: from the preset)
+    max_len: int | None = None  # longest sequence in tokens, bos/eos included (None: preset)
+    dropout: float = 0.0  # residual/attention/embedding dropout (0: memorisation wants none)
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise InputError(f"unknown model preset {self.preset!r} "
+                             f"(known: {', '.join(sorted(PRESETS))})")
+        if self.arch not in ("gpt2", "llama"):
+            raise InputError(f"unknown model arch {self.arch!r} (known: gpt2, llama)")
+        sizes = self.sizes()
+        if sizes["d_model"] % sizes["n_head"]:
+            raise InputError(f"model: d_model={sizes['d_model']} is not a multiple of "
+                             f"n_head={sizes['n_head']}")
+        for name, value in sizes.items():
+            if value <= 0:
+                raise InputError(f"model: {name} must be > 0, got {value}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"model: dropout must be in [0, 1), got {self.dropout}")
+
+    def sizes(self) -> dict[str, int]:
+        """The resolved sizes: the preset's, overridden by explicit fields.
+
+        >>> ModelConfig(preset="tiny", n_layer=3).sizes()["n_layer"]
+        3
+        """
+        out = dict(PRESETS[self.preset])
+        for name in out:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def _hf_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast):
+    s = cfg.sizes()
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer))
+    if cfg.arch == "gpt2":
+        return GPT2Config(n_positions=s["max_len"], n_embd=s["d_model"], n_layer=s["n_layer"],
+                          n_head=s["n_head"], n_inner=s["d_ff"], resid_pdrop=cfg.dropout,
+                          embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+                          tie_word_embeddings=True, **ids)
+    return LlamaConfig(hidden_size=s["d_model"], intermediate_size=s["d_ff"],
+                       num_hidden_layers=s["n_layer"], num_attention_heads=s["n_head"],
+                       num_key_value_heads=s["n_head"], max_position_embeddings=s["max_len"],
+                       attention_dropout=cfg.dropout, tie_word_embeddings=True, **ids)
+
+
+def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast,
+                seed: int = 0) -> PreTrainedModel:
+    """A freshly initialised causal LM sized by ``cfg``, with its vocabulary from ``tokenizer``.
+
+    The global RNG is left untouched: initialisation draws from a forked, seeded RNG.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+    tokenizer : PreTrainedTokenizerFast
+        Gives the vocabulary size and the bos/eos/pad ids.
+    seed : int
+        Initialisation seed: same seed, same weights.
+
+    Examples
+    --------
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> tok = build_tokenizer(["a b"])
+    >>> m = build_model(ModelConfig(arch="llama", preset="tiny"), tok, seed=1)
+    >>> type(m).__name__, m.config._attn_implementation
+    ('LlamaForCausalLM', 'sdpa')
+    """
+    config = _hf_config(cfg, tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    return model
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
+               out_dir: str | os.PathLike) -> Path:
+    """Save model (safetensors) and tokenizer to ``out_dir``, atomically.
+
+    Everything is written to a temporary sibling folder that is renamed into place, so a
+    crash never leaves a half-written checkpoint; an existing ``out_dir`` is replaced.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> tok = build_tokenizer(["a b"])
+    >>> d = save_model(build_model(ModelConfig(preset="tiny"), tok), tok,
+    ...                tempfile.mkdtemp() + "/model")
+    >>> sorted(p.name for p in d.iterdir())  # doctest: +ELLIPSIS
+    ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', ...]
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu"
+               ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Load a checkpoint saved by :func:`save_model` (or any HF causal LM folder).
+
+    A missing or corrupt checkpoint raises :class:`~kgtest.errors.InputError` (one line).
+
+    Examples
+    --------
+    >>> load_model("/nonexistent")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kgtest.errors.InputError: /nonexistent: not a model checkpoint ...
+    """
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path}: not a model checkpoint (no config.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa")
+    except Exception as err:  # safetensors/json/OSError: all mean "unreadable checkpoint"
+        msg = " ".join(str(err).split())[:200]
+        raise InputError(f"{path}: corrupt model checkpoint ({type(err).__name__}: {msg})"
+                         ) from None
+    return model.to(device).eval(), tokenizer
+
+
+# --- the pieces a fast loop needs: hidden states, then the head at chosen positions only ----
+
+def base_model(model: PreTrainedModel) -> nn.Module:
+    """The transformer body without the LM head (``model.transformer`` or ``model.model``)."""
+    return getattr(model, model.base_model_prefix)
+
+
+def hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Final-layer hidden states ``(B, T, D)`` (after the final norm), without the LM head.
+
+    Extra keyword arguments (``attention_mask``, ``position_ids``) go to the body.
+
+    Examples
+    --------
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> tok = build_tokenizer(["a b"])
+    >>> m = build_model(ModelConfig(preset="tiny"), tok)
+    >>> tuple(hidden_states(m, torch.tensor([[1, 4, 5]])).shape)
+    (1, 3, 32)
+    """
+    return base_model(model)(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state
+
+
+def head_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Apply the LM head to hidden states of any leading shape: ``(..., D) -> (..., V)``.
+
+    Used on the supervised positions only, which is where a tiny model's time goes when
+    the vocabulary is large next to ``d_model``.
+    """
+    return model.get_output_embeddings()(hidden)

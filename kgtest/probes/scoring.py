@@ -1,0 +1,275 @@
+"""Batched scoring: greedy decoding with a KV cache, and teacher-forced log-probabilities.
+
+Every sequence is built as in training: ``[bos] + prompt_ids (+ completion_ids + [eos])``,
+with prompt and completion tokenised separately (see :func:`kgtest.corpus.tokenizer.encode_pair`).
+
+- :func:`greedy_complete` decodes many prompts at once: left padding, an attention mask
+  and explicit position ids (so a padded row sees the same positions as an unpadded one,
+  for GPT-2's learned positions and Llama's rotary ones alike), one cached forward per
+  new token, each row stopping at ``eos`` (or a given stop token).
+- :func:`answer_logprobs` scores candidate completions for many prompts in one forward
+  pass per chunk, applying the LM head only where a candidate token is predicted.
+- :func:`rank_of_true` ranks the true answer among the candidates.
+
+Examples
+--------
+>>> from kgtest.corpus.tokenizer import build_tokenizer
+>>> from kgtest.model import ModelConfig, build_model
+>>> tok = build_tokenizer(["Q ann parent ? A bob", "Q bob parent ? A cy"])
+>>> model = build_model(ModelConfig(preset="tiny"), tok, seed=0)
+>>> outs = greedy_complete(model, tok, ["Q ann parent ? A ", "Q bob parent ? A "], 3)
+>>> len(outs), all(isinstance(o, str) for o in outs)
+(2, True)
+>>> answer_logprobs(model, tok, ["Q ann parent ? A "], ["bob", "cy"]).shape
+torch.Size([1, 2])
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from kgtest.corpus.tokenizer import encode_pair
+from kgtest.errors import InputError
+from kgtest.model import head_logits, hidden_states
+
+__all__ = ["greedy_complete", "answer_logprobs", "rank_of_true"]
+
+
+def _cache_kwarg(model: PreTrainedModel) -> str:
+    """The forward's name for the KV cache: ``cache`` (transformers >= 5.2x) or the old one."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _output_cache(out):
+    cache = out.get("cache", None)
+    return cache if cache is not None else out.get("past_key_values", None)
+
+
+def _left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad to a (B, T) id tensor and its (B, T) 0/1 attention mask."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, T - len(s):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def greedy_complete(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
+                    prompts: Sequence[str], max_new_tokens: int = 32, *,
+                    stop_tokens: Sequence[str] = (), batch_size: int = 256) -> list[str]:
+    """Greedy (argmax) completions of many prompts, batched, with a KV cache.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A causal LM and its tokenizer (as built or loaded by :mod:`kgtest.model`).
+    prompts : sequence of str
+        Prompts as rendered (``"Q ann parent ? A "``); ``<bos>`` is prepended.
+    max_new_tokens : int
+        At most this many tokens per prompt (fewer if the model's context ends first).
+    stop_tokens : sequence of str
+        Extra tokens that end a row, kept in its text (``eos`` ends a row and is dropped).
+    batch_size : int
+        Prompts decoded together.
+
+    Returns
+    -------
+    list of str
+        One completion per prompt, without the final ``eos`` (``"bob"``; for CoT the
+        whole chain, ``"ann parent bob . bob parent cy . A cy"``). Any other special token
+        the model emits stays in the text, so it never passes for a correct answer.
+
+    Examples
+    --------
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> from kgtest.model import ModelConfig, build_model
+    >>> tok = build_tokenizer(["Q a r ? A b"])
+    >>> m = build_model(ModelConfig(preset="tiny"), tok)
+    >>> len(greedy_complete(m, tok, ["Q a r ? A "] * 3, max_new_tokens=2))
+    3
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    stop_ids = [eos] + [tokenizer.convert_tokens_to_ids(t) for t in stop_tokens]
+    stop = torch.tensor(stop_ids, device=device)
+    cache_kw = _cache_kwarg(model)
+    max_pos = model.config.max_position_embeddings
+    prompt_ids, _ = encode_pair(tokenizer, list(prompts), [])
+    results: list[str] = []
+    try:
+        for start in range(0, len(prompt_ids), batch_size):
+            chunk = [[tokenizer.bos_token_id] + p for p in prompt_ids[start:start + batch_size]]
+            ids, mask = _left_pad(chunk, pad)
+            ids, mask = ids.to(device), mask.to(device)  # (B, T)
+            B, T = ids.shape
+            steps = min(max_new_tokens, max_pos - T)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): real tokens count from 0
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            cache = _output_cache(out)
+            next_pos = pos[:, -1:] + 1  # (B, 1)
+            gen = torch.full((B, max(steps, 0)), pad, dtype=torch.long, device=device)
+            done = torch.zeros(B, dtype=torch.bool, device=device)
+            for t in range(steps):
+                nxt = out.logits[:, -1].argmax(-1)  # (B,)
+                nxt = torch.where(done, pad, nxt)
+                gen[:, t] = nxt
+                done |= torch.isin(nxt, stop)
+                if t == steps - 1 or bool(done.all()):  # one host sync per token: cheap here
+                    break
+                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, T + t + 1)
+                out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos,
+                            use_cache=True, **{cache_kw: cache})
+                cache = _output_cache(out)
+                next_pos = next_pos + 1
+            for row in gen.tolist():
+                kept = []
+                for tok_id in row:  # a finished row is padded after its stop token
+                    if tok_id == eos:
+                        break
+                    kept.append(tok_id)
+                    if tok_id in stop_ids:
+                        break
+                # other special tokens stay visible: "bob <pad>" must not pass for "bob"
+                results.append(tokenizer.decode(kept, skip_special_tokens=False))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def _normalise_candidates(prompts: Sequence[str],
+                          candidates: Sequence[str] | Sequence[Sequence[str]]
+                          ) -> list[list[str]]:
+    if len(candidates) and isinstance(candidates[0], str):
+        return [list(candidates)] * len(prompts)  # one shared candidate list
+    if len(candidates) != len(prompts):
+        raise InputError(f"answer_logprobs: {len(prompts)} prompts but {len(candidates)} "
+                         f"candidate lists")
+    per = [list(c) for c in candidates]
+    if len({len(c) for c in per}) > 1:
+        raise InputError("answer_logprobs: every prompt needs the same number of candidates")
+    return per
+
+
+@torch.no_grad()
+def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
+                    prompts: Sequence[str],
+                    candidates: Sequence[str] | Sequence[Sequence[str]], *,
+                    with_eos: bool = True, batch_size: int = 1024) -> torch.Tensor:
+    """Teacher-forced log-probability of each candidate completion, for every prompt.
+
+    All (prompt, candidate) rows are sorted by length and scored in chunks of
+    ``batch_size`` rows, one forward pass each, right-padded (causal attention never looks
+    right, so no mask is needed); the LM head runs only where a candidate token is predicted.
+
+    Parameters
+    ----------
+    prompts : sequence of str
+        ``P`` prompts.
+    candidates : sequence of str, or sequence of sequences of str
+        ``C`` completions shared by all prompts, or one list of ``C`` per prompt.
+    with_eos : bool
+        Also score the ``eos`` that ends the completion (a proper sequence probability,
+        comparable across candidates of different lengths, as in training).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(P, C)`` float32 on the CPU: sum of token log-probs of each candidate.
+
+    Examples
+    --------
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> from kgtest.model import ModelConfig, build_model
+    >>> tok = build_tokenizer(["Q a r ? A b", "c"])
+    >>> m = build_model(ModelConfig(preset="tiny"), tok)
+    >>> lp = answer_logprobs(m, tok, ["Q a r ? A ", "Q b r ? A "], [["b", "c"], ["a", "c"]])
+    >>> lp.shape, bool((lp < 0).all())
+    (torch.Size([2, 2]), True)
+    """
+    cands = _normalise_candidates(prompts, candidates)
+    P, C = len(prompts), len(cands[0]) if cands else 0
+    if P == 0 or C == 0:
+        return torch.zeros((P, C))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    p_ids, _ = encode_pair(tokenizer, list(prompts), [])
+    flat_c = [c for row in cands for c in row]
+    _, c_ids = encode_pair(tokenizer, [], flat_c)
+    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    rows, starts = [], []  # row r = prompt r // C, candidate r % C
+    for r, c in enumerate(c_ids):
+        p = p_ids[r // C]
+        rows.append([bos] + p + c + ([eos] if with_eos else []))
+        starts.append(1 + len(p))  # first scored position in the row
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
+    scores = torch.zeros(len(rows))
+    try:
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo:lo + batch_size]
+            T = max(len(rows[r]) for r in idx)
+            ids = torch.full((len(idx), T), pad, dtype=torch.long)
+            sel_row, sel_pos = [], []  # (row in chunk, target position) per scored token
+            for i, r in enumerate(idx):
+                ids[i, :len(rows[r])] = torch.tensor(rows[r])
+                n = len(rows[r]) - starts[r]
+                sel_row += [i] * n
+                sel_pos += range(starts[r], len(rows[r]))
+            ids = ids.to(device)  # (B, T)
+            sel_row_t = torch.tensor(sel_row, device=device)  # (S,)
+            sel_pos_t = torch.tensor(sel_pos, device=device)  # (S,)
+            h = hidden_states(model, ids)  # (B, T, D)
+            logits = head_logits(model, h[sel_row_t, sel_pos_t - 1])  # (S, V)
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            tok_lp = lp.gather(1, ids[sel_row_t, sel_pos_t][:, None])[:, 0]  # (S,)
+            chunk = torch.zeros(len(idx), device=device).index_add_(0, sel_row_t, tok_lp)
+            scores[torch.tensor(idx)] = chunk.cpu()
+    finally:
+        model.train(was_training)
+    return scores.view(P, C)
+
+
+def rank_of_true(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
+                 prompts: Sequence[str],
+                 candidates: Sequence[str] | Sequence[Sequence[str]],
+                 answers: Sequence[str], **kwargs) -> torch.Tensor:
+    """1-based rank of each true answer among the candidates, by :func:`answer_logprobs`.
+
+    Rank 1 means no candidate scores strictly higher than the true answer (ties favour it).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(P,)`` int64.
+
+    Examples
+    --------
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> from kgtest.model import ModelConfig, build_model
+    >>> tok = build_tokenizer(["Q a r ? A b", "c d"])
+    >>> m = build_model(ModelConfig(preset="tiny"), tok)
+    >>> r = rank_of_true(m, tok, ["Q a r ? A "], ["b", "c", "d"], ["b"])
+    >>> 1 <= int(r[0]) <= 3
+    True
+    """
+    cands = _normalise_candidates(prompts, candidates)
+    if len(answers) != len(prompts):
+        raise InputError(f"rank_of_true: {len(prompts)} prompts but {len(answers)} answers")
+    true_idx = []
+    for i, (row, ans) in enumerate(zip(cands, answers, strict=True)):
+        if ans not in row:
+            raise InputError(f"rank_of_true: answer {ans!r} of prompt {i} is not a candidate")
+        true_idx.append(row.index(ans))
+    lp = answer_logprobs(model, tokenizer, prompts, cands, **kwargs)  # (P, C)
+    true_lp = lp.gather(1, torch.tensor(true_idx)[:, None])  # (P, 1)
+    return (lp > true_lp).sum(dim=1) + 1

@@ -1,0 +1,562 @@
+"""The training loop: plain PyTorch, built for speed on tiny models.
+
+``train(model, tokenizer, docs, cfg, out_dir)`` trains a causal LM on rendered documents
+(``{"prompt", "completion", ...}``, each ``[bos] + prompt + completion + [eos]``) and saves
+it with :func:`kgtest.model.save_model`. Where the time goes on a tiny model, and what this
+loop does about it:
+
+- **No padding waste.** The whole tokenised corpus lives on the device as one right-padded
+  ``(N, L_max)`` tensor. Each epoch, documents are shuffled, stably sorted by length and
+  cut into batches, so a batch holds documents of (nearly) one length and is sliced to
+  that length; the batch order is shuffled. Right padding needs no attention mask
+  (causal attention never looks right), so SDPA runs its plain causal kernel.
+- **No per-example Python in the step.** An epoch's plan (document indices and the flat
+  positions of supervised tokens, per batch) is built with tensor ops once per epoch and
+  moved to the device in one copy; a step is a few slices and ``index_select`` calls.
+- **The LM head only where there is a loss.** The body gives final hidden states
+  ``(B, T, D)``; only the supervised positions ``(S, D)`` go through the head, so the
+  ``(B, T, V)`` logits of every prompt and pad position are never built. With answer-only
+  loss (the default for QA/CoT; a statement's empty prompt makes it fully supervised)
+  ``S`` is a small fraction of ``B * T``.
+- **No host sync per step.** The loss is summed on the device and read every
+  ``log_every`` steps; token counts are known on the host from the plan.
+- AdamW, fused on the CPU too (4x faster than the per-tensor loop there), with weight
+  decay on matrices only (not biases, norms or embeddings); linear warmup then cosine;
+  gradient clipping; bf16 autocast on CUDA only (bf16 on a CPU without AMX is ~200x
+  slower); optional ``torch.compile``.
+
+Checkpoints (model, optimiser, scheduler, RNG states, the batch-order generator, step) are
+written atomically to ``out_dir/checkpoint.pt``; ``resume=True`` continues from it, and on
+the CPU with the same seed ends with bit-identical weights to an uninterrupted run.
+
+Examples
+--------
+>>> import tempfile
+>>> from kgtest.corpus.tokenizer import build_tokenizer
+>>> from kgtest.model import ModelConfig, build_model
+>>> docs = [{"prompt": "Q a r ? A ", "completion": "b"}, {"prompt": "", "completion": "a r b"}]
+>>> tok = build_tokenizer([d["prompt"] + d["completion"] for d in docs])
+>>> model = build_model(ModelConfig(preset="tiny"), tok, seed=0)
+>>> cfg = TrainConfig(steps=5, batch_size=2, warmup=1, progress=False, device="cpu")
+>>> res = train(model, tok, docs, cfg, tempfile.mkdtemp())
+>>> res.steps, res.model_dir.name
+(5, 'model')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from kgtest.config import nonneg, to_dict
+from kgtest.corpus.tokenizer import encode_pair
+from kgtest.errors import InputError
+from kgtest.model import base_model, head_logits, save_model
+
+__all__ = ["TrainConfig", "TrainResult", "EncodedCorpus", "encode_corpus", "train",
+           "supervised_loss",
+           "resolve_device", "make_optimizer", "make_scheduler", "CHECKPOINT", "LOG"]
+
+CHECKPOINT = "checkpoint.pt"  # in out_dir: the resumable training state
+LOG = "train_log.jsonl"  # in out_dir: one JSON object per log/eval event
+
+
+def _positive(value) -> str | None:
+    return "must be > 0" if value is not None and value <= 0 else None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (the ``[train]`` section of a spec)."""
+
+    steps: int = field(default=3000, metadata={"check": _positive})  # optimiser steps (most)
+    batch_size: int = field(default=64, metadata={"check": _positive})  # documents per step
+    lr: float = field(default=1e-3, metadata={"check": _positive})  # peak learning rate
+    min_lr_ratio: float = 0.1  # cosine decays the learning rate to lr * min_lr_ratio
+    warmup: int = field(default=100, metadata={"check": nonneg})  # linear warmup steps
+    weight_decay: float = field(default=0.1, metadata={"check": nonneg})  # AdamW, matrices only
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    grad_clip: float = field(default=1.0, metadata={"check": nonneg})  # max grad norm (0: off)
+    answer_only_loss: bool = True  # loss on completion + eos only (statements: everything)
+    eval_every: int = field(default=250, metadata={"check": nonneg})  # steps per eval (0: end)
+    log_every: int = field(default=50, metadata={"check": _positive})  # steps per loss readout
+    checkpoint_every: int = field(default=500, metadata={"check": nonneg})  # 0: never
+    seed: int = 0  # batch order (and dropout) seed
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    compile: bool = False  # torch.compile the body (~5% on CPU for ~40 s of compiling)
+    stop_at: dict[str, float] = field(default_factory=dict)  # e.g. {direct = 0.99, cot = 0.95}
+    progress: bool = True  # tqdm progress bar on stderr
+    tensorboard: bool = True  # also log to out_dir/tb when tensorboard is importable
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns."""
+
+    steps: int  # optimiser steps taken in total (including before a resume)
+    final_loss: float  # mean loss over the last log window (nan if no step ran)
+    metrics: dict[str, float]  # the latest eval_fn result ({} without eval_fn)
+    stopped_early: bool  # True when every stop_at target was met before cfg.steps
+    tokens: int  # real (non-pad) tokens trained on, over all steps
+    seconds: float  # wall time of the loop in this process (no setup, no final save)
+    model_dir: Path  # where the final model and tokenizer were saved
+
+
+@dataclass(frozen=True)
+class EncodedCorpus:
+    """A tokenised corpus as tensors (on the CPU until :func:`train` moves it)."""
+
+    tokens: torch.Tensor  # (N, L_max) int64: [bos] + prompt + completion + [eos], pad right
+    lengths: torch.Tensor  # (N,) int64: real length of each row
+    loss_start: torch.Tensor  # (N,) int64: first position whose token is supervised
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def encode_corpus(tokenizer: PreTrainedTokenizerFast, docs: Sequence[dict],
+                  answer_only_loss: bool = True) -> EncodedCorpus:
+    """Tokenise documents into one padded tensor plus lengths and loss starts.
+
+    Prompt and completion are tokenised separately and joined as
+    ``[bos] + prompt + completion + [eos]``. With ``answer_only_loss`` the supervised
+    tokens are the completion and the eos (a statement, whose prompt is ``""``, is
+    supervised whole); without it, every token after bos.
+
+    Examples
+    --------
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> tok = build_tokenizer(["Q a r ? A b"])
+    >>> enc = encode_corpus(tok, [{"prompt": "Q a r ? A ", "completion": "b"}])
+    >>> enc.tokens.tolist(), enc.lengths.tolist(), enc.loss_start.tolist()
+    ([[1, 4, 5, 6, 7, 8, 9, 2]], [8], [6])
+    """
+    if not docs:
+        raise InputError("train: the corpus has no documents")
+    prompts, completions = [], []
+    for i, d in enumerate(docs):
+        try:
+            prompts.append(d["prompt"])
+            completions.append(d["completion"])
+        except (KeyError, TypeError):
+            raise InputError(f"train: document {i} lacks 'prompt'/'completion'") from None
+    p_ids, c_ids = encode_pair(tokenizer, prompts, completions)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    lengths = torch.tensor([len(p) + len(c) + 2 for p, c in zip(p_ids, c_ids, strict=True)])
+    tokens = torch.full((len(docs), int(lengths.max())), tokenizer.pad_token_id,
+                        dtype=torch.long)
+    for i, (p, c) in enumerate(zip(p_ids, c_ids, strict=True)):
+        tokens[i, :lengths[i]] = torch.tensor([bos, *p, *c, eos], dtype=torch.long)
+    if answer_only_loss:
+        loss_start = torch.tensor([1 + len(p) for p in p_ids], dtype=torch.long)
+    else:
+        loss_start = torch.ones(len(docs), dtype=torch.long)
+    return EncodedCorpus(tokens, lengths, loss_start)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; ``"cuda"`` without a GPU is an error.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("train: device 'cuda' asked for, but no CUDA device is available "
+                         "(use device = \"auto\" or \"cpu\")")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device
+                   ) -> torch.optim.AdamW:
+    """Fused AdamW with weight decay on weight matrices only (not biases, norms, embeddings).
+
+    >>> opt = make_optimizer(nn.Linear(2, 2), TrainConfig(), torch.device("cpu"))
+    >>> [len(g["params"]) for g in opt.param_groups]
+    [1, 1]
+    """
+    embeds = {id(p) for m in model.modules() if isinstance(m, nn.Embedding)
+              for p in m.parameters()}
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():  # named_parameters yields a tied weight once
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and id(p) not in embeds else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas),
+                             fused=device.type in ("cpu", "cuda"))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``cfg.warmup`` steps, then cosine to ``lr * min_lr_ratio``.
+
+    >>> opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    >>> sch = make_scheduler(opt, TrainConfig(steps=10, warmup=2, min_lr_ratio=0.0))
+    >>> [round(sch.lr_lambdas[0](s), 2) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+    warmup, total, floor = cfg.warmup, cfg.steps, cfg.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+# --- the epoch plan: all per-example work, done once per epoch with tensor ops ---------------
+
+@dataclass
+class _Plan:
+    """One epoch's batches, flattened; offsets are host ints, tensors are on the device."""
+
+    idx: torch.Tensor  # (N,) document index, batch after batch
+    flat: torch.Tensor  # (S_total,) hidden-state position b * L + t - 1 of each target t
+    batches: list[tuple[int, int, int, int, int]]  # (idx_lo, idx_hi, flat_lo, flat_hi, L)
+    tokens: list[int]  # real tokens per batch
+
+
+def _epoch_plan(corpus: EncodedCorpus, batch_size: int, gen: torch.Generator,
+                device: torch.device) -> _Plan:
+    lengths, start = corpus.lengths, corpus.loss_start
+    perm = torch.randperm(corpus.n_docs, generator=gen)  # random order within each length
+    order = perm[torch.sort(lengths[perm], stable=True).indices]
+    chunks = list(order.split(batch_size))
+    chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=gen).tolist()]
+    idx_parts, flat_parts, batches, tokens = [], [], [], []
+    i_lo = f_lo = 0
+    for idx in chunks:
+        L = int(lengths[idx].max())
+        t = torch.arange(1, L)  # (L-1,) target positions
+        sup = (t >= start[idx, None]) & (t < lengths[idx, None])  # (B, L-1)
+        rows, cols = sup.nonzero(as_tuple=True)
+        flat = rows * L + cols  # cols = t - 1: the hidden state that predicts token t
+        idx_parts.append(idx)
+        flat_parts.append(flat)
+        batches.append((i_lo, i_lo + len(idx), f_lo, f_lo + len(flat), L))
+        tokens.append(int(lengths[idx].sum()))
+        i_lo += len(idx)
+        f_lo += len(flat)
+    return _Plan(torch.cat(idx_parts).to(device), torch.cat(flat_parts).to(device),
+                 batches, tokens)
+
+
+def supervised_loss(model: PreTrainedModel, x: torch.Tensor, flat: torch.Tensor, *,
+                    body: Callable | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy over chosen positions of a right-padded batch.
+
+    Parameters
+    ----------
+    model : PreTrainedModel
+    x : torch.Tensor
+        ``(B, L)`` token ids, right-padded (so no attention mask is needed).
+    flat : torch.Tensor
+        ``(S,)`` positions ``b * L + t - 1`` in the flattened batch: the hidden state at
+        ``(b, t - 1)`` predicts the supervised token ``x[b, t]``.
+    body : callable, optional
+        The transformer body to call (default ``base_model(model)``; a compiled one in
+        :func:`train`).
+
+    Examples
+    --------
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> from kgtest.model import ModelConfig, build_model
+    >>> tok = build_tokenizer(["a b c"])
+    >>> m = build_model(ModelConfig(preset="tiny"), tok)
+    >>> x = torch.tensor([[1, 4, 5, 2]])
+    >>> ref = m(x, labels=torch.tensor([[-100, -100, 5, 2]])).loss
+    >>> bool(torch.allclose(supervised_loss(m, x, torch.tensor([1, 2])), ref))
+    True
+    """
+    body = base_model(model) if body is None else body
+    # inputs_embeds rather than input_ids: skips HF's check for pad ids, a host sync
+    embeds = model.get_input_embeddings()(x)  # (B, L, D)
+    h = body(inputs_embeds=embeds, use_cache=False).last_hidden_state  # (B, L, D)
+    h = h.reshape(-1, h.shape[-1]).index_select(0, flat)  # (S, D)
+    logits = head_logits(model, h)  # (S, V): the head at supervised positions only
+    target = x.reshape(-1).index_select(0, flat + 1)  # (S,)
+    return F.cross_entropy(logits.float(), target)
+
+
+# --- checkpoints and logs ------------------------------------------------------------------
+
+_MUST_MATCH = ("steps", "batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "betas",
+               "grad_clip", "answer_only_loss", "seed")
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        msg = " ".join(str(err).split())[:160]
+        raise InputError(f"{path}: corrupt training checkpoint ({type(err).__name__}: {msg}); "
+                         f"delete it to start afresh") from None
+
+
+def _read_log(path: Path, upto_step: int) -> list[str]:
+    """Lines of an earlier log up to a checkpoint's step (a killed run may have logged more)."""
+    if not path.exists():
+        return []
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= upto_step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            break  # a line cut by the kill
+    return keep
+
+
+def _corpus_signature(corpus: EncodedCorpus) -> list[int]:
+    return [corpus.n_docs, int(corpus.tokens.shape[1]), int(corpus.tokens.sum()),
+            int(corpus.loss_start.sum())]
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+class _Run:
+    """The state of one training run and the steps that act on it (used by :func:`train`)."""
+
+    def __init__(self, model, corpus: EncodedCorpus, cfg: TrainConfig, out: Path,
+                 device: torch.device, eval_fn, resume: bool):
+        self.model, self.cfg, self.corpus, self.device = model, cfg, corpus, device
+        self.eval_fn = eval_fn
+        self.ckpt_path, self.log_path = out / CHECKPOINT, out / LOG
+        model.to(device).train()
+        self.opt = make_optimizer(model, cfg, device)
+        self.sched = make_scheduler(self.opt, cfg)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # batch order, on the CPU
+        self.epoch_gen_state = self.gen.get_state()  # generator state before plan_epoch
+        self.plan_epoch, self.plan = -1, None
+        self.n_batches = math.ceil(corpus.n_docs / cfg.batch_size)
+        self.step, self.tokens_seen, self.metrics = 0, 0, {}
+        self.finished = self.stopped = False
+        self.rng = None  # (cpu, cuda) RNG states to restore after a resume
+        log_lines: list[str] = []
+        if resume and self.ckpt_path.exists():
+            log_lines = self._restore()
+        self.log_path.write_text("".join(f"{line}\n" for line in log_lines))
+        self.tb = None
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out / "tb"), purge_step=self.step or None)
+            except ImportError:
+                pass
+
+    def _restore(self) -> list[str]:
+        ck = _load_checkpoint(self.ckpt_path)
+        old, now = ck.get("config", {}), to_dict(self.cfg)
+        for key in _MUST_MATCH:
+            if json.dumps(old.get(key)) != json.dumps(now[key]):
+                raise InputError(f"{self.ckpt_path}: written with train.{key}={old.get(key)!r}, "
+                                 f"now {now[key]!r}; resume needs the same setting")
+        if ck["corpus"] != _corpus_signature(self.corpus):
+            raise InputError(f"{self.ckpt_path}: written for a different corpus; cannot resume")
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.rng = (ck["torch_rng"], ck["cuda_rng"])
+        self.epoch_gen_state, self.plan_epoch = ck["epoch_gen_state"], int(ck["epoch"])
+        self.gen.set_state(self.epoch_gen_state)
+        if self.plan_epoch >= 0:  # replay the checkpoint epoch's plan; gen advances past it
+            self.plan = _epoch_plan(self.corpus, self.cfg.batch_size, self.gen, self.device)
+        self.step, self.tokens_seen = int(ck["step"]), int(ck["tokens"])
+        self.metrics, self.finished = dict(ck["metrics"]), bool(ck["finished"])
+        self.stopped = bool(ck["stopped"])
+        return _read_log(self.log_path, self.step)  # a killed run may have logged further
+
+    def log(self, entry: dict) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if self.tb is not None:
+            for k, v in entry.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, entry["step"])
+
+    def checkpoint(self) -> None:
+        cuda = self.device.type == "cuda"
+        _atomic_torch_save({
+            "step": self.step, "tokens": self.tokens_seen, "metrics": self.metrics,
+            "finished": self.finished, "stopped": self.stopped, "epoch": self.plan_epoch,
+            "config": to_dict(self.cfg), "corpus": _corpus_signature(self.corpus),
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+            "epoch_gen_state": self.epoch_gen_state,
+        }, self.ckpt_path)
+
+    def evaluate(self) -> bool:
+        """Run eval_fn and log it; True when every stop_at target is met."""
+        self.model.eval()
+        with torch.no_grad():
+            self.metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+        self.model.train()
+        self.log({"step": self.step, **{f"eval/{k}": v for k, v in self.metrics.items()}})
+        missing = sorted(set(self.cfg.stop_at) - set(self.metrics))
+        if missing:
+            raise InputError(f"train: stop_at names {missing} but eval_fn gives "
+                             f"{sorted(self.metrics)}")
+        stop_at = self.cfg.stop_at
+        return bool(stop_at) and all(self.metrics[k] >= v for k, v in stop_at.items())
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The current step's ``(B, L)`` ids, ``(S,)`` supervised positions, real tokens."""
+        epoch, k = divmod(self.step, self.n_batches)
+        if epoch != self.plan_epoch:
+            self.epoch_gen_state = self.gen.get_state()  # a resume replays this epoch
+            self.plan = _epoch_plan(self.corpus, self.cfg.batch_size, self.gen, self.device)
+            self.plan_epoch = epoch
+        i_lo, i_hi, f_lo, f_hi, L = self.plan.batches[k]
+        x = self.tokens.index_select(0, self.plan.idx[i_lo:i_hi])[:, :L]  # (B, L)
+        return x, self.plan.flat[f_lo:f_hi], self.plan.tokens[k]
+
+    def run(self) -> tuple[float, float]:
+        """Train to cfg.steps (or an early stop); returns (last mean loss, loop seconds)."""
+        cfg, model, device = self.cfg, self.model, self.device
+        self.tokens = self.corpus.tokens.to(device)  # (N, L_max): the whole corpus on device
+        body = base_model(model)
+        forward = torch.compile(body, dynamic=True) if cfg.compile else body
+        params = [p for p in model.parameters() if p.requires_grad]
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no per-step sync
+        n_sum, final_loss = 0, float("nan")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train",
+                   dynamic_ncols=True)
+
+        def show() -> None:
+            bar.set_postfix({"loss": f"{final_loss:.4f}",
+                             **{k: f"{v:.3f}" for k, v in self.metrics.items()}})
+
+        t0 = time.perf_counter()
+        while not self.finished and self.step < cfg.steps:
+            x, flat, n_tokens = self.batch()
+            with autocast:
+                loss = supervised_loss(model, x, flat, body=forward)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            n_sum += 1
+            self.tokens_seen += n_tokens
+            self.step += 1
+            bar.update(1)
+            last = self.step == cfg.steps
+            if self.step % cfg.log_every == 0 or last:
+                final_loss = (loss_sum / n_sum).item()  # the only sync, every log_every steps
+                loss_sum.zero_()
+                n_sum = 0
+                self.log({"step": self.step, "loss": final_loss,
+                          "lr": self.sched.get_last_lr()[0], "tokens": self.tokens_seen,
+                          "elapsed_s": round(time.perf_counter() - t0, 3)})
+                show()
+            if self.eval_fn is not None and (last or (cfg.eval_every
+                                                      and self.step % cfg.eval_every == 0)):
+                self.stopped = self.evaluate()
+                show()
+            if self.stopped:
+                break
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
+                self.checkpoint()
+        seconds = time.perf_counter() - t0
+        bar.close()
+        if n_sum:  # the tail after the last log line (early stop)
+            final_loss = (loss_sum / n_sum).item()
+        if cfg.checkpoint_every and not self.finished:
+            self.finished = True
+            self.checkpoint()  # a resume of a finished run does nothing
+        if self.tb is not None:
+            self.tb.close()
+        return final_loss, seconds
+
+
+def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequence[dict],
+          cfg: TrainConfig, out_dir: str | os.PathLike, *,
+          eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
+          resume: bool = False) -> TrainResult:
+    """Train ``model`` on ``docs`` in place, then save it to ``out_dir/model``.
+
+    Parameters
+    ----------
+    model : PreTrainedModel
+        A causal LM from :func:`kgtest.model.build_model` (or any GPT-2/Llama HF model).
+    tokenizer : PreTrainedTokenizerFast
+        Its tokenizer (saved with the model).
+    docs : sequence of dict
+        Documents with ``"prompt"`` and ``"completion"`` (other keys are ignored).
+    cfg : TrainConfig
+    out_dir : path
+        Gets ``checkpoint.pt``, ``train_log.jsonl``, ``tb/`` (optional) and ``model/``.
+    eval_fn : callable, optional
+        ``eval_fn(model) -> {"name": value}``, called every ``cfg.eval_every`` steps and at
+        the end, in eval mode under ``torch.no_grad``. Training stops early once every
+        ``cfg.stop_at`` target is met (``metrics[k] >= v``).
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` if it exists (same config and corpus).
+
+    Returns
+    -------
+    TrainResult
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> from kgtest.model import ModelConfig, build_model
+    >>> docs = [{"prompt": "Q a r ? A ", "completion": "b"}]
+    >>> tok = build_tokenizer(["Q a r ? A b"])
+    >>> m = build_model(ModelConfig(preset="tiny"), tok)
+    >>> cfg = TrainConfig(steps=3, warmup=0, eval_every=1, stop_at={"acc": 0.5}, progress=False)
+    >>> train(m, tok, docs, cfg, tempfile.mkdtemp(), eval_fn=lambda m: {"acc": 1.0},
+    ...       ).stopped_early
+    True
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    corpus = encode_corpus(tokenizer, docs, cfg.answer_only_loss)
+    max_pos = model.config.max_position_embeddings
+    if corpus.tokens.shape[1] > max_pos:
+        raise InputError(f"train: the longest document has {corpus.tokens.shape[1]} tokens but "
+                         f"the model takes at most {max_pos} (raise model.max_len)")
+    run = _Run(model, corpus, cfg, out, device, eval_fn, resume)
+    # Dropout draws from the global RNG: seed it from cfg.seed inside a fork, so a run is a
+    # function of its seed and the caller's RNG is left as it was.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        if run.rng is not None:
+            torch.set_rng_state(run.rng[0])
+            if run.rng[1] is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(run.rng[1], device)
+        final_loss, seconds = run.run()
+    model.eval()
+    model_dir = save_model(model, tokenizer, out / "model")
+    return TrainResult(steps=run.step, final_loss=final_loss, metrics=run.metrics,
+                       stopped_early=run.stopped and run.step < cfg.steps,
+                       tokens=run.tokens_seen, seconds=seconds, model_dir=model_dir)
