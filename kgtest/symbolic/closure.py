@@ -18,13 +18,18 @@ recorded, which is what deletion sets need. A derivation that uses its own head 
 premise is dropped (it can never make a fact derivable).
 
 How the join works: a rule body is evaluated atom by atom on tables of variable
-bindings (one numpy column per variable, one per premise). Each join sorts the smaller
-side's key (one or two shared variables packed into one int64) and matches with
-``searchsorted``; there is no per-fact Python. Semi-naive evaluation uses, in round t,
-for body position i: the facts new in round t-1 at position i, facts older than that at
-positions before i, and all facts at positions after i. Each derivation is therefore found
-exactly once, in the round after its last premise appeared, and a fact's round of first
-derivation is its depth.
+bindings (one numpy column per variable, one per premise); there is no per-fact Python.
+Facts are grouped by relation in id order, and the facts an atom joins against are kept
+sorted by the join key (one or two shared variables packed into one int64), with CSR
+offsets per entity where that is compact. These join indexes are cached per relation,
+atom filter and key and grown with each round's new facts, so a relation is sorted once,
+not once per rule and round; a lookup is a gather (or a binary search). Semi-naive
+evaluation uses, in round t, for body position i: the facts new in round t-1 at position
+i, facts older than that at positions before i, and all facts at positions after i. Each
+derivation is therefore found exactly once, in the round after its last premise appeared,
+and a fact's round of first derivation is its depth. A round's heads are deduplicated with
+one sort of their keys and looked up in a few sorted runs of known keys (merged as they
+grow), so new facts are numbered in key order within their round.
 
 Examples
 --------
@@ -188,7 +193,10 @@ class Closure:
         Uses only the part of the proof graph that can reach ``target`` (cached per
         target), so repeated calls on a 10k-fact world take well under a millisecond.
         """
-        kept_mask = self.as_mask(kept)
+        if isinstance(kept, np.ndarray) and kept.dtype == bool and kept.shape == (len(self),):
+            kept_mask = kept  # read only: no copy
+        else:
+            kept_mask = self.as_mask(kept)
         if kept_mask[target]:
             return True
         cone = self.cone(target)
@@ -233,32 +241,30 @@ class Cone:
 
 
 def _cone(c: Closure, target: int) -> Cone:
+    # breadth-first over derivations, on cone-sized sorted arrays (no O(N) work per cone)
     order, starts = c._deriv_order
-    in_cone = np.zeros(len(c), dtype=bool)
-    in_cone[target] = True
-    frontier = np.array([target])
-    used = []
+    facts = np.array([target], dtype=np.int64)  # sorted fact ids reached so far
+    frontier, used = facts, []
     while len(frontier):
-        # derivations of the frontier facts (each fact enters the frontier once)
         lo = starts[frontier]
-        d = order[_ranges(lo, starts[frontier + 1] - lo)]
+        d = order[_ranges(lo, starts[frontier + 1] - lo)]  # derivations of the frontier
         if len(d) == 0:
             break
         used.append(d)
-        p = c.deriv_premises[d].ravel()
+        p = np.unique(c.deriv_premises[d])
         p = p[p >= 0]
-        frontier = np.unique(p[~in_cone[p]])
-        in_cone[frontier] = True
+        pos = np.minimum(np.searchsorted(facts, p), len(facts) - 1)
+        frontier = p[facts[pos] != p]  # premises not reached before
+        facts = np.union1d(facts, frontier)
     derivs = np.sort(np.concatenate(used)) if used else np.zeros(0, dtype=np.int64)
-    facts = np.flatnonzero(in_cone)
-    local = np.full(len(c) + 1, len(facts), dtype=np.int64)  # -1 padding -> slot len(facts)
-    local[facts] = np.arange(len(facts))
     prem = c.deriv_premises[derivs]
+    local_prem = np.searchsorted(facts, prem)
+    local_prem[prem < 0] = len(facts)  # -1 padding -> an always-true slot
     return Cone(
         facts=facts,
-        target=int(local[target]),
-        head=local[c.deriv_head[derivs]],
-        premises=local[np.where(prem < 0, len(c), prem)],
+        target=int(np.searchsorted(facts, target)),
+        head=np.searchsorted(facts, c.deriv_head[derivs]),
+        premises=local_prem,
         derivations=derivs,
     )
 
@@ -279,6 +285,14 @@ class _CompiledRule:
 
 
 def _compile(rule: Rule, entities: Vocab, relations: Vocab) -> _CompiledRule:
+    # rules built in code (not parsed) get the parser's safety check here
+    bound = {t.name for a in rule.atoms for t in a.args if t.is_var}
+    free = [t.name for t in (*rule.head.args, *(x for q in rule.inequalities
+                                                 for x in (q.left, q.right)))
+            if t.is_var and t.name not in bound]
+    if not rule.atoms or free:
+        why = "no body atom" if not rule.atoms else f"variable {free[0]} is not bound"
+        raise InputError(f"forward_chain: unsafe rule '{rule}': {why}")
     var_ix = {v: i for i, v in enumerate(rule.variables)}
 
     def term(t):

@@ -329,6 +329,16 @@ def test_inputs_not_mutated_and_bad_ids():
         forward_chain(np.array([[0, 0, -1]]), [], ents, rels)
 
 
+def test_unsafe_rules_built_in_code_are_refused():
+    x, y, z = Term("X"), Term("Y"), Term("Z")
+    unsafe = Rule(Atom("p", (x, z)), (Atom("q", (x, y)),))
+    with pytest.raises(InputError, match=r"unsafe rule 'p\(X, Z\) :- q\(X, Y\).': variable Z"):
+        forward_chain_names(trip("a q b"), [unsafe])
+    no_atom = Rule(Atom("p", (x, y)), (Inequality(x, y),))
+    with pytest.raises(InputError, match="no body atom"):
+        forward_chain_names(trip("a q b"), [no_atom])
+
+
 def test_empty_inputs():
     c = forward_chain(np.zeros((0, 3), dtype=np.int64),
                       parse_rules("gp(X, Z) :- p(X, Y), p(Y, Z)."), Vocab(), Vocab())
@@ -461,5 +471,32 @@ def test_random_composition_world_matches_reference(seed):
     rule_list = parse_rules(text)
     c = forward_chain_names(facts, rule_list)
     depth, derivs = ref_closure(list(dict.fromkeys(facts)), rule_list)
+    assert dict(zip(c.named_all(), c.depth.tolist(), strict=True)) == depth
+    assert named_derivations(c) == derivs
+
+
+@settings(max_examples=30, deadline=None)
+@given(worlds())
+def test_sparse_entity_range_matches_reference(world):
+    """Many more entities than facts: joins use binary search instead of CSR offsets."""
+    facts, rule_list = world
+    ents, rels = Vocab(f"x{i}" for i in range(20_000)), Vocab()
+    triples = encode(facts, ents, rels)
+    c = forward_chain(triples, rule_list, ents, rels)
+    depth, derivs = ref_closure(list(dict.fromkeys(facts)), rule_list)
+    assert dict(zip(c.named_all(), c.depth.tolist(), strict=True)) == depth
+    assert named_derivations(c) == derivs
+
+
+def test_out_degree_world_matches_reference():
+    """Non-functional relations (several objects per subject): joins that fan out."""
+    rng = np.random.default_rng(7)
+    facts = list(dict.fromkeys((f"e{s}", r, f"e{o}") for r in ("b0", "b1")
+                               for s, o in rng.integers(0, 15, size=(45, 2)).tolist()))
+    rule_list = parse_rules("d0(X, Z) :- b0(X, Y), b1(Y, Z).\nd1(X, Z) :- d0(X, Y), d0(Y, Z).\n"
+                            "d1(X, Z) :- d1(X, Y), b0(Y, Z), X != Z.")
+    c = forward_chain_names(facts, rule_list)
+    depth, derivs = ref_closure(facts, rule_list)
+    assert c.proof_count.max() > 3  # the world really has fan-out
     assert dict(zip(c.named_all(), c.depth.tolist(), strict=True)) == depth
     assert named_derivations(c) == derivs

@@ -1,0 +1,269 @@
+"""Benchmark: kgtest's vectorised closure against a dict-indexed pure-Python chainer.
+
+Builds random composition worlds in the style of Grokked Transformers (Wang et al. 2024):
+``N`` entities, ``R`` base relations, each subject with one object per base relation
+(functional; ``--out-degree k`` gives ``k`` objects instead) and composition rules
+``r_c(X, Z) :- r_a(X, Y), r_b(Y, Z).`` over named derived relations, several of them
+multi-hop (derived relations feed other rules; one rule has three body atoms; one derived
+relation has two rules). Each world is closed by :func:`kgtest.symbolic.closure.forward_chain`
+and by :func:`baseline_closure` (below), the two results are checked to be the same closure
+with the same derivations, and a side-by-side table is printed.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_closure.py                 # 10k, 100k, 1M base facts
+    .venv/bin/python benchmarks/bench_closure.py --sizes 10000 --baseline-max 10000
+
+``main(argv)`` is importable so a combined benchmark script can call it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kgtest.symbolic.closure import Closure, forward_chain  # noqa: E402
+from kgtest.symbolic.facts import Vocab  # noqa: E402
+from kgtest.symbolic.rules import Rule, parse_rules  # noqa: E402
+
+# Composition rules over base relations b0..b9 and derived relations d0..d10. Depths:
+# d0..d5 and d11 are two/three-hop compositions of base relations; d6, d7, d8 use one
+# derived relation; d9 and d10 compose derived relations (depth 3); d0 has two rules.
+RULES_TEXT = """\
+d0(X, Z) :- b0(X, Y), b1(Y, Z).
+d1(X, Z) :- b2(X, Y), b3(Y, Z).
+d2(X, Z) :- b4(X, Y), b5(Y, Z).
+d3(X, Z) :- b1(X, Y), b6(Y, Z).
+d4(X, Z) :- b7(X, Y), b0(Y, Z).
+d5(X, Z) :- b3(X, Y), b2(Y, Z).
+d0(X, Z) :- b8(X, Y), b9(Y, Z).
+d6(X, Z) :- d0(X, Y), b2(Y, Z).
+d7(X, Z) :- d1(X, Y), d2(Y, Z).
+d8(X, Z) :- b8(X, Y), d3(Y, Z).
+d9(X, Z) :- d6(X, Y), d4(Y, Z).
+d10(X, Z) :- d7(X, Y), b9(Y, Z).
+d11(X, W) :- b0(X, Y), b1(Y, Z), b2(Z, W).
+"""
+N_BASE_RELATIONS = 10
+
+
+def make_world(n_facts: int, *, out_degree: int = 1, seed: int = 0):
+    """A random composition world with about ``n_facts`` base facts.
+
+    Returns ``(facts, rules, entities, relations)``: ``facts`` is an ``(n, 3)`` int64
+    array of distinct triples over ``N = n_facts // (R * out_degree)`` entities ``e0..``
+    (with ``out_degree`` > 1, objects are drawn with replacement and repeats dropped).
+    """
+    rng = np.random.default_rng(seed)
+    r = N_BASE_RELATIONS
+    n = max(n_facts // (r * out_degree), 2)
+    subj = np.repeat(np.arange(n, dtype=np.int64), out_degree)  # (n * k,)
+    blocks = [np.stack([subj, np.full_like(subj, rel), rng.integers(0, n, size=len(subj))], 1)
+              for rel in range(r)]
+    facts = np.concatenate(blocks)
+    if out_degree > 1:  # drop repeated draws, keeping the first
+        _, first = np.unique(facts, axis=0, return_index=True)
+        facts = facts[np.sort(first)]
+    entities = Vocab(f"e{i}" for i in range(n))
+    relations = Vocab(f"b{i}" for i in range(r))
+    rules = parse_rules(RULES_TEXT)
+    return facts, rules, entities, relations
+
+
+# --- the baseline: what one would write in plain Python ------------------------------------
+
+
+def baseline_closure(facts: np.ndarray, rules: list[Rule], relations: Vocab):
+    """Semi-naive forward chaining in pure Python over dict indexes, recording derivations.
+
+    Handles chain rules ``h(X0, Xk) :- r1(X0, X1), ..., rk(Xk-1, Xk).`` (every rule of
+    this benchmark). Facts are tuples ``(s, r, o)`` numbered in discovery order; the
+    indexes map ``(relation, subject)`` and ``(relation, object)`` to lists of
+    ``(other end, fact id)`` in id order. Round t joins, for each rule and body position
+    i, the facts new in round t-1 at i with older facts at positions before i (walking
+    left through the object index) and all facts at positions after i (walking right
+    through the subject index), so each derivation is found once.
+
+    Returns ``(triples, derivations)``: the list of fact tuples and a list of
+    ``(head id, rule id, premise ids)``; derivations whose head is one of its own
+    premises are dropped, as kgtest does.
+    """
+    chains = []
+    for rule in rules:
+        rels = [relations.add(a.relation) for a in rule.atoms]
+        chains.append((relations.add(rule.head.relation), rels))
+    fact_id: dict[tuple[int, int, int], int] = {}
+    triples: list[tuple[int, int, int]] = []
+    by_s: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    by_o: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+
+    def add(t):
+        f = fact_id.get(t)
+        if f is None:
+            f = fact_id[t] = len(triples)
+            triples.append(t)
+            by_s[t[1], t[0]].append((t[2], f))
+            by_o[t[1], t[2]].append((t[0], f))
+        return f
+
+    for s, r, o in facts.tolist():
+        add((s, r, o))
+    derivations = []
+    old_end, new_end = 0, len(triples)
+    while old_end < new_end:
+        delta = defaultdict(list)  # relation -> new fact ids
+        for f in range(old_end, new_end):
+            delta[triples[f][1]].append(f)
+        found = []
+        for ri, (head, rels) in enumerate(chains):
+            k = len(rels)
+            for i in range(k):
+                for f in delta.get(rels[i], ()):
+                    s, _, o = triples[f]
+                    paths = [(s, o, (f,))]
+                    for j in range(i + 1, k):  # extend right, any fact so far
+                        paths = [(a, b2, p + (g,)) for a, b, p in paths
+                                 for b2, g in by_s.get((rels[j], b), ()) if g < new_end]
+                    for j in range(i - 1, -1, -1):  # extend left, facts older than the delta
+                        paths = [(a2, b, (g,) + p) for a, b, p in paths
+                                 for a2, g in by_o.get((rels[j], a), ()) if g < old_end]
+                    for a, b, p in paths:
+                        found.append(((a, head, b), ri, p))
+        old_end = new_end
+        for t, ri, p in found:
+            h = add(t)
+            if h not in p:
+                derivations.append((h, ri, p))
+        new_end = len(triples)
+    return triples, derivations
+
+
+# --- checking and timing ---------------------------------------------------------------------
+
+
+def same_closure(c: Closure, triples, derivations) -> bool:
+    """Same fact set and the same set of derivations (head, rule, premises) as facts."""
+    t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+    if len(t) != len(c) or len(derivations) != c.n_derivations:
+        return False
+    ids = c.index(t)  # baseline fact id -> kgtest fact id
+    if (ids < 0).any() or len(np.unique(ids)) != len(c):
+        return False
+    k = c.deriv_premises.shape[1]
+    rows = np.full((len(derivations), 2 + k), -1, dtype=np.int64)
+    for n, (h, ri, p) in enumerate(derivations):
+        rows[n, 0], rows[n, 1] = h, ri
+        rows[n, 2 : 2 + len(p)] = p
+    mapped = rows.copy()
+    mapped[:, 0] = ids[rows[:, 0]]
+    mapped[:, 2:] = np.where(rows[:, 2:] >= 0, ids[np.maximum(rows[:, 2:], 0)], -1)
+    ours = np.column_stack([c.deriv_head, c.deriv_rule, c.deriv_premises]).astype(np.int64)
+    return bool(np.array_equal(np.unique(mapped, axis=0), np.unique(ours, axis=0)))
+
+
+def time_derivable(c: Closure, n_calls: int, seed: int = 0) -> float:
+    """Seconds spent in ``n_calls`` derivable() calls, each on a different random derived
+    target (so each computes its cone) with a fresh random 90% of the facts kept (mask
+    drawing not timed)."""
+    rng = np.random.default_rng(seed)
+    derived = np.arange(c.n_base, len(c))
+    targets = rng.choice(derived, size=min(n_calls, len(derived)), replace=False)
+    spent = 0.0
+    for t in targets.tolist():
+        kept = rng.random(len(c)) < 0.9
+        kept[t] = False
+        t0 = time.perf_counter()
+        c.derivable(t, kept)
+        spent += time.perf_counter() - t0
+    return spent
+
+
+def run_size(n_facts: int, *, baseline: bool, out_degree: int, seed: int, repeat: int) -> dict:
+    """Close one world with kgtest (median wall-clock of ``repeat`` runs) and, if asked,
+    once with the baseline; check that both give the same closure and derivations."""
+    facts, rules, entities, relations = make_world(n_facts, out_degree=out_degree, seed=seed)
+    times = []
+    for _ in range(max(repeat, 1)):
+        t0 = time.perf_counter()
+        c = forward_chain(facts, rules, entities, relations)
+        times.append(time.perf_counter() - t0)
+    t_ours = float(np.median(times))
+    row = {
+        "base": c.n_base, "derived": len(c) - c.n_base, "derivations": c.n_derivations,
+        "depth": int(c.depth.max()), "ours": t_ours, "base_s": None, "same": None,
+    }
+    if baseline:
+        t0 = time.perf_counter()
+        triples, derivs = baseline_closure(facts, rules, relations.copy())
+        row["base_s"] = time.perf_counter() - t0
+        row["same"] = same_closure(c, triples, derivs)
+        del triples, derivs
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'base facts':>11} {'derived':>10} {'derivations':>12} {'depth':>5} "
+            f"{'kgtest s':>9} {'baseline s':>10} {'speed-up':>8} {'kgtest s/M derived':>18} "
+            f"{'same':>5}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        base_s = "n/a" if r["base_s"] is None else f"{r['base_s']:.2f}"
+        speed = "n/a" if r["base_s"] is None else f"{r['base_s'] / r['ours']:.1f}x"
+        same = "n/a" if r["same"] is None else ("yes" if r["same"] else "NO")
+        per_m = r["ours"] / max(r["derived"], 1) * 1e6
+        lines.append(f"{r['base']:>11,} {r['derived']:>10,} {r['derivations']:>12,} "
+                     f"{r['depth']:>5} {r['ours']:>9.3f} {base_s:>10} {speed:>8} "
+                     f"{per_m:>18.3f} {same:>5}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000,1000000",
+                    help="comma-separated numbers of base facts (default: %(default)s)")
+    ap.add_argument("--baseline-max", type=int, default=100_000,
+                    help="run the pure-Python baseline up to this many base facts "
+                         "(default: %(default)s; it needs minutes and GBs beyond that)")
+    ap.add_argument("--out-degree", type=int, default=1,
+                    help="objects per subject and base relation (default: 1, functional)")
+    ap.add_argument("--derivable-calls", type=int, default=2000,
+                    help="derivable() calls timed on the smallest world (default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="kgtest runs per size; the median is reported (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+
+    print(f"Closure: {len(parse_rules(RULES_TEXT))} rules, {N_BASE_RELATIONS} base relations, "
+          f"out-degree {args.out_degree}, seed {args.seed}")
+    rows = []
+    for n in sizes:
+        rows.append(run_size(n, baseline=n <= args.baseline_max, out_degree=args.out_degree,
+                             seed=args.seed, repeat=args.repeat))
+        print(format_table(rows[-1:]).splitlines()[-1] if rows[:-1] else format_table(rows),
+              flush=True)
+    print()
+    print(format_table(rows))
+    ok = all(r["same"] is not False for r in rows)
+    if args.derivable_calls:
+        facts, rules, ents, rels = make_world(min(sizes), out_degree=args.out_degree,
+                                              seed=args.seed)
+        c = forward_chain(facts, rules, ents, rels)
+        secs = time_derivable(c, args.derivable_calls, seed=args.seed)
+        print(f"\nderivable(): {args.derivable_calls} calls (distinct random derived targets, "
+              f"random 90% of facts kept) on the {c.n_base:,}-fact world: {secs:.3f} s")
+    if not ok:
+        print("MISMATCH: kgtest and the baseline disagree", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
