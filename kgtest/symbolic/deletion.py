@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -196,11 +196,10 @@ def _problem(closure: Closure, t: int, kb_m: np.ndarray, fixed_m: np.ndarray) ->
     present = (kb_m | fixed_m)[cone.facts]
     deletable = kb_m[cone.facts]
     p = _Problem(cone.facts, cone.target, present, deletable, head, prem, uheads, starts,
-                 dstart, np.ones(n + 1, dtype=bool))
-    forced = np.append(_ranks(p, (present & ~deletable)[None])[0] < _inf(p), True)
-    forced[n] = True
-    return _Problem(cone.facts, cone.target, present, deletable, head, prem, uheads, starts,
-                    dstart, forced)
+                 dstart, forced=np.ones(n + 1, dtype=bool))  # forced: filled in below
+    # facts the fixed facts derive alone can never be cut (the padding slot counts as one)
+    forced = _ranks(p, (present & ~deletable)[None])[0] < _inf(p)
+    return replace(p, forced=forced)
 
 
 def _inf(p: _Problem) -> int:
