@@ -335,6 +335,37 @@ def _ranges(lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return shift + np.arange(total, dtype=np.int64)
 
 
+def _stable_sort(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted keys, stable argsort)`` of non-negative int64 keys.
+
+    Sorting the distinct values ``key * n + position`` is several times faster than a
+    stable argsort of unordered keys (numpy sorts plain values with SIMD) and gives the
+    same order; already sorted keys (common: facts arrive grouped) are detected first.
+    Falls back to the stable argsort where the packing could overflow.
+    """
+    n = len(keys)
+    if n < 2 or bool((keys[1:] >= keys[:-1]).all()):
+        return keys, np.arange(n, dtype=np.int64)
+    if (int(keys.max()) + 1) <= (2**62) // n:
+        packed = keys * n + np.arange(n, dtype=np.int64)
+        packed.sort()
+        perm = packed % n
+        return (packed - perm) // n, perm
+    perm = np.argsort(keys, kind="stable")
+    return keys[perm], perm
+
+
+def _merge(k1: np.ndarray, v1: np.ndarray, k2: np.ndarray, v2: np.ndarray):
+    """Merge two sorted runs of keys (with values); on ties run 1 comes first. Linear."""
+    at2 = np.searchsorted(k1, k2, "right") + np.arange(len(k2))  # run 2's slots
+    in1 = np.ones(len(k1) + len(k2), dtype=bool)
+    in1[at2] = False
+    keys, vals = np.empty(len(in1), dtype=k1.dtype), np.empty(len(in1), dtype=v1.dtype)
+    keys[at2], vals[at2] = k2, v2
+    keys[in1], vals[in1] = k1, v1
+    return keys, vals
+
+
 @dataclass(frozen=True)
 class _JoinIndex:
     """Rows ``[0, n)`` of one relation (after an atom's filter) sorted by a join key.
@@ -386,7 +417,7 @@ class _RelIndex:
         ids = np.arange(first_id, first_id + len(triples), dtype=np.int64)
         rel = triples[:, 1]
         if not by_relation:
-            order = np.argsort(rel, kind="stable")
+            _, order = _stable_sort(rel)
             triples, rel, ids = triples[order], rel[order], ids[order]
         bounds = np.searchsorted(rel, np.arange(len(self.ids) + 1))
         for r in np.flatnonzero(np.diff(bounds)).tolist():
@@ -425,15 +456,10 @@ class _RelIndex:
         base = max(older, key=lambda jx: jx.n) if older else None
         tail = self.rows(r, base.n if base else 0, n, filt)
         tail_keys = self.key(r, tail, cols)
-        if base is None:
-            order = np.argsort(tail_keys, kind="stable")
-            keys, perm = tail_keys[order], tail[order]
-        else:  # two sorted runs: a stable sort merges them in linear time
-            o = np.argsort(tail_keys, kind="stable")
-            keys = np.concatenate([base.keys, tail_keys[o]])
-            perm = np.concatenate([base.perm, tail[o]])
-            order = np.argsort(keys, kind="stable")
-            keys, perm = keys[order], perm[order]
+        keys, order = _stable_sort(tail_keys)
+        perm = tail[order]
+        if base is not None:  # older rows first among equal keys
+            keys, perm = _merge(base.keys, base.perm, keys, perm)
         starts = None
         e = self.n_entities
         if len(cols) == 1 and e <= 8 * len(keys) + 4096:
@@ -569,9 +595,7 @@ class _KeySet:
         self.runs.append((keys, ids))
         while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
             (k1, i1), (k2, i2) = self.runs.pop(), self.runs.pop()
-            k, i = np.concatenate([k2, k1]), np.concatenate([i2, i1])
-            order = np.argsort(k, kind="stable")  # two sorted runs: a linear merge
-            self.runs.append((k[order], i[order]))
+            self.runs.append(_merge(k2, i2, k1, i1))
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Fact ids of sorted ``keys`` (-1 where absent)."""
@@ -634,13 +658,12 @@ def forward_chain(
     n_ent = len(entities)
     e = np.int64(max(n_ent, 1))
     # drop repeated input facts (first occurrence kept) with one sort of the keys
-    keys = fact_keys(base, n_ent)
-    order = np.argsort(keys, kind="stable")
+    keys, order = _stable_sort(fact_keys(base, n_ent))
     first = np.ones(len(order), dtype=bool)
-    first[1:] = keys[order[1:]] != keys[order[:-1]]
+    first[1:] = keys[1:] != keys[:-1]
     kept = np.sort(order[first])  # input rows kept, in input order
     base = base[kept]
-    known = _KeySet(keys[order[first]], np.searchsorted(kept, order[first]))
+    known = _KeySet(keys[first], np.searchsorted(kept, order[first]))
 
     idx = _RelIndex(len(relations), n_ent)
     idx.extend(base, 0)
@@ -662,8 +685,7 @@ def forward_chain(
             break
         hk = np.concatenate([out[0] for _, out in outs])  # (m,) head keys of the round
         # one sort of the head keys: group equal heads, look the groups up all at once
-        order = np.argsort(hk, kind="stable")
-        shk = hk[order]
+        shk, order = _stable_sort(hk)
         first = np.ones(len(shk), dtype=bool)
         first[1:] = shk[1:] != shk[:-1]
         uniq = shk[first]  # sorted distinct head keys

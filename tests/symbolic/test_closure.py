@@ -500,3 +500,25 @@ def test_out_degree_world_matches_reference():
     assert c.proof_count.max() > 3  # the world really has fan-out
     assert dict(zip(c.named_all(), c.depth.tolist(), strict=True)) == depth
     assert named_derivations(c) == derivs
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**62), max_size=30), st.integers(0, 60))
+def test_sort_and_merge_helpers(values, shift):
+    """The engine's stable sort (packed, sorted and fallback paths) and run merge."""
+    from kgtest.symbolic.closure import _merge, _stable_sort
+
+    for keys in (np.array(values, dtype=np.int64) >> shift,  # small keys: packed path
+                 np.array(values, dtype=np.int64),  # huge keys: stable argsort fallback
+                 np.sort(np.array(values, dtype=np.int64))):  # already sorted
+        sk, perm = _stable_sort(keys)
+        assert np.array_equal(perm, np.argsort(keys, kind="stable"))
+        assert np.array_equal(sk, keys[perm])
+    k = np.sort(np.array(values, dtype=np.int64) >> shift)
+    half = len(k) // 2
+    mk, mv = _merge(k[:half], np.zeros(half), k[half:], np.ones(len(k) - half))
+    assert np.array_equal(mk, k)
+    # on ties the first run comes first
+    for key in np.unique(mk):
+        v = mv[mk == key]
+        assert (np.diff(v) >= 0).all()
