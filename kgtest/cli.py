@@ -11,8 +11,11 @@ import argparse
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 from kgtest.errors import InputError
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.toml"
 
 EXAMPLES = {
     "world build": "kgtest world build generators/family.toml --out runs/family",
@@ -55,8 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("spec", help="world spec (TOML), e.g. generators/family.toml")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--seed", type=int, default=None, help="override the spec's seed")
-    b.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="override a spec key, e.g. world.seed=3")
+    _add_set(b)
     b.set_defaults(func=cmd_world_build)
 
     c = _parser_for(wsub, "closure", "close your own facts under Datalog rules", "world closure")
@@ -81,7 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON list of sets")
     d.set_defaults(func=cmd_world_deletion_set)
 
+    corpus = sub.add_parser("corpus", help="render a world into training documents",
+                            description="Render a world into a corpus (JSONL) with splits.")
+    csub = corpus.add_subparsers(dest="corpus_command", metavar="CORPUS_COMMAND")
+    csub.required = True
+    cb = _parser_for(csub, "build", "world -> closure -> split -> corpus (JSONL) from an "
+                     "experiment spec", "corpus build")
+    cb.add_argument("spec", help="experiment spec (TOML) with [world], [split], [corpus]")
+    cb.add_argument("--out", required=True, help="output folder")
+    _add_set(cb)
+    cb.set_defaults(func=cmd_corpus_build)
+
+    t = _parser_for(sub, "train", "world -> corpus -> trained Hugging Face model", "train")
+    t.add_argument("spec", help="experiment spec (TOML)")
+    t.add_argument("--out", default="runs", help="runs folder (default: runs)")
+    _add_set(t)
+    t.set_defaults(func=cmd_train)
+
+    dm = _parser_for(sub, "demo", "run the quickstart experiment and describe it", "demo")
+    dm.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    _add_set(dm)
+    dm.set_defaults(func=cmd_demo)
     return p
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a spec key, e.g. train.steps=100")
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -190,6 +218,66 @@ def cmd_world_build(args) -> int:
     write_world(world, closure, args.out)
     print(describe_world(world, closure))
     print(f"wrote {args.out}/ (facts.tsv, rules.dl, derivations.jsonl, stats.json, graph.png)")
+    return 0
+
+
+def cmd_corpus_build(args) -> int:
+    from kgtest.corpus.io import build_corpus, stage_seed
+    from kgtest.experiment import load_experiment
+    from kgtest.worlds.samplers import sample_world
+
+    cfg = load_experiment(args.spec, args.overrides)
+    world = sample_world(cfg.world, seed=stage_seed(cfg.run.seed, "world"))
+    corpus, split = build_corpus(world, cfg.split, cfg.corpus, args.out, seed=cfg.run.seed,
+                                 where=cfg.source)
+    counts = ", ".join(f"{k} {len(v)}" for k, v in sorted(corpus.by_kind("train").items()))
+    print(f"wrote {args.out}/: {len(corpus.train)} training documents ({counts}); "
+          f"{len(split.forget)} forget targets, {len(split.held_out)} held-out facts")
+    return 0
+
+
+def _run_dir(out: str, cfg) -> str:
+    return str(Path(out) / f"{cfg.run.name}-seed{cfg.run.seed}")
+
+
+def cmd_train(args) -> int:
+    from kgtest.experiment import load_experiment
+    from kgtest.pipeline import train_experiment
+
+    cfg = load_experiment(args.spec, args.overrides)
+    run = train_experiment(cfg, _run_dir(args.out, cfg))
+    print(_describe_training(run))
+    return 0
+
+
+def _describe_training(run) -> str:
+    m = run.metrics
+    lines = [f"model: {run.model_dir}",
+             f"  {m['steps']} steps in {m['seconds']:.0f} s, final loss {m['final_loss']:.3f}"
+             + (" (stopped early: targets met)" if m["stopped_early"] else "")]
+    if "acc_direct" in m:
+        lines.append(f"  direct accuracy on stated facts: {m['acc_direct']:.3f} "
+                     f"(n={m['n_eval_direct']})")
+    if "acc_cot" in m:
+        lines.append(f"  CoT accuracy on held-out derived facts: {m['acc_cot']:.3f} "
+                     f"(n={m['n_eval_cot']})")
+    return "\n".join(lines)
+
+
+def cmd_demo(args) -> int:
+    from kgtest.experiment import load_experiment
+    from kgtest.pipeline import train_experiment, world_stage
+    spec = QUICKSTART
+    if not spec.exists():
+        raise InputError(f"{spec}: the quickstart spec is missing (run from a kgtest clone)")
+    cfg = load_experiment(spec, args.overrides)
+    run_dir = Path(args.out)
+    world_dir = world_stage(cfg, run_dir)
+    print(f"kgtest demo: {cfg.run.name} (spec {spec})")
+    print((world_dir / "summary.txt").read_text())
+    run = train_experiment(cfg, run_dir)
+    print(_describe_training(run))
+    print(f"run folder: {run_dir}/ (world drawing: {world_dir / 'graph.png'})")
     return 0
 
 

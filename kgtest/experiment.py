@@ -1,0 +1,103 @@
+"""An experiment spec: one TOML file, one typed frozen section per pipeline stage.
+
+::
+
+    [run]      name, seed                      (RunConfig)
+    [world]    sampler, rules, knobs, params   (kgtest.worlds.spec.WorldConfig)
+    [split]    targets, held-out facts         (kgtest.corpus.splits.SplitConfig)
+    [corpus]   surface, augmentation           (kgtest.corpus.render.CorpusConfig)
+    [model]    arch, preset, sizes             (kgtest.model.ModelConfig)
+    [train]    steps, lr, batch, stop_at       (kgtest.train.TrainConfig)
+
+Every key has a default, so an empty file is a valid experiment. ``--set key=value``
+overrides any key (``--set train.steps=100``). Errors name the file and the dotted key.
+
+Examples
+--------
+>>> cfg = load_experiment("experiments/quickstart.toml", ["train.steps=7"])
+>>> cfg.train.steps, cfg.world.sampler
+(7, 'random_composition')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kgtest.config import apply_overrides, build, config_hash, load_toml
+from kgtest.corpus.render import CorpusConfig
+from kgtest.corpus.splits import SplitConfig
+from kgtest.errors import InputError
+from kgtest.model import ModelConfig
+from kgtest.train import TrainConfig
+from kgtest.worlds.spec import WorldConfig, check_world_config
+
+__all__ = ["RunConfig", "ExperimentConfig", "load_experiment"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The ``[run]`` section."""
+
+    name: str = "experiment"  # label used in run folders and reports
+    seed: int = 0  # the run seed; each stage derives its own from it
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """All sections of an experiment spec (see the module docstring)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = ""  # the spec file this came from (not part of any stage hash)
+    overrides: tuple[str, ...] = ()  # the --set overrides applied (for the report)
+
+    def key(self, *sections: str) -> str:
+        """Hash of the run seed and the named sections: a stage folder's key."""
+        world = dataclasses.replace(self.world, base_dir="") if "world" in sections else None
+        parts = [self.run.seed] + [world if s == "world" else getattr(self, s)
+                                   for s in sections]
+        return config_hash(*parts)
+
+
+SECTIONS = ("run", "world", "split", "corpus", "model", "train")
+
+
+def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
+    """Read, override and validate an experiment spec.
+
+    Raises
+    ------
+    InputError
+        ``<file>: <what>`` for a missing file, bad TOML, an unknown section or key, a
+        wrong type, an impossible value, or a rules file that is missing or names
+        relations the world lacks.
+    """
+    p = Path(path)
+    where = str(p)
+    data = apply_overrides(load_toml(p), overrides, where=f"{where} (--set)")
+    for key in data:
+        if key not in SECTIONS:
+            close = difflib.get_close_matches(key, SECTIONS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise InputError(f"{where}: unknown section '[{key}]' "
+                             f"({hint}known: {', '.join(SECTIONS)})")
+    sections = {}
+    for name, cls in zip(SECTIONS, (RunConfig, WorldConfig, SplitConfig, CorpusConfig,
+                                    ModelConfig, TrainConfig), strict=True):
+        try:
+            sections[name] = build(cls, data.get(name), where=where, section=name)
+        except InputError as err:
+            msg = str(err)
+            raise InputError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    world = dataclasses.replace(sections["world"], base_dir=str(p.parent.resolve()))
+    check_world_config(world, where=where)
+    sections["world"] = world
+    return ExperimentConfig(**sections, source=where, overrides=tuple(overrides))

@@ -1,0 +1,205 @@
+"""The pipeline: the only module that knows the order of the stages.
+
+::
+
+    spec -> world -> closure -> split -> corpus -> tokenizer + model -> train
+
+Each stage writes a folder ``RUN/<stage>-<key>/`` whose key hashes the run seed and the
+config sections the stage depends on (see :mod:`kgtest.stages`), so re-running a spec
+reuses finished stages and a changed setting recomputes only what depends on it.
+Training resumes from its last checkpoint if a run is interrupted.
+
+Examples
+--------
+>>> import tempfile
+>>> from kgtest.experiment import load_experiment
+>>> cfg = load_experiment("experiments/quickstart.toml")
+>>> run = tempfile.mkdtemp()
+>>> corpus_dir = corpus_stage(cfg, run)
+>>> (corpus_dir / "train.jsonl").exists(), corpus_dir.name.startswith("corpus-")
+['.done', 'corpus.json', 'corpus_stats.json']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kgtest.config import to_dict
+from kgtest.corpus.io import build_corpus, read_corpus, stage_seed
+from kgtest.corpus.splits import Split
+from kgtest.experiment import ExperimentConfig
+from kgtest.stages import run_stage
+from kgtest.symbolic.facts import atomic_write_text
+from kgtest.worlds.export import describe_world, write_world
+from kgtest.worlds.samplers import sample_world
+
+__all__ = ["world_stage", "corpus_stage", "train_stage", "make_eval_fn", "TrainedRun",
+           "train_experiment"]
+
+
+def _world(cfg: ExperimentConfig):
+    return sample_world(cfg.world, seed=stage_seed(cfg.run.seed, "world"))
+
+
+def _write_config(cfg: ExperimentConfig, out: Path) -> None:
+    data = {"source": cfg.source, "overrides": list(cfg.overrides), **to_dict(cfg)}
+    atomic_write_text(out / "config.json", json.dumps(data, indent=1) + "\n")
+
+
+def world_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Path:
+    """Sample and close the world; write facts, rules, derivations, stats and a drawing."""
+
+    def build(tmp: Path) -> None:
+        world = _world(cfg)
+        closure = world.close()
+        write_world(world, closure, tmp)
+        atomic_write_text(tmp / "summary.txt", describe_world(world, closure) + "\n")
+        _write_config(cfg, tmp)
+
+    return run_stage(run_dir, "world", cfg.key("world"), build)
+
+
+def corpus_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Path:
+    """World -> closure -> split -> rendered, hygiene-checked corpus (JSONL)."""
+
+    def build(tmp: Path) -> None:
+        build_corpus(_world(cfg), cfg.split, cfg.corpus, tmp, seed=cfg.run.seed,
+                     where=cfg.source)
+        _write_config(cfg, tmp)
+
+    return run_stage(run_dir, "corpus", cfg.key("world", "split", "corpus"), build)
+
+
+# --- in-loop evaluation ---------------------------------------------------------------
+
+def final_answer(text: str) -> str:
+    """The answer after the last ``A`` / ``Answer:`` marker of a completion ('' if none).
+
+    >>> final_answer("a r b . b r c . A c"), final_answer("Ann is ... Answer: Bob Ng.")
+    ('c', 'Bob Ng.')
+    """
+    text = " " + text
+    marks = [(text.rfind(m), m) for m in (" A ", " Answer: ")]
+    i, m = max(marks)
+    return text[i + len(m):].strip() if i >= 0 else ""
+
+
+def is_correct(output: str, doc: dict) -> bool:
+    """Greedy output vs a document's completion: exact answer (CoT: the final answer)."""
+    if doc["kind"] == "cot":
+        ans = final_answer(output)
+        return bool(ans) and ans == final_answer(doc["completion"])
+    return output.strip() == doc["completion"].strip()
+
+
+@dataclass(frozen=True)
+class EvalSets:
+    """The documents the in-loop evaluation asks (a fixed, seeded sample)."""
+
+    direct: tuple  # QA on facts stated in training
+    cot: tuple  # CoT questions on held-out derived facts (rule demonstrated elsewhere)
+
+
+def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0) -> EvalSets:
+    """Pick the in-loop evaluation questions from a corpus's eval documents."""
+    trained = {f["id"] for d in corpus.train if d["kind"] in ("statement", "qa")
+               for f in d["facts"] if f["role"] in ("stated", "answer")}
+    held = set(split.held_out.tolist())
+    direct, cot = [], []
+    for d in corpus.eval:
+        ans = [f["id"] for f in d["facts"] if f["role"] == "answer"]
+        if not ans:
+            continue
+        if d.get("probe") == "direct" and ans[0] in trained:
+            direct.append(d)
+        elif d.get("probe") == "cot" and ans[0] in held:
+            cot.append(d)
+    rng = np.random.default_rng(seed)
+
+    def sample(docs):
+        if len(docs) <= limit:
+            return tuple(docs)
+        return tuple(docs[i] for i in sorted(rng.choice(len(docs), limit, replace=False)))
+
+    return EvalSets(direct=sample(direct), cot=sample(cot))
+
+
+def make_eval_fn(tokenizer, sets: EvalSets):
+    """``eval_fn(model) -> {"direct": acc, "cot": acc}`` for :func:`kgtest.train.train`."""
+    from kgtest.probes.scoring import greedy_complete
+
+    def accuracy(model, docs, max_new: int) -> float:
+        if not docs:
+            return float("nan")
+        outs = greedy_complete(model, tokenizer, [d["prompt"] for d in docs], max_new)
+        hits = [is_correct(o, d) for o, d in zip(outs, docs, strict=True)]
+        return float(np.mean(hits))
+
+    def eval_fn(model) -> dict[str, float]:
+        out = {"direct": accuracy(model, sets.direct, 8)}
+        if sets.cot:
+            longest = max(len(tokenizer(d["completion"])["input_ids"]) for d in sets.cot)
+            out["cot"] = accuracy(model, sets.cot, longest + 4)
+        return out
+
+    return eval_fn
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """Where a trained model and its corpus live, with its final metrics."""
+
+    corpus_dir: Path
+    model_dir: Path  # the HF checkpoint (save_pretrained + tokenizer)
+    stage_dir: Path  # train_log.jsonl, metrics.json
+    metrics: dict
+
+
+def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
+                corpus_dir: Path | None = None) -> Path:
+    """Tokenizer + model + training loop on the corpus's training documents."""
+    from kgtest.corpus.tokenizer import build_tokenizer
+    from kgtest.model import build_model
+    from kgtest.train import train
+
+    corpus_dir = corpus_dir or corpus_stage(cfg, run_dir)
+
+    def build(tmp: Path) -> None:
+        corpus = read_corpus(corpus_dir)
+        split = Split.load(corpus_dir / "split.json")
+        texts = [d["text"] for part in ("train", "eval", "unknown", "in_context")
+                 for d in corpus.part(part)]
+        kind = "word" if cfg.corpus.surface == "symbolic" else "bpe"
+        tok = build_tokenizer(texts, kind=kind)
+        model = build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed, "model"))
+        sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
+        result = train(model, tok, list(corpus.train), cfg.train, tmp,
+                       eval_fn=make_eval_fn(tok, sets), resume=True)
+        metrics = {
+            "steps": result.steps, "final_loss": result.final_loss,
+            "stopped_early": result.stopped_early, "tokens": result.tokens,
+            "seconds": result.seconds, **{f"acc_{k}": v for k, v in result.metrics.items()},
+            "n_eval_direct": len(sets.direct), "n_eval_cot": len(sets.cot),
+        }
+        atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+        _write_config(cfg, tmp)
+
+    key = cfg.key("world", "split", "corpus", "model", "train")
+    return run_stage(run_dir, "model", key, build)
+
+
+def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> TrainedRun:
+    """Run world, corpus and training stages (reusing finished ones)."""
+    world_stage(cfg, run_dir)
+    corpus_dir = corpus_stage(cfg, run_dir)
+    stage_dir = train_stage(cfg, run_dir, corpus_dir)
+    metrics = json.loads((stage_dir / "metrics.json").read_text())
+    return TrainedRun(corpus_dir, stage_dir / "model", stage_dir, metrics)
