@@ -93,7 +93,7 @@ __all__ = [
 
 KB = Literal["base", "closure"]
 Target = int | np.integer | Sequence[str]
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 _CLOSURES: weakref.WeakKeyDictionary[World, Closure] = weakref.WeakKeyDictionary()
 
@@ -448,7 +448,7 @@ def describe(world: World, *, target: Target | None = None, deleted: Iterable[in
     implied = sorted(x for x in gone if x >= c.n_base)
     for i in implied:
         s, r, o = c.named(i)
-        lines.append(f"% [{i}] {r}({s}, {o}) deleted (implied, not stored)")
+        lines.append(f"% [{i}] {r}({s}, {o}) deleted (a derived fact)")
     if target is not None:
         t = fact_id(world, target)
         s, r, o = c.named(t)
@@ -460,8 +460,8 @@ def describe(world: World, *, target: Target | None = None, deleted: Iterable[in
     return "\n".join(lines)
 
 
-def counterexample(strategy: Any, claim: Callable[[T], bool], *, max_examples: int = 1000,
-                   seed: int = 0) -> T | None:
+def counterexample(strategy: Any, claim: Callable[[_T], bool], *, max_examples: int = 1000,
+                   seed: int = 0) -> _T | None:
     """The simplest example of ``strategy`` on which ``claim`` returns False, or None.
 
     A thin wrapper of :func:`hypothesis.find` (shrinking included, no example database,

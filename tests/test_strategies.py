@@ -75,7 +75,7 @@ def test_stratified_rule_sets_are_not_recursive(rs):
 
 @FAST
 @given(worlds(min_entities=2, max_entities=4, max_relations=2, max_facts=5, max_rules=2,
-              fixed=True))
+              fixed=True, constants=True))
 def test_worlds_are_valid_and_bounded(world):
     n_random = sum(1 for name in world.entities if name.startswith("e"))
     assert 2 <= n_random <= 4 and len(world.relations) <= 2
