@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = _parser_for(wsub, "build", "sample a world from a spec and write it out", "world build")
     b.add_argument("spec", help="world spec (TOML), e.g. generators/family.toml")
     b.add_argument("--out", required=True, help="output folder")
-    b.add_argument("--seed", type=int, default=None, help="override the spec's seed")
+    b.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     _add_set(b)
     b.set_defaults(func=cmd_world_build)
 
@@ -212,8 +212,7 @@ def cmd_world_build(args) -> int:
     from kgtest.worlds.spec import load_world_spec
 
     cfg = load_world_spec(args.spec, overrides=args.overrides)
-    seed = args.seed if args.seed is not None else cfg.seed
-    world = sample_world(cfg, seed=seed)
+    world = sample_world(cfg, seed=args.seed)
     closure = world.close()
     write_world(world, closure, args.out)
     print(describe_world(world, closure))
