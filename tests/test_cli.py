@@ -91,3 +91,72 @@ def test_python_dash_m_entry_point(kb):
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("kgtest: error: ") and "missing.dl" in proc.stderr
+
+
+EDU = "kgtest/data/edu_relat/"
+
+
+def test_deletion_set_lines_and_json(capsys):
+    argv = ["world", "deletion-set", "--facts", EDU + "edu_relat_facts.tsv", "--rules",
+            EDU + "edu_relat.dl", "--fixed", EDU + "edu_relat_gender.tsv",
+            "--target", "person66 husband person65", "--count", "2"]
+    rc, out, _ = run(argv, capsys)
+    assert rc == 0
+    sets = [[tuple(f.split("\t")) for f in line.split(" ; ")] for line in out.splitlines()]
+    assert len(sets) == 2 and all(len(m) == 4 for m in sets)  # published minimum: 4
+    assert all(("person66", "husband", "person65") in m for m in sets)
+    rc, out, _ = run(argv + ["--json"], capsys)
+    assert rc == 0
+    assert [[tuple(f) for f in m] for m in json.loads(out)] == sets
+
+
+@pytest.mark.parametrize(
+    "target, expect",
+    [("person66 husband person1", "is not in the closure"),
+     ("person66 husband", "expected 'subject relation object'"),
+     ("person0 gender female", "is a fixed fact")],
+)
+def test_deletion_set_bad_target(capsys, target, expect):
+    rc, out, err = run(["world", "deletion-set", "--facts", EDU + "edu_relat_facts.tsv",
+                        "--rules", EDU + "edu_relat.dl", "--fixed",
+                        EDU + "edu_relat_gender.tsv", "--target", target], capsys)
+    assert rc == 2 and out == "" and expect in err and err.count("\n") == 1
+
+
+def test_world_build_writes_every_file(tmp_path, capsys):
+    rc, out, _ = run(["world", "build", "generators/composition.toml", "--out",
+                      str(tmp_path / "w"), "--set", "world.params.n_entities=12"], capsys)
+    assert rc == 0 and "world 'composition'" in out
+    names = {p.name for p in (tmp_path / "w").iterdir()}
+    assert {"facts.tsv", "rules.dl", "derivations.jsonl", "stats.json", "graph.png"} <= names
+
+
+def test_world_build_bad_key_is_one_line(tmp_path, capsys):
+    rc, _, err = run(["world", "build", "generators/family.toml", "--out", str(tmp_path / "w"),
+                      "--set", "world.zipff=1"], capsys)
+    assert rc == 2 and "generators/family.toml" in err and "world.zipff" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_corpus_build_and_unknown_section(tmp_path, capsys):
+    rc, out, _ = run(["corpus", "build", "experiments/quickstart.toml", "--out",
+                      str(tmp_path / "c")], capsys)
+    assert rc == 0 and "training documents" in out
+    assert (tmp_path / "c" / "train.jsonl").exists()
+    spec = tmp_path / "bad.toml"
+    spec.write_text("[trian]\nsteps = 3\n")
+    rc, _, err = run(["corpus", "build", str(spec), "--out", str(tmp_path / "d")], capsys)
+    assert rc == 2 and "unknown section '[trian]'" in err and "did you mean 'train'" in err
+
+
+def test_train_reuses_a_finished_model(tmp_path, capsys):
+    argv = ["train", "experiments/quickstart.toml", "--out", str(tmp_path),
+            "--set", "model.preset=tiny", "--set", "train.steps=20",
+            "--set", "train.eval_every=0", "--set", "train.progress=false",
+            "--set", "world.params.n_entities=10"]
+    rc, out, _ = run(argv, capsys)
+    assert rc == 0 and "20 steps" in out
+    (model_dir,) = (tmp_path / "quickstart-seed0").glob("model-*")
+    stamp = (model_dir / "metrics.json").stat().st_mtime_ns
+    rc, out2, _ = run(argv, capsys)
+    assert rc == 0 and (model_dir / "metrics.json").stat().st_mtime_ns == stamp
