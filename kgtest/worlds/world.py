@@ -72,6 +72,11 @@ class World:
     name: str = "world"
     meta: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (f"World({self.name!r}: {len(self.entities)} entities, {len(self.facts)} base "
+                f"facts ({int(self.fixed.sum())} fixed), {len(self.rules)} rules, "
+                f"{len(self.planted)} planted)")
+
     def __post_init__(self):
         n = len(self.facts)
         if self.fixed.shape != (n,) or self.domain.shape != (n,):
