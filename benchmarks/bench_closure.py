@@ -190,16 +190,16 @@ def run_size(n_facts: int, *, baseline: bool, out_degree: int, seed: int, repeat
     """Close one world with kgtest (median wall-clock of ``repeat`` runs) and, if asked,
     once with the baseline; check that both give the same closure and derivations."""
     facts, rules, entities, relations = make_world(n_facts, out_degree=out_degree, seed=seed)
-    times = []
+    times, cpu = [], []
     for _ in range(max(repeat, 1)):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         c = forward_chain(facts, rules, entities, relations)
         times.append(time.perf_counter() - t0)
-    t_ours = float(np.median(times))
-    t_first = times[0]
+        cpu.append(time.process_time() - c0)
+    t_ours, t_cpu, t_first = float(np.median(times)), float(np.median(cpu)), times[0]
     row = {
         "base": c.n_base, "derived": len(c) - c.n_base, "derivations": c.n_derivations,
-        "depth": int(c.depth.max()), "ours": t_ours, "first": t_first, "base_s": None,
+        "depth": int(c.depth.max()), "ours": t_ours, "cpu": t_cpu, "first": t_first, "base_s": None,
         "same": None,
     }
     if baseline:
@@ -213,18 +213,32 @@ def run_size(n_facts: int, *, baseline: bool, out_degree: int, seed: int, repeat
 
 def format_table(rows: list[dict]) -> str:
     head = (f"{'base facts':>11} {'derived':>10} {'derivations':>12} {'depth':>5} "
-            f"{'kgtest s':>9} {'(1st run)':>9} {'baseline s':>10} {'speed-up':>8} "
-            f"{'kgtest s/M derived':>18} {'same':>5}")
+            f"{'kgtest s':>9} {'(cpu s)':>8} {'(1st run)':>9} {'baseline s':>10} "
+            f"{'speed-up':>8} {'kgtest s/M derived':>18} {'(cpu)':>6} {'same':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
         base_s = "n/a" if r["base_s"] is None else f"{r['base_s']:.2f}"
         speed = "n/a" if r["base_s"] is None else f"{r['base_s'] / r['ours']:.1f}x"
         same = "n/a" if r["same"] is None else ("yes" if r["same"] else "NO")
-        per_m = r["ours"] / max(r["derived"], 1) * 1e6
+        per_m, cpu_m = (r[k] / max(r["derived"], 1) * 1e6 for k in ("ours", "cpu"))
         lines.append(f"{r['base']:>11,} {r['derived']:>10,} {r['derivations']:>12,} "
-                     f"{r['depth']:>5} {r['ours']:>9.3f} {r['first']:>9.3f} {base_s:>10} "
-                     f"{speed:>8} {per_m:>18.3f} {same:>5}")
+                     f"{r['depth']:>5} {r['ours']:>9.3f} {r['cpu']:>8.3f} {r['first']:>9.3f} "
+                     f"{base_s:>10} {speed:>8} {per_m:>18.3f} {cpu_m:>6.3f} {same:>5}")
     return "\n".join(lines)
+
+
+def _hugepage_note() -> str:
+    """numpy advises transparent huge pages for big arrays unless NUMPY_MADVISE_HUGEPAGE=0;
+    where the kernel compacts memory on such faults (THP defrag 'madvise') that costs
+    much system time, so the setting is printed with the results."""
+    env = os.environ.get("NUMPY_MADVISE_HUGEPAGE")
+    state = "off" if env == "0" else "on"
+    try:
+        defrag = Path("/sys/kernel/mm/transparent_hugepage/defrag").read_text().split()
+        mode = next((w.strip("[]") for w in defrag if w.startswith("[")), "?")
+    except OSError:
+        mode = "n/a"
+    return f"{state} (NUMPY_MADVISE_HUGEPAGE={env or 'unset'}); kernel THP defrag: {mode}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
     print(f"Closure: {len(parse_rules(RULES_TEXT))} rules, {N_BASE_RELATIONS} base relations, "
-          f"out-degree {args.out_degree}, seed {args.seed}; kgtest s = median of {args.repeat} "
-          f"runs; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"out-degree {args.out_degree}, seed {args.seed}; kgtest s = median wall-clock of "
+          f"{args.repeat} runs (cpu s: process CPU time); {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"numpy {np.__version__}; numpy hugepage advice: {_hugepage_note()}", flush=True)
     rows = []
     for n in sizes:
         rows.append(run_size(n, baseline=n <= args.baseline_max, out_degree=args.out_degree,
