@@ -92,7 +92,9 @@ class Vocab:
         return f"Vocab({len(self)} names)"
 
     def copy(self) -> Vocab:
-        return Vocab(self._names)
+        out = Vocab()
+        out._names, out._index = list(self._names), dict(self._index)
+        return out
 
 
 def encode(facts: Iterable[Sequence[str]], entities: Vocab, relations: Vocab) -> np.ndarray:
