@@ -1,0 +1,401 @@
+"""Probes: how a fact is asked, and the tidy rows that say whether the model knew it.
+
+A probe is a registered function ``probe(model, tokenizer, facts, ctx) -> list[dict]``
+that asks a batch of closure facts and returns one :func:`~kgtest.records.new_row` per
+fact (SCIENCE.md, "Probes"). ``ctx`` is a :class:`ProbeContext`: the corpus, split and
+world the model came from, plus the run's identity (run id, variant, seeds).
+
+=============  ===========================================================  =====
+probe          what is asked                                                gate
+=============  ===========================================================  =====
+direct         ``Q s r ? A`` -> greedy answer; log-prob and rank of the      direct
+               true object among all entities of its type
+statement      ``s r`` cut before the object                                 direct
+paraphrase     held-out question template (natural), or the inverse          direct
+               statement ``o ~r`` (symbolic with ``corpus.inverse``); else
+               rows with ``applicable = False``
+cot            ``Q s r ? T`` -> the model's chain and answer; the chain is   cot
+               checked step by step against the closure
+in_context     the premises of one derivation, then the question (no CoT)   direct
+latent         direct question on held-out (implied) facts (setting          direct
+               ``implied``) and on the derived facts asked (``unlearned``)
+relearn        see :mod:`kgtest.probes.relearn`                              direct
+quantize       see :mod:`kgtest.probes.quantize`                             direct
+utility        retain facts (direct, cot), rule application on unrelated    direct,
+               entities (held-out facts, CoT) and held-out loss             cot
+=============  ===========================================================  =====
+
+:func:`evaluate` runs a list of probes over a dict of variants and fills the gate:
+a row is ``gated_in`` only if the ``original`` model answered the same fact correctly by
+the row's gate probe (the gate is a column, never a silent filter). No prompt a probe
+builds contains its target fact (nor its answer, except as the subject or, for
+``in_context``, inside a premise): :func:`check_prompt` raises :class:`PromptLeak`.
+
+Examples
+--------
+>>> sorted(PROBES)[:4]
+['cot', 'direct', 'in_context', 'latent']
+>>> PROBES.get("cot").gate
+'cot'
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kgtest.corpus.surface import ParseError
+from kgtest.errors import InputError
+from kgtest.probes.context import (
+    Ask,
+    ProbeContext,
+    PromptLeak,
+    _direct_items,
+    _na_rows,
+    _toy_context,  # noqa: F401  (the doctests' toy world)
+    ask,
+    check_prompt,
+)
+from kgtest.probes.scoring import answer_logprobs, greedy_complete
+
+__all__ = ["PROBES", "DEFAULT_PROBES", "Probe", "ProbeContext", "PromptLeak", "Ask",
+           "ask", "check_prompt", "verify_chain", "evaluate"]
+
+#: Probes :func:`evaluate` runs when none are named (all of them).
+DEFAULT_PROBES = ("direct", "statement", "paraphrase", "cot", "in_context", "latent",
+                  "relearn", "relearn_premises", "quantize", "utility")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A registered probe: its function, the original's probe that gates it, a summary."""
+
+    name: str
+    fn: Callable[..., list[dict]]
+    gate: str  # "direct" or "cot" (rows may override it)
+    summary: str
+
+
+class _Registry:
+    """Name -> :class:`Probe`; an unknown name lists the known ones."""
+
+    def __init__(self):
+        self._items: dict[str, Probe] = {}
+
+    def register(self, name: str, *, gate: str = "direct"):
+        def deco(fn):
+            if name in self._items:
+                raise ValueError(f"probe {name!r} is already registered")
+            summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+            self._items[name] = Probe(name, fn, gate, summary)
+            return fn
+        return deco
+
+    def get(self, name: str) -> Probe:
+        if name not in self._items:
+            close = difflib.get_close_matches(name, list(self._items), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise InputError(f"unknown probe {name!r} ({hint}known: {', '.join(self)})")
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
+PROBES = _Registry()
+
+
+# --- the probes ----------------------------------------------------------------------------
+
+@PROBES.register("direct")
+def direct(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
+    """``Q s r ? A`` -> greedy answer, log-prob and rank of the true object."""
+    return ask(model, tokenizer, ctx, _direct_items(ctx, facts), "direct")
+
+
+@PROBES.register("statement")
+def statement(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
+    """The fact's statement cut before its object (``s r`` -> ``o``)."""
+    sf, F = ctx.corpus.surface, ctx.corpus.facts
+    items = [Ask(int(f), sf.statement_probe(*F[f].tolist(), 0)[0], int(F[f, 2]))
+             for f in facts]
+    return ask(model, tokenizer, ctx, items, "statement")
+
+
+@PROBES.register("paraphrase")
+def paraphrase(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
+    """A held-out question template (natural), or the inverse statement (symbolic)."""
+    sf, F = ctx.corpus.surface, ctx.corpus.facts
+    if sf.natural:
+        items = [Ask(int(f), sf.qa_prompt(int(F[f, 0]), int(F[f, 1]), 0, held=True),
+                     int(F[f, 2])) for f in facts]
+        return ask(model, tokenizer, ctx, items, "paraphrase", setting="held_template")
+    if not ctx.corpus.config.inverse:
+        return _na_rows(ctx, facts, "paraphrase")  # no unseen surface to ask with: say so
+    e, rel = sf.entity_display, sf.relation_display
+    items = [Ask(int(f), f"{e[F[f, 2]]} ~{rel[F[f, 1]]} ", int(F[f, 0])) for f in facts]
+    return ask(model, tokenizer, ctx, items, "paraphrase", setting="inverse")
+
+
+def _split_answer(ctx: ProbeContext, text: str) -> tuple[str, str, str] | None:
+    """``(chain, marker, answer)`` of a CoT output, or None without an answer marker."""
+    marker = " Answer: " if ctx.corpus.surface.natural else " A "
+    k = (" " + text).rfind(marker)
+    if k < 0:
+        return None
+    body = (" " + text)[:k]
+    return body[1:], marker, (" " + text)[k + len(marker):].strip()
+
+
+def verify_chain(ctx: ProbeContext, fact: int, output: str) -> dict:
+    """Check a chain of thought against the closure.
+
+    Returns
+    -------
+    dict
+        ``n_steps`` (statements written), ``n_true_steps`` (statements that are closure
+        facts), ``chain_valid`` (at least one step and every step true), ``chain_entails``
+        (the true steps derive ``fact``), ``answer`` (the final answer text, '' if none).
+
+    Examples
+    --------
+    >>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
+    >>> v = verify_chain(ctx, 2, "a p b . b p c . A c")
+    >>> v["chain_valid"], v["chain_entails"], v["answer"]
+    (True, True, 'c')
+    >>> v = verify_chain(ctx, 2, "a p c . A c")  # right answer, invented chain
+    >>> v["chain_valid"], v["chain_entails"], v["n_true_steps"], v["answer"]
+    (False, False, 0, 'c')
+    """
+    sf, c = ctx.corpus.surface, ctx.closure
+    parts = _split_answer(ctx, output)
+    chain, answer = (parts[0], parts[2]) if parts else (output, "")
+    chain = chain.strip()
+    if sf.natural:
+        sents = [x for x in re.split(r"(?<=\.) ", chain) if x.strip()]
+    else:
+        sents = [x.strip() for x in chain.split(" . ") if x.strip()]
+        if sents and sents[-1].endswith(" ."):
+            sents[-1] = sents[-1][:-2]
+    true_ids = []
+    for sent in sents:
+        try:
+            m = sf.parse(sent)
+        except ParseError:
+            continue
+        if len(m) == 1 and m[0][3] == "stated":
+            fid = int(c.index(np.array([m[0][:3]]))[0])
+            if fid >= 0:
+                true_ids.append(fid)
+    valid = bool(sents) and len(true_ids) == len(sents)
+    entails = bool(true_ids) and bool(c.derivable(int(fact), true_ids))
+    return {"n_steps": len(sents), "n_true_steps": len(true_ids), "chain_valid": valid,
+            "chain_entails": entails, "answer": answer}
+
+
+def _cot(model, tokenizer, facts, ctx: ProbeContext, probe: str) -> list[dict]:
+    """Greedy chains for derived facts, verified; the answer scored after the chain."""
+    sf, F, c = ctx.corpus.surface, ctx.corpus.facts, ctx.closure
+    facts = [int(f) for f in facts]
+    derived = [f for f in facts if not c.is_base[f]]
+    rows = _na_rows(ctx, [f for f in facts if c.is_base[f]], probe, gate="cot")
+    if not derived:
+        return rows
+    prompts = [sf.cot_prompt(int(F[f, 0]), int(F[f, 1]), 0) for f in derived]
+    for f, p in zip(derived, prompts, strict=True):
+        check_prompt(ctx, f, p, answer=int(F[f, 2]))
+    gold = {d["facts"][-1]["id"]: d["completion"] for d in ctx.corpus.eval
+            if d.get("probe") == "cot"}
+    longest = max(len(tokenizer(gold.get(f, ""), add_special_tokens=False)["input_ids"])
+                  for f in derived)
+    outs = greedy_complete(model, tokenizer, prompts, longest + 8, batch_size=ctx.batch_size)
+    # Score the true answer after the model's own chain: rank among candidates of its type.
+    prefixes, where = [], []
+    for i, (p, out) in enumerate(zip(prompts, outs, strict=True)):
+        parts = _split_answer(ctx, out)
+        if parts is not None:
+            prefixes.append(Ask(derived[i], p + parts[0] + parts[1], int(F[derived[i], 2])))
+            where.append(i)
+    scored = {}
+    for names in {tuple(ctx.candidates(a.answer)[0]) for a in prefixes}:
+        idx = [k for k, a in enumerate(prefixes) if tuple(ctx.candidates(a.answer)[0]) == names]
+        lp = answer_logprobs(model, tokenizer, [prefixes[k].prompt for k in idx], list(names),
+                             batch_size=4 * ctx.batch_size)  # (P, C)
+        for row, k in enumerate(idx):
+            t = ctx.candidates(prefixes[k].answer)[1]
+            scored[where[k]] = (float(lp[row, t]), int((lp[row] > lp[row, t]).sum()) + 1)
+    for i, (f, out) in enumerate(zip(derived, outs, strict=True)):
+        v = verify_chain(ctx, f, out)
+        names, _ = ctx.candidates(int(F[f, 2]))
+        s, rk = scored.get(i, (None, None))
+        rows.append(ctx.row(probe, f, gate="cot", correct=v["answer"] == sf.answer(int(F[f, 2])),
+                            score=s, rank=rk, n_candidates=len(names), chance=1 / len(names),
+                            output=out, chain_valid=v["chain_valid"],
+                            chain_entails=v["chain_entails"], n_steps=v["n_steps"],
+                            n_true_steps=v["n_true_steps"]))
+    return rows
+
+
+@PROBES.register("cot", gate="cot")
+def cot(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
+    """``Q s r ? T`` -> the model's chain and answer; every step checked on the closure."""
+    return _cot(model, tokenizer, facts, ctx, "cot")
+
+
+@PROBES.register("in_context")
+def in_context(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
+    """The premises of one derivation in the prompt, then the question, no CoT."""
+    docs = ctx._cached("in_context", lambda: {
+        next(x["id"] for x in d["facts"] if x["role"] == "answer"): d
+        for d in ctx.corpus.in_context})
+    F = ctx.corpus.facts
+    items = [Ask(int(f), docs[f]["prompt"], int(F[f, 2])) for f in facts if int(f) in docs]
+    rows = ask(model, tokenizer, ctx, items, "in_context", premises_allowed=True)
+    return rows + _na_rows(ctx, [f for f in facts if int(f) not in docs], "in_context")
+
+
+@PROBES.register("latent")
+def latent(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
+    """Direct questions on facts only composition gives: held-out ones, derived asked."""
+    c = ctx.closure
+    held = ctx.split.held_out.tolist()
+    asked = [int(f) for f in facts if not c.is_base[f] and int(f) not in set(held)]
+    return (ask(model, tokenizer, ctx, _direct_items(ctx, held), "latent", setting="implied")
+            + ask(model, tokenizer, ctx, _direct_items(ctx, asked), "latent",
+                  setting="unlearned"))
+
+
+def _sample(ids, limit: int) -> list[int]:
+    ids = sorted(int(x) for x in ids)
+    if len(ids) <= limit:
+        return ids
+    return sorted(np.random.default_rng(0).choice(ids, limit, replace=False).tolist())
+
+
+@PROBES.register("utility")
+def utility(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
+    """Retain facts (direct, cot), rule use on unrelated entities, held-out loss.
+
+    Rows: ``utility_direct`` (retained stated facts), ``utility_cot`` (retained facts
+    trained with CoT), ``utility_rule`` (held-out derived facts none of whose entities
+    appear in a forget target or its premises, asked with CoT: the inference capability
+    away from the targets; none in a small world where every entity is near a target)
+    and ``utility_loss`` (mean log-prob per token of the gold CoT documents of held-out
+    facts, which no training document contains; ``correct`` is None).
+    """
+    c, F, sp = ctx.closure, ctx.corpus.facts, ctx.split
+    pres = np.asarray(ctx.corpus.presentation)
+    retain = sp.labels == "retain"
+    stated = np.flatnonzero(retain & np.isin(pres, ["stated", "both"]))
+    chained = np.flatnonzero(retain & np.isin(pres, ["cot", "both"]) & ~c.is_base)
+    near = np.concatenate([sp.forget, sp.premise]).astype(np.int64)
+    near_ents = set(F[near][:, [0, 2]].ravel().tolist())
+    far = [int(f) for f in sp.held_out if not {int(F[f, 0]), int(F[f, 2])} & near_ents]
+    rows = ask(model, tokenizer, ctx, _direct_items(ctx, _sample(stated, ctx.utility_limit)),
+               "utility_direct")
+    rows += _cot(model, tokenizer, _sample(chained, ctx.utility_limit), ctx, "utility_cot")
+    rows += _cot(model, tokenizer, _sample(far, ctx.utility_limit), ctx, "utility_rule")
+    gold = {d["facts"][-1]["id"]: d for d in ctx.corpus.eval if d.get("probe") == "cot"}
+    far = _sample([f for f in sp.held_out.tolist() if f in gold], ctx.utility_limit)
+    if far:
+        lp = answer_logprobs(model, tokenizer, [gold[f]["prompt"] for f in far],
+                             [[gold[f]["completion"]] for f in far])[:, 0]  # (P,)
+        n_tok = [len(tokenizer(gold[f]["completion"], add_special_tokens=False)["input_ids"])
+                 + 1 for f in far]  # + eos
+        rows += [ctx.row("utility_loss", f, gate="none", score=float(lp[i]) / n_tok[i])
+                 for i, f in enumerate(far)]
+    return rows
+
+
+# --- running probes over variants ----------------------------------------------------------
+
+_GATE_SOURCES = {"direct": ("direct", "latent", "utility_direct"),
+                 "cot": ("cot", "utility_cot", "utility_rule")}
+
+
+def _known(model, tokenizer, ctx: ProbeContext, rows: list[dict]) -> dict[str, dict]:
+    """Per gate, fact -> the original answered it correctly (asking what rows lack)."""
+    known: dict[str, dict[int, bool]] = {"direct": {}, "cot": {}}
+    for r in rows:
+        for gate, probes in _GATE_SOURCES.items():
+            if r["probe"] in probes and r["setting"] in ("", None) and r["applicable"]:
+                known[gate][r["fact"]] = bool(r["correct"])
+    need = {g: sorted({r["fact"] for r in rows if r["gate"] == g} - set(known[g]))
+            for g in known}
+    for r in direct(model, tokenizer, need["direct"], ctx):
+        known["direct"][r["fact"]] = bool(r["correct"])
+    for r in cot(model, tokenizer, need["cot"], ctx):
+        known["cot"][r["fact"]] = bool(r["correct"]) and bool(r["applicable"])
+    return known
+
+
+def _load(v):
+    if isinstance(v, (str, os.PathLike)):
+        from kgtest.model import load_model
+
+        return load_model(v)
+    return v
+
+
+def evaluate(variants: Mapping[str, Any], ctx: ProbeContext,
+             probes: Sequence[str] = DEFAULT_PROBES, facts: Sequence[int] | None = None, *,
+             original: str = "original", log: Callable[[str], None] | None = None
+             ) -> list[dict]:
+    """Run probes on every variant and gate the rows by what the original knew.
+
+    Parameters
+    ----------
+    variants : mapping
+        Variant name -> ``(model, tokenizer)`` or a model folder (loaded one at a time).
+        Must contain ``original``.
+    ctx : ProbeContext
+    probes : sequence of str
+        Registered probe names (default: all of :data:`DEFAULT_PROBES`).
+    facts : sequence of int, optional
+        The facts asked (default: the split's forget targets). ``latent`` adds held-out
+        facts; ``utility`` picks retain and unrelated facts itself.
+    original : str
+        The variant whose answers gate every row.
+    log : callable, optional
+        Called with a short progress line per (variant, probe).
+
+    Returns
+    -------
+    list of dict
+        Tidy rows (:mod:`kgtest.records`), ``gated_in`` filled.
+    """
+    if original not in variants:
+        raise InputError(f"evaluate: the gate needs the {original!r} variant; got "
+                         f"{', '.join(variants) or 'none'}")
+    specs = [PROBES.get(p) for p in probes]
+    facts = ctx.split.forget.tolist() if facts is None else [int(f) for f in facts]
+    out, known = [], None
+    for name in [original] + [v for v in variants if v != original]:
+        model, tok = _load(variants[name])
+        vctx = ctx.for_variant(name)
+        rows = []
+        for p in specs:
+            if log:
+                log(f"{name}: {p.name}")
+            rows += p.fn(model, tok, facts, vctx)
+        if known is None:
+            known = _known(model, tok, vctx, rows)
+        out += rows
+    for r in out:
+        r["gated_in"] = r["gate"] == "none" or (
+            bool(r["applicable"]) and known.get(r["gate"], {}).get(r["fact"], False))
+    return out
+
+
+# importing these registers the relearn and quantize probes
+from kgtest.probes import quantize as _quantize  # noqa: E402, F401
+from kgtest.probes import relearn as _relearn  # noqa: E402, F401

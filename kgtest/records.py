@@ -1,0 +1,252 @@
+"""Tidy records: one row per (run, variant, fact, probe, setting), and their files.
+
+Every probe returns rows built by :func:`new_row`, so every row has every column below
+(``None`` where a column does not apply). Any cut of the results is then a group-by:
+by probe, by proof count, by presentation, by domain, by seed.
+
+A run folder keeps its rows in ``RUN/records.jsonl`` (:data:`RECORDS`), one JSON object
+per line, written atomically; ``RUN/records.parquet`` is written beside it when
+``pyarrow`` imports (it is optional).
+
+==================  =========  ==============================================================
+column              type       meaning
+==================  =========  ==============================================================
+run_id              str        the run (folder name or spec name + seed)
+seed_world          int        seed of the world sampler
+seed_train          int        seed of training (batch order, initialisation)
+seed_unlearn        int        seed of the unlearning method (None for controls)
+seed_attack         int        seed of attacks (relearn T/V split and fine-tuning order)
+variant             str        ``original``, ``filter``, ``ignorance``, ``never_trained``,
+                               or a method (``NPO``, ``NPO_deep``...)
+probe               str        ``direct``, ``statement``, ``paraphrase``, ``cot``,
+                               ``in_context``, ``latent``, ``relearn``, ``relearn_premises``,
+                               ``quantize``, ``utility_direct``, ``utility_cot``,
+                               ``utility_rule``, ``utility_loss``
+setting             str        probe setting: ``""``; ``int8``/``int4`` (quantize);
+                               ``steps=50,lr=0.001`` (relearn grid point); ``implied`` /
+                               ``unlearned`` (latent); ``inverse`` / ``held_template``
+                               (paraphrase)
+fact                int        closure fact id
+subject             str        world names of the fact
+relation            str
+object              str
+correct             bool       greedy answer is the true object (None: not applicable)
+score               float      teacher-forced log-prob of the true answer (utility_loss:
+                               mean log-prob per token of a held-out document)
+rank                int        1-based rank of the true object among ``n_candidates``
+n_candidates        int        entities of the answer's type (the candidate set)
+chance              float      ``1 / n_candidates``
+gated_in            bool       the original model knew this fact by ``gate``; only gated-in
+                               rows count toward a rate
+gate                str        the original's probe that gates the row: ``direct`` or ``cot``
+applicable          bool       False when the probe cannot ask this fact (no premises, no
+                               inverse statements...): such rows never count
+output              str        the model's greedy text (the chain, for CoT probes)
+derived             bool       derived by a rule (else a base fact)
+presentation        str        how training showed it: ``stated``, ``cot``, ``both``,
+                               ``implied`` (never shown)
+tags                str        ``base``/``derived`` plus ``planted``, ``fixed``
+proofs              int        distinct one-step derivations (proof count)
+depth               int        shortest derivation depth (0: base)
+entity_freq         int        min(subject_freq, object_freq): the rarer entity's count
+subject_freq        int        training documents mentioning the subject
+object_freq         int        training documents mentioning the object
+rules               str        rules deriving it, ``id:head`` joined by ``;`` ("" if none)
+domain              str        world domain (a derived fact: its premises' domain)
+split               str        ``forget``, ``validation``, ``premise``,
+                               ``validation_premise``, ``held_out``, ``retain``
+chain_valid         bool       cot: the chain has >= 1 step and every step is a true fact
+chain_entails       bool       cot: the true steps of the chain derive the target
+n_steps             int        cot: steps written
+n_true_steps        int        cot: steps that are facts of the closure
+audit_derivable     bool       relearn: the held-out target follows from the attack's
+                               facts plus the facts the variant retains (symbolic audit)
+attack              str        relearn: ``targets`` (a subset T of forget targets) or
+                               ``premises`` (premises of the targets only)
+attack_steps        int        relearn: fine-tuning steps
+attack_lr           float      relearn: fine-tuning learning rate
+n_attack_facts      int        relearn: facts the attack trains on
+bits                int        quantize: weight bits (8 or 4)
+==================  =========  ==============================================================
+
+Examples
+--------
+>>> import tempfile
+>>> row = new_row(run_id="r", variant="original", probe="direct", fact=3, correct=True)
+>>> row["gated_in"], row["setting"], len(row) == len(COLUMNS)
+(False, '', True)
+>>> d = tempfile.mkdtemp()
+>>> path = write_records([row], d)
+>>> read_records(d)[0]["fact"], path.name
+(3, 'records.jsonl')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from kgtest.errors import InputError
+from kgtest.symbolic.facts import atomic_write_text
+
+__all__ = ["COLUMNS", "RECORDS", "new_row", "write_records", "read_records",
+           "schema_markdown"]
+
+#: Where a run folder keeps its records.
+RECORDS = "records.jsonl"
+
+#: Column name -> (type, default). The module docstring says what each means.
+COLUMNS: dict[str, tuple[type, object]] = {
+    "run_id": (str, ""), "seed_world": (int, None), "seed_train": (int, None),
+    "seed_unlearn": (int, None), "seed_attack": (int, None),
+    "variant": (str, ""), "probe": (str, ""), "setting": (str, ""),
+    "fact": (int, -1), "subject": (str, ""), "relation": (str, ""), "object": (str, ""),
+    "correct": (bool, None), "score": (float, None), "rank": (int, None),
+    "n_candidates": (int, None), "chance": (float, None),
+    "gated_in": (bool, False), "gate": (str, "direct"), "applicable": (bool, True),
+    "output": (str, None),
+    "derived": (bool, None), "presentation": (str, ""), "tags": (str, ""),
+    "proofs": (int, None), "depth": (int, None), "entity_freq": (int, None),
+    "subject_freq": (int, None), "object_freq": (int, None), "rules": (str, ""),
+    "domain": (str, ""), "split": (str, ""),
+    "chain_valid": (bool, None), "chain_entails": (bool, None), "n_steps": (int, None),
+    "n_true_steps": (int, None),
+    "audit_derivable": (bool, None), "attack": (str, None), "attack_steps": (int, None),
+    "attack_lr": (float, None), "n_attack_facts": (int, None),
+    "bits": (int, None),
+}
+
+
+def new_row(**fields) -> dict:
+    """A record with every column of :data:`COLUMNS` (defaults where not given).
+
+    Values are coerced to the column's type (numpy scalars become Python ones); ``None``
+    stays ``None``. An unknown column is a ``KeyError`` naming it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = new_row(fact=np.int64(2), score=np.float32(-0.5), correct=np.bool_(True))
+    >>> type(r["fact"]), type(r["score"]), r["correct"]
+    (<class 'int'>, <class 'float'>, True)
+    >>> new_row(colour="red")
+    Traceback (most recent call last):
+    ...
+    KeyError: "unknown record column 'colour'"
+    """
+    bad = [k for k in fields if k not in COLUMNS]
+    if bad:
+        raise KeyError(f"unknown record column {bad[0]!r}")
+    row = {}
+    for name, (typ, default) in COLUMNS.items():
+        v = fields.get(name, default)
+        row[name] = None if v is None else typ(v)
+    return row
+
+
+def _clean(v):
+    """JSON has no NaN: a NaN float is written as null."""
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def write_records(rows: Sequence[dict], run_dir: str | os.PathLike, *,
+                  parquet: bool = True) -> Path:
+    """Write ``RUN/records.jsonl`` atomically (and ``records.parquet`` if pyarrow imports).
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Rows from :func:`new_row` (or probes); columns are written in :data:`COLUMNS`
+        order, and a row missing a column gets its default.
+    run_dir : path
+        The run folder (created if missing).
+    parquet : bool
+        Also write Parquet when ``pyarrow`` is importable.
+
+    Returns
+    -------
+    Path
+        The JSONL file.
+    """
+    out = Path(run_dir)
+    rows = [new_row(**r) for r in rows]
+    text = "".join(json.dumps({k: _clean(v) for k, v in r.items()}, ensure_ascii=False) + "\n"
+                   for r in rows)
+    path = out / RECORDS
+    atomic_write_text(path, text)
+    if parquet:
+        _write_parquet(rows, out / "records.parquet")
+    return path
+
+
+def _write_parquet(rows: list[dict], path: Path) -> bool:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    types = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+    schema = pa.schema([(k, types[t]) for k, (t, _) in COLUMNS.items()])
+    table = pa.Table.from_pylist([{k: _clean(v) for k, v in r.items()} for r in rows],
+                                 schema=schema)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return True
+
+
+def read_records(run_dir: str | os.PathLike) -> list[dict]:
+    """Rows of ``RUN/records.jsonl`` (a folder) or of a ``.jsonl`` file, as full rows.
+
+    Raises
+    ------
+    InputError
+        A missing file or a line that is not JSON (naming the file and line).
+    """
+    p = Path(run_dir)
+    path = p / RECORDS if p.is_dir() else p
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read records ({err.strerror or err}); "
+                         f"is this a run folder?") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            rows.append(new_row(**{k: v for k, v in raw.items() if k in COLUMNS}))
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise InputError(f"{path}:{lineno}: bad record ({err})") from None
+    return rows
+
+
+def schema_markdown(columns: Iterable[str] | None = None) -> str:
+    """The schema table of the module docstring as Markdown (for the README)."""
+    doc = __doc__.split("==================  =========")[2:]
+    body = doc[0].split("\n", 1)[1] if doc else ""
+    out = ["| column | type | meaning |", "|---|---|---|"]
+    keep = set(columns) if columns is not None else None
+    name = typ = ""
+    desc: list[str] = []
+
+    def flush():
+        if name and (keep is None or name in keep):
+            text = " ".join(desc).replace("``", "`")
+            out.append(f"| `{name}` | {typ} | {text} |")
+
+    for line in body.splitlines():
+        if line.startswith("="):
+            break
+        if line[:1].strip():
+            flush()
+            name, typ, rest = line[:20].strip(), line[20:31].strip(), line[31:].strip()
+            desc = [rest]
+        elif line.strip():
+            desc.append(line.strip())
+    flush()
+    return "\n".join(out)
