@@ -1,0 +1,412 @@
+"""Unlearn a trained run, or build its controls: what ``kgtest unlearn`` and ``kgtest run`` call.
+
+``unlearn_run(RUN, cfg, "NPO", deep=False)`` reads a trained run (its model stage, corpus
+and split), tunes the method on the validation targets (:mod:`kgtest.unlearn.tune`),
+unlearns the reported forget targets at the chosen setting, and writes a stage folder::
+
+    RUN/unlearn-npo[-deep]-<key>/
+        model/         full Hugging Face checkpoint (safetensors + tokenizer)
+        unlearn.json   method, hyperparameters, tuning grid and choice, forget set ids,
+                       extra facts (deep), steps, accuracies before/after, seconds
+
+``control_run(RUN, "filter")`` writes ``RUN/control-filter-<key>/`` (``model/`` +
+``control.json``) the same way. Keys hash the model stage and every setting used, so a
+re-run reuses finished work (see :mod:`kgtest.stages`); files appear only when complete.
+
+``RUN`` is a run folder holding one ``model-*`` stage, a model stage folder, or a
+:class:`~kgtest.pipeline.TrainedRun`.
+
+Examples
+--------
+>>> apply_overrides(UnlearnConfig(), "NPO", ["beta=0.2", "unlearn.tune_lrs=[1e-4]"]).params
+{'NPO': {'beta': 0.2}}
+>>> apply_overrides(UnlearnConfig(), "NPO", ["gama=2"])
+Traceback (most recent call last):
+...
+kgtest.errors.InputError: --set gama: not an [unlearn] key nor a hyperparameter of NPO ...
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from kgtest.config import apply_overrides as _apply
+from kgtest.config import build, config_hash, to_dict
+from kgtest.corpus.io import read_corpus, stage_seed
+from kgtest.corpus.render import Corpus
+from kgtest.corpus.splits import Split
+from kgtest.errors import InputError
+from kgtest.model import ModelConfig, load_model, save_model
+from kgtest.stages import run_stage
+from kgtest.symbolic.facts import atomic_write_text
+from kgtest.train import TrainConfig, resolve_device
+from kgtest.unlearn.config import CONTROLS, UnlearnConfig
+from kgtest.unlearn.controls import control_corpus, never_trained, train_control
+from kgtest.unlearn.data import (
+    OWN_ROLES,
+    chance_level,
+    deletion_sets,
+    direct_accuracy,
+    direct_docs,
+    forget_set,
+    retain_docs,
+)
+from kgtest.unlearn.loop import unlearn
+from kgtest.unlearn.methods import METHODS
+from kgtest.unlearn.tune import tune
+
+__all__ = ["RunContext", "load_run", "apply_overrides", "method_params", "unlearn_run",
+           "control_run"]
+
+
+# --- reading a trained run ---------------------------------------------------------------------
+
+@dataclass
+class RunContext:
+    """A trained run's pieces, loaded on demand."""
+
+    run_dir: Path  # where unlearn-*/control-* stages go
+    model_stage: Path  # RUN/model-<key>
+    corpus_dir: Path  # RUN/corpus-<key>
+    config: dict  # the model stage's config.json (the experiment, as JSON)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.model_stage / "model"
+
+    @cached_property
+    def corpus(self) -> Corpus:
+        return read_corpus(self.corpus_dir)
+
+    @cached_property
+    def split(self) -> Split:
+        return Split.load(self.corpus_dir / "split.json")
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("run", {}).get("seed", 0))
+
+    def section(self, cls, name: str):
+        """A config section of the run as its typed dataclass."""
+        return build(cls, self.config.get(name), where=str(self.model_stage / "config.json"),
+                     section=name)
+
+    @cached_property
+    def world(self):
+        from kgtest.worlds.samplers import sample_world
+        from kgtest.worlds.spec import WorldConfig
+
+        return sample_world(self.section(WorldConfig, "world"),
+                            seed=stage_seed(self.seed, "world"))
+
+    @cached_property
+    def closure(self):
+        closure = self.world.close()
+        if not np.array_equal(np.asarray(closure.facts), self.corpus.facts):
+            raise InputError(f"{self.corpus_dir}: the world re-sampled from the run's "
+                             f"config.json does not match this corpus")
+        return closure
+
+    @cached_property
+    def fixed(self) -> np.ndarray:
+        return self.world.fixed_mask(self.closure)
+
+    @cached_property
+    def kb(self) -> np.ndarray:
+        """Facts the model may be said to know: every fact not held out and not fixed."""
+        return ~self.split.mask("held_out") & ~self.fixed
+
+    def train_steps(self) -> int:
+        """Optimiser steps the original model took (its metrics.json; else train.steps)."""
+        metrics = self.model_stage / "metrics.json"
+        if metrics.exists():
+            return int(json.loads(metrics.read_text())["steps"])
+        return self.section(TrainConfig, "train").steps
+
+    def unlearn_config(self) -> UnlearnConfig:
+        """The run's ``[unlearn]`` section (defaults when the spec had none)."""
+        return self.section(UnlearnConfig, "unlearn")
+
+
+def _done(p: Path) -> bool:
+    return (p / ".done").exists()
+
+
+def load_run(run) -> RunContext:
+    """Find a trained run's model stage and corpus.
+
+    ``run`` is a :class:`~kgtest.pipeline.TrainedRun` (anything with ``stage_dir`` and
+    ``corpus_dir``), a model stage folder (``RUN/model-<key>``), or a run folder holding
+    exactly one finished model stage.
+    """
+    corpus_dir = None
+    if hasattr(run, "stage_dir") and hasattr(run, "corpus_dir"):
+        stage, corpus_dir = Path(run.stage_dir), Path(run.corpus_dir)
+    else:
+        path = Path(run)
+        if not path.is_dir():
+            raise InputError(f"{path}: no such run folder")
+        if (path / "model" / "config.json").is_file() and (path / "config.json").is_file():
+            stage = path
+        else:
+            stages = sorted(p for p in path.glob("model-*") if _done(p))
+            if not stages:
+                raise InputError(f"{path}: no trained model here (no finished model-* stage); "
+                                 f"train one first (kgtest train SPEC --out {path})")
+            if len(stages) > 1:
+                raise InputError(f"{path}: {len(stages)} trained models "
+                                 f"({', '.join(p.name for p in stages)}); pass one of them")
+            stage = stages[0]
+    try:
+        config = json.loads((stage / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"{stage / 'config.json'}: cannot read ({err})") from None
+    run_dir = stage.parent
+    if corpus_dir is None:
+        world = dict(config.get("world", {}), base_dir="")
+        key = config_hash(int(config.get("run", {}).get("seed", 0)), world,
+                          config.get("split"), config.get("corpus"))
+        corpus_dir = run_dir / f"corpus-{key}"
+        if not _done(corpus_dir):
+            found = sorted(p for p in run_dir.glob("corpus-*") if _done(p))
+            if len(found) != 1:
+                raise InputError(f"{run_dir}: cannot tell which corpus {stage.name} was "
+                                 f"trained on (expected {corpus_dir.name})")
+            corpus_dir = found[0]
+    return RunContext(run_dir=run_dir, model_stage=stage, corpus_dir=corpus_dir, config=config)
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+def apply_overrides(cfg: UnlearnConfig, method: str, overrides=()) -> UnlearnConfig:
+    """Apply ``key=value`` overrides: an ``[unlearn]`` key (``unlearn.`` prefix optional)
+    or a hyperparameter of ``method`` (``beta=0.2`` sets ``params.<method>.beta``)."""
+    spec = METHODS.get(method)
+    keys = {f.name for f in fields(UnlearnConfig)}
+    hyper = [f.name for f in fields(spec.hyper)]
+    data = to_dict(cfg)
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        key = key.strip().removeprefix("unlearn.")
+        if not eq:
+            raise InputError(f"--set: expected key=value, got {item!r}")
+        head = key.split(".")[0]
+        if head in keys:
+            data = _apply(data, [f"{key}={text}"], where="--set")
+        elif key in hyper:
+            data = _apply(data, [f"params.{method}.{key}={text}"], where="--set")
+        else:
+            raise InputError(f"--set {key}: not an [unlearn] key nor a hyperparameter of "
+                             f"{method} (hyperparameters: {', '.join(hyper) or 'none'}; "
+                             f"keys: {', '.join(sorted(keys))})")
+    return build(UnlearnConfig, data, where="--set", section="unlearn")
+
+
+def method_params(cfg: UnlearnConfig, method: str):
+    """The method's resolved hyperparameters: defaults, ``retain_loss``, ``params.<method>``."""
+    spec = METHODS.get(method)
+    table = {}
+    if "retain_loss" in {f.name for f in fields(spec.hyper)}:
+        table["retain_loss"] = cfg.retain_loss
+    table.update(cfg.params.get(method, {}))
+    return spec.resolve(table, where="unlearn.params")
+
+
+# --- unlearning --------------------------------------------------------------------------------
+
+def _retain_eval(ctx: RunContext, avoid: set, limit: int, seed: int) -> tuple:
+    """Direct-probe documents of a seeded sample of retained facts stated in training."""
+    corpus, labels = ctx.corpus, ctx.split.labels
+    stated = sorted({x["id"] for d in corpus.train if d["kind"] in ("statement", "qa")
+                     for x in d["facts"] if x["role"] in OWN_ROLES})
+    pool = [f for f in stated if labels[f] == "retain" and f not in avoid]
+    rng = np.random.default_rng(seed)
+    if len(pool) > limit:
+        pool = sorted(rng.choice(pool, limit, replace=False).tolist())
+    return direct_docs(corpus, pool)
+
+
+def _forget(ctx: RunContext, cfg: UnlearnConfig, targets, deep: bool):
+    kw = {}
+    if deep:
+        kw = dict(closure=ctx.closure, kb=ctx.kb, fixed=ctx.fixed,
+                  restarts=cfg.deletion_restarts, time_limit=cfg.deletion_time_limit,
+                  seed=stage_seed(cfg.seed, "deletion"))
+    return forget_set(ctx.corpus, targets, deep=deep,
+                      include_cot_premise_docs=cfg.include_cot_premise_docs, **kw)
+
+
+def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: bool = False):
+    """Tune (on validation targets) and unlearn (the forget targets) one method.
+
+    Returns the unlearned model, its tokenizer and the ``unlearn.json`` record.
+    """
+    t_start = time.perf_counter()
+    spec = METHODS.get(method)
+    hp = method_params(cfg, method)
+    dev = resolve_device(cfg.device)
+    model, tok = load_model(ctx.model_dir, device=dev)
+    split = ctx.split
+    fs = _forget(ctx, cfg, split.forget, deep)
+    if cfg.tune and len(split.validation) == 0:
+        raise InputError("unlearn: tuning needs validation targets but split.n_validation "
+                         "is 0 (set split.n_validation > 0, or unlearn.tune = false)")
+    val = _forget(ctx, cfg, split.validation, deep) if cfg.tune else None
+    avoid = set(fs.facts.tolist()) | (set(val.facts.tolist()) if val else set())
+    avoid |= set(split.validation.tolist())
+    retain = retain_docs(ctx.corpus, avoid)
+    retain_eval = _retain_eval(ctx, avoid, cfg.retain_eval, stage_seed(cfg.seed, "retain"))
+    etype = ctx.world.entity_type if "world" in ctx.config else None
+    loop_kw = dict(batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
+                   weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed,
+                   device=cfg.device, progress=cfg.progress)
+    tuning = None
+    lr, steps = cfg.lr, cfg.steps
+    if cfg.tune:
+        tuning = tune(model, tok, val, retain, method, hp,
+                      forget_eval=direct_docs(ctx.corpus, val.targets),
+                      retain_eval=retain_eval,
+                      chance=chance_level(ctx.corpus, val.targets, etype),
+                      margin=cfg.level_margin, lrs=cfg.tune_lrs, steps=cfg.tune_steps,
+                      **loop_kw)
+        lr, steps = tuning.choice["lr"], tuning.choice["steps"]
+    t_tuned = time.perf_counter()
+    forget_eval = direct_docs(ctx.corpus, fs.targets)
+    before = {"forget_acc": direct_accuracy(model, tok, forget_eval),
+              "retain_acc": direct_accuracy(model, tok, retain_eval)}
+    docs, idk = (fs.pair_docs, fs.idk_docs) if spec.pairs else (fs.docs, None)
+    res = unlearn(model, tok, docs, retain, method, hp, idk_docs=idk, lr=lr, steps=steps,
+                  **loop_kw)
+    after = {"forget_acc": direct_accuracy(model, tok, forget_eval),
+             "retain_acc": direct_accuracy(model, tok, retain_eval)}
+    record = {
+        "method": method, "deep": deep, "hyperparameters": res.hyperparameters,
+        "lr": lr, "steps": steps, "tuned": tuning is not None,
+        "tuning": tuning.to_json() if tuning else None,
+        "forget_set": fs.summary(),
+        "validation_set": val.summary() if val else None,
+        "n_retain_docs": len(retain), "n_retain_eval": len(retain_eval),
+        "trainable_parameters": res.trainable,
+        "before": before, "after": after,
+        "chance": chance_level(ctx.corpus, fs.targets, etype),
+        "history": res.history,
+        "seconds": {"tune": round(t_tuned - t_start, 3), "unlearn": round(res.seconds, 3),
+                    "total": round(time.perf_counter() - t_start, 3)},
+        "config": to_dict(cfg), "model_stage": ctx.model_stage.name,
+        "corpus": ctx.corpus_dir.name, "device": str(dev),
+    }
+    return model, tok, record
+
+
+def unlearn_run(run, cfg: UnlearnConfig | None = None, method: str = "NPO", *,
+                deep: bool = False, overrides=(), force: bool = False) -> Path:
+    """Unlearn a trained run's forget targets with one method; returns the stage folder.
+
+    Parameters
+    ----------
+    run : path or TrainedRun
+        A run folder, a model stage folder or a :class:`~kgtest.pipeline.TrainedRun`.
+    cfg : UnlearnConfig, optional
+        Default: the run's ``[unlearn]`` section (or the defaults).
+    method : str
+        A registered method (``kgtest.unlearn.METHODS.names()``).
+    deep : bool
+        Forget the targets plus the smallest minimal deletion set of each.
+    overrides : sequence of str
+        ``key=value``: ``[unlearn]`` keys or the method's hyperparameters (``beta=0.2``).
+    force : bool
+        Recompute even if the stage is finished.
+
+    Returns
+    -------
+    Path
+        ``RUN/unlearn-<method>[-deep]-<key>`` with ``model/`` and ``unlearn.json``.
+
+    Raises
+    ------
+    InputError
+        An unknown method or key, a wrong hyperparameter type, targets not in the world,
+        an empty forget set, a folder that holds no trained run.
+    """
+    ctx = load_run(run)
+    cfg = apply_overrides(cfg if cfg is not None else ctx.unlearn_config(), method, overrides)
+    hp = method_params(cfg, method)
+    relevant = {k: v for k, v in to_dict(cfg).items()
+                if k not in ("methods", "deep", "controls", "params", "progress", "device",
+                             "control_steps")}
+    key = config_hash(ctx.model_stage.name, method, deep, to_dict(hp), relevant)
+    name = f"unlearn-{method.lower()}{'-deep' if deep else ''}"
+
+    def build_stage(tmp: Path) -> None:
+        model, tok, record = unlearn_model(ctx, cfg, method, deep=deep)
+        save_model(model, tok, tmp / "model")
+        atomic_write_text(tmp / "unlearn.json", json.dumps(record, indent=1) + "\n")
+
+    return run_stage(ctx.run_dir, name, key, build_stage, force=force)
+
+
+def control_run(run, kind: str, cfg: UnlearnConfig | None = None, *,
+                overrides=(), force: bool = False) -> Path:
+    """Build one control (``filter``, ``ignorance``, ``never_trained``) of a trained run.
+
+    Retrained controls use the original's tokenizer, model config, initialisation seed and
+    training config, for the number of steps the original took (``stop_at`` off; or
+    ``cfg.control_steps``). Returns
+    ``RUN/control-<kind>-<key>`` with ``model/`` and ``control.json`` (dropped facts,
+    documents removed, hygiene-checked documents, training steps and seconds).
+    """
+    if kind not in CONTROLS:
+        raise InputError(f"unknown control {kind!r} (known: {', '.join(CONTROLS)})")
+    ctx = load_run(run)
+    base = cfg if cfg is not None else ctx.unlearn_config()
+    data = to_dict(base)
+    for item in overrides:
+        data = _apply(data, [item.removeprefix("unlearn.")], where="--set")
+    cfg = build(UnlearnConfig, data, where="--set", section="unlearn")
+    deletion_cfg = ([cfg.deletion_restarts, cfg.deletion_time_limit, cfg.seed]
+                    if kind == "ignorance" else None)
+    steps = cfg.control_steps or ctx.train_steps()
+    key = config_hash(ctx.model_stage.name, kind, deletion_cfg,
+                      steps if kind != "never_trained" else None)
+
+    def build_stage(tmp: Path) -> None:
+        t0 = time.perf_counter()
+        _, tok = load_model(ctx.model_dir)
+        model_cfg = ctx.section(ModelConfig, "model")
+        init_seed = stage_seed(ctx.seed, "model")
+        record: dict = {"kind": kind, "model_stage": ctx.model_stage.name,
+                        "corpus": ctx.corpus_dir.name, "init_seed": init_seed}
+        if kind == "never_trained":
+            never_trained(tok, model_cfg, tmp / "model", init_seed=init_seed)
+        else:
+            sets = None
+            if kind == "ignorance":
+                sets = deletion_sets(ctx.closure, ctx.split.forget, kb=ctx.kb, fixed=ctx.fixed,
+                                     restarts=cfg.deletion_restarts,
+                                     time_limit=cfg.deletion_time_limit,
+                                     seed=stage_seed(cfg.seed, "deletion"))
+            filtered, dropped, checked = control_corpus(ctx.corpus, ctx.split, kind,
+                                                        deletion=sets)
+            train_cfg = replace(ctx.section(TrainConfig, "train"), steps=steps,
+                                progress=cfg.progress)
+            res = train_control(filtered, tok, model_cfg, train_cfg, tmp, init_seed=init_seed)
+            record.update({
+                "dropped_facts": dropped, "deletion_sets": {str(k): v for k, v in
+                                                            (sets or {}).items()},
+                "extra_facts": len(dropped) - len(ctx.split.forget),
+                "docs_removed": len(ctx.corpus.train) - len(filtered.train),
+                "docs_kept": len(filtered.train), "hygiene_checked": checked,
+                "steps": res.steps, "final_loss": res.final_loss,
+            })
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        atomic_write_text(tmp / "control.json", json.dumps(record, indent=1) + "\n")
+
+    return run_stage(ctx.run_dir, f"control-{kind.replace('_', '-')}", key, build_stage,
+                     force=force)

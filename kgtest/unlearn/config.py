@@ -1,0 +1,86 @@
+"""The ``[unlearn]`` section of an experiment spec: methods, tuning grid, controls.
+
+Every field has a default, so ``[unlearn]`` may be left out. Per-method hyperparameters
+go in ``params``, one table per method (``[unlearn.params.NPO] beta = 0.2``); names and
+types are checked against the method's signature (see :mod:`kgtest.unlearn.methods`).
+
+Examples
+--------
+>>> from kgtest.config import build
+>>> cfg = build(UnlearnConfig, {"methods": ["NPO"], "tune_lrs": [1e-4]}, where="spec.toml",
+...             section="unlearn")
+>>> cfg.methods, cfg.tune_lrs, cfg.level_margin
+(('NPO',), (0.0001,), 0.05)
+>>> build(UnlearnConfig, {"controls": ["filtr"]}, where="spec.toml", section="unlearn")
+Traceback (most recent call last):
+...
+kgtest.errors.InputError: spec.toml: [unlearn] unknown control 'filtr' (known: filter, ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kgtest.config import nonneg
+
+__all__ = ["UnlearnConfig", "CONTROLS", "ALL_METHODS"]
+
+#: Retrained or untrained comparison models (see :mod:`kgtest.unlearn.controls`).
+CONTROLS = ("filter", "ignorance", "never_trained")
+#: The methods a spec runs by default (every registered one).
+ALL_METHODS = ("GradAscent", "GradDiff", "NPO", "SimNPO", "IdkSFT", "IdkDPO", "RMU")
+
+
+def _positive(value) -> str | None:
+    return "must be > 0" if value is not None and value <= 0 else None
+
+
+def _all_positive(values) -> str | None:
+    if not values:
+        return "must not be empty"
+    return "must hold values > 0" if any(v <= 0 for v in values) else None
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """Settings of the unlearning stage (the ``[unlearn]`` table of a spec)."""
+
+    methods: tuple[str, ...] = ALL_METHODS  # registered method names `kgtest run` applies
+    deep: tuple[bool, ...] = (False, True)  # plain variant, deep variant, or both
+    controls: tuple[str, ...] = CONTROLS  # retrained/untrained controls `kgtest run` builds
+    params: dict = field(default_factory=dict)  # per method: {NPO = {beta = 0.2}, ...}
+    retain_loss: Literal["nll", "kl"] = "nll"  # retain term of methods that have one
+    include_cot_premise_docs: bool = False  # also forget CoT documents using a target as premise
+    tune: bool = True  # tune lr x steps on the validation targets (False: use lr, steps)
+    tune_lrs: tuple[float, ...] = field(default=(1e-4, 3e-4, 1e-3),
+                                        metadata={"check": _all_positive})  # grid: rates
+    tune_steps: tuple[int, ...] = field(default=(10, 25, 50, 100),
+                                        metadata={"check": _all_positive})  # grid: steps
+    level_margin: float = field(default=0.05, metadata={"check": nonneg})  # aim: acc <= chance+m
+    lr: float = field(default=3e-4, metadata={"check": _positive})  # used when tune = false
+    steps: int = field(default=50, metadata={"check": _positive})  # used when tune = false
+    batch_size: int = field(default=16, metadata={"check": _positive})  # forget docs per step
+    retain_batch_size: int = field(default=16, metadata={"check": _positive})  # retain docs/step
+    weight_decay: float = field(default=0.0, metadata={"check": nonneg})  # AdamW, all params
+    grad_clip: float = field(default=1.0, metadata={"check": nonneg})  # max grad norm (0: off)
+    retain_eval: int = field(default=200, metadata={"check": _positive})  # retain facts scored
+    deletion_restarts: int = field(default=100, metadata={"check": _positive})  # deep sets search
+    deletion_time_limit: float = field(default=5.0, metadata={"check": nonneg})  # exact search s
+    control_steps: int = field(default=0, metadata={"check": nonneg})  # 0: as the original took
+    seed: int = 0  # batch order, RMU's random direction, retain-eval sample
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    progress: bool = True  # tqdm progress bars on stderr
+
+    def __post_init__(self):
+        bad = [c for c in self.controls if c not in CONTROLS]
+        if bad:
+            raise ValueError(f"unknown control {bad[0]!r} (known: {', '.join(CONTROLS)})")
+        from kgtest.unlearn.methods import METHODS  # lazy: the methods import torch
+
+        for name in self.methods:
+            METHODS.get(name)
+        for name, table in self.params.items():
+            if not isinstance(table, dict):
+                raise ValueError(f"params.{name} must be a table of hyperparameters")
+            METHODS.get(name).resolve(table, where=f"unlearn.params.{name}")
