@@ -27,9 +27,9 @@ setting             str        probe setting: ``""``; ``int8``/``int4`` (quantiz
                                ``unlearned`` (latent); ``inverse`` / ``held_template``
                                (paraphrase)
 fact                int        closure fact id
-subject             str        world names of the fact
-relation            str
-object              str
+subject             str        the fact's subject (world name)
+relation            str        the fact's relation (world name)
+object              str        the fact's object, the true answer (world name)
 correct             bool       greedy answer is the true object (None: not applicable)
 score               float      teacher-forced log-prob of the true answer (utility_loss:
                                mean log-prob per token of a held-out document)
@@ -38,7 +38,8 @@ n_candidates        int        entities of the answer's type (the candidate set)
 chance              float      ``1 / n_candidates``
 gated_in            bool       the original model knew this fact by ``gate``; only gated-in
                                rows count toward a rate
-gate                str        the original's probe that gates the row: ``direct`` or ``cot``
+gate                str        the original's probe that gates the row: ``direct``, ``cot``,
+                               or ``none`` (``utility_loss``: always gated in)
 applicable          bool       False when the probe cannot ask this fact (no premises, no
                                inverse statements...): such rows never count
 output              str        the model's greedy text (the chain, for CoT probes)

@@ -232,12 +232,15 @@ def check_prompt(ctx: ProbeContext, fact: int, prompt: str, *, answer: int,
 
 def ask(model, tokenizer, ctx: ProbeContext, items: Sequence[Ask], probe: str, *,
         setting: str = "", gate: str = "direct", premises_allowed: bool = False,
-        **extra) -> list[dict]:
+        suffix: str = "", **extra) -> list[dict]:
     """Ask many questions at once: greedy answers, then log-prob and rank of the truth.
 
     Greedy decoding is batched with a KV cache (:func:`greedy_complete`); candidates are
     all entities of the answer's type, scored teacher-forced in batched forward passes
     (:func:`answer_logprobs`), one call per entity type.
+
+    ``suffix`` follows every answer and candidate (``"."`` where the answer ends a
+    natural-language sentence, as in a statement cut before its object).
 
     Returns
     -------
@@ -251,7 +254,7 @@ def ask(model, tokenizer, ctx: ProbeContext, items: Sequence[Ask], probe: str, *
     for it in items:
         check_prompt(ctx, it.fact, it.prompt, answer=it.answer,
                      premises_allowed=premises_allowed)
-    answers = [sf.answer(it.answer) for it in items]
+    answers = [sf.answer(it.answer) + suffix for it in items]
     longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     outs = greedy_complete(model, tokenizer, [it.prompt for it in items], longest + 2,
                            batch_size=ctx.batch_size)
@@ -260,11 +263,11 @@ def ask(model, tokenizer, ctx: ProbeContext, items: Sequence[Ask], probe: str, *
     n_cand = np.zeros(len(items), dtype=np.int64)
     groups: dict[tuple, list[int]] = {}
     for i, it in enumerate(items):
-        names, j = ctx.candidates(it.answer)
-        groups.setdefault(tuple(names), []).append(i)
+        groups.setdefault(tuple(ctx.candidates(it.answer)[0]), []).append(i)
     for names, idx in groups.items():
         true = [ctx.candidates(items[i].answer)[1] for i in idx]
-        lp = answer_logprobs(model, tokenizer, [items[i].prompt for i in idx], list(names),
+        lp = answer_logprobs(model, tokenizer, [items[i].prompt for i in idx],
+                             [n + suffix for n in names],
                              batch_size=4 * ctx.batch_size)  # (P, C)
         true_lp = lp[np.arange(len(idx)), true]  # (P,)
         score[idx] = true_lp.numpy()

@@ -128,7 +128,8 @@ def statement(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     sf, F = ctx.corpus.surface, ctx.corpus.facts
     items = [Ask(int(f), sf.statement_probe(*F[f].tolist(), 0)[0], int(F[f, 2]))
              for f in facts]
-    return ask(model, tokenizer, ctx, items, "statement")
+    # a natural statement ends "... is Mara Velt.": the period belongs to the answer
+    return ask(model, tokenizer, ctx, items, "statement", suffix="." if sf.natural else "")
 
 
 @PROBES.register("paraphrase")
