@@ -5,13 +5,16 @@
 it with :func:`kgtest.model.save_model`. Where the time goes on a tiny model, and what this
 loop does about it:
 
-- **No padding waste.** The whole tokenised corpus lives on the device as one right-padded
-  ``(N, L_max)`` tensor. Each epoch, documents are shuffled, stably sorted by length and
-  cut into batches, so a batch holds documents of (nearly) one length and is sliced to
-  that length; the batch order is shuffled. Right padding needs no attention mask
-  (causal attention never looks right), so SDPA runs its plain causal kernel.
+- **Almost no padding.** The whole tokenised corpus lives on the device as one right-padded
+  ``(N, L_max)`` tensor. Batches are drawn at random (as a shuffling sampler would), and
+  each is sorted by length and cut into at most ``micro_batches`` runs of (nearly) equal
+  length with the least padding; the runs are forwarded one by one with gradient
+  accumulation, so a step's gradient is the padded batch's, without the padding work,
+  and every step still mixes document kinds (batches of one length would not: on a
+  symbolic corpus, length is kind). Right padding needs no attention mask (causal
+  attention never looks right), so SDPA runs its plain causal kernel.
 - **No per-example Python in the step.** An epoch's plan (document indices and the flat
-  positions of supervised tokens, per batch) is built with tensor ops once per epoch and
+  positions of supervised tokens, per micro-batch) is built with tensor ops once per epoch and
   moved to the device in one copy; a step is a few slices and ``index_select`` calls.
 - **The LM head only where there is a loss.** The body gives final hidden states
   ``(B, T, D)``; only the supervised positions ``(S, D)`` go through the head, so the
@@ -83,6 +86,7 @@ class TrainConfig:
 
     steps: int = field(default=3000, metadata={"check": _positive})  # optimiser steps (most)
     batch_size: int = field(default=64, metadata={"check": _positive})  # documents per step
+    micro_batches: int = field(default=4, metadata={"check": _positive})  # most length runs/step
     lr: float = field(default=1e-3, metadata={"check": _positive})  # peak learning rate
     min_lr_ratio: float = 0.1  # cosine decays the learning rate to lr * min_lr_ratio
     warmup: int = field(default=100, metadata={"check": nonneg})  # linear warmup steps
@@ -111,6 +115,7 @@ class TrainResult:
     stopped_early: bool  # True when every stop_at target was met before cfg.steps
     tokens: int  # real (non-pad) tokens trained on, over all steps
     seconds: float  # wall time of the loop in this process (no setup, no final save)
+    cpu_seconds: float  # CPU time of this process over the same loop (all its threads)
     model_dir: Path  # where the final model and tokenizer were saved
 
 
@@ -225,42 +230,81 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig
 
 @dataclass
 class _Plan:
-    """One epoch's batches, flattened; offsets are host ints, tensors are on the device."""
+    """One epoch's steps, flattened; offsets are host ints, tensors are on the device."""
 
-    idx: torch.Tensor  # (N,) document index, batch after batch
+    idx: torch.Tensor  # (N,) document index, micro-batch after micro-batch
     flat: torch.Tensor  # (S_total,) hidden-state position b * L + t - 1 of each target t
-    batches: list[tuple[int, int, int, int, int]]  # (idx_lo, idx_hi, flat_lo, flat_hi, L)
-    tokens: list[int]  # real tokens per batch
+    micro: list[tuple[int, int, int, int, int]]  # (idx_lo, idx_hi, flat_lo, flat_hi, L)
+    steps: list[tuple[int, int, int, int]]  # (micro_lo, micro_hi, supervised, real tokens)
 
 
-def _epoch_plan(corpus: EncodedCorpus, batch_size: int, gen: torch.Generator,
-                device: torch.device) -> _Plan:
+def split_by_length(lengths: torch.Tensor, max_groups: int) -> list[int]:
+    """Cut sorted lengths into at most ``max_groups`` runs with the least padding.
+
+    Dynamic programming over cut points: a run ``[i, j)`` of ascending lengths costs
+    ``(j - i) * lengths[j - 1]`` padded tokens; the fewest runs reaching the minimum win.
+    Returns the run ends.
+
+    >>> split_by_length(torch.tensor([6, 6, 6, 8, 8, 16, 30]), 3)  # 5*8 + 16 + 30 padded
+    [5, 6, 7]
+    >>> split_by_length(torch.tensor([6, 6, 6, 8, 8, 16, 30]), 4)
+    [3, 5, 6, 7]
+    >>> split_by_length(torch.tensor([8, 8, 8]), 4)
+    [3]
+    """
+    n = len(lengths)
+    j = torch.arange(n + 1)
+    last = torch.cat([lengths.new_zeros(1), lengths]).double()  # last[j] = lengths[j - 1]
+    # cost[i, j] of one run [i, j): (j - i) * lengths[j - 1], infinite unless i < j
+    span = (j[None, :] - j[:, None]).double()
+    cost = torch.where(span > 0, span * last[None, :], torch.inf)  # (n+1, n+1)
+    best, choice = [cost[0]], [torch.zeros(n + 1, dtype=torch.long)]  # one run: [0, j)
+    for _ in range(1, max_groups):
+        total, arg = (best[-1][:, None] + cost).min(dim=0)  # (n+1,): best k-run cost to j
+        best.append(total)
+        choice.append(arg)
+    k = min(range(len(best)), key=lambda g: (float(best[g][n]), g))  # fewest runs at min
+    ends, end = [], n
+    for g in range(k, -1, -1):
+        ends.append(end)
+        end = int(choice[g][end])
+    return ends[::-1]
+
+
+def _epoch_plan(corpus: EncodedCorpus, batch_size: int, max_micro: int,
+                gen: torch.Generator, device: torch.device) -> _Plan:
+    """Random batches (as a shuffling sampler draws them), each split into length runs.
+
+    A batch is sorted by length and cut into at most ``max_micro`` micro-batches with the
+    least padding (:func:`split_by_length`); a step sums their token losses and divides by
+    the batch's supervised-token count, so its gradient is the padded batch's exactly,
+    without the padding. All of it is host work once per epoch.
+    """
     lengths, start = corpus.lengths, corpus.loss_start
-    perm = torch.randperm(corpus.n_docs, generator=gen)  # random order within each length
-    order = perm[torch.sort(lengths[perm], stable=True).indices]
-    chunks = list(order.split(batch_size))
-    chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=gen).tolist()]
-    idx_parts, flat_parts, batches, tokens = [], [], [], []
+    idx_parts, flat_parts, micro, steps = [], [], [], []
     i_lo = f_lo = 0
-    for idx in chunks:
-        L = int(lengths[idx].max())
-        t = torch.arange(1, L)  # (L-1,) target positions
-        sup = (t >= start[idx, None]) & (t < lengths[idx, None])  # (B, L-1)
-        rows, cols = sup.nonzero(as_tuple=True)
-        flat = rows * L + cols  # cols = t - 1: the hidden state that predicts token t
-        idx_parts.append(idx)
-        flat_parts.append(flat)
-        batches.append((i_lo, i_lo + len(idx), f_lo, f_lo + len(flat), L))
-        tokens.append(int(lengths[idx].sum()))
-        i_lo += len(idx)
-        f_lo += len(flat)
+    for batch in torch.randperm(corpus.n_docs, generator=gen).split(batch_size):
+        batch = batch[torch.sort(lengths[batch], stable=True).indices]  # ascending length
+        m_lo, n_sup, lo = len(micro), 0, 0
+        for hi in split_by_length(lengths[batch], max_micro):
+            idx = batch[lo:hi]
+            L = int(lengths[idx].max())
+            t = torch.arange(1, L)  # (L-1,) target positions
+            sup = (t >= start[idx, None]) & (t < lengths[idx, None])  # (b, L-1)
+            rows, cols = sup.nonzero(as_tuple=True)
+            flat = rows * L + cols  # cols = t - 1: the hidden state that predicts token t
+            idx_parts.append(idx)
+            flat_parts.append(flat)
+            micro.append((i_lo, i_lo + len(idx), f_lo, f_lo + len(flat), L))
+            i_lo, f_lo, n_sup, lo = i_lo + len(idx), f_lo + len(flat), n_sup + len(flat), hi
+        steps.append((m_lo, len(micro), n_sup, int(lengths[batch].sum())))
     return _Plan(torch.cat(idx_parts).to(device), torch.cat(flat_parts).to(device),
-                 batches, tokens)
+                 micro, steps)
 
 
 def supervised_loss(model: PreTrainedModel, x: torch.Tensor, flat: torch.Tensor, *,
-                    body: Callable | None = None) -> torch.Tensor:
-    """Mean next-token cross-entropy over chosen positions of a right-padded batch.
+                    body: Callable | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy over chosen positions of a right-padded batch.
 
     Parameters
     ----------
@@ -273,6 +317,8 @@ def supervised_loss(model: PreTrainedModel, x: torch.Tensor, flat: torch.Tensor,
     body : callable, optional
         The transformer body to call (default ``base_model(model)``; a compiled one in
         :func:`train`).
+    reduction : {"mean", "sum"}
+        Over the ``S`` positions (``"sum"`` for micro-batches of one step).
 
     Examples
     --------
@@ -292,7 +338,7 @@ def supervised_loss(model: PreTrainedModel, x: torch.Tensor, flat: torch.Tensor,
     h = h.reshape(-1, h.shape[-1]).index_select(0, flat)  # (S, D)
     logits = head_logits(model, h)  # (S, V): the head at supervised positions only
     target = x.reshape(-1).index_select(0, flat + 1)  # (S,)
-    return F.cross_entropy(logits.float(), target)
+    return F.cross_entropy(logits.float(), target, reduction=reduction)
 
 
 # --- checkpoints and logs ------------------------------------------------------------------
@@ -383,7 +429,7 @@ class _Run:
         self.epoch_gen_state, self.plan_epoch = ck["epoch_gen_state"], int(ck["epoch"])
         self.gen.set_state(self.epoch_gen_state)
         if self.plan_epoch >= 0:  # replay the checkpoint epoch's plan; gen advances past it
-            self.plan = _epoch_plan(self.corpus, self.cfg.batch_size, self.gen, self.device)
+            self.plan = self._new_plan()
         self.step, self.tokens_seen = int(ck["step"]), int(ck["tokens"])
         self.metrics, self.finished = dict(ck["metrics"]), bool(ck["finished"])
         self.stopped = bool(ck["stopped"])
@@ -423,19 +469,26 @@ class _Run:
         stop_at = self.cfg.stop_at
         return bool(stop_at) and all(self.metrics[k] >= v for k, v in stop_at.items())
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The current step's ``(B, L)`` ids, ``(S,)`` supervised positions, real tokens."""
+    def _new_plan(self) -> _Plan:
+        cfg = self.cfg
+        return _epoch_plan(self.corpus, cfg.batch_size, cfg.micro_batches, self.gen, self.device)
+
+    def batch(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int, int]:
+        """This step's micro-batches ``[((b, L) ids, (s,) positions)]``, supervised and
+        real token counts."""
         epoch, k = divmod(self.step, self.n_batches)
         if epoch != self.plan_epoch:
             self.epoch_gen_state = self.gen.get_state()  # a resume replays this epoch
-            self.plan = _epoch_plan(self.corpus, self.cfg.batch_size, self.gen, self.device)
-            self.plan_epoch = epoch
-        i_lo, i_hi, f_lo, f_hi, L = self.plan.batches[k]
-        x = self.tokens.index_select(0, self.plan.idx[i_lo:i_hi])[:, :L]  # (B, L)
-        return x, self.plan.flat[f_lo:f_hi], self.plan.tokens[k]
+            self.plan, self.plan_epoch = self._new_plan(), epoch
+        m_lo, m_hi, n_sup, n_tokens = self.plan.steps[k]
+        parts = []
+        for i_lo, i_hi, f_lo, f_hi, L in self.plan.micro[m_lo:m_hi]:
+            x = self.tokens.index_select(0, self.plan.idx[i_lo:i_hi])[:, :L]  # (b, L)
+            parts.append((x, self.plan.flat[f_lo:f_hi]))
+        return parts, n_sup, n_tokens
 
-    def run(self) -> tuple[float, float]:
-        """Train to cfg.steps (or an early stop); returns (last mean loss, loop seconds)."""
+    def run(self) -> tuple[float, float, float]:
+        """Train to cfg.steps (or an early stop): (last mean loss, wall s, CPU s) of the loop."""
         cfg, model, device = self.cfg, self.model, self.device
         self.tokens = self.corpus.tokens.to(device)  # (N, L_max): the whole corpus on device
         body = base_model(model)
@@ -451,12 +504,16 @@ class _Run:
             bar.set_postfix({"loss": f"{final_loss:.4f}",
                              **{k: f"{v:.3f}" for k, v in self.metrics.items()}})
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         while not self.finished and self.step < cfg.steps:
-            x, flat, n_tokens = self.batch()
-            with autocast:
-                loss = supervised_loss(model, x, flat, body=forward)
-            loss.backward()
+            parts, n_sup, n_tokens = self.batch()
+            loss = torch.zeros((), device=device)
+            for x, flat in parts:  # gradient accumulation over length runs: no padding
+                with autocast:
+                    part = supervised_loss(model, x, flat, body=forward, reduction="sum")
+                part = part / n_sup  # the step's loss is the mean over all its targets
+                part.backward()
+                loss += part.detach()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
             self.opt.step()
@@ -484,7 +541,9 @@ class _Run:
                 break
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
                 self.checkpoint()
-        seconds = time.perf_counter() - t0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the queued kernels belong to the loop's time
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         bar.close()
         if n_sum:  # the tail after the last log line (early stop)
             final_loss = (loss_sum / n_sum).item()
@@ -493,7 +552,7 @@ class _Run:
             self.checkpoint()  # a resume of a finished run does nothing
         if self.tb is not None:
             self.tb.close()
-        return final_loss, seconds
+        return final_loss, seconds, cpu_seconds
 
 
 def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequence[dict],
@@ -554,9 +613,10 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
             torch.set_rng_state(run.rng[0])
             if run.rng[1] is not None and device.type == "cuda":
                 torch.cuda.set_rng_state(run.rng[1], device)
-        final_loss, seconds = run.run()
+        final_loss, seconds, cpu_seconds = run.run()
     model.eval()
     model_dir = save_model(model, tokenizer, out / "model")
     return TrainResult(steps=run.step, final_loss=final_loss, metrics=run.metrics,
                        stopped_early=run.stopped and run.step < cfg.steps,
-                       tokens=run.tokens_seen, seconds=seconds, model_dir=model_dir)
+                       tokens=run.tokens_seen, seconds=seconds, cpu_seconds=cpu_seconds,
+                       model_dir=model_dir)

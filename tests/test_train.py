@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -27,6 +28,7 @@ from kgtest.train import (
     encode_corpus,
     make_optimizer,
     make_scheduler,
+    split_by_length,
     supervised_loss,
     train,
 )
@@ -79,16 +81,23 @@ def test_encode_corpus_layout():
 @pytest.mark.parametrize("answer_only", [True, False])
 def test_supervised_positions_are_completion_and_eos(answer_only):
     enc = encode_corpus(TOK, DOCS, answer_only_loss=answer_only)
-    plan = _epoch_plan(enc, 7, torch.Generator().manual_seed(0), torch.device("cpu"))
+    plan = _epoch_plan(enc, 7, 3, torch.Generator().manual_seed(0), torch.device("cpu"))
     seen: dict[int, list[int]] = {}
-    for (i_lo, i_hi, f_lo, f_hi, L), n_tok in zip(plan.batches, plan.tokens, strict=True):
-        idx = plan.idx[i_lo:i_hi]
-        x = enc.tokens[idx, :L]  # (B, L)
-        assert L == int(enc.lengths[idx].max()) and n_tok == int(enc.lengths[idx].sum())
-        targets = x.reshape(-1)[plan.flat[f_lo:f_hi] + 1]
-        rows = plan.flat[f_lo:f_hi] // L
-        for r, t in zip(rows.tolist(), targets.tolist(), strict=True):
-            seen.setdefault(int(idx[r]), []).append(t)
+    for m_lo, m_hi, n_sup, n_tok in plan.steps:
+        assert 1 <= m_hi - m_lo <= 3
+        docs_in_step, sup_in_step = [], 0
+        for i_lo, i_hi, f_lo, f_hi, L in plan.micro[m_lo:m_hi]:
+            idx = plan.idx[i_lo:i_hi]
+            docs_in_step += idx.tolist()
+            x = enc.tokens[idx, :L]  # (b, L)
+            assert L == int(enc.lengths[idx].max())
+            targets = x.reshape(-1)[plan.flat[f_lo:f_hi] + 1]
+            rows = plan.flat[f_lo:f_hi] // L
+            for r, t in zip(rows.tolist(), targets.tolist(), strict=True):
+                seen.setdefault(int(idx[r]), []).append(t)
+            sup_in_step += f_hi - f_lo
+        assert n_sup == sup_in_step and n_tok == int(enc.lengths[docs_in_step].sum())
+        assert len(docs_in_step) == 7 or (m_lo, m_hi, n_sup, n_tok) == plan.steps[-1]
     assert sorted(seen) == list(range(len(DOCS)))  # every document once per epoch
     for i, d in enumerate(DOCS):
         sup = d["completion"] if answer_only else d["prompt"] + d["completion"]
@@ -97,20 +106,40 @@ def test_supervised_positions_are_completion_and_eos(answer_only):
     assert TOK.pad_token_id not in sum(seen.values(), [])
 
 
-def test_batches_group_lengths_and_loss_matches_hf_labels():
+def test_split_by_length_is_optimal():
+    def padded(lengths, ends):
+        starts = [0, *ends[:-1]]
+        return sum((e - s) * int(lengths[e - 1]) for s, e in zip(starts, ends, strict=True))
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        lengths = torch.sort(torch.randint(3, 20, (9,), generator=g)).values
+        for k in (1, 2, 3):
+            ends = split_by_length(lengths, k)
+            best = min(padded(lengths, [*cuts, 9]) for n in range(k)
+                       for cuts in itertools.combinations(range(1, 9), n))
+            assert len(ends) <= k and ends[-1] == 9 and padded(lengths, ends) == best
+
+
+def test_steps_mix_kinds_without_padding_and_loss_matches_hf_labels():
     enc = encode_corpus(TOK, DOCS)
-    plan = _epoch_plan(enc, 8, torch.Generator().manual_seed(1), torch.device("cpu"))
-    pad_frac = 1 - sum(plan.tokens) / sum(b[4] * (b[1] - b[0]) for b in plan.batches)
-    assert pad_frac < 0.1  # statements and QA differ in length; batches do not mix them much
+    plan = _epoch_plan(enc, 8, 4, torch.Generator().manual_seed(1), torch.device("cpu"))
+    padded = sum(L * (i_hi - i_lo) for i_lo, i_hi, _, _, L in plan.micro)
+    assert padded == int(enc.lengths.sum())  # two lengths here (statement, QA): no padding
     m = build_model(ModelConfig(preset="tiny"), TOK, seed=0)
-    i_lo, i_hi, f_lo, f_hi, L = plan.batches[0]
-    x = enc.tokens[plan.idx[i_lo:i_hi], :L]
-    labels = torch.full_like(x, -100)
-    flat = plan.flat[f_lo:f_hi]
-    labels.view(-1)[flat + 1] = x.view(-1)[flat + 1]
+    m_lo, m_hi, n_sup, _ = plan.steps[0]
+    assert m_hi - m_lo == 2  # a random batch holds both kinds
+    ours = sum(supervised_loss(m, enc.tokens[plan.idx[i_lo:i_hi], :L], plan.flat[f_lo:f_hi],
+                               reduction="sum")
+               for i_lo, i_hi, f_lo, f_hi, L in plan.micro[m_lo:m_hi]) / n_sup
+    # the Trainer way: one padded batch, an attention mask, labels -100 off the answer
+    idx = plan.idx[plan.micro[m_lo][0]:plan.micro[m_hi - 1][1]]
+    x = enc.tokens[idx]
+    labels = torch.where(torch.arange(x.shape[1]) >= enc.loss_start[idx, None], x, -100)
+    labels[x == TOK.pad_token_id] = -100
     mask = (x != TOK.pad_token_id).long()
     ref = m(input_ids=x, attention_mask=mask, labels=labels).loss
-    torch.testing.assert_close(supervised_loss(m, x, flat), ref)
+    torch.testing.assert_close(ours, ref)
 
 
 def test_optimizer_groups_and_schedule():
