@@ -25,6 +25,9 @@ EXAMPLES = {
     "corpus build": "kgtest corpus build experiments/quickstart.toml --out runs/corpus",
     "train": "kgtest train experiments/quickstart.toml --out runs",
     "demo": "kgtest demo --out runs/demo",
+    "unlearn": "kgtest unlearn runs/quickstart-seed0 --method NPO --deep --set beta=0.2",
+    "run": "kgtest run experiments/quickstart.toml --out runs --set run.seed=1",
+    "report": "kgtest report runs/quickstart-seed0 runs/quickstart-seed1 --out runs/report",
 }
 
 
@@ -99,6 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs", help="runs folder (default: runs)")
     _add_set(t)
     t.set_defaults(func=cmd_train)
+
+    u = _parser_for(sub, "unlearn", "unlearn a trained run's forget targets with one method "
+                    "(tuned on the validation targets)", "unlearn")
+    u.add_argument("run_dir", help="a run folder made by `kgtest train` or `kgtest run`")
+    u.add_argument("--method", required=True, help="GradAscent, GradDiff, NPO, SimNPO, "
+                   "IdkSFT, IdkDPO, RMU")
+    u.add_argument("--deep", action="store_true",
+                   help="also forget a minimal deletion set per target")
+    _add_set(u)
+    u.set_defaults(func=cmd_unlearn)
+
+    r = _parser_for(sub, "run", "the whole experiment: world, corpus, training, controls, "
+                    "unlearning, probes, report (finished stages are reused)", "run")
+    r.add_argument("spec", help="experiment spec (TOML)")
+    r.add_argument("--out", default="runs", help="runs folder (default: runs)")
+    _add_set(r)
+    r.set_defaults(func=cmd_run)
+
+    rp = _parser_for(sub, "report", "re-aggregate runs: summary.md, summary.json, plots",
+                     "report")
+    rp.add_argument("run_dirs", nargs="+", help="run folders with records.jsonl")
+    rp.add_argument("--out", help="output folder (default: the first run folder)")
+    rp.add_argument("--control", default="filter", help="control for excess re-derivation")
+    rp.set_defaults(func=cmd_report)
 
     dm = _parser_for(sub, "demo", "run the quickstart experiment and describe it", "demo")
     dm.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
@@ -263,20 +290,69 @@ def _describe_training(run) -> str:
     return "\n".join(lines)
 
 
+def cmd_unlearn(args) -> int:
+    from kgtest.unlearn.api import unlearn_run
+
+    if not Path(args.run_dir).is_dir():
+        raise InputError(f"{args.run_dir}: no such run folder")
+    stage = unlearn_run(args.run_dir, None, args.method, deep=args.deep,
+                        overrides=args.overrides)
+    info = json.loads((stage / "unlearn.json").read_text())
+    b, a = info["before"], info["after"]
+    print(f"{info['method']}{' (deep)' if info['deep'] else ''}: lr {info['lr']:g}, "
+          f"{info['steps']} steps; forget direct accuracy {b['forget_acc']:.2f} -> "
+          f"{a['forget_acc']:.2f}, retain {b['retain_acc']:.2f} -> {a['retain_acc']:.2f}")
+    print(f"model and unlearn.json: {stage}")
+    return 0
+
+
+def _command_line(argv) -> str:
+    import shlex
+
+    return "kgtest " + " ".join(shlex.quote(a) for a in argv)
+
+
+def cmd_run(args) -> int:
+    from kgtest.experiment import load_experiment
+    from kgtest.pipeline import run_experiment
+
+    cfg = load_experiment(args.spec, args.overrides)
+    summary = run_experiment(cfg, _run_dir(args.out, cfg), command=_command_line(args.argv))
+    print(summary.read_text())
+    print(f"report: {summary} (plots in {summary.parent / 'plots'})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from kgtest.report import report
+
+    for d in args.run_dirs:
+        if not (Path(d) / "records.jsonl").exists():
+            raise InputError(f"{d}: no records.jsonl (not a finished `kgtest run` folder)")
+    summary = report(args.run_dirs, args.out, control=args.control)
+    print(summary.read_text())
+    print(f"report: {summary}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from kgtest.experiment import load_experiment
-    from kgtest.pipeline import train_experiment, world_stage
+    from kgtest.pipeline import run_experiment, world_stage
+
     spec = QUICKSTART
     if not spec.exists():
         raise InputError(f"{spec}: the quickstart spec is missing (run from a kgtest clone)")
     cfg = load_experiment(spec, args.overrides)
     run_dir = Path(args.out)
+    print(f"kgtest demo: the quickstart experiment ({spec.relative_to(spec.parents[1])}), "
+          f"run folder {run_dir}/", flush=True)
     world_dir = world_stage(cfg, run_dir)
-    print(f"kgtest demo: {cfg.run.name} (spec {spec})")
-    print((world_dir / "summary.txt").read_text())
-    run = train_experiment(cfg, run_dir)
-    print(_describe_training(run))
-    print(f"run folder: {run_dir}/ (world drawing: {world_dir / 'graph.png'})")
+    print((world_dir / "summary.txt").read_text(), flush=True)
+    command = "kgtest demo" + "".join(f" --set {o}" for o in args.overrides)
+    summary = run_experiment(cfg, run_dir, command=command)
+    print(summary.read_text())
+    print(f"report: {summary}\nplots:  {summary.parent / 'plots'}/\n"
+          f"world drawing: {world_dir / 'graph.png'}")
     return 0
 
 
@@ -286,6 +362,7 @@ def cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
     except InputError as err:

@@ -8,6 +8,8 @@
     [corpus]   surface, augmentation           (kgtest.corpus.render.CorpusConfig)
     [model]    arch, preset, sizes             (kgtest.model.ModelConfig)
     [train]    steps, lr, batch, stop_at       (kgtest.train.TrainConfig)
+    [unlearn]  methods, deep, controls, tuning (kgtest.unlearn.config.UnlearnConfig)
+    [probes]   probes, relearn grid, bits      (kgtest.probes.config.ProbesConfig)
 
 Every key has a default, so an empty file is a valid experiment. ``--set key=value``
 overrides any key (``--set train.steps=100``). Errors name the file and the dotted key.
@@ -32,7 +34,9 @@ from kgtest.corpus.render import CorpusConfig
 from kgtest.corpus.splits import SplitConfig
 from kgtest.errors import InputError
 from kgtest.model import ModelConfig
+from kgtest.probes.config import ProbesConfig
 from kgtest.train import TrainConfig
+from kgtest.unlearn.config import UnlearnConfig
 from kgtest.worlds.spec import WorldConfig, check_world_config
 
 __all__ = ["RunConfig", "ExperimentConfig", "load_experiment"]
@@ -56,6 +60,8 @@ class ExperimentConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
     source: str = ""  # the spec file this came from (not part of any stage hash)
     overrides: tuple[str, ...] = ()  # the --set overrides applied (for the report)
 
@@ -67,7 +73,7 @@ class ExperimentConfig:
         return config_hash(*parts)
 
 
-SECTIONS = ("run", "world", "split", "corpus", "model", "train")
+SECTIONS = ("run", "world", "split", "corpus", "model", "train", "unlearn", "probes")
 
 
 def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
@@ -90,8 +96,9 @@ def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
             raise InputError(f"{where}: unknown section '[{key}]' "
                              f"({hint}known: {', '.join(SECTIONS)})")
     sections = {}
-    for name, cls in zip(SECTIONS, (RunConfig, WorldConfig, SplitConfig, CorpusConfig,
-                                    ModelConfig, TrainConfig), strict=True):
+    classes = (RunConfig, WorldConfig, SplitConfig, CorpusConfig, ModelConfig, TrainConfig,
+               UnlearnConfig, ProbesConfig)
+    for name, cls in zip(SECTIONS, classes, strict=True):
         try:
             sections[name] = build(cls, data.get(name), where=where, section=name)
         except InputError as err:

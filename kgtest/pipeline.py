@@ -203,3 +203,69 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Train
     stage_dir = train_stage(cfg, run_dir, corpus_dir)
     metrics = json.loads((stage_dir / "metrics.json").read_text())
     return TrainedRun(corpus_dir, stage_dir / "model", stage_dir, metrics)
+
+
+# --- the whole experiment -----------------------------------------------------------------
+
+
+def variant_name(method: str, deep: bool) -> str:
+    """``NPO`` / ``NPO_deep``: the variant column of the records."""
+    return f"{method}_deep" if deep else method
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike, *,
+                   command: str = "", log=print) -> Path:
+    """Everything: world, corpus, training, controls, unlearning, probes, report.
+
+    Finished stages are reused (each is keyed by the configs it depends on), so an
+    interrupted run resumes where it stopped. Returns the ``summary.md`` path.
+    """
+    from kgtest.probes.context import ProbeContext
+    from kgtest.probes.probes import evaluate
+    from kgtest.records import write_records
+    from kgtest.report import report
+    from kgtest.unlearn.api import control_run, unlearn_run
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if command:
+        atomic_write_text(run_dir / "command.txt", command + "\n")
+    log(f"[1/5] world and corpus -> {run_dir}")
+    world_stage(cfg, run_dir)
+    trained = train_experiment(cfg, run_dir)
+    log(f"[2/5] original model: {trained.model_dir}")
+    variants: dict[str, Path] = {"original": trained.model_dir}
+    removed: dict[str, list[int]] = {}
+    for kind in cfg.unlearn.controls:
+        log(f"[3/5] control: {kind}")
+        stage = control_run(trained, kind, cfg.unlearn)
+        variants[kind] = stage / "model"
+        info = json.loads((stage / "control.json").read_text())
+        if "dropped_facts" in info:
+            removed[kind] = list(info["dropped_facts"])
+    for method in cfg.unlearn.methods:
+        for deep in cfg.unlearn.deep:
+            name = variant_name(method, deep)
+            log(f"[4/5] unlearning: {name}")
+            stage = unlearn_run(trained, cfg.unlearn, method, deep=deep)
+            variants[name] = stage / "model"
+            info = json.loads((stage / "unlearn.json").read_text())
+            removed[name] = list(info["forget_set"]["facts"])
+    log(f"[5/5] probes {', '.join(cfg.probes.probes)} on {len(variants)} variants")
+    seeds = {"world": stage_seed(cfg.run.seed, "world"), "train": cfg.train.seed,
+             "unlearn": cfg.unlearn.seed, "attack": cfg.probes.seed}
+    ctx = ProbeContext.from_run(
+        trained.corpus_dir, _world(cfg), run_id=f"{cfg.run.name}-seed{cfg.run.seed}",
+        seeds=seeds, removed=removed, relearn=cfg.probes.relearn,
+        quantize_bits=cfg.probes.quantize_bits, utility_limit=cfg.probes.utility_limit,
+        batch_size=cfg.probes.batch_size)
+    records_key = cfg.key("world", "split", "corpus", "model", "train", "unlearn", "probes")
+    records_path = run_dir / "records.jsonl"
+    stamp = run_dir / ".records.key"
+    if not (records_path.exists() and stamp.exists() and stamp.read_text() == records_key):
+        rows = evaluate(variants, ctx, probes=cfg.probes.probes,
+                        log=lambda msg: log(f"      {msg}"))
+        write_records(rows, run_dir)
+        atomic_write_text(stamp, records_key)
+    return report([run_dir], command=command, control=cfg.probes.control,
+                  n_boot=cfg.probes.n_boot, seed=cfg.probes.seed)

@@ -1,0 +1,46 @@
+"""The ``[probes]`` section of an experiment spec.
+
+Examples
+--------
+>>> from kgtest.config import build
+>>> cfg = build(ProbesConfig, {"probes": ["direct", "cot"], "relearn": {"steps": [20]}},
+...             where="spec.toml", section="probes")
+>>> cfg.probes, cfg.relearn.steps
+(('direct', 'cot'), (20,))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kgtest.config import nonneg
+from kgtest.errors import InputError
+from kgtest.probes.probes import DEFAULT_PROBES, PROBES
+from kgtest.probes.relearn import RelearnConfig
+
+__all__ = ["ProbesConfig"]
+
+
+def _positive(value) -> str | None:
+    return "must be >= 1" if value < 1 else None
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    """Which probes run on every variant, and their knobs."""
+
+    probes: tuple[str, ...] = DEFAULT_PROBES  # registered probe names, run on every variant
+    relearn: RelearnConfig = field(default_factory=RelearnConfig)  # [probes.relearn] grid
+    quantize_bits: tuple[int, ...] = (8, 4)  # round-to-nearest weight widths
+    utility_limit: int = field(default=100, metadata={"check": _positive})  # facts per utility
+    batch_size: int = field(default=256, metadata={"check": _positive})  # prompts per forward
+    n_boot: int = field(default=2000, metadata={"check": _positive})  # bootstrap resamples
+    control: str = "filter"  # the control that excess re-derivation subtracts
+    seed: int = field(default=0, metadata={"check": nonneg})  # attack and bootstrap seed
+
+    def __post_init__(self):
+        for name in self.probes:
+            try:
+                PROBES.get(name)
+            except InputError as err:
+                raise InputError(f"key 'probes.probes': {err}") from None
