@@ -100,6 +100,7 @@ class TrainConfig:
     seed: int = 0  # batch order (and dropout) seed
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     compile: bool = False  # torch.compile the body (~5% on CPU for ~40 s of compiling)
+    threads: int = field(default=0, metadata={"check": nonneg})  # CPU threads (0: torch's)
     stop_at: dict[str, float] = field(default_factory=dict)  # e.g. {direct = 0.99, cot = 0.95}
     progress: bool = True  # tqdm progress bar on stderr
     tensorboard: bool = True  # also log to out_dir/tb when tensorboard is importable
@@ -605,6 +606,11 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
         raise InputError(f"train: the longest document has {corpus.tokens.shape[1]} tokens but "
                          f"the model takes at most {max_pos} (raise model.max_len)")
     run = _Run(model, corpus, cfg, out, device, eval_fn, resume)
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        # 1 on a 2-core machine that is busy with other work: OpenMP threads that wait for
+        # a descheduled sibling made steps 20-40x slower in measurements here
+        torch.set_num_threads(cfg.threads)
     # Dropout draws from the global RNG: seed it from cfg.seed inside a fork, so a run is a
     # function of its seed and the caller's RNG is left as it was.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -613,7 +619,10 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
             torch.set_rng_state(run.rng[0])
             if run.rng[1] is not None and device.type == "cuda":
                 torch.cuda.set_rng_state(run.rng[1], device)
-        final_loss, seconds, cpu_seconds = run.run()
+        try:
+            final_loss, seconds, cpu_seconds = run.run()
+        finally:
+            torch.set_num_threads(threads_before)
     model.eval()
     model_dir = save_model(model, tokenizer, out / "model")
     return TrainResult(steps=run.step, final_loss=final_loss, metrics=run.metrics,

@@ -168,8 +168,12 @@ def test_log_early_stop_and_final_model(tmp_path):
         calls.append(model.training)
         return {"direct": 0.5 if len(calls) < 3 else 1.0}
 
+    threads = torch.get_num_threads()
     res = train(m, TOK, DOCS, quiet(steps=50, batch_size=8, log_every=4, eval_every=5,
-                                    stop_at={"direct": 0.99}), tmp_path, eval_fn=eval_fn)
+                                    threads=threads + 1, stop_at={"direct": 0.99}),
+                tmp_path, eval_fn=eval_fn)
+    assert torch.get_num_threads() == threads  # cfg.threads holds for the run only
+    assert 0 < res.cpu_seconds and 0 < res.seconds
     assert res.stopped_early and res.steps == 15 and res.metrics == {"direct": 1.0}
     assert calls == [False] * 3  # eval runs in eval mode
     lines = [json.loads(s) for s in (tmp_path / LOG).read_text().splitlines()]
@@ -280,3 +284,27 @@ def test_tiny_model_learns_20_fact_world(tmp_path, arch):
     print(f"{arch}: 100% after {res.steps} steps, {time.perf_counter() - t0:.1f} s")
     loaded, tok = load_model(res.model_dir)
     assert direct(loaded)["direct"] == 1.0
+
+
+# --- GPU: no host sync per step ------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_loop_has_no_per_step_host_sync(tmp_path):
+    import warnings
+
+    def syncs(steps: int) -> int:
+        m = build_model(ModelConfig(preset="tiny"), TOK, seed=0)
+        cfg = TrainConfig(steps=steps, batch_size=8, log_every=1000, eval_every=0,
+                          checkpoint_every=0, device="cuda", progress=False, tensorboard=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train(m, TOK, DOCS * 10, cfg, tmp_path / str(steps))  # 50 steps an epoch
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    syncs(5)  # warm-up: lazy CUDA initialisation syncs once
+    assert syncs(40) == syncs(10)  # a per-step sync would add 30
