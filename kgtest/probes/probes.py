@@ -41,10 +41,9 @@ Examples
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +62,7 @@ from kgtest.probes.context import (
     check_prompt,
 )
 from kgtest.probes.scoring import answer_logprobs, greedy_complete
+from kgtest.registry import Registry, first_doc_line
 
 __all__ = ["PROBES", "DEFAULT_PROBES", "Probe", "ProbeContext", "PromptLeak", "Ask",
            "ask", "check_prompt", "verify_chain", "evaluate"]
@@ -82,36 +82,17 @@ class Probe:
     summary: str
 
 
-class _Registry:
+class ProbeRegistry(Registry[Probe]):
     """Name -> :class:`Probe`; an unknown name lists the known ones."""
-
-    def __init__(self):
-        self._items: dict[str, Probe] = {}
 
     def register(self, name: str, *, gate: str = "direct"):
         def deco(fn):
-            if name in self._items:
-                raise ValueError(f"probe {name!r} is already registered")
-            summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-            self._items[name] = Probe(name, fn, gate, summary)
+            self.add(name, Probe(name, fn, gate, first_doc_line(fn)))
             return fn
         return deco
 
-    def get(self, name: str) -> Probe:
-        if name not in self._items:
-            close = difflib.get_close_matches(name, list(self._items), n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise InputError(f"unknown probe {name!r} ({hint}known: {', '.join(self)})")
-        return self._items[name]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-
-PROBES = _Registry()
+PROBES = ProbeRegistry("probe")
 
 
 # --- the probes ----------------------------------------------------------------------------

@@ -33,7 +33,6 @@ kgtest.errors.InputError: unknown unlearning method 'NOP' (did you mean 'NPO'? k
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import re
 import typing
@@ -48,6 +47,7 @@ from transformers import PreTrainedModel
 from kgtest.config import build
 from kgtest.errors import InputError
 from kgtest.model import base_model, head_logits
+from kgtest.registry import Registry, first_doc_line
 
 __all__ = ["Batch", "Step", "Method", "METHODS", "token_logprobs", "sequence_logprob",
            "mean_nll", "retain_term", "npo_loss", "simnpo_loss", "dpo_loss", "blocks",
@@ -148,46 +148,27 @@ class Method:
         return hasattr(hp, "alpha") and hp.alpha != 0
 
 
-class Registry:
+class MethodRegistry(Registry[Method]):
     """Method name -> :class:`Method`; an unknown name lists the known ones."""
-
-    def __init__(self):
-        self._items: dict[str, Method] = {}
 
     def register(self, name: str, *, reference: bool = False, pairs: bool = False,
                  trainable: Callable | None = None):
         """Decorator: register a loss function under ``name``."""
 
         def deco(fn):
-            if name in self._items:
-                raise ValueError(f"method {name!r} is already registered")
             hints = typing.get_type_hints(fn)
             fields = [(p.name, hints[p.name], dataclasses.field(default=p.default))
                       for p in inspect.signature(fn).parameters.values()
                       if p.kind is inspect.Parameter.KEYWORD_ONLY]
             hyper = dataclasses.make_dataclass(f"{name}Params", fields, frozen=True)
-            summary = (fn.__doc__ or "").strip().splitlines()[0]
-            self._items[name] = Method(name, fn, reference, pairs, hyper, trainable, summary)
+            self.add(name, Method(name, fn, reference, pairs, hyper, trainable,
+                                  first_doc_line(fn)))
             return fn
 
         return deco
 
-    def get(self, name: str) -> Method:
-        if name not in self._items:
-            close = difflib.get_close_matches(name, list(self._items), n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise InputError(f"unknown unlearning method {name!r} "
-                             f"({hint}known: {', '.join(self.names())})")
-        return self._items[name]
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-
-METHODS = Registry()
+METHODS = MethodRegistry("unlearning method")
 
 
 # --- log-probabilities of answers ---------------------------------------------------------------

@@ -28,14 +28,14 @@ True
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kgtest.errors import InputError
+from kgtest.registry import Registry, first_doc_line
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.facts import Vocab, fact_keys
 from kgtest.symbolic.rules import Rule
@@ -65,12 +65,12 @@ class Sampler:
     summary: str  # first line of the sampler's docstring
 
 
-class Registry:
+class SamplerRegistry(Registry[Sampler]):
     """Name -> :class:`Sampler`, filled by the ``register`` decorator.
 
     Examples
     --------
-    >>> reg = Registry("sampler")
+    >>> reg = SamplerRegistry("sampler")
     >>> @reg.register("toy", params=dict, relations=lambda p: ("r",), needs_rules=False)
     ... def toy(p, ctx):
     ...     '''A toy.'''
@@ -81,10 +81,6 @@ class Registry:
     ...
     kgtest.errors.InputError: unknown sampler 'tyo' (did you mean 'toy'? known: toy)
     """
-
-    def __init__(self, what: str):
-        self.what = what
-        self._items: dict[str, Sampler] = {}
 
     def register(
         self,
@@ -97,37 +93,14 @@ class Registry:
         """Decorator: register ``fn`` under ``name`` (a name may be registered once)."""
 
         def deco(fn):
-            if name in self._items:
-                raise ValueError(f"{self.what} {name!r} is already registered")
-            summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-            self._items[name] = Sampler(name, fn, params, relations, needs_rules, summary)
+            self.add(name, Sampler(name, fn, params, relations, needs_rules,
+                                   first_doc_line(fn)))
             return fn
 
         return deco
 
-    def get(self, name: str, *, where: str = "") -> Sampler:
-        """The sampler called ``name``; :class:`InputError` listing the known ones if none."""
-        if name not in self._items:
-            close = difflib.get_close_matches(name, list(self._items), n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise InputError(f"{where}unknown {self.what} {name!r} "
-                             f"({hint}known: {', '.join(sorted(self._items))})")
-        return self._items[name]
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-SAMPLERS = Registry("sampler")
+SAMPLERS = SamplerRegistry("sampler")
 
 
 @dataclass(frozen=True)
