@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import random
 import statistics
@@ -158,7 +159,7 @@ def run_trainer(model, tok, docs, cfg: TrainConfig, device: torch.device) -> dic
             "last_loss": losses[-1] if losses else math.nan}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small", help="model preset (default: small)")
     ap.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"])
@@ -173,7 +174,7 @@ def main() -> None:
                     help="torch CPU threads (default: torch's own choice)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="run both loops this many times, interleaved; report medians")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -189,7 +190,8 @@ def main() -> None:
                       progress=False, tensorboard=False)
     lengths = enc.lengths.float()
     sup = (enc.lengths - enc.loss_start).float()
-    print(f"machine: {platform.processor() or platform.machine()}, "
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs (load average {load:.1f}), "
           f"{torch.get_num_threads()} torch threads, device={device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"torch {torch.__version__}; corpus: {len(docs)} docs, length "

@@ -168,11 +168,14 @@ def test_log_early_stop_and_final_model(tmp_path):
         calls.append(model.training)
         return {"direct": 0.5 if len(calls) < 3 else 1.0}
 
-    threads = torch.get_num_threads()
-    res = train(m, TOK, DOCS, quiet(steps=50, batch_size=8, log_every=4, eval_every=5,
-                                    threads=threads + 1, stop_at={"direct": 0.99}),
-                tmp_path, eval_fn=eval_fn)
-    assert torch.get_num_threads() == threads  # cfg.threads holds for the run only
+    torch.set_num_threads(2)  # the caller's setting; the run itself uses 1 (cfg.threads)
+    try:
+        res = train(m, TOK, DOCS, quiet(steps=50, batch_size=8, log_every=4, eval_every=5,
+                                        threads=1, stop_at={"direct": 0.99}),
+                    tmp_path, eval_fn=eval_fn)
+        assert torch.get_num_threads() == 2  # cfg.threads holds for the run only
+    finally:
+        torch.set_num_threads(1)
     assert 0 < res.cpu_seconds and 0 < res.seconds
     assert res.stopped_early and res.steps == 15 and res.metrics == {"direct": 1.0}
     assert calls == [False] * 3  # eval runs in eval mode

@@ -112,6 +112,9 @@ def greedy_complete(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
             ids, mask = _left_pad(chunk, pad)
             ids, mask = ids.to(device), mask.to(device)  # (B, T)
             B, T = ids.shape
+            if T >= max_pos:
+                raise InputError(f"greedy_complete: a prompt has {T} tokens (with bos); the "
+                                 f"model's context is {max_pos}, leaving no room to generate")
             steps = min(max_new_tokens, max_pos - T)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): real tokens count from 0
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
@@ -218,6 +221,9 @@ def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
         for lo in range(0, len(order), batch_size):
             idx = order[lo:lo + batch_size]
             T = max(len(rows[r]) for r in idx)
+            if T > model.config.max_position_embeddings:
+                raise InputError(f"answer_logprobs: a prompt + candidate has {T} tokens; the "
+                                 f"model's context is {model.config.max_position_embeddings}")
             ids = torch.full((len(idx), T), pad, dtype=torch.long)
             sel_row, sel_pos = [], []  # (row in chunk, target position) per scored token
             for i, r in enumerate(idx):

@@ -121,3 +121,12 @@ def test_rank_of_true():
     assert rank_of_true(m, TOK, PROMPTS, cands, best).tolist() == [1] * len(PROMPTS)
     with pytest.raises(InputError, match="not a candidate"):
         rank_of_true(m, TOK, PROMPTS[:1], cands, ["zed"])
+
+
+def test_prompt_longer_than_context_is_input_error():
+    m = _model("gpt2", 0)  # tiny: 64 positions
+    long = " ".join(["ann"] * 70)
+    with pytest.raises(InputError, match="no room to generate"):
+        greedy_complete(m, TOK, [long], 3)
+    with pytest.raises(InputError, match="context is 64"):
+        answer_logprobs(m, TOK, [long], ["bob"])
