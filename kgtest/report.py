@@ -292,9 +292,30 @@ def _tuning(run_dirs: Sequence[Path]) -> list[dict]:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 continue
-            flat = {"run": run.name, "folder": path.parent.name}
-            flat.update({k: v for k, v in data.items()
-                         if isinstance(v, (str, int, float, bool)) or v is None})
+            tuning = data.get("tuning") or {}
+            choice = tuning.get("choice") or {}
+            before, after = data.get("before") or {}, data.get("after") or {}
+            extra = (data.get("forget_set") or {}).get("extra_facts")
+
+            def pct(d, k):
+                return f"{d[k]:.2f}" if isinstance(d.get(k), (int, float)) else ""
+
+            flat = {
+                "run": run.name,
+                "variant": f"{data.get('method', '?')}{'_deep' if data.get('deep') else ''}",
+                "lr": f"{data.get('lr', ''):g}" if isinstance(data.get("lr"), float)
+                else str(data.get("lr", "")),
+                "steps": str(data.get("steps", "")),
+                "level reached": ("yes" if tuning.get("reached") else "no") if tuning
+                else "not tuned",
+                "grid points": str(len(tuning.get("grid", []))) if tuning else "",
+                "validation retain": pct(choice, "retain_acc"),
+                "forget direct before → after":
+                    f"{pct(before, 'forget_acc')} → {pct(after, 'forget_acc')}",
+                "retain direct before → after":
+                    f"{pct(before, 'retain_acc')} → {pct(after, 'retain_acc')}",
+                "extra facts (deep)": "" if extra is None else str(extra),
+            }
             out.append(flat)
     return out
 

@@ -89,7 +89,10 @@ def test_report_writes_summary_and_plots(tmp_path):
         + json.dumps({"step": 50, "eval/direct": 0.9}) + "\n")
     (run / "npo").mkdir()
     (run / "npo" / "unlearn.json").write_text(json.dumps(
-        {"method": "NPO", "lr": 1e-4, "steps": 40, "reached": True, "history": [1, 2]}))
+        {"method": "NPO", "deep": False, "lr": 1e-4, "steps": 40,
+         "tuning": {"reached": True, "grid": [{}, {}], "choice": {"retain_acc": 0.9}},
+         "before": {"forget_acc": 1.0, "retain_acc": 1.0},
+         "after": {"forget_acc": 0.1, "retain_acc": 0.9}, "history": [1, 2]}))
     (run / "npo" / "unlearn_log.jsonl").write_text(
         "".join(json.dumps({"step": s, "loss": 1 + s, "forget_acc": 1 - s / 10}) + "\n"
                 for s in range(10)))
@@ -100,7 +103,8 @@ def test_report_writes_summary_and_plots(tmp_path):
     assert "| NPO | 0.88 [" in text  # the direct rate beside its interval
     assert "filter (control)" in text and "original (control)" in text
     assert "| direct | 8 / 2 / 2 |" in text  # gated in / out / n.a.
-    assert "| run | npo | NPO | 0.0001 | 40 | True |" in text  # tuning from unlearn.json
+    # tuning from unlearn.json
+    assert "| run | NPO | 0.0001 | 40 | yes | 2 | 0.90 | 1.00 → 0.10 | 1.00 → 0.90 |" in text
     for name in ("rates", "proof_count", "forget_vs_utility", "training", "unlearning"):
         png = run / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plots/{name}.png" in text

@@ -305,6 +305,23 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
     return model, tok, record
 
 
+def _curve_log(record: dict) -> str:
+    """``unlearn_log.jsonl``: the final run's losses, and the tuning run at the chosen lr.
+
+    The tuning grid evaluates every ``steps`` value along one run per learning rate, so
+    its points at the chosen lr are an unlearning curve on the validation targets.
+    """
+    rows = [{"step": h["step"], "loss": h["loss"]} for h in record.get("history") or []
+            if "step" in h and "loss" in h]
+    tuning = record.get("tuning") or {}
+    lr = (tuning.get("choice") or {}).get("lr")
+    for g in tuning.get("grid") or []:
+        if g.get("lr") == lr:
+            rows.append({"step": g["steps"], "val_forget_acc": g["forget_acc"],
+                         "val_retain_acc": g["retain_acc"]})
+    return "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["step"]))
+
+
 def unlearn_run(run, cfg: UnlearnConfig | None = None, method: str = "NPO", *,
                 deep: bool = False, overrides=(), force: bool = False) -> Path:
     """Unlearn a trained run's forget targets with one method; returns the stage folder.
@@ -348,6 +365,7 @@ def unlearn_run(run, cfg: UnlearnConfig | None = None, method: str = "NPO", *,
         model, tok, record = unlearn_model(ctx, cfg, method, deep=deep)
         save_model(model, tok, tmp / "model")
         atomic_write_text(tmp / "unlearn.json", json.dumps(record, indent=1) + "\n")
+        atomic_write_text(tmp / "unlearn_log.jsonl", _curve_log(record))
 
     return run_stage(ctx.run_dir, name, key, build_stage, force=force)
 
