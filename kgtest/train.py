@@ -29,8 +29,19 @@ loop does about it:
   slower); optional ``torch.compile``.
 
 Checkpoints (model, optimiser, scheduler, RNG states, the batch-order generator, step) are
-written atomically to ``out_dir/checkpoint.pt``; ``resume=True`` continues from it, and on
-the CPU with the same seed ends with bit-identical weights to an uninterrupted run.
+written atomically to ``out_dir/checkpoint.pt`` (:mod:`kgtest.checkpoint`); ``resume=True``
+continues from it, and on the CPU with the same seed ends with bit-identical weights to an
+uninterrupted run. The corpus tensors and the epoch plan live in :mod:`kgtest.batches`.
+
+**Data parallel.** Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) the loop
+joins the process group (:mod:`kgtest.distributed`; NCCL on GPUs, gloo on CPUs) and wraps
+the loss in ``DistributedDataParallel``. Every rank draws the same global batches of
+``batch_size`` documents and takes its shard of each; each rank's summed token loss is
+divided by the *global* batch's supervised-token count, so the averaged gradient is the
+global batch's, exactly as one process would compute it: the results do not depend on the
+number of processes, up to floating-point summation order. Rank 0 evaluates, logs, writes
+checkpoints and saves the final model; the other ranks get its eval metrics, so all stop
+together.
 
 Examples
 --------
@@ -48,6 +59,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -55,25 +67,36 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from kgtest import distributed
+from kgtest.batches import EncodedCorpus, EpochPlan, encode_corpus, epoch_plan, split_by_length
+from kgtest.checkpoint import (
+    CHECKPOINT,
+    LOG,
+    MUST_MATCH,
+    atomic_torch_save,
+    corpus_signature,
+    load_checkpoint,
+    read_log,
+)
 from kgtest.config import nonneg, to_dict
-from kgtest.corpus.tokenizer import encode_pair
 from kgtest.errors import InputError
 from kgtest.model import base_model, head_logits, save_model
 
 __all__ = ["TrainConfig", "TrainResult", "EncodedCorpus", "encode_corpus", "train",
-           "supervised_loss",
+           "supervised_loss", "split_by_length",
            "resolve_device", "make_optimizer", "make_scheduler", "CHECKPOINT", "LOG"]
 
-CHECKPOINT = "checkpoint.pt"  # in out_dir: the resumable training state
-LOG = "train_log.jsonl"  # in out_dir: one JSON object per log/eval event
+_epoch_plan = epoch_plan  # the name tests and benchmarks import from here
+
 
 
 def _positive(value) -> str | None:
@@ -118,59 +141,6 @@ class TrainResult:
     seconds: float  # wall time of the loop in this process (no setup, no final save)
     cpu_seconds: float  # CPU time of this process over the same loop (all its threads)
     model_dir: Path  # where the final model and tokenizer were saved
-
-
-@dataclass(frozen=True)
-class EncodedCorpus:
-    """A tokenised corpus as tensors (on the CPU until :func:`train` moves it)."""
-
-    tokens: torch.Tensor  # (N, L_max) int64: [bos] + prompt + completion + [eos], pad right
-    lengths: torch.Tensor  # (N,) int64: real length of each row
-    loss_start: torch.Tensor  # (N,) int64: first position whose token is supervised
-
-    @property
-    def n_docs(self) -> int:
-        return int(self.tokens.shape[0])
-
-
-def encode_corpus(tokenizer: PreTrainedTokenizerFast, docs: Sequence[dict],
-                  answer_only_loss: bool = True) -> EncodedCorpus:
-    """Tokenise documents into one padded tensor plus lengths and loss starts.
-
-    Prompt and completion are tokenised separately and joined as
-    ``[bos] + prompt + completion + [eos]``. With ``answer_only_loss`` the supervised
-    tokens are the completion and the eos (a statement, whose prompt is ``""``, is
-    supervised whole); without it, every token after bos.
-
-    Examples
-    --------
-    >>> from kgtest.corpus.tokenizer import build_tokenizer
-    >>> tok = build_tokenizer(["Q a r ? A b"])
-    >>> enc = encode_corpus(tok, [{"prompt": "Q a r ? A ", "completion": "b"}])
-    >>> enc.tokens.tolist(), enc.lengths.tolist(), enc.loss_start.tolist()
-    ([[1, 4, 5, 6, 7, 8, 9, 2]], [8], [6])
-    """
-    if not docs:
-        raise InputError("train: the corpus has no documents")
-    prompts, completions = [], []
-    for i, d in enumerate(docs):
-        try:
-            prompts.append(d["prompt"])
-            completions.append(d["completion"])
-        except (KeyError, TypeError):
-            raise InputError(f"train: document {i} lacks 'prompt'/'completion'") from None
-    p_ids, c_ids = encode_pair(tokenizer, prompts, completions)
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    lengths = torch.tensor([len(p) + len(c) + 2 for p, c in zip(p_ids, c_ids, strict=True)])
-    tokens = torch.full((len(docs), int(lengths.max())), tokenizer.pad_token_id,
-                        dtype=torch.long)
-    for i, (p, c) in enumerate(zip(p_ids, c_ids, strict=True)):
-        tokens[i, :lengths[i]] = torch.tensor([bos, *p, *c, eos], dtype=torch.long)
-    if answer_only_loss:
-        loss_start = torch.tensor([1 + len(p) for p in p_ids], dtype=torch.long)
-    else:
-        loss_start = torch.ones(len(docs), dtype=torch.long)
-    return EncodedCorpus(tokens, lengths, loss_start)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -227,82 +197,6 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-# --- the epoch plan: all per-example work, done once per epoch with tensor ops ---------------
-
-@dataclass
-class _Plan:
-    """One epoch's steps, flattened; offsets are host ints, tensors are on the device."""
-
-    idx: torch.Tensor  # (N,) document index, micro-batch after micro-batch
-    flat: torch.Tensor  # (S_total,) hidden-state position b * L + t - 1 of each target t
-    micro: list[tuple[int, int, int, int, int]]  # (idx_lo, idx_hi, flat_lo, flat_hi, L)
-    steps: list[tuple[int, int, int, int]]  # (micro_lo, micro_hi, supervised, real tokens)
-
-
-def split_by_length(lengths: torch.Tensor, max_groups: int) -> list[int]:
-    """Cut sorted lengths into at most ``max_groups`` runs with the least padding.
-
-    Dynamic programming over cut points: a run ``[i, j)`` of ascending lengths costs
-    ``(j - i) * lengths[j - 1]`` padded tokens; the fewest runs reaching the minimum win.
-    Returns the run ends.
-
-    >>> split_by_length(torch.tensor([6, 6, 6, 8, 8, 16, 30]), 3)  # 5*8 + 16 + 30 padded
-    [5, 6, 7]
-    >>> split_by_length(torch.tensor([6, 6, 6, 8, 8, 16, 30]), 4)
-    [3, 5, 6, 7]
-    >>> split_by_length(torch.tensor([8, 8, 8]), 4)
-    [3]
-    """
-    n = len(lengths)
-    j = torch.arange(n + 1)
-    last = torch.cat([lengths.new_zeros(1), lengths]).double()  # last[j] = lengths[j - 1]
-    # cost[i, j] of one run [i, j): (j - i) * lengths[j - 1], infinite unless i < j
-    span = (j[None, :] - j[:, None]).double()
-    cost = torch.where(span > 0, span * last[None, :], torch.inf)  # (n+1, n+1)
-    best, choice = [cost[0]], [torch.zeros(n + 1, dtype=torch.long)]  # one run: [0, j)
-    for _ in range(1, max_groups):
-        total, arg = (best[-1][:, None] + cost).min(dim=0)  # (n+1,): best k-run cost to j
-        best.append(total)
-        choice.append(arg)
-    k = min(range(len(best)), key=lambda g: (float(best[g][n]), g))  # fewest runs at min
-    ends, end = [], n
-    for g in range(k, -1, -1):
-        ends.append(end)
-        end = int(choice[g][end])
-    return ends[::-1]
-
-
-def _epoch_plan(corpus: EncodedCorpus, batch_size: int, max_micro: int,
-                gen: torch.Generator, device: torch.device) -> _Plan:
-    """Random batches (as a shuffling sampler draws them), each split into length runs.
-
-    A batch is sorted by length and cut into at most ``max_micro`` micro-batches with the
-    least padding (:func:`split_by_length`); a step sums their token losses and divides by
-    the batch's supervised-token count, so its gradient is the padded batch's exactly,
-    without the padding. All of it is host work once per epoch.
-    """
-    lengths, start = corpus.lengths, corpus.loss_start
-    idx_parts, flat_parts, micro, steps = [], [], [], []
-    i_lo = f_lo = 0
-    for batch in torch.randperm(corpus.n_docs, generator=gen).split(batch_size):
-        batch = batch[torch.sort(lengths[batch], stable=True).indices]  # ascending length
-        m_lo, n_sup, lo = len(micro), 0, 0
-        for hi in split_by_length(lengths[batch], max_micro):
-            idx = batch[lo:hi]
-            L = int(lengths[idx].max())
-            t = torch.arange(1, L)  # (L-1,) target positions
-            sup = (t >= start[idx, None]) & (t < lengths[idx, None])  # (b, L-1)
-            rows, cols = sup.nonzero(as_tuple=True)
-            flat = rows * L + cols  # cols = t - 1: the hidden state that predicts token t
-            idx_parts.append(idx)
-            flat_parts.append(flat)
-            micro.append((i_lo, i_lo + len(idx), f_lo, f_lo + len(flat), L))
-            i_lo, f_lo, n_sup, lo = i_lo + len(idx), f_lo + len(flat), n_sup + len(flat), hi
-        steps.append((m_lo, len(micro), n_sup, int(lengths[batch].sum())))
-    return _Plan(torch.cat(idx_parts).to(device), torch.cat(flat_parts).to(device),
-                 micro, steps)
-
-
 def supervised_loss(model: PreTrainedModel, x: torch.Tensor, flat: torch.Tensor, *,
                     body: Callable | None = None, reduction: str = "mean") -> torch.Tensor:
     """Next-token cross-entropy over chosen positions of a right-padded batch.
@@ -342,55 +236,30 @@ def supervised_loss(model: PreTrainedModel, x: torch.Tensor, flat: torch.Tensor,
     return F.cross_entropy(logits.float(), target, reduction=reduction)
 
 
-# --- checkpoints and logs ------------------------------------------------------------------
-
-_MUST_MATCH = ("steps", "batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "betas",
-               "grad_clip", "answer_only_loss", "seed")
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        msg = " ".join(str(err).split())[:160]
-        raise InputError(f"{path}: corrupt training checkpoint ({type(err).__name__}: {msg}); "
-                         f"delete it to start afresh") from None
-
-
-def _read_log(path: Path, upto_step: int) -> list[str]:
-    """Lines of an earlier log up to a checkpoint's step (a killed run may have logged more)."""
-    if not path.exists():
-        return []
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= upto_step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            break  # a line cut by the kill
-    return keep
-
-
-def _corpus_signature(corpus: EncodedCorpus) -> list[int]:
-    return [corpus.n_docs, int(corpus.tokens.shape[1]), int(corpus.tokens.sum()),
-            int(corpus.loss_start.sum())]
-
-
 # --- the loop ------------------------------------------------------------------------------
+
+class _SummedLoss(nn.Module):
+    """``forward(x, flat)`` -> summed supervised loss: the module DDP wraps."""
+
+    def __init__(self, model: PreTrainedModel, body: Callable):
+        super().__init__()
+        self.model = model
+        self._body = [body]  # a list: a compiled body must not register its parameters twice
+
+    def forward(self, x: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        return supervised_loss(self.model, x, flat, body=self._body[0], reduction="sum")
+
 
 class _Run:
     """The state of one training run and the steps that act on it (used by :func:`train`)."""
 
     def __init__(self, model, corpus: EncodedCorpus, cfg: TrainConfig, out: Path,
-                 device: torch.device, eval_fn, resume: bool):
+                 device: torch.device, eval_fn, resume: bool,
+                 dist_info: distributed.DistInfo | None = None):
         self.model, self.cfg, self.corpus, self.device = model, cfg, corpus, device
         self.eval_fn = eval_fn
+        self.dist = dist_info or distributed.DistInfo()
+        self.main = self.dist.is_main  # only rank 0 writes logs and checkpoints
         self.ckpt_path, self.log_path = out / CHECKPOINT, out / LOG
         model.to(device).train()
         self.opt = make_optimizer(model, cfg, device)
@@ -405,9 +274,10 @@ class _Run:
         log_lines: list[str] = []
         if resume and self.ckpt_path.exists():
             log_lines = self._restore()
-        self.log_path.write_text("".join(f"{line}\n" for line in log_lines))
+        if self.main:
+            self.log_path.write_text("".join(f"{line}\n" for line in log_lines))
         self.tb = None
-        if cfg.tensorboard:
+        if cfg.tensorboard and self.main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(out / "tb"), purge_step=self.step or None)
@@ -415,13 +285,13 @@ class _Run:
                 pass
 
     def _restore(self) -> list[str]:
-        ck = _load_checkpoint(self.ckpt_path)
+        ck = load_checkpoint(self.ckpt_path)
         old, now = ck.get("config", {}), to_dict(self.cfg)
-        for key in _MUST_MATCH:
+        for key in MUST_MATCH:
             if json.dumps(old.get(key)) != json.dumps(now[key]):
                 raise InputError(f"{self.ckpt_path}: written with train.{key}={old.get(key)!r}, "
                                  f"now {now[key]!r}; resume needs the same setting")
-        if ck["corpus"] != _corpus_signature(self.corpus):
+        if ck["corpus"] != corpus_signature(self.corpus):
             raise InputError(f"{self.ckpt_path}: written for a different corpus; cannot resume")
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
@@ -434,9 +304,13 @@ class _Run:
         self.step, self.tokens_seen = int(ck["step"]), int(ck["tokens"])
         self.metrics, self.finished = dict(ck["metrics"]), bool(ck["finished"])
         self.stopped = bool(ck["stopped"])
-        return _read_log(self.log_path, self.step)  # a killed run may have logged further
+        if not self.main:
+            return []
+        return read_log(self.log_path, self.step)  # a killed run may have logged further
 
     def log(self, entry: dict) -> None:
+        if not self.main:
+            return
         with self.log_path.open("a") as f:
             f.write(json.dumps(entry) + "\n")
         if self.tb is not None:
@@ -445,11 +319,13 @@ class _Run:
                     self.tb.add_scalar(k, v, entry["step"])
 
     def checkpoint(self) -> None:
+        if not self.main:
+            return
         cuda = self.device.type == "cuda"
-        _atomic_torch_save({
+        atomic_torch_save({
             "step": self.step, "tokens": self.tokens_seen, "metrics": self.metrics,
             "finished": self.finished, "stopped": self.stopped, "epoch": self.plan_epoch,
-            "config": to_dict(self.cfg), "corpus": _corpus_signature(self.corpus),
+            "config": to_dict(self.cfg), "corpus": corpus_signature(self.corpus),
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
@@ -457,11 +333,26 @@ class _Run:
         }, self.ckpt_path)
 
     def evaluate(self) -> bool:
-        """Run eval_fn and log it; True when every stop_at target is met."""
-        self.model.eval()
-        with torch.no_grad():
-            self.metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
-        self.model.train()
+        """Run eval_fn and log it; True when every stop_at target is met.
+
+        Under data parallelism rank 0 evaluates and every rank gets its metrics, so all
+        ranks stop at the same step.
+        """
+        metrics: dict[str, float] | str = {}
+        if self.main:
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+            except Exception as err:
+                distributed.broadcast_object(f"{type(err).__name__}: {err}")  # free the others
+                raise
+            finally:
+                self.model.train()
+        metrics = distributed.broadcast_object(metrics)
+        if isinstance(metrics, str):
+            raise RuntimeError(f"train: eval_fn failed on rank 0 ({metrics})")
+        self.metrics = metrics
         self.log({"step": self.step, **{f"eval/{k}": v for k, v in self.metrics.items()}})
         missing = sorted(set(self.cfg.stop_at) - set(self.metrics))
         if missing:
@@ -470,9 +361,10 @@ class _Run:
         stop_at = self.cfg.stop_at
         return bool(stop_at) and all(self.metrics[k] >= v for k, v in stop_at.items())
 
-    def _new_plan(self) -> _Plan:
-        cfg = self.cfg
-        return _epoch_plan(self.corpus, cfg.batch_size, cfg.micro_batches, self.gen, self.device)
+    def _new_plan(self) -> EpochPlan:
+        cfg, d = self.cfg, self.dist
+        return epoch_plan(self.corpus, cfg.batch_size, cfg.micro_batches, self.gen, self.device,
+                          rank=d.rank, world_size=d.world_size)
 
     def batch(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int, int]:
         """This step's micro-batches ``[((b, L) ids, (s,) positions)]``, supervised and
@@ -495,11 +387,21 @@ class _Run:
         body = base_model(model)
         forward = torch.compile(body, dynamic=True) if cfg.compile else body
         params = [p for p in model.parameters() if p.requires_grad]
+        world = self.dist.world_size
+        ddp = None
+        if self.dist.enabled:
+            # DDP over a module whose forward is the summed loss: it all-reduces (averages)
+            # the gradients in the backward of each step's last micro-batch. No buffer
+            # broadcast: ranks may run different numbers of micro-batches.
+            ddp = DistributedDataParallel(
+                _SummedLoss(model, forward),
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         loss_sum = torch.zeros((), device=device)  # summed on the device: no per-step sync
         n_sum, final_loss = 0, float("nan")
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train",
-                   dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.main),
+                   desc="train", dynamic_ncols=True)
 
         def show() -> None:
             bar.set_postfix({"loss": f"{final_loss:.4f}",
@@ -509,11 +411,20 @@ class _Run:
         while not self.finished and self.step < cfg.steps:
             parts, n_sup, n_tokens = self.batch()
             loss = torch.zeros((), device=device)
-            for x, flat in parts:  # gradient accumulation over length runs: no padding
-                with autocast:
-                    part = supervised_loss(model, x, flat, body=forward, reduction="sum")
-                part = part / n_sup  # the step's loss is the mean over all its targets
-                part.backward()
+            for i, (x, flat) in enumerate(parts):  # gradient accumulation over length runs
+                sync = ddp is None or i == len(parts) - 1
+                with contextlib.nullcontext() if sync else ddp.no_sync():
+                    with autocast:
+                        if ddp is None:
+                            part = supervised_loss(model, x, flat, body=forward,
+                                                   reduction="sum")
+                        else:
+                            part = ddp(x, flat)
+                    # the step's loss is the mean over all its targets (all ranks' targets:
+                    # n_sup is the global batch's count); DDP divides the gradient sum by
+                    # the world size, which the factor `world` undoes
+                    part = part / n_sup
+                    (part * world if world > 1 else part).backward()
                 loss += part.detach()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
@@ -527,6 +438,7 @@ class _Run:
             bar.update(1)
             last = self.step == cfg.steps
             if self.step % cfg.log_every == 0 or last:
+                distributed.all_reduce_sum(loss_sum)  # each rank holds its shard's share
                 final_loss = (loss_sum / n_sum).item()  # the only sync, every log_every steps
                 loss_sum.zero_()
                 n_sum = 0
@@ -547,6 +459,7 @@ class _Run:
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         bar.close()
         if n_sum:  # the tail after the last log line (early stop)
+            distributed.all_reduce_sum(loss_sum)
             final_loss = (loss_sum / n_sum).item()
         if cfg.checkpoint_every and not self.finished:
             self.finished = True
@@ -597,15 +510,18 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
     ...       ).stopped_early
     True
     """
+    info = distributed.init_distributed()  # under torchrun: join its process group
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
     corpus = encode_corpus(tokenizer, docs, cfg.answer_only_loss)
     max_pos = model.config.max_position_embeddings
     if corpus.tokens.shape[1] > max_pos:
         raise InputError(f"train: the longest document has {corpus.tokens.shape[1]} tokens but "
                          f"the model takes at most {max_pos} (raise model.max_len)")
-    run = _Run(model, corpus, cfg, out, device, eval_fn, resume)
+    run = _Run(model, corpus, cfg, out, device, eval_fn, resume, info)
     threads_before = torch.get_num_threads()
     if cfg.threads:
         # 1 on a 2-core machine that is busy with other work: OpenMP threads that wait for
@@ -624,7 +540,10 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
         finally:
             torch.set_num_threads(threads_before)
     model.eval()
-    model_dir = save_model(model, tokenizer, out / "model")
+    model_dir = out / "model"
+    if info.is_main:
+        save_model(model, tokenizer, model_dir)
+    distributed.barrier()  # every rank returns once the model is on disk
     return TrainResult(steps=run.step, final_loss=final_loss, metrics=run.metrics,
                        stopped_early=run.stopped and run.step < cfg.steps,
                        tokens=run.tokens_seen, seconds=seconds, cpu_seconds=cpu_seconds,
