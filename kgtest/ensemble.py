@@ -1,0 +1,487 @@
+"""Train M models (same shapes, different seeds) in one process, as one stacked model.
+
+A tiny model leaves the hardware idle: a step is a few milliseconds of kernel launches
+and Python. :func:`train_ensemble` trains M such models at once with an explicit model
+dimension: every weight is stacked as ``(M, ...)`` (:class:`StackedLM`), linear layers
+are batched matmuls (``torch.baddbmm``), and attention folds M into the batch of one SDPA
+call, so a step costs about as many kernel launches as one model's step while doing M
+models' work.
+
+Each member is exactly what :func:`kgtest.train.train` would have made from the same
+initial model and the same :class:`~kgtest.train.TrainConfig`, up to floating-point
+summation order:
+
+- **Data.** All members see the same batches in the same order: the order
+  ``cfg.seed`` gives the ordinary loop (the same :func:`~kgtest.batches.epoch_plan`).
+  Seeds differ in the initial weights (``build_model(..., seed=s)``), not in the data
+  order; a member therefore equals ``train(build_model(cfg, tok, seed=s), ..., cfg)``.
+- **Loss.** The sum of the members' losses: members share no weights, so each member's
+  gradient is its own loss's gradient.
+- **Optimiser.** One fused AdamW over the stacked weights: AdamW is elementwise, so this
+  is M independent AdamWs (weight decay on matrices only, as in the ordinary loop).
+- **Clipping.** Per member: each member's gradient norm is clipped to ``cfg.grad_clip``
+  on its own (as ``clip_grad_norm_`` would on the member alone).
+- **Early stopping.** Per member: ``eval_fn`` runs on each still-active member; one that
+  meets every ``cfg.stop_at`` target stops updating (its weights are restored after every
+  later optimiser step) and the run ends when all have stopped or at ``cfg.steps``.
+- **Saving.** Each member is copied back into its own Hugging Face model (the ones passed
+  in, trained in place) and saved with :func:`kgtest.model.save_model` as an ordinary
+  checkpoint in ``out_dir/member-<m>/``.
+
+GPT-2 and Llama models from :func:`kgtest.model.build_model` are supported, without
+dropout. Not supported (the ordinary loop has them): resume from a checkpoint,
+``torch.compile``, tensorboard, data parallelism.
+
+Examples
+--------
+>>> import tempfile
+>>> from kgtest.corpus.tokenizer import build_tokenizer
+>>> from kgtest.model import ModelConfig, build_model
+>>> from kgtest.train import TrainConfig
+>>> docs = [{"prompt": "Q a r ? A ", "completion": "b"}, {"prompt": "", "completion": "a r b"}]
+>>> tok = build_tokenizer([d["prompt"] + d["completion"] for d in docs])
+>>> models = [build_model(ModelConfig(preset="tiny"), tok, seed=s) for s in range(3)]
+>>> cfg = TrainConfig(steps=5, batch_size=2, warmup=1, progress=False, device="cpu")
+>>> res = train_ensemble(models, tok, docs, cfg, tempfile.mkdtemp())
+>>> res.steps, [d.name for d in res.model_dirs]
+((5, 5, 5), ['member-0', 'member-1', 'member-2'])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+from transformers.activations import ACT2FN
+
+from kgtest.batches import EncodedCorpus, encode_corpus, epoch_plan
+from kgtest.checkpoint import LOG
+from kgtest.errors import InputError
+from kgtest.model import save_model
+from kgtest.train import TrainConfig, make_optimizer, make_scheduler, resolve_device
+
+__all__ = ["StackedLM", "EnsembleResult", "train_ensemble", "MEMBER_DIR"]
+
+MEMBER_DIR = "member-{}"  # in out_dir: member m's saved Hugging Face checkpoint
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # ParameterDict keys cannot hold dots
+
+
+class StackedLM(nn.Module):
+    """M causal LMs of one architecture and shape as one module with ``(M, ...)`` weights.
+
+    Parameters are the members' state-dict entries stacked along a new first dimension
+    (a tied LM head is stored once, as the embedding). :meth:`write_back` copies member
+    ``m``'s slice into an ordinary Hugging Face model, bit for bit.
+
+    Examples
+    --------
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> from kgtest.model import ModelConfig, build_model
+    >>> tok = build_tokenizer(["a b c"])
+    >>> models = [build_model(ModelConfig(preset="tiny"), tok, seed=s) for s in (0, 1)]
+    >>> stack = StackedLM(models)
+    >>> tuple(stack.weight("transformer.h.0.attn.c_attn.weight").shape)  # (M, D, 3D)
+    (2, 32, 96)
+    >>> x = torch.tensor([[1, 4, 5, 2]])
+    >>> ref = models[1](x).logits  # (B, L, V)
+    >>> bool(torch.allclose(stack.logits(x)[1], ref, atol=1e-5))  # (M, B, L, V)
+    True
+    """
+
+    def __init__(self, models: Sequence[PreTrainedModel]):
+        super().__init__()
+        if not models:
+            raise InputError("ensemble: no models given")
+        first = models[0]
+        self.arch = first.config.model_type
+        if self.arch not in ("gpt2", "llama"):
+            raise InputError(f"ensemble: architecture {self.arch!r} is not supported "
+                             f"(known: gpt2, llama)")
+        drop = [getattr(first.config, k, 0.0) or 0.0 for k in
+                ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout")]
+        if any(drop):
+            raise InputError("ensemble: models with dropout are not supported (model.dropout "
+                             "must be 0)")
+        self.config = first.config
+        self.n = len(models)
+        names = [n for n, _ in first.named_parameters()]  # a tied head appears once
+        shapes = {n: p.shape for n, p in first.named_parameters()}
+        for i, m in enumerate(models[1:], 1):
+            theirs = {n: p.shape for n, p in m.named_parameters()}
+            if type(m) is not type(first) or theirs != shapes:
+                raise InputError(f"ensemble: model {i} differs from model 0 in architecture "
+                                 f"or shape; members must be built from one ModelConfig")
+        self.names = names
+        self.params = nn.ParameterDict({
+            _key(n): nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach()
+                                               for m in models]))
+            for n in names})
+        if self.arch == "llama":
+            self._rotary = [first.model.rotary_emb]  # parameter-free: cos/sin for positions
+
+    def weight(self, name: str) -> torch.Tensor:
+        """The stacked ``(M, ...)`` parameter of the members' parameter ``name``."""
+        return self.params[_key(name)]
+
+    @torch.no_grad()
+    def write_back(self, model: PreTrainedModel, m: int) -> PreTrainedModel:
+        """Copy member ``m``'s weights into ``model`` (same architecture); returns it."""
+        for name, p in model.named_parameters():
+            p.copy_(self.weight(name)[m])
+        return model
+
+    # --- the forward pass: (M, ...) weights, a batch shared by all members ----------------
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Final hidden states ``(M, B * L, D)`` of every member on one ``(B, L)`` batch."""
+        return self._gpt2(x) if self.arch == "gpt2" else self._llama(x)
+
+    def _attend(self, q, k, v, B: int, L: int) -> torch.Tensor:
+        """Causal SDPA on ``(M, B*L, D)`` q, k, v with M folded into the batch."""
+        M, _, D = q.shape
+        H = self.config.num_attention_heads
+        q, k, v = (t.reshape(M * B, L, H, D // H).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (M*B, H, L, hd)
+        return y.transpose(1, 2).reshape(M, B * L, D)
+
+    def _gpt2(self, x: torch.Tensor) -> torch.Tensor:
+        W, c = self.weight, self.config
+        B, L = x.shape
+        eps, act = c.layer_norm_epsilon, ACT2FN[c.activation_function]
+        D = c.n_embd
+
+        def ln(h, name):  # per-member LayerNorm: (M, N, D)
+            return F.layer_norm(h, (D,), eps=eps) * W(f"{name}.weight")[:, None] \
+                + W(f"{name}.bias")[:, None]
+
+        def lin(h, name):  # Conv1D: h @ W + b with W (M, in, out)
+            return torch.baddbmm(W(f"{name}.bias")[:, None], h, W(f"{name}.weight"))
+
+        pos = W("transformer.wpe.weight")[:, :L]  # (M, L, D)
+        h = W("transformer.wte.weight")[:, x] + pos[:, None]  # (M, B, L, D)
+        h = h.reshape(self.n, B * L, D)
+        for i in range(c.n_layer):
+            p = f"transformer.h.{i}"
+            q, k, v = lin(ln(h, f"{p}.ln_1"), f"{p}.attn.c_attn").split(D, dim=-1)
+            h = h + lin(self._attend(q, k, v, B, L), f"{p}.attn.c_proj")
+            h = h + lin(act(lin(ln(h, f"{p}.ln_2"), f"{p}.mlp.c_fc")), f"{p}.mlp.c_proj")
+        return ln(h, "transformer.ln_f")  # (M, B*L, D)
+
+    def _llama(self, x: torch.Tensor) -> torch.Tensor:
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        W, c = self.weight, self.config
+        B, L = x.shape
+        D, H, eps = c.hidden_size, c.num_attention_heads, c.rms_norm_eps
+        if c.num_key_value_heads != H:
+            raise InputError("ensemble: grouped-query attention is not supported")
+        act = ACT2FN[c.hidden_act]
+
+        def rms(h, name):  # LlamaRMSNorm, per member: statistics in float32
+            hf = h.float()
+            hf = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)
+            return W(f"{name}.weight")[:, None] * hf.to(h.dtype)
+
+        def lin(h, name):  # nn.Linear without bias: h @ W.T with W (M, out, in)
+            return torch.bmm(h, W(f"{name}.weight").transpose(1, 2))
+
+        h = W("model.embed_tokens.weight")[:, x].reshape(self.n, B * L, D)  # (M, B*L, D)
+        positions = torch.arange(L, device=x.device)[None]  # (1, L)
+        cos, sin = self._rotary[0](h, positions)  # (1, L, hd) each
+        for i in range(c.num_hidden_layers):
+            p = f"model.layers.{i}"
+            a = rms(h, f"{p}.input_layernorm")
+            q, k, v = (lin(a, f"{p}.self_attn.{n}_proj").reshape(self.n * B, L, H, D // H)
+                       .transpose(1, 2) for n in "qkv")  # (M*B, H, L, hd)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (M*B, H, L, hd)
+            h = h + lin(y.transpose(1, 2).reshape(self.n, B * L, D), f"{p}.self_attn.o_proj")
+            a = rms(h, f"{p}.post_attention_layernorm")
+            gate = act(lin(a, f"{p}.mlp.gate_proj")) * lin(a, f"{p}.mlp.up_proj")
+            h = h + lin(gate, f"{p}.mlp.down_proj")
+        return rms(h, "model.norm")  # (M, B*L, D)
+
+    def _head(self) -> torch.Tensor:
+        """The stacked LM head ``(M, V, D)`` (the embedding when tied)."""
+        name = "lm_head.weight"
+        if _key(name) not in self.params:
+            name = "transformer.wte.weight" if self.arch == "gpt2" else "model.embed_tokens.weight"
+        return self.weight(name)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's logits ``(M, B, L, V)`` on a ``(B, L)`` batch (for checks)."""
+        B, L = x.shape
+        h = self.hidden(x)  # (M, B*L, D)
+        return torch.bmm(h, self._head().transpose(1, 2)).reshape(self.n, B, L, -1)
+
+    def losses(self, x: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """Each member's summed next-token loss ``(M,)`` at flat positions ``(S,)``.
+
+        As :func:`kgtest.train.supervised_loss` with ``reduction="sum"``, per member: the
+        head runs at the supervised positions only.
+        """
+        h = self.hidden(x).index_select(1, flat)  # (M, S, D)
+        logits = torch.bmm(h, self._head().transpose(1, 2)).float()  # (M, S, V)
+        target = x.reshape(-1).index_select(0, flat + 1)  # (S,): shared by all members
+        ce = F.cross_entropy(logits.transpose(1, 2), target.expand(self.n, -1),
+                             reduction="none")  # (M, S)
+        return ce.sum(1)
+
+
+def _optimizer(stack: StackedLM, models: Sequence[PreTrainedModel], cfg: TrainConfig,
+               device: torch.device) -> torch.optim.AdamW:
+    """One AdamW over the stacked weights, decay groups as the ordinary loop makes them."""
+    ref = make_optimizer(models[0], cfg, device)  # its grouping rule, applied to member 0
+    names = {id(p): n for n, p in models[0].named_parameters()}
+    groups = [{**{k: v for k, v in g.items() if k != "params"},
+               "params": [stack.weight(names[id(p)]) for p in g["params"]]}
+              for g in ref.param_groups]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas),
+                             fused=device.type in ("cpu", "cuda"))
+
+
+def clip_per_member(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip each member's gradient (slice ``m`` of every ``(M, ...)`` grad) to ``max_norm``.
+
+    The per-member version of ``torch.nn.utils.clip_grad_norm_``: same norm (L2 over all
+    of the member's gradients), same factor ``max_norm / (norm + 1e-6)`` capped at 1.
+    Returns the ``(M,)`` norms before clipping.
+
+    >>> g = nn.Parameter(torch.zeros(2, 3)); g.grad = torch.tensor([[3., 4, 0], [0.3, 0.4, 0]])
+    >>> clip_per_member([g], 1.0).tolist(), g.grad.norm(dim=1).tolist()  # doctest: +ELLIPSIS
+    ([5.0, 0.5...], [0.99999..., 0.5...])
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    sq = torch.stack([g.float().pow(2).flatten(1).sum(1) for g in grads]).sum(0)  # (M,)
+    norms = sq.sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
+    return norms
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """What :func:`train_ensemble` returns: one entry per member where it is a tuple."""
+
+    steps: tuple[int, ...]  # optimiser steps each member took (fewer after an early stop)
+    final_losses: tuple[float, ...]  # mean loss over each member's last log window
+    metrics: tuple[dict[str, float], ...]  # each member's latest eval_fn result
+    stopped_early: tuple[bool, ...]  # True where every stop_at target was met early
+    tokens: int  # real tokens of the batches the loop ran (each member saw them)
+    seconds: float  # wall time of the loop (no setup, no final save)
+    cpu_seconds: float  # CPU time of the process over the loop
+    model_dirs: tuple[Path, ...]  # out_dir/member-<m>: ordinary HF checkpoints
+
+
+def train_ensemble(models: Sequence[PreTrainedModel], tokenizer: PreTrainedTokenizerFast,
+                   docs: Sequence[dict], cfg: TrainConfig, out_dir: str | os.PathLike, *,
+                   eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None
+                   ) -> EnsembleResult:
+    """Train ``models`` together (in place), then save each to ``out_dir/member-<m>``.
+
+    Parameters
+    ----------
+    models : sequence of PreTrainedModel
+        M models of one architecture and shape (e.g. ``build_model(cfg, tok, seed=s)`` for
+        M seeds), without dropout.
+    tokenizer, docs, cfg
+        As for :func:`kgtest.train.train` (the same batches, schedule and clipping; the
+        ``compile``, ``checkpoint_every`` and ``tensorboard`` settings are not used).
+    out_dir : path
+        Gets ``train_log.jsonl`` (per-member losses as lists) and ``member-<m>/``.
+    eval_fn : callable, optional
+        ``eval_fn(model) -> {"name": value}`` on each active member (an ordinary HF model
+        holding its current weights) every ``cfg.eval_every`` steps and at the end; a
+        member stops once all its ``cfg.stop_at`` targets are met.
+
+    Returns
+    -------
+    EnsembleResult
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> from kgtest.model import ModelConfig, build_model
+    >>> docs = [{"prompt": "Q a r ? A ", "completion": "b"}]
+    >>> tok = build_tokenizer(["Q a r ? A b"])
+    >>> ms = [build_model(ModelConfig(preset="tiny"), tok, seed=s) for s in (0, 1)]
+    >>> cfg = TrainConfig(steps=6, warmup=0, eval_every=2, stop_at={"acc": 0.5},
+    ...                   progress=False)
+    >>> acc = {id(ms[0]): 1.0, id(ms[1]): 0.0}  # member 0 meets its target at once
+    >>> res = train_ensemble(ms, tok, docs, cfg, tempfile.mkdtemp(),
+    ...                      eval_fn=lambda m: {"acc": acc[id(m)]})
+    >>> res.steps, res.stopped_early
+    ((2, 6), (True, False))
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    corpus = encode_corpus(tokenizer, docs, cfg.answer_only_loss)
+    max_pos = models[0].config.max_position_embeddings if models else 0
+    if models and corpus.tokens.shape[1] > max_pos:
+        raise InputError(f"train: the longest document has {corpus.tokens.shape[1]} tokens but "
+                         f"the model takes at most {max_pos} (raise model.max_len)")
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            loop = _Loop(models, corpus, cfg, out, device, eval_fn)
+            seconds, cpu_seconds = loop.run()
+    finally:
+        torch.set_num_threads(threads_before)
+    dirs = []
+    for m, model in enumerate(models):
+        model.to("cpu")
+        loop.stack.write_back(model, m).eval()
+        dirs.append(save_model(model, tokenizer, out / MEMBER_DIR.format(m)))
+    return EnsembleResult(steps=tuple(loop.steps), final_losses=tuple(loop.final_loss),
+                          metrics=tuple(loop.metrics), stopped_early=tuple(
+                              s and n < cfg.steps for s, n in zip(loop.stopped, loop.steps,
+                                                                   strict=True)),
+                          tokens=loop.tokens_seen, seconds=seconds, cpu_seconds=cpu_seconds,
+                          model_dirs=tuple(dirs))
+
+
+class _Loop:
+    """The state of one ensemble run and its steps (used by :func:`train_ensemble`)."""
+
+    def __init__(self, models, corpus: EncodedCorpus, cfg: TrainConfig, out: Path,
+                 device: torch.device, eval_fn):
+        self.models, self.corpus, self.cfg, self.device = models, corpus, cfg, device
+        self.eval_fn, self.log_path = eval_fn, out / LOG
+        self.stack = StackedLM(models).to(device).train()
+        self.params = list(self.stack.parameters())
+        self.opt = _optimizer(self.stack, models, cfg, device)
+        self.sched = make_scheduler(self.opt, cfg)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # the ordinary loop's batch order
+        M = len(models)
+        self.steps, self.final_loss = [0] * M, [float("nan")] * M
+        self.metrics: list[dict[str, float]] = [{} for _ in range(M)]
+        self.stopped = [False] * M
+        self.frozen: list[torch.Tensor] | None = None  # weights of stopped members
+        self.tokens_seen = 0
+        self.log_path.write_text("")
+
+    def log(self, entry: dict) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def evaluate(self, step: int) -> list[int]:
+        """eval_fn on each active member (an HF model with its weights); the newly stopped."""
+        newly = []
+        for m, model in enumerate(self.models):
+            if self.stopped[m]:
+                continue
+            was = next(model.parameters()).device
+            self.stack.write_back(model.to(self.device), m).eval()
+            with torch.no_grad():
+                self.metrics[m] = {k: float(v) for k, v in self.eval_fn(model).items()}
+            model.to(was)
+            self.log({"step": step, "member": m,
+                      **{f"eval/{k}": v for k, v in self.metrics[m].items()}})
+            missing = sorted(set(self.cfg.stop_at) - set(self.metrics[m]))
+            if missing:
+                raise InputError(f"train: stop_at names {missing} but eval_fn gives "
+                                 f"{sorted(self.metrics[m])}")
+            stop_at = self.cfg.stop_at
+            if stop_at and all(self.metrics[m][k] >= v for k, v in stop_at.items()):
+                self.stopped[m] = True
+                newly.append(m)
+        return newly
+
+    def run(self) -> tuple[float, float]:
+        """Train to cfg.steps or until every member stopped: (wall s, CPU s) of the loop."""
+        cfg, device, stack = self.cfg, self.device, self.stack
+        M = len(self.models)
+        tokens = self.corpus.tokens.to(device)  # (N, L_max): the whole corpus on the device
+        n_batches = math.ceil(self.corpus.n_docs / cfg.batch_size)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        loss_sum = torch.zeros(M, device=device)  # (M,) summed on the device: no sync a step
+        n_sum = [0] * M
+        plan, active = None, torch.ones(M, dtype=torch.bool, device=device)
+        bar = tqdm(total=cfg.steps, disable=not cfg.progress, desc=f"train x{M}",
+                   dynamic_ncols=True)
+
+        def flush(members) -> None:  # close members' loss windows
+            if not members:
+                return
+            means = (loss_sum / torch.tensor([max(n, 1) for n in n_sum], device=device)).tolist()
+            for m in members:
+                if n_sum[m]:
+                    self.final_loss[m], n_sum[m] = means[m], 0
+                    loss_sum[m] = 0.0
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        step = 0
+        while step < cfg.steps and not all(self.stopped):
+            epoch, k = divmod(step, n_batches)
+            if k == 0:
+                plan = epoch_plan(self.corpus, cfg.batch_size, cfg.micro_batches, self.gen,
+                                  device)
+            m_lo, m_hi, n_sup, n_tokens = plan.steps[k]
+            loss = torch.zeros(M, device=device)
+            for i_lo, i_hi, f_lo, f_hi, L in plan.micro[m_lo:m_hi]:
+                x = tokens.index_select(0, plan.idx[i_lo:i_hi])[:, :L]  # (b, L)
+                with autocast:
+                    part = stack.losses(x, plan.flat[f_lo:f_hi]) / n_sup  # (M,)
+                part.sum().backward()  # members share no weights: each gets its own grad
+                loss += part.detach()
+            if cfg.grad_clip > 0:
+                clip_per_member(self.params, cfg.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            if self.frozen is not None:  # stopped members keep their weights
+                with torch.no_grad():
+                    for p, f in zip(self.params, self.frozen, strict=True):
+                        p.copy_(torch.where(active.view(-1, *[1] * (p.dim() - 1)), p, f))
+            loss_sum += loss * active
+            step += 1
+            self.tokens_seen += n_tokens
+            live = [m for m in range(M) if not self.stopped[m]]
+            for m in live:
+                self.steps[m] = step
+                n_sum[m] += 1
+            bar.update(1)
+            last = step == cfg.steps
+            if step % cfg.log_every == 0 or last:
+                flush(live)
+                self.log({"step": step, "loss": [self.final_loss[m] for m in range(M)],
+                          "active": len(live), "lr": self.sched.get_last_lr()[0],
+                          "tokens": self.tokens_seen,
+                          "elapsed_s": round(time.perf_counter() - t0, 3)})
+                bar.set_postfix({"loss": f"{sum(self.final_loss) / M:.4f}"})
+            if self.eval_fn is not None and (last or (cfg.eval_every
+                                                      and step % cfg.eval_every == 0)):
+                newly = self.evaluate(step)
+                if newly:
+                    flush(newly)
+                    active[newly] = False
+                    with torch.no_grad():
+                        if self.frozen is None:
+                            self.frozen = [p.detach().clone() for p in self.params]
+                        for p, f in zip(self.params, self.frozen, strict=True):
+                            f[newly] = p[newly]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        bar.close()
+        flush([m for m in range(M) if n_sum[m]])
+        return seconds, cpu_seconds
