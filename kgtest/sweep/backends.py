@@ -1,0 +1,279 @@
+"""Where a sweep's runs execute: a local process pool, Ray tasks, or a Slurm job array.
+
+Each backend takes the runs still to do and yields one result dict per run as it
+finishes (:func:`kgtest.sweep.job.job`'s shape), in completion order. None of them
+schedules anything itself: ``concurrent.futures`` with the ``spawn`` context, Ray, and
+submitit (``sbatch --array``) do.
+
+==========  ============================================================================
+``local``   ``--jobs`` worker processes, one intra-op thread each; with CUDA GPUs, worker
+            ``i`` gets GPU ``i mod n_gpus`` (``CUDA_VISIBLE_DEVICES``) and, when several
+            workers share a GPU, an equal share of its memory.
+``ray``     one Ray task per run with ``num_cpus`` / ``num_gpus`` requests (fractional
+            GPUs allowed); ``address`` joins a cluster, else a local one is started. Ray's
+            GPU fractions are bookkeeping only, so a task with ``num_gpus < 1`` also caps
+            its own GPU memory at that fraction.
+``slurm``   one submitit job array (``--array=0-N%parallelism``), one task per run, with a
+            partition, time limit, CPUs and GPUs per task.
+==========  ============================================================================
+
+Examples
+--------
+>>> sorted(BACKENDS)
+['local', 'ray', 'slurm']
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from kgtest.errors import InputError
+from kgtest.sweep.job import job, read_status, setup_worker
+from kgtest.sweep.spec import Sweep, SweepRun
+
+__all__ = ["BACKENDS", "local_backend", "ray_backend", "slurm_backend", "slurm_executor",
+           "slurm_submit", "visible_gpus", "gpu_slot", "failure"]
+
+
+def failure(run: SweepRun, runs_dir: Path, err: BaseException | str, seconds: float = 0.0
+            ) -> dict:
+    """A result dict for a run whose worker died (the run could not record it itself)."""
+    if isinstance(err, BaseException):
+        error = {"type": type(err).__name__, "message": str(err),
+                 "traceback": "".join(traceback.format_exception(err))}
+    else:
+        error = {"type": "WorkerError", "message": err, "traceback": ""}
+    return {"name": run.name, "status": "failed", "dir": str(runs_dir / run.name),
+            "seconds": seconds, "error": error}
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _paths(sweep: Sweep) -> tuple[str, Path]:
+    return str(sweep.experiment.resolve()), (sweep.out / "runs").resolve()
+
+
+# --- local ------------------------------------------------------------------------------
+
+
+def gpu_slot(slot: int, gpus: Sequence[str], jobs: int, gpu_fraction: float | None = None
+             ) -> tuple[str | None, float | None]:
+    """The GPU of local worker ``slot`` (round-robin) and its memory cap.
+
+    Workers sharing a GPU get an equal share of its memory unless ``gpu_fraction`` says.
+
+    >>> [gpu_slot(s, ["0", "1"], jobs=3) for s in range(3)]
+    [('0', 0.5), ('1', None), ('0', 0.5)]
+    >>> gpu_slot(0, [], jobs=2)
+    (None, None)
+    """
+    if not gpus:
+        return None, None
+    g = slot % len(gpus)
+    sharing = len(range(g, jobs, len(gpus)))  # workers on this GPU
+    return gpus[g], gpu_fraction or (1 / sharing if sharing > 1 else None)
+
+
+def _init_local(slots, gpus: list[str], gpu_fraction: float | None, threads: int,
+                jobs: int) -> None:
+    """Pool initializer: take a slot number, bind its GPU, pin threads (before torch)."""
+    gpu, frac = gpu_slot(slots.get(), gpus, jobs, gpu_fraction)
+    setup_worker(threads, gpu=gpu, gpu_fraction=frac)
+
+
+def local_backend(sweep: Sweep, runs: Sequence[SweepRun], *, jobs: int | None = None,
+                  threads: int = 1, gpus: Sequence[str] | None = None,
+                  gpu_fraction: float | None = None) -> Iterator[dict]:
+    """Run on a ``spawn`` process pool of ``jobs`` workers (default: one per CPU core).
+
+    A worker that dies (killed, out of memory) breaks the pool: the runs that were in
+    flight are retried once in a fresh pool, then recorded as failed.
+    """
+    if not runs:
+        return
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(runs)))
+    gpus = visible_gpus() if gpus is None else list(gpus)
+    spec, runs_dir = _paths(sweep)
+    ctx = mp.get_context("spawn")
+    pending, broken = list(runs), {r.name: 0 for r in runs}
+    while pending:
+        slots = ctx.Queue()
+        for i in range(jobs):
+            slots.put(i)
+        pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_local,
+                                   initargs=(slots, gpus, gpu_fraction, threads, jobs))
+        try:
+            futures = {pool.submit(job, spec, r.overrides, runs_dir, name=r.name): r
+                       for r in pending}
+            pending = []
+            for fut in as_completed(futures):
+                run = futures[fut]
+                try:
+                    yield fut.result()
+                except BrokenProcessPool as err:
+                    started = read_status(runs_dir / run.name).get("status") == "running"
+                    broken[run.name] += started
+                    if broken[run.name] >= 2:
+                        yield failure(run, runs_dir, f"its worker process died twice "
+                                      f"(killed, or out of memory?): {err}")
+                    else:
+                        pending.append(run)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- ray ----------------------------------------------------------------------------------
+
+
+def ray_backend(sweep: Sweep, runs: Sequence[SweepRun], *, jobs: int | None = None,
+                address: str | None = None, cpus_per_run: float = 1,
+                gpus_per_run: float = 0) -> Iterator[dict]:
+    """Run each run as a Ray task with ``num_cpus=cpus_per_run, num_gpus=gpus_per_run``.
+
+    Joins ``address`` (``"auto"``, ``"ray://head:10001"``...) or starts a local cluster
+    with ``jobs * cpus_per_run`` CPUs (shut down afterwards). With ``jobs``, at most that
+    many runs are in flight. On a multi-node cluster the sweep folder must be on storage
+    every node sees, and kgtest installed on every node.
+    """
+    if not runs:
+        return
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--backend ray needs Ray: pip install 'kgtest[ray]'") from None
+    own = not ray.is_initialized()
+    if own:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            n = jobs or os.cpu_count() or 1
+            ray.init(num_cpus=max(1, math.ceil(n * cpus_per_run)), include_dashboard=False,
+                     log_to_driver=False)
+    spec, runs_dir = _paths(sweep)
+    frac = gpus_per_run if 0 < gpus_per_run < 1 else None
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(job)
+    todo, flight = list(runs), {}
+    limit = jobs or len(todo)
+    try:
+        while todo or flight:
+            while todo and len(flight) < limit:
+                r = todo.pop(0)
+                ref = task.remote(spec, r.overrides, runs_dir, name=r.name,
+                                  threads=max(1, int(cpus_per_run)), gpu_fraction=frac)
+                flight[ref] = r
+            done, _ = ray.wait(list(flight), num_returns=1)
+            run = flight.pop(done[0])
+            try:
+                yield ray.get(done[0])
+            except ray.exceptions.RayError as err:  # the worker died: no job() result
+                yield failure(run, runs_dir, err)
+    finally:
+        for ref in flight:
+            ray.cancel(ref, force=True)
+        if own:
+            ray.shutdown()
+
+
+# --- slurm --------------------------------------------------------------------------------
+
+
+def slurm_executor(folder: str | os.PathLike, *, partition: str | None = None,
+                   time_min: int = 60, array_parallelism: int = 32, cpus_per_task: int = 1,
+                   gpus_per_node: int = 0, mem: str | None = None, setup: Sequence[str] = (),
+                   additional: dict | None = None, python: str | None = None):
+    """A ``submitit.SlurmExecutor`` for sweep arrays (needs ``srun`` on ``PATH``).
+
+    Parameters
+    ----------
+    folder : path
+        Where submitit keeps sbatch files, pickled jobs and logs (the sweep's ``slurm/``).
+    partition, time_min, array_parallelism, cpus_per_task, gpus_per_node, mem
+        ``#SBATCH`` settings: ``--partition``, ``--time`` (minutes), the ``%N`` of
+        ``--array=0-M%N`` (array tasks running at once), ``--cpus-per-task``,
+        ``--gpus-per-node``, ``--mem`` (e.g. ``"16G"``).
+    setup : sequence of str
+        Shell lines run before the job (``module load ...``, ``source venv/bin/activate``).
+    additional : dict, optional
+        Other ``#SBATCH`` flags (``{"account": "proj", "qos": "low"}``).
+    python : str, optional
+        The Python on the nodes (default: this interpreter).
+    """
+    try:
+        import submitit
+    except ImportError:
+        raise InputError("--backend slurm needs submitit: pip install 'kgtest[slurm]'") from None
+    try:
+        ex = submitit.SlurmExecutor(folder=folder, python=python)
+    except RuntimeError as err:  # no srun: not on a Slurm login node
+        raise InputError(f"--backend slurm: {err}") from None
+    params = {"job_name": "kgtest-sweep", "time": int(time_min),
+              "array_parallelism": int(array_parallelism), "cpus_per_task": int(cpus_per_task),
+              "setup": [f"export OMP_NUM_THREADS={int(cpus_per_task)}", *setup]}
+    if partition:
+        params["partition"] = partition
+    if gpus_per_node:
+        params["gpus_per_node"] = int(gpus_per_node)
+    if mem:
+        params["mem"] = mem
+    if additional:
+        params["additional_parameters"] = dict(additional)
+    ex.update_parameters(**params)
+    return ex
+
+
+def slurm_submit(sweep: Sweep, runs: Sequence[SweepRun], executor) -> list:
+    """Submit ``runs`` as one job array; returns submitit jobs in ``runs`` order.
+
+    Each array task calls :func:`kgtest.sweep.job.job` on one run (pickled by submitit
+    and run by ``python -u -m submitit.core._submit FOLDER`` under ``srun``).
+    """
+    spec, runs_dir = _paths(sweep)
+    threads = int(executor.parameters.get("cpus_per_task", 1))
+    fns = [functools.partial(job, spec, r.overrides, runs_dir, name=r.name, threads=threads)
+           for r in runs]
+    return executor.submit_array(fns)
+
+
+def slurm_backend(sweep: Sweep, runs: Sequence[SweepRun], *, jobs: int | None = None,
+                  poll_s: float = 30, **slurm) -> Iterator[dict]:
+    """Submit one array (``jobs`` = array parallelism) and wait for its tasks.
+
+    ``slurm`` are :func:`slurm_executor` settings (partition, time_min, ...). Interrupting
+    the wait leaves the array running; re-launching the sweep skips what has finished.
+    """
+    if not runs:
+        return
+    import submitit
+
+    if jobs:
+        slurm["array_parallelism"] = jobs
+    executor = slurm_executor(sweep.out / "slurm", **slurm)
+    jobs_ = slurm_submit(sweep, runs, executor)
+    print(f"submitted Slurm array {jobs_[0].job_id.split('_')[0]} ({len(jobs_)} tasks); "
+          f"logs in {sweep.out / 'slurm'}", flush=True)
+    by_id = {j.job_id: r for j, r in zip(jobs_, runs, strict=True)}
+    _, runs_dir = _paths(sweep)
+    for j in submitit.helpers.as_completed(jobs_, poll_frequency=poll_s):
+        try:
+            yield j.result()
+        except Exception as err:  # timeout, node failure, preemption: no job() result
+            yield failure(by_id[j.job_id], runs_dir, err)
+
+
+BACKENDS = {"local": local_backend, "ray": ray_backend, "slurm": slurm_backend}

@@ -1,0 +1,191 @@
+"""One sweep run as a pure function, and the worker set-up every backend shares.
+
+:func:`run` is what each job executes: ``load_experiment`` + ``run_experiment`` into
+``RUNS/<run.name>-seed<seed>-<key>``. It records its own outcome in the run folder, so a
+job that fails on a cluster node leaves its error where the sweep looks for it:
+
+- ``status.json``: ``{"status": "running" | "ok" | "failed", "seconds", "host", "error"}``
+  (and, when ok, the intra-op ``threads`` and ``cuda_visible_devices`` it ran with);
+- ``error.txt``: the traceback of a failed run;
+- ``log.txt``: the pipeline's progress lines (and library progress bars).
+
+:func:`job` wraps :func:`run` for the backends: it never raises for a failed run, it
+returns a small dict. :func:`setup_worker` pins intra-op threads (one per worker by
+default: several threads per worker on 2 cores made tiny steps ~40x slower) and, on CUDA,
+a GPU and a cap on this process's share of its memory.
+
+Examples
+--------
+>>> import tempfile
+>>> out = tempfile.mkdtemp()
+>>> r = job("tests/data/sweep_tiny.toml", ["split.n_forget=100000"], out, name="bad")
+>>> r["status"], r["error"]["type"]
+('failed', 'InputError')
+>>> import json, pathlib
+>>> json.loads((pathlib.Path(out) / "bad" / "status.json").read_text())["status"]
+'failed'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+import time
+import traceback
+from pathlib import Path
+
+from kgtest.symbolic.facts import atomic_write_text
+
+__all__ = ["run", "job", "setup_worker", "read_status", "is_finished", "STATUS", "ERROR",
+           "LOG"]
+
+STATUS = "status.json"
+ERROR = "error.txt"
+LOG = "log.txt"
+SUMMARY = "summary.md"
+
+
+def setup_worker(threads: int = 1, gpu: str | None = None,
+                 gpu_fraction: float | None = None) -> None:
+    """Pin a worker process: intra-op threads, and on CUDA its GPU and memory cap.
+
+    Call it before the run (the local pool calls it in each worker's initializer, before
+    torch is imported there, so ``OMP_NUM_THREADS`` also reaches OpenMP).
+
+    Parameters
+    ----------
+    threads : int
+        Intra-op threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``,
+        ``MKL_NUM_THREADS``).
+    gpu : str, optional
+        ``CUDA_VISIBLE_DEVICES`` for this process (the local backend's GPU slot); Ray and
+        Slurm set it themselves.
+    gpu_fraction : float, optional
+        Cap on the fraction of the GPU's memory this process may allocate
+        (``torch.cuda.set_per_process_memory_fraction``), when CUDA is available.
+
+    Examples
+    --------
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> setup_worker(threads=1); torch.get_num_threads()
+    1
+    >>> torch.set_num_threads(before)
+    """
+    threads = max(1, int(threads))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    import torch
+
+    torch.set_num_threads(threads)
+    if gpu_fraction is not None and 0 < gpu_fraction < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction, 0)
+
+
+def read_status(run_dir: str | os.PathLike) -> dict:
+    """A run folder's ``status.json`` (``{}`` if there is none)."""
+    try:
+        return json.loads((Path(run_dir) / STATUS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    """A run is finished when its ``summary.md`` exists and it did not fail since."""
+    return ((Path(run_dir) / SUMMARY).exists()
+            and read_status(run_dir).get("status") in (None, "ok"))
+
+
+def _write_status(folder: Path, **fields) -> None:
+    data = {"host": socket.gethostname(), "pid": os.getpid(), **fields}
+    atomic_write_text(folder / STATUS, json.dumps(data, indent=1) + "\n")
+
+
+def _command(spec, overrides) -> str:
+    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
+    return f"kgtest run {shlex.quote(str(spec))}{sets}"
+
+
+def run(spec_path: str | os.PathLike, overrides=(), runs_dir: str | os.PathLike = "runs", *,
+        name: str | None = None) -> Path:
+    """Run one experiment into ``runs_dir/<name>`` and return that folder.
+
+    Loads ``spec_path`` with ``overrides`` (:func:`kgtest.experiment.load_experiment`) and
+    runs it (:func:`kgtest.pipeline.run_experiment`, which reuses finished stages). The
+    outcome goes to ``status.json`` (and ``error.txt`` on failure) in the run folder;
+    errors are re-raised.
+
+    Parameters
+    ----------
+    spec_path : path
+        An experiment spec (a sweep's ``experiment.toml``).
+    overrides : sequence of str
+        ``key=value`` overrides (the run's axis values).
+    runs_dir : path
+        Parent folder of the run folder.
+    name : str, optional
+        The run folder's name (default :func:`kgtest.sweep.spec.run_name`).
+
+    Returns
+    -------
+    Path
+        The run folder, with ``records.jsonl`` and ``summary.md``.
+    """
+    from kgtest.experiment import load_experiment
+    from kgtest.pipeline import run_experiment
+    from kgtest.sweep.spec import run_name
+
+    start = time.perf_counter()
+    folder = Path(runs_dir) / name if name else None
+    try:
+        cfg = load_experiment(spec_path, overrides)
+        folder = folder or Path(runs_dir) / run_name(cfg)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ERROR).unlink(missing_ok=True)
+        _write_status(folder, status="running", overrides=list(overrides))
+        with open(folder / LOG, "a") as log:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                run_experiment(cfg, folder, command=_command(spec_path, overrides),
+                               log=lambda msg: print(msg, flush=True))
+    except BaseException as err:
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            tb = traceback.format_exc()
+            atomic_write_text(folder / ERROR, tb)
+            _write_status(folder, status="failed", overrides=list(overrides),
+                          seconds=time.perf_counter() - start,
+                          error={"type": type(err).__name__, "message": str(err)})
+        raise
+    import torch
+
+    _write_status(folder, status="ok", overrides=list(overrides),
+                  seconds=time.perf_counter() - start, threads=torch.get_num_threads(),
+                  cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return folder
+
+
+def job(spec_path: str | os.PathLike, overrides, runs_dir: str | os.PathLike, *,
+        name: str, threads: int | None = None, gpu_fraction: float | None = None) -> dict:
+    """:func:`run`, returning ``{"name", "status", "seconds", "dir", "error"}``; never raises.
+
+    ``error`` is None or ``{"type", "message", "traceback"}``. ``threads`` and
+    ``gpu_fraction``, when given, call :func:`setup_worker` first (Ray and Slurm tasks).
+    """
+    if threads is not None or gpu_fraction is not None:
+        setup_worker(threads or 1, gpu_fraction=gpu_fraction)
+    start = time.perf_counter()
+    folder = Path(runs_dir) / name
+    try:
+        run(spec_path, overrides, runs_dir, name=name)
+        error = None
+    except Exception as err:  # one failing run never stops the sweep
+        error = {"type": type(err).__name__, "message": str(err),
+                 "traceback": traceback.format_exc()}
+    return {"name": name, "status": "failed" if error else "ok", "dir": str(folder),
+            "seconds": time.perf_counter() - start, "error": error}
