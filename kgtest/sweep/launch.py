@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -163,13 +164,25 @@ def run_sweep(spec: str | os.PathLike, out: str | os.PathLike | None = None, *,
 # --- report -------------------------------------------------------------------------------
 
 
-def _demote(markdown: str) -> str:
-    """One more ``#`` on every heading (outside code fences)."""
+def _embed(markdown: str, prefix: str) -> str:
+    r"""A cell's report inside the index: headings one level down, relative links under
+    ``prefix``.
+
+    >>> print(_embed("# R\n![a](plots/a.png)\n```\n# not a heading\n```", "cells/c0"))
+    ## R
+    ![a](cells/c0/plots/a.png)
+    ```
+    # not a heading
+    ```
+    """
     lines, fence = [], False
     for line in markdown.splitlines():
         if line.startswith("```"):
             fence = not fence
-        lines.append("#" + line if line.startswith("#") and not fence else line)
+        elif not fence:
+            line = "#" + line if line.startswith("#") else line
+            line = re.sub(r"\]\((?![a-z]+:|/|#)([^)]+)\)", rf"]({prefix}/\1)", line)
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -231,7 +244,8 @@ def sweep_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                          n_boot=n_boot, seed=seed)
         link = summary.relative_to(out).as_posix()
         rows.append(f"| {label} | {len(done)} / {len(entries)} | {seeds} | [{link}]({link}) |")
-        parts += [f"## Cell {i:02d}: {label}", "", _demote(summary.read_text()), ""]
+        embedded = _embed(summary.read_text(), cell_out.relative_to(out).as_posix())
+        parts += [f"## Cell {i:02d}: {label}", "", embedded, ""]
     unfinished = [e for e in data["runs"] if not finished(e)]
     lines = ["# kgtest sweep report", "",
              f"Sweep `{data['spec']}` ({data['backend']} backend): {len(data['runs'])} runs, "
