@@ -152,7 +152,7 @@ def run_stage_ranked(run_dir: str | os.PathLike, stage: str, key: str,
     """
     from kgtest.stages import DONE, partial_path, run_stage, stage_path
 
-    info = dist_info()
+    info = init_distributed()  # the stages before training need the group already
     if not info.enabled:
         return run_stage(run_dir, stage, key, build)
     final = stage_path(run_dir, stage, key)
