@@ -267,12 +267,14 @@ def _run_dir(out: str, cfg) -> str:
 
 
 def cmd_train(args) -> int:
+    from kgtest.distributed import dist_info
     from kgtest.experiment import load_experiment
     from kgtest.pipeline import train_experiment
 
     cfg = load_experiment(args.spec, args.overrides)
     run = train_experiment(cfg, _run_dir(args.out, cfg))
-    print(_describe_training(run))
+    if dist_info().is_main:  # under torchrun, one summary
+        print(_describe_training(run))
     return 0
 
 

@@ -7,7 +7,9 @@
 Each stage writes a folder ``RUN/<stage>-<key>/`` whose key hashes the run seed and the
 config sections the stage depends on (see :mod:`kgtest.stages`), so re-running a spec
 reuses finished stages and a changed setting recomputes only what depends on it.
-Training resumes from its last checkpoint if a run is interrupted.
+Training resumes from its last checkpoint if a run is interrupted. Under ``torchrun``
+(``torchrun --nproc_per_node N -m kgtest train SPEC``), rank 0 builds the world and corpus
+stages while the others wait, and every rank trains its shard (DistributedDataParallel).
 
 Examples
 --------
@@ -32,8 +34,8 @@ import numpy as np
 from kgtest.config import to_dict
 from kgtest.corpus.io import build_corpus, read_corpus, stage_seed
 from kgtest.corpus.splits import Split
+from kgtest.distributed import dist_info, run_stage_ranked
 from kgtest.experiment import ExperimentConfig
-from kgtest.stages import run_stage
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.worlds.export import describe_world, write_world
 from kgtest.worlds.samplers import sample_world
@@ -61,7 +63,7 @@ def world_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Path:
         atomic_write_text(tmp / "summary.txt", describe_world(world, closure) + "\n")
         _write_config(cfg, tmp)
 
-    return run_stage(run_dir, "world", cfg.key("world"), build)
+    return run_stage_ranked(run_dir, "world", cfg.key("world"), build)
 
 
 def corpus_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Path:
@@ -72,7 +74,7 @@ def corpus_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Path:
                      where=cfg.source)
         _write_config(cfg, tmp)
 
-    return run_stage(run_dir, "corpus", cfg.key("world", "split", "corpus"), build)
+    return run_stage_ranked(run_dir, "corpus", cfg.key("world", "split", "corpus"), build)
 
 
 # --- in-loop evaluation ---------------------------------------------------------------
@@ -183,6 +185,8 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
         sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
         result = train(model, tok, list(corpus.train), cfg.train, tmp,
                        eval_fn=make_eval_fn(tok, sets), resume=True)
+        if not dist_info().is_main:  # under torchrun, rank 0 writes the stage
+            return
         metrics = {
             "steps": result.steps, "final_loss": result.final_loss,
             "stopped_early": result.stopped_early, "tokens": result.tokens,
@@ -193,7 +197,7 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
         _write_config(cfg, tmp)
 
     key = cfg.key("world", "split", "corpus", "model", "train")
-    return run_stage(run_dir, "model", key, build)
+    return run_stage_ranked(run_dir, "model", key, build, collective=True)
 
 
 def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> TrainedRun:
