@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: 2.13.0 is a CPU build on disk here; a bare `torch` pulls CUDA (GBs).
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,ray,slurm,parquet,bench]"
 	touch $(STAMP)
 
 demo: $(STAMP)
