@@ -1,0 +1,725 @@
+"""Model-level claims: train a tiny model on a given world, unlearn, probe, get records.
+
+Symbolic claims (:mod:`kgtest.claims`) ask the reasoner; a *model-level* claim asks what a
+trained model does on a world hypothesis drew. This module is the bridge:
+
+- :func:`composition_worlds` a hypothesis strategy of worlds a tiny model can learn, with
+  derivable targets whose rules are demonstrated on other entities, by construction
+  (:func:`composition_world` rebuilds one from its printed numbers);
+- :func:`model_records` the whole pipeline on one :class:`~kgtest.worlds.world.World`
+  object (no spec file): corpus, training, controls, unlearning, probes; returns tidy rows
+  (:mod:`kgtest.records`);
+- :func:`rate` and :func:`difference` read a rate, or a paired difference of two rates,
+  off the rows with the bootstrap of :mod:`kgtest.report`;
+- :func:`check_trainable` says, before any training, why a world cannot host the
+  experiment (too few derived facts, or none whose rule is demonstrated elsewhere).
+
+A claim then reads like a symbolic one, with a budget you choose::
+
+    from hypothesis import given, note, settings
+    from kgtest.claims_model import composition_worlds, model_records, rate
+
+    @settings(max_examples=3, deadline=None, database=None)
+    @given(composition_worlds())
+    def test_filter_cot_beats_chance(world):
+        records = model_records(world)
+        r = rate(records, variant="filter", probe="cot")
+        note(str(r))
+        assert r.lo > r.chance
+
+**What happens to a world** (:func:`model_records`): its closure is split (``n_forget``
+derived forget targets, ``n_validation`` tuning targets, a ``held_out_fraction`` of
+derived facts never shown), rendered as a symbolic corpus with derived facts both stated
+and demonstrated as chains of thought, and a tiny GPT-2 is trained on it (stopping early
+once direct recall and CoT on held-out facts reach ``stop_at``). The controls are
+retrained from the same initialisation for the same number of steps (``filter``: no
+document mentions a target); each method is tuned on the validation targets and then
+unlearns the forget targets; every variant is probed on the forget targets and the rows
+are gated by what the original model knew. Every stage is the one ``kgtest run`` uses
+(:func:`kgtest.corpus.io.build_corpus`, :func:`kgtest.train.train`,
+:func:`kgtest.unlearn.api.unlearn_model`, :func:`kgtest.unlearn.controls.train_control`,
+:func:`kgtest.probes.probes.evaluate`); only the world comes from the caller instead of a
+``[world]`` section.
+
+Examples
+--------
+>>> from hypothesis import find
+>>> w = find(composition_worlds(min_entities=8, max_entities=8), lambda w: True)
+>>> len(w.entities), [str(r) for r in w.rules]
+(8, ['r0_r0(X, Z) :- r0(X, Y), r0(Y, Z).'])
+>>> check_trainable(w, n_forget=2, n_validation=1) is None
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from kgtest.config import config_hash, to_dict
+from kgtest.corpus.render import CorpusConfig
+from kgtest.corpus.splits import SplitConfig
+from kgtest.errors import InputError
+from kgtest.symbolic.rules import Atom, Rule, Term
+from kgtest.worlds.world import World
+
+__all__ = [
+    "composition_worlds",
+    "composition_world",
+    "model_records",
+    "default_config",
+    "check_trainable",
+    "rate",
+    "difference",
+    "Rate",
+    "world_key",
+]
+
+
+# --- worlds a tiny model can learn ------------------------------------------------------------
+
+
+def composition_worlds(
+    *,
+    min_entities: int = 12,
+    max_entities: int = 30,
+    min_relations: int = 2,
+    max_relations: int = 4,
+    min_rules: int = 1,
+    max_rules: int = 3,
+) -> st.SearchStrategy[World]:
+    """Random composition worlds: functional base relations and two-hop chain rules.
+
+    Entities ``e0, e1, ...``; base relations ``r0, r1, ...``, each a total function (every
+    entity has exactly one object, drawn uniformly by a seeded generator); rules
+    ``a_b(X, Z) :- a(X, Y), b(Y, Z).`` for distinct drawn pairs ``(a, b)`` of base
+    relations (``a = b`` allowed). Valid by construction for :func:`model_records`: each
+    rule derives exactly one fact per entity, so a world has ``rules x entities`` derived
+    facts, each with one proof at depth 1, and every rule is demonstrated on many entities
+    besides any target. Sizes shrink toward the lower bounds; the edges come from one drawn
+    seed (shrinking toward seed 0), because a model-level example is too expensive to
+    shrink edge by edge.
+
+    Parameters
+    ----------
+    min_entities, max_entities : int
+        Entities (>= 2). A world hosts ``n_forget + n_validation`` targets when
+        ``min_rules * min_entities`` is at least that (see :func:`check_trainable`).
+    min_relations, max_relations : int
+        Base relations (>= 1).
+    min_rules, max_rules : int
+        Composition rules (>= 1; at most ``relations ** 2`` distinct pairs exist).
+
+    Examples
+    --------
+    >>> from hypothesis import find
+    >>> w = find(composition_worlds(min_rules=2), lambda w: True)
+    >>> len(w.entities), len(w.facts), len(w.rules), len(w.close()) - len(w.facts)
+    (12, 24, 2, 24)
+    """
+    if not 2 <= min_entities <= max_entities:
+        raise InvalidArgument(f"composition_worlds: need 2 <= min_entities <= max_entities, "
+                              f"got {min_entities}, {max_entities}")
+    if not 1 <= min_relations <= max_relations:
+        raise InvalidArgument(f"composition_worlds: need 1 <= min_relations <= max_relations, "
+                              f"got {min_relations}, {max_relations}")
+    if not 1 <= min_rules <= max_rules:
+        raise InvalidArgument(f"composition_worlds: need 1 <= min_rules <= max_rules, "
+                              f"got {min_rules}, {max_rules}")
+    if min_rules > min_relations**2:
+        raise InvalidArgument(f"composition_worlds: {min_rules} distinct rules do not fit in "
+                              f"{min_relations} relations ({min_relations**2} pairs)")
+    return _composition_worlds(min_entities, max_entities, min_relations, max_relations,
+                               min_rules, max_rules)
+
+
+@st.composite
+def _composition_worlds(draw, min_entities, max_entities, min_relations, max_relations,
+                        min_rules, max_rules):
+    n_ent = draw(st.integers(min_entities, max_entities), label="entities")
+    n_rel = draw(st.integers(min_relations, max_relations), label="relations")
+    pairs = draw(st.lists(st.tuples(st.integers(0, n_rel - 1), st.integers(0, n_rel - 1)),
+                          min_size=min_rules, max_size=min(max_rules, n_rel * n_rel),
+                          unique=True), label="rules")
+    seed = draw(st.integers(0, 2**32 - 1), label="edge seed")
+    return composition_world(n_ent, n_rel, pairs, edge_seed=seed)
+
+
+def composition_world(n_entities: int, n_relations: int, rules: Sequence[tuple[int, int]],
+                      *, edge_seed: int = 0) -> World:
+    """The world :func:`composition_worlds` draws for these sizes, rules and edge seed.
+
+    ``rules`` lists ``(a, b)`` pairs: one rule ``ra_rb(X, Z) :- ra(X, Y), rb(Y, Z).`` each.
+    Rebuilds a counterexample from the numbers a failing claim prints (``describe`` shows
+    the sizes and rules, the ``World(...)`` repr its ``meta['edge_seed']``).
+
+    Examples
+    --------
+    >>> w = composition_world(4, 2, [(0, 1)], edge_seed=7)
+    >>> [str(r) for r in w.rules], len(w.facts), w.meta["edge_seed"]
+    (['r0_r1(X, Z) :- r0(X, Y), r1(Y, Z).'], 8, 7)
+    >>> w.facts.tolist() == composition_world(4, 2, [(0, 1)], edge_seed=7).facts.tolist()
+    True
+    """
+    if n_entities < 1 or n_relations < 1:
+        raise InputError(f"composition_world: need >= 1 entity and relation, got "
+                         f"{n_entities}, {n_relations}")
+    bad = [p for p in rules if not all(0 <= i < n_relations for i in p)]
+    if bad:
+        raise InputError(f"composition_world: rule {bad[0]} names a relation outside "
+                         f"r0..r{n_relations - 1}")
+    rng = np.random.default_rng(int(edge_seed))
+    ents = [f"e{i}" for i in range(n_entities)]
+    facts = [(ents[s], f"r{r}", ents[o]) for r in range(n_relations)
+             for s, o in enumerate(rng.integers(0, n_entities, size=n_entities).tolist())]
+    x, y, z = Term("X"), Term("Y"), Term("Z")
+    rule_list = [Rule(Atom(f"r{a}_r{b}", (x, z)), (Atom(f"r{a}", (x, y)),
+                                                   Atom(f"r{b}", (y, z))))
+                 for a, b in rules]
+    world = World.from_names(facts, rule_list, name="composition")
+    world.meta.update({"strategy": "composition_worlds", "n_entities": n_entities,
+                       "n_relations": n_relations, "rules": [list(p) for p in rules],
+                       "edge_seed": int(edge_seed)})
+    return world
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+#: Share of the non-target derived facts never shown: the original's CoT is measured on them.
+HELD_OUT_FRACTION = 0.2
+
+
+def default_config():
+    """The experiment :func:`model_records` runs unless told otherwise (its world unused).
+
+    A tiny GPT-2 (2 layers, d = 32), at most 1500 steps at lr 3e-3, stopping once direct
+    recall >= 0.99 and CoT on held-out facts >= 0.95; 6 forget and 3 validation targets,
+    20% of the other derived facts held out; derived facts stated *and* shown as CoT;
+    NPO (plain, not deep) tuned over lr 1e-3 x steps {10, 30}; the filter control; the
+    direct and CoT probes. Returns an :class:`~kgtest.experiment.ExperimentConfig`.
+
+    Examples
+    --------
+    >>> cfg = default_config()
+    >>> cfg.model.preset, cfg.unlearn.methods, cfg.unlearn.controls, cfg.probes.probes
+    ('tiny', ('NPO',), ('filter',), ('direct', 'cot'))
+    """
+    from kgtest.experiment import ExperimentConfig, RunConfig
+    from kgtest.model import ModelConfig
+    from kgtest.probes.config import ProbesConfig
+    from kgtest.train import TrainConfig
+    from kgtest.unlearn.config import UnlearnConfig
+
+    return ExperimentConfig(
+        run=RunConfig(name="claim", seed=0),
+        split=SplitConfig(n_forget=6, n_validation=3, held_out_fraction=HELD_OUT_FRACTION),
+        corpus=CorpusConfig(surface="symbolic", derived="both"),
+        model=ModelConfig(preset="tiny"),
+        train=TrainConfig(steps=1500, lr=3e-3, eval_every=250, threads=1, progress=False,
+                          tensorboard=False, checkpoint_every=0,
+                          stop_at={"direct": 0.99, "cot": 0.95}),
+        unlearn=UnlearnConfig(methods=("NPO",), deep=(False,), controls=("filter",),
+                              tune_lrs=(1e-3,), tune_steps=(10, 30), progress=False,
+                              device="cpu"),
+        probes=ProbesConfig(probes=("direct", "cot"), n_boot=1000),
+    )
+
+
+def _settings(config, *, seed, n_forget, n_validation, methods, controls, probes, steps,
+              preset, deep):
+    cfg = default_config() if config is None else config
+    rep = dataclasses.replace
+    run = rep(cfg.run, seed=seed) if seed is not None else cfg.run
+    split = cfg.split
+    if n_forget is not None:
+        split = rep(split, n_forget=n_forget)
+    if n_validation is not None:
+        split = rep(split, n_validation=n_validation)
+    train = rep(cfg.train, steps=steps) if steps is not None else cfg.train
+    model = rep(cfg.model, preset=preset) if preset is not None else cfg.model
+    un = cfg.unlearn
+    if methods is not None:
+        un = rep(un, methods=tuple(methods))
+    if controls is not None:
+        un = rep(un, controls=tuple(controls))
+    if deep is not None:
+        un = rep(un, deep=tuple(deep))
+    pr = rep(cfg.probes, probes=tuple(probes)) if probes is not None else cfg.probes
+    return rep(cfg, run=run, split=split, train=train, model=model, unlearn=un, probes=pr)
+
+
+# --- is a world usable ------------------------------------------------------------------------
+
+
+def world_key(world: World) -> str:
+    """A short hash of everything that defines a world (names, facts, rules, labels).
+
+    Two worlds with the same key give the same corpus, model and records for the same
+    settings; :func:`model_records` caches on it.
+
+    Examples
+    --------
+    >>> from kgtest.symbolic.rules import parse_rules
+    >>> w = World.from_names([("a", "p", "b")], parse_rules("q(Y, X) :- p(X, Y)."))
+    >>> world_key(w) == world_key(World.from_names([("a", "p", "b")],
+    ...                                            parse_rules("q(Y, X) :- p(X, Y).")))
+    True
+    """
+    data = {
+        "entities": list(world.entities.names), "relations": list(world.relations.names),
+        "entity_type": world.entity_type.tolist(), "types": list(world.type_names),
+        "facts": world.facts.tolist(), "rules": [str(r) for r in world.rules],
+        "fixed": world.fixed.tolist(), "domain": world.domain.tolist(),
+        "domains": list(world.domain_names), "planted": world.planted.tolist(),
+    }
+    return config_hash(data)
+
+
+def check_trainable(world: World, *, n_forget: int = 6, n_validation: int = 3,
+                    split: SplitConfig | None = None, seed: int = 0) -> str | None:
+    """Why ``world`` cannot host a model-level experiment, or None if it can.
+
+    The experiment needs ``n_forget`` forget and ``n_validation`` validation targets among
+    the derived facts (what :func:`~kgtest.corpus.splits.choose_split` picks from), and,
+    for a chain-of-thought probe to mean anything, each target's rule demonstrated on
+    some *other* fact of the world. This runs the split :func:`model_records` would run
+    with run seed ``seed`` (cheap, no training), so the answer is the split's own: a
+    degenerate world drawn by a generic strategy (no rules, no derived facts, one derived
+    fact per rule) gets a one-line reason instead of a silently empty result. A ``split``
+    config, when given, replaces ``n_forget`` and ``n_validation``.
+
+    Examples
+    --------
+    >>> from kgtest.symbolic.rules import parse_rules
+    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c")],
+    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+    >>> print(check_trainable(w, n_forget=1, n_validation=0))
+    forget target a g c: no other fact of its rule 'g(X, Z) :- p(X, Y), p(Y, Z).' is \
+demonstrated, so nothing could teach a model to re-derive it
+    >>> print(check_trainable(w, n_forget=2, n_validation=0))
+    key 'split.n_forget': asked for 2 forget targets but only 1 facts are eligible ...
+    """
+    from kgtest.corpus.io import stage_seed
+    from kgtest.corpus.splits import choose_split
+
+    cfg = split if split is not None else SplitConfig(
+        n_forget=n_forget, n_validation=n_validation, held_out_fraction=HELD_OUT_FRACTION)
+    closure = world.close()
+    try:
+        sp = choose_split(closure, world, cfg, seed=stage_seed(seed, "split"))
+    except InputError as err:
+        return str(err)
+    shown = np.ones(len(closure), dtype=bool)
+    shown[sp.held_out] = False
+    shown[sp.forget] = False
+    for t in sp.forget.tolist():
+        rules = closure.rules_of(t)
+        heads = np.flatnonzero(np.isin(closure.deriv_rule, rules))
+        others = {int(h) for h in closure.deriv_head[heads].tolist()} - {t}
+        if not any(shown[h] for h in others):
+            rule = closure.rules[int(rules[0])]
+            return (f"forget target {' '.join(closure.named(t))}: no other fact of its rule "
+                    f"'{rule}' is demonstrated, so nothing could teach a model to re-derive it")
+    return None
+
+
+# --- the pipeline on a given world ------------------------------------------------------------
+
+
+def _context_class():
+    from kgtest.unlearn.api import RunContext
+
+    @dataclasses.dataclass
+    class GivenWorldContext(RunContext):
+        """A :class:`~kgtest.unlearn.api.RunContext` whose world is given, not re-sampled."""
+
+        given_world: World | None = None
+
+        @property
+        def world(self):  # RunContext.world re-samples the [world] section; there is none
+            return self.given_world
+
+    return GivenWorldContext
+
+
+def _write_json(path: Path, data) -> None:
+    from kgtest.symbolic.facts import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
+
+
+def _train(cfg, run_dir: Path, corpus_dir: Path, key: str) -> Path:
+    """The original model: what :func:`kgtest.pipeline.train_stage` does, on our corpus."""
+    from kgtest.corpus.io import read_corpus, stage_seed
+    from kgtest.corpus.splits import Split
+    from kgtest.corpus.tokenizer import build_tokenizer
+    from kgtest.model import build_model
+    from kgtest.pipeline import eval_sets, make_eval_fn
+    from kgtest.stages import run_stage
+    from kgtest.train import train
+
+    def build(tmp: Path) -> None:
+        corpus = read_corpus(corpus_dir)
+        split = Split.load(corpus_dir / "split.json")
+        texts = [d["text"] for part in ("train", "eval", "unknown", "in_context")
+                 for d in corpus.part(part)]
+        tok = build_tokenizer(texts, kind="word" if cfg.corpus.surface == "symbolic" else "bpe")
+        model = build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed, "model"))
+        sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
+        train_cfg = cfg.train
+        if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
+            train_cfg = dataclasses.replace(
+                train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items() if k != "cot"})
+        res = train(model, tok, list(corpus.train), train_cfg, tmp,
+                    eval_fn=make_eval_fn(tok, sets), resume=True)
+        _write_json(tmp / "metrics.json", {
+            "steps": res.steps, "final_loss": res.final_loss,
+            "stopped_early": res.stopped_early, "tokens": res.tokens,
+            "seconds": res.seconds, **{f"acc_{k}": v for k, v in res.metrics.items()},
+            "n_eval_direct": len(sets.direct), "n_eval_cot": len(sets.cot)})
+        # the sections RunContext reads; no [world]: the world is given (world.json)
+        _write_json(tmp / "config.json", {s: to_dict(getattr(cfg, s)) for s in
+                                          ("run", "split", "corpus", "model", "train",
+                                           "unlearn")})
+
+    return run_stage(run_dir, "model", key, build)
+
+
+def _control(ctx, cfg, kind: str, key: str) -> tuple[Path, list[int]]:
+    """A retrained control, as :func:`kgtest.unlearn.api.control_run` builds it."""
+    from kgtest.corpus.io import stage_seed
+    from kgtest.model import load_model
+    from kgtest.stages import run_stage
+    from kgtest.unlearn.controls import control_corpus, never_trained, train_control
+    from kgtest.unlearn.data import deletion_sets
+
+    ucfg = cfg.unlearn
+    steps = ucfg.control_steps or ctx.train_steps()
+
+    def build(tmp: Path) -> None:
+        _, tok = load_model(ctx.model_dir)
+        init_seed = stage_seed(cfg.run.seed, "model")
+        record: dict = {"kind": kind, "init_seed": init_seed, "dropped_facts": []}
+        if kind == "never_trained":
+            never_trained(tok, cfg.model, tmp / "model", init_seed=init_seed)
+        else:
+            sets = None
+            if kind == "ignorance":
+                sets = deletion_sets(ctx.closure, ctx.split.forget, kb=ctx.kb, fixed=ctx.fixed,
+                                     restarts=ucfg.deletion_restarts,
+                                     time_limit=ucfg.deletion_time_limit,
+                                     seed=stage_seed(ucfg.seed, "deletion"))
+            filtered, dropped, _ = control_corpus(ctx.corpus, ctx.split, kind, deletion=sets)
+            train_cfg = dataclasses.replace(cfg.train, steps=steps, progress=False)
+            res = train_control(filtered, tok, cfg.model, train_cfg, tmp, init_seed=init_seed)
+            record.update({"dropped_facts": dropped, "steps": res.steps,
+                           "final_loss": res.final_loss})
+        _write_json(tmp / "control.json", record)
+
+    stage = run_stage(ctx.run_dir, f"control-{kind.replace('_', '-')}", key, build)
+    info = json.loads((stage / "control.json").read_text())
+    return stage / "model", list(info["dropped_facts"])
+
+
+def _unlearn(ctx, cfg, method: str, deep: bool, key: str) -> tuple[Path, list[int]]:
+    """One method, tuned on the validation targets, as :func:`unlearn_run` runs it."""
+    from kgtest.model import save_model
+    from kgtest.stages import run_stage
+    from kgtest.unlearn.api import unlearn_model
+
+    def build(tmp: Path) -> None:
+        model, tok, record = unlearn_model(ctx, cfg.unlearn, method, deep=deep)
+        save_model(model, tok, tmp / "model")
+        _write_json(tmp / "unlearn.json", record)
+
+    stage = run_stage(ctx.run_dir, f"unlearn-{method.lower()}{'-deep' if deep else ''}", key,
+                      build)
+    info = json.loads((stage / "unlearn.json").read_text())
+    return stage / "model", list(info["forget_set"]["facts"])
+
+
+def _records(world: World, cfg, run_dir: Path, log) -> list[dict]:
+    import torch
+
+    from kgtest.corpus.io import build_corpus
+    from kgtest.pipeline import variant_name
+    from kgtest.probes.context import ProbeContext
+    from kgtest.probes.probes import evaluate
+    from kgtest.stages import run_stage
+
+    wkey = world_key(world)
+    keys = {s: config_hash(wkey, cfg.run.seed, *(getattr(cfg, x) for x in parts))
+            for s, parts in {"corpus": ("split", "corpus"),
+                             "model": ("split", "corpus", "model", "train")}.items()}
+
+    def build_c(tmp: Path) -> None:
+        build_corpus(world, cfg.split, cfg.corpus, tmp, seed=cfg.run.seed)
+        _write_json(tmp / "world.json", {"key": wkey, "name": world.name, "meta": world.meta})
+
+    log(f"corpus and training in {run_dir}")
+    corpus_dir = run_stage(run_dir, "corpus", keys["corpus"], build_c)
+    model_stage = _train(cfg, run_dir, corpus_dir, keys["model"])
+    config = json.loads((model_stage / "config.json").read_text())
+    ctx = _context_class()(run_dir=run_dir, model_stage=model_stage, corpus_dir=corpus_dir,
+                           config=config, given_world=world)
+    variants: dict[str, Path] = {"original": model_stage / "model"}
+    removed: dict[str, list[int]] = {}
+    for kind in cfg.unlearn.controls:
+        log(f"control {kind}")
+        variants[kind], removed[kind] = _control(
+            ctx, cfg, kind, config_hash(keys["model"], kind, cfg.unlearn))
+    for method in cfg.unlearn.methods:
+        for deep in cfg.unlearn.deep:
+            name = variant_name(method, deep)
+            log(f"unlearning {name}")
+            variants[name], removed[name] = _unlearn(
+                ctx, cfg, method, deep, config_hash(keys["model"], method, deep, cfg.unlearn))
+    seeds = {"world": world.meta.get("edge_seed", world.meta.get("seed")),
+             "train": cfg.train.seed, "unlearn": cfg.unlearn.seed, "attack": cfg.probes.seed}
+    pctx = ProbeContext.from_run(
+        corpus_dir, world, run_id=f"{world.name}-{wkey[:8]}-seed{cfg.run.seed}", seeds=seeds,
+        removed=removed, relearn=cfg.probes.relearn, quantize_bits=cfg.probes.quantize_bits,
+        utility_limit=cfg.probes.utility_limit, batch_size=cfg.probes.batch_size)
+    log(f"probes {', '.join(cfg.probes.probes)} on {', '.join(variants)}")
+    before = torch.get_num_threads()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        return evaluate(variants, pctx, probes=cfg.probes.probes)
+    finally:
+        torch.set_num_threads(before)
+
+
+_CACHE: dict[str, list[dict]] = {}
+
+
+def model_records(
+    world: World,
+    *,
+    seed: int | None = None,
+    n_forget: int | None = None,
+    n_validation: int | None = None,
+    methods: Sequence[str] | None = None,
+    controls: Sequence[str] | None = None,
+    probes: Sequence[str] | None = None,
+    steps: int | None = None,
+    preset: str | None = None,
+    deep: Sequence[bool] | None = None,
+    config=None,
+    workdir: str | os.PathLike | None = None,
+    cache: bool = True,
+    log=None,
+) -> list[dict]:
+    """Train a tiny model on ``world``, unlearn, probe; return the tidy records.
+
+    Parameters
+    ----------
+    world : World
+        Any world with enough derived targets (see :func:`check_trainable`); draw them
+        with :func:`composition_worlds` to have that by construction.
+    seed : int, optional
+        The run seed (split, corpus, initialisation); default ``config.run.seed`` (0).
+    n_forget, n_validation : int, optional
+        Forget targets (the rows' facts) and tuning targets; default 6 and 3.
+    methods, deep : sequence, optional
+        Unlearning methods and their variants (``deep=(False, True)`` adds ``NPO_deep``);
+        default ``("NPO",)``, ``(False,)``.
+    controls : sequence of str, optional
+        ``filter``, ``ignorance``, ``never_trained``; default ``("filter",)``.
+    probes : sequence of str, optional
+        Registered probes (:data:`kgtest.probes.probes.PROBES`); default
+        ``("direct", "cot")``. Gating uses the original's direct and CoT answers either way.
+    steps : int, optional
+        Most training steps of the original (controls take as many as it took).
+    preset : str, optional
+        Model size preset; default ``"tiny"``.
+    config : ExperimentConfig, optional
+        Every other setting (split, corpus, model, train, unlearn, probes sections; its
+        ``[world]`` is ignored); default :func:`default_config`. The keyword arguments
+        above override it.
+    workdir : path, optional
+        Keep the stage folders here (``<workdir>/<world key>/corpus-*``, ``model-*``...),
+        reused by a later call with the same world and settings. Default: a temporary
+        folder, deleted on return.
+    cache : bool
+        Reuse the records of an identical call earlier in this process (same
+        :func:`world_key` and settings), so several claims over the same worlds train once.
+    log : callable, optional
+        Called with one progress line per stage.
+
+    Returns
+    -------
+    list of dict
+        Rows with every column of :data:`kgtest.records.COLUMNS`, for every variant
+        (``original``, the controls, the methods) x probe x forget target; ``gated_in``
+        filled. A fresh copy on every call.
+
+    Raises
+    ------
+    InputError
+        The world cannot host the experiment (:func:`check_trainable`'s reason, naming
+        the key to change), or a setting is invalid.
+
+    Examples
+    --------
+    A seconds-scale run (a real claim trains longer; see ``docs/claims.md``):
+
+    >>> from hypothesis import find
+    >>> w = find(composition_worlds(min_entities=8, max_entities=8), lambda w: True)
+    >>> rows = model_records(w, n_forget=2, n_validation=1, steps=30)
+    >>> sorted({(r["variant"], r["probe"]) for r in rows})
+    [('NPO', 'cot'), ('NPO', 'direct'), ('filter', 'cot'), ('filter', 'direct'), \
+('original', 'cot'), ('original', 'direct')]
+    >>> len(rows), rows[0]["split"]
+    (12, 'forget')
+    """
+    cfg = _settings(config, seed=seed, n_forget=n_forget, n_validation=n_validation,
+                    methods=methods, controls=controls, probes=probes, steps=steps,
+                    preset=preset, deep=deep)
+    why = check_trainable(world, split=cfg.split, seed=cfg.run.seed)
+    if why is not None:
+        raise InputError(f"model_records: this world cannot host the experiment: {why} "
+                         f"(draw worlds with kgtest.claims_model.composition_worlds, whose "
+                         f"targets exist by construction)")
+    key = config_hash(world_key(world), {k: to_dict(getattr(cfg, k)) for k in
+                                         ("run", "split", "corpus", "model", "train",
+                                          "unlearn", "probes")})
+    if cache and key in _CACHE:
+        return [dict(r) for r in _CACHE[key]]
+    say = log or (lambda msg: None)
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="kgtest-claim-") as tmp:
+            rows = _records(world, cfg, Path(tmp), say)
+    else:
+        rows = _records(world, cfg, Path(workdir) / world_key(world), say)
+    if cache:
+        _CACHE[key] = [dict(r) for r in rows]
+    return rows
+
+
+# --- reading the records ----------------------------------------------------------------------
+
+
+class Rate(NamedTuple):
+    """A rate (or a difference of rates) over facts, with its bootstrap interval.
+
+    ``n`` counts the facts it is over (gated in, applicable); ``chance`` is the mean
+    ``1 / n_candidates`` of those facts (NaN for a difference). ``estimate`` is NaN when
+    ``n`` is 0.
+    """
+
+    estimate: float
+    lo: float
+    hi: float
+    n: int
+    chance: float
+
+    def __str__(self) -> str:
+        return (f"{self.estimate:.3f} [{self.lo:.3f}, {self.hi:.3f}] over {self.n} facts "
+                f"(chance {self.chance:.3f})")
+
+
+def _select(records, variant: str, probe: str, setting: str, facts) -> list[dict]:
+    keep = None if facts is None else {int(f) for f in facts}
+    return [r for r in records if r["variant"] == variant and r["probe"] == probe
+            and (r["setting"] or "") == setting and (keep is None or r["fact"] in keep)]
+
+
+def rate(records: Sequence[dict], *, variant: str, probe: str, setting: str = "",
+         gated: bool = True, facts=None, n_boot: int = 2000, seed: int = 0,
+         level: float = 0.95) -> Rate:
+    """The fraction of facts ``variant`` answers correctly under ``probe``, with an interval.
+
+    The number :func:`kgtest.report.aggregate` reports (its ``rate``, ``lo``, ``hi``,
+    ``n_in``): over gated-in applicable facts (the original knew them), pooled over runs
+    by the two-level bootstrap. ``gated=False`` counts every applicable fact instead.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Tidy rows (:func:`model_records`, :func:`kgtest.records.read_records`).
+    variant, probe, setting : str
+        Which cell (``setting`` ``""`` for the plain probes).
+    gated : bool
+        Only facts the original knew (the SCIENCE.md rule), or all.
+    facts : iterable of int, optional
+        Restrict to these fact ids.
+    n_boot, seed, level
+        Bootstrap replicates, seed and coverage.
+
+    Examples
+    --------
+    >>> from kgtest.records import new_row
+    >>> rows = [new_row(run_id="r", variant="filter", probe="cot", fact=f, correct=c,
+    ...                 gated_in=g, chance=0.1) for f, (c, g) in
+    ...         enumerate([(1, 1), (1, 1), (1, 1), (0, 1), (1, 0)])]
+    >>> r = rate(rows, variant="filter", probe="cot", n_boot=500)
+    >>> r.estimate, r.n, r.chance, bool(r.lo > r.chance)
+    (0.75, 4, 0.1, True)
+    >>> rate(rows, variant="filter", probe="cot", gated=False).estimate
+    0.8
+    """
+    from kgtest.report import aggregate
+
+    rows = _select(records, variant, probe, setting, facts)
+    if not gated:
+        rows = [dict(r, gated_in=True) for r in rows]
+    counted = [r for r in rows if r["gated_in"] and r["applicable"]
+               and r["correct"] is not None]
+    chance = [r["chance"] for r in counted if r["chance"] is not None]
+    agg = aggregate(rows, n_boot=n_boot, seed=seed, level=level) if rows else []
+    cell = next((a for a in agg if a["setting"] == setting), None)
+    if cell is None or cell["n_in"] == 0:
+        nan = float("nan")
+        return Rate(nan, nan, nan, 0, float(np.mean(chance)) if chance else nan)
+    return Rate(cell["rate"], cell["lo"], cell["hi"], int(cell["n_in"]),
+                float(np.mean(chance)) if chance else float("nan"))
+
+
+def difference(records: Sequence[dict], a: tuple[str, str], b: tuple[str, str], *,
+               setting: str = "", facts=None, n_boot: int = 2000, seed: int = 0,
+               level: float = 0.95) -> Rate:
+    """Paired ``rate(a) - rate(b)`` over the facts gated in for both, with an interval.
+
+    ``a`` and ``b`` are ``(variant, probe)`` cells; the difference is per fact, over the
+    facts both ask (applicable and gated in, in the same run), so it compares the same
+    targets, as :func:`kgtest.report.aggregate`'s excess does; the interval is the paired
+    two-level bootstrap of :func:`kgtest.report.bootstrap`.
+
+    Examples
+    --------
+    >>> from kgtest.records import new_row
+    >>> rows = [new_row(run_id="r", variant="NPO", probe=p, fact=f, correct=c, gated_in=True)
+    ...         for p, cs in (("cot", [1, 1, 0, 1]), ("direct", [0, 0, 0, 1]))
+    ...         for f, c in enumerate(cs)]
+    >>> d = difference(rows, ("NPO", "cot"), ("NPO", "direct"), n_boot=500)
+    >>> d.estimate, d.n
+    (0.5, 4)
+    """
+    from kgtest.report import bootstrap
+
+    def cell(v, p):
+        out: dict[str, dict[int, float]] = {}
+        for r in _select(records, v, p, setting, facts):
+            if r["gated_in"] and r["applicable"] and r["correct"] is not None:
+                out.setdefault(r["run_id"], {})[r["fact"]] = float(r["correct"])
+        return out
+
+    ca, cb = cell(*a), cell(*b)
+    groups = []
+    for run_id, fa in ca.items():
+        fb = cb.get(run_id, {})
+        both = sorted(set(fa) & set(fb))
+        groups.append(np.array([(fa[f], fb[f]) for f in both]).reshape(-1, 2))
+    n = sum(len(g) for g in groups)
+    est, lo, hi = bootstrap(groups, n_boot=n_boot, seed=seed, level=level)
+    return Rate(est, lo, hi, n, float("nan"))

@@ -1,0 +1,133 @@
+"""Model-level claims: a tiny model trained on each drawn world, unlearned and probed.
+
+Budget (docs/claims.md): 3 worlds per claim. Per world, one training of the original (a
+tiny GPT-2, at most 1500 steps), one of the filter control (as many steps), and NPO
+tuned on 3 validation targets: about 45 s per world on one CPU thread. Both claims draw
+from the same strategy with the same ``@seed``, and :func:`model_records` caches a world's
+records in the process, so the worlds are trained once for the file: 2 to 4 minutes in
+all on a shared 2-core machine. Shrinking is off (each shrink step would train three
+models); a failure prints the world (``describe``), the rates of every variant and a
+``@reproduce_failure`` blob.
+``pytest -s`` prints one line per world. Two fast tests check the strategy and the
+refusal of degenerate worlds.
+
+The first claim holds on every world tried. The second is refuted: on the world recorded
+in ``REFUTED_BY`` (found by this file's own search), NPO leaves chain of thought no better
+than direct recall, so it is an xfail that replays that world first.
+"""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, example, given, note, seed, settings
+
+from kgtest.claims import closure_of, describe
+from kgtest.claims_model import (
+    check_trainable,
+    composition_world,
+    composition_worlds,
+    difference,
+    model_records,
+    rate,
+)
+from kgtest.errors import InputError
+from kgtest.strategies import worlds
+
+#: Worlds with at least 32 derived facts (two rules x 16 entities): 8 forget and 3
+#: validation targets leave most of each rule's facts as demonstrations.
+WORLDS = composition_worlds(min_entities=16, max_entities=30, max_relations=4, min_rules=2,
+                            max_rules=3)
+#: 8 forget targets per world: the rows each rate is over.
+SETUP = {"n_forget": 8, "n_validation": 3}
+#: 3 worlds, no deadline, no shrinking, no example database (a CI run is the same every
+#: time), every health check off (one example takes tens of seconds by design).
+BUDGET = settings(max_examples=3, deadline=None, database=None, print_blob=True,
+                  phases=[Phase.explicit, Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+SEED = 20240601
+
+
+# --- the strategy is valid by construction; degenerate worlds are refused (fast) ----------
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(WORLDS)
+def test_composition_worlds_always_host_the_experiment(world):
+    """Every drawn world has room for the targets and demonstrations of every rule."""
+    n_rules, n_ent = len(world.rules), len(world.entities)
+    assert len(closure_of(world)) - len(world.facts) == n_rules * n_ent
+    assert check_trainable(world, **SETUP) is None
+    assert check_trainable(world, **SETUP, seed=1) is None
+
+
+@settings(max_examples=20, deadline=None, database=None)
+@given(worlds(max_entities=6, max_facts=6, max_rules=0, planted=1, planted_depth=(1, 1),
+              planted_stated=False))
+def test_a_world_with_one_fact_per_rule_is_refused_with_a_reason(world):
+    """A planted target is the only fact of its goal rule: no demonstration elsewhere, so
+    a CoT probe would be meaningless; model_records says so before training anything."""
+    with pytest.raises(InputError, match="cannot host the experiment: forget target .* "
+                                         "no other fact of its rule"):
+        model_records(world, n_forget=1, n_validation=0)
+    assert "n_forget" in check_trainable(world, n_forget=2, n_validation=0)
+
+
+# --- the claims (slow: three tiny models per world) -----------------------------------------
+
+
+def _records(world):
+    torch.set_num_threads(1)
+    note(describe(world))
+    records = model_records(world, **SETUP)
+    for v in ("original", "filter", "NPO"):
+        for p in ("direct", "cot"):
+            note(f"{v:8s} {p:6s} {rate(records, variant=v, probe=p)}")
+    return records
+
+
+def _line(world, what: str) -> str:
+    m = world.meta
+    return (f"composition_world({m['n_entities']}, {m['n_relations']}, {m['rules']}, "
+            f"edge_seed={m['edge_seed']}): {what}")
+
+
+@pytest.mark.slow
+@seed(SEED)
+@BUDGET
+@given(WORLDS)
+def test_filter_control_rederives_targets_by_cot_above_chance(world):
+    """TRUE on every world tried: the filter control never saw a forget target, yet with
+    chain of thought it re-derives more of them than chance (the lower end of the 95%
+    interval of its CoT rate is above 1 / candidates): knowing the premises and the rule
+    (demonstrated on other entities) is enough to bring a filtered fact back."""
+    records = _records(world)
+    r = rate(records, variant="filter", probe="cot")
+    print(_line(world, f"filter CoT {r}"))
+    assert r.n >= 5, f"the original re-derived only {r.n} forget targets by CoT"
+    assert r.lo > r.chance, f"filter CoT {r} is not above chance"
+
+
+#: The world this file's search found against the second claim (hypothesis 6.170.17,
+#: seed SEED): 22 entities, r1_r1 and r0_r2. NPO: direct 0/8 and CoT 0/8 on the forget
+#: targets the original knew both ways (the filter control: 3/8 both ways).
+REFUTED_BY = composition_world(22, 3, [(1, 1), (0, 2)], edge_seed=31352908)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(raises=AssertionError, strict=False,
+                   reason="refuted: NPO suppresses CoT re-derivation as much as direct recall "
+                          "on REFUTED_BY (docs/claims.md)")
+@seed(SEED)
+@BUDGET
+@example(REFUTED_BY)
+@given(WORLDS)
+def test_cot_brings_back_more_than_direct_after_npo(world):
+    """FALSE as stated: after NPO unlearns the forget targets (every rendered form, CoT
+    included), asking with chain of thought recovers more of them than asking directly:
+    the paired difference CoT - direct, over the targets the original knew both ways, has
+    the lower end of its 95% interval above 0."""
+    records = _records(world)
+    d = difference(records, ("NPO", "cot"), ("NPO", "direct"))
+    note(f"NPO cot - direct: {d}")
+    print(_line(world, f"NPO CoT - direct {d}"))
+    assert d.n >= 5, f"only {d.n} targets known both ways by the original"
+    assert d.lo > 0, f"NPO: CoT - direct = {d}"
