@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -193,6 +195,37 @@ def test_ray_sweep_gives_the_same_records_as_the_local_one(local_sweep, tmp_path
             assert read_status(tmp_path / "ray" / e["dir"])["threads"] == 1
         else:
             assert ray_runs[e["name"]]["error"]["type"] == e["error"]["type"]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_only_its_own_run(tmp_path):
+    """SIGKILL the worker of seed 1 every time it starts: seed 0 still finishes."""
+    spec = _spec(tmp_path, "[sweep]\nseed = [0, 1]\n")
+    sweep = load_sweep(spec, tmp_path / "out")
+    target = sweep.run_dir(sweep.runs[1]) / "status.json"
+    killed, stop = set(), threading.Event()
+
+    def killer():
+        while not stop.is_set():
+            status = read_status(target.parent)
+            if status.get("status") == "running" and status["pid"] not in killed:
+                killed.add(status["pid"])
+                os.kill(status["pid"], signal.SIGKILL)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        summary = run_sweep(spec, tmp_path / "out", jobs=2, progress=False, log=lambda m: None)
+    finally:
+        stop.set()
+        thread.join()
+    by_seed = {e["seed"]: e for e in summary["runs"]}
+    assert by_seed[0]["status"] == "ok"
+    assert by_seed[1]["status"] == "failed" and len(killed) == 2  # in the pool, then alone
+    assert "worker process died" in by_seed[1]["error"]["message"]
+    assert read_status(target.parent)["status"] == "failed"  # written by the driver
+    assert "worker process died" in (target.parent / "error.txt").read_text()
 
 
 # --- slurm: what can be checked without a cluster ------------------------------------------

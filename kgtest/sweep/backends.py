@@ -97,45 +97,60 @@ def _init_local(slots, gpus: list[str], gpu_fraction: float | None, threads: int
     setup_worker(threads, gpu=gpu, gpu_fraction=frac)
 
 
+def _pool(batch: Sequence[SweepRun], n: int, spec: str, runs_dir: Path, gpus: list[str],
+          gpu_fraction: float | None, threads: int) -> Iterator[tuple[SweepRun, dict | None]]:
+    """Run ``batch`` on a fresh pool of ``n`` workers: ``(run, result)``, or ``(run, None)``
+    for the runs lost when a worker died and broke the pool."""
+    ctx = mp.get_context("spawn")
+    slots = ctx.Queue()
+    for i in range(n):
+        slots.put(i)
+    pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_local,
+                               initargs=(slots, gpus, gpu_fraction, threads, n))
+    try:
+        futures = {pool.submit(job, spec, r.overrides, runs_dir, name=r.name): r for r in batch}
+        for fut in as_completed(futures):
+            try:
+                yield futures[fut], fut.result()
+            except BrokenProcessPool:
+                yield futures[fut], None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def local_backend(sweep: Sweep, runs: Sequence[SweepRun], *, jobs: int | None = None,
                   threads: int = 1, gpus: Sequence[str] | None = None,
                   gpu_fraction: float | None = None) -> Iterator[dict]:
     """Run on a ``spawn`` process pool of ``jobs`` workers (default: one per CPU core).
 
-    A worker that dies (killed, out of memory) breaks the pool: the runs that were in
-    flight are retried once in a fresh pool, then recorded as failed.
+    A worker that dies (killed, out of memory) breaks the whole pool. The runs that had
+    started then are retried one at a time, each in a pool of its own, so the one that
+    kills its worker again is recorded as failed and the others finish; runs that had not
+    started go back to the queue.
     """
     if not runs:
         return
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(runs)))
     gpus = visible_gpus() if gpus is None else list(gpus)
     spec, runs_dir = _paths(sweep)
-    ctx = mp.get_context("spawn")
-    pending, broken = list(runs), {r.name: 0 for r in runs}
-    while pending:
-        slots = ctx.Queue()
-        for i in range(jobs):
-            slots.put(i)
-        pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_local,
-                                   initargs=(slots, gpus, gpu_fraction, threads, jobs))
-        try:
-            futures = {pool.submit(job, spec, r.overrides, runs_dir, name=r.name): r
-                       for r in pending}
-            pending = []
-            for fut in as_completed(futures):
-                run = futures[fut]
-                try:
-                    yield fut.result()
-                except BrokenProcessPool as err:
-                    started = read_status(runs_dir / run.name).get("status") == "running"
-                    broken[run.name] += started
-                    if broken[run.name] >= 2:
-                        yield failure(run, runs_dir, f"its worker process died twice "
-                                      f"(killed, or out of memory?): {err}")
-                    else:
-                        pending.append(run)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    queue, alone = list(runs), []
+    requeued = {r.name: 0 for r in runs}
+    while queue or alone:
+        batch, n = (queue, min(jobs, len(queue))) if queue else ([alone.pop(0)], 1)
+        queue = [] if batch is queue else queue
+        for run, result in _pool(batch, n, spec, runs_dir, gpus, gpu_fraction, threads):
+            if result is not None:
+                yield result
+                continue
+            started = read_status(runs_dir / run.name).get("status") == "running"
+            requeued[run.name] += not started
+            if started and n > 1:
+                alone.append(run)  # a suspect: retry it on its own
+            elif started or requeued[run.name] > 3:
+                yield failure(run, runs_dir, "its worker process died (killed, or out of "
+                              "memory?); re-launch the sweep to retry it")
+            else:
+                queue.append(run)
 
 
 # --- ray ----------------------------------------------------------------------------------
