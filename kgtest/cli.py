@@ -28,6 +28,7 @@ EXAMPLES = {
     "unlearn": "kgtest unlearn runs/quickstart-seed0 --method NPO --deep --set beta=0.2",
     "run": "kgtest run experiments/quickstart.toml --out runs --set run.seed=1",
     "report": "kgtest report runs/quickstart-seed0 runs/quickstart-seed1 --out runs/report",
+    "sweep": "kgtest sweep experiments/sweep.toml --backend local --jobs 2 --out runs/sweep",
 }
 
 
@@ -120,9 +121,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(r)
     r.set_defaults(func=cmd_run)
 
+    sw = _parser_for(sub, "sweep", "run a sweep spec (an experiment spec plus [sweep] axes) "
+                     "on a local process pool, Ray or Slurm; finished runs are skipped, "
+                     "failed and missing ones run", "sweep")
+    sw.add_argument("spec", help="sweep spec (TOML): an experiment spec with a [sweep] table")
+    sw.add_argument("--backend", choices=["local", "ray", "slurm"], default="local",
+                    help="local process pool (default), Ray tasks, or one Slurm job array")
+    sw.add_argument("--jobs", type=int, help="runs at once: local workers (default: CPU "
+                    "cores), Ray tasks in flight, or the Slurm array parallelism")
+    sw.add_argument("--out", help="sweep folder (default: runs/<spec file stem>)")
+    sw.add_argument("--address", help="ray: cluster address, e.g. auto or ray://head:10001 "
+                    "(default: start a local cluster)")
+    sw.add_argument("--cpus-per-run", type=float, default=1,
+                    help="ray: num_cpus per run; slurm: --cpus-per-task (default 1)")
+    sw.add_argument("--gpus-per-run", type=float, default=0,
+                    help="ray: num_gpus per run, fractions allowed; slurm: --gpus-per-node")
+    sw.add_argument("--partition", help="slurm: partition")
+    sw.add_argument("--time", dest="time_min", type=int, default=60,
+                    help="slurm: time limit per run in minutes (default 60)")
+    _add_set(sw)
+    sw.set_defaults(func=cmd_sweep)
+
     rp = _parser_for(sub, "report", "re-aggregate runs: summary.md, summary.json, plots",
                      "report")
-    rp.add_argument("run_dirs", nargs="+", help="run folders with records.jsonl")
+    rp.add_argument("run_dirs", nargs="+",
+                    help="run folders with records.jsonl, or one `kgtest sweep` folder")
     rp.add_argument("--out", help="output folder (default: the first run folder)")
     rp.add_argument("--control", default="filter", help="control for excess re-derivation")
     rp.set_defaults(func=cmd_report)
@@ -325,8 +348,36 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from kgtest.sweep import run_sweep, sweep_report
+
+    out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
+    options = {}
+    if args.backend == "ray":
+        options = {"address": args.address, "cpus_per_run": args.cpus_per_run,
+                   "gpus_per_run": args.gpus_per_run}
+    elif args.backend == "slurm":
+        options = {"partition": args.partition, "time_min": args.time_min,
+                   "cpus_per_task": max(1, round(args.cpus_per_run)),
+                   "gpus_per_node": round(args.gpus_per_run)}
+    result = run_sweep(args.spec, out, backend=args.backend, jobs=args.jobs,
+                       overrides=args.overrides, **options)
+    counts = result["counts"]
+    if counts.get("ok", 0) + counts.get("done", 0):
+        print(f"report: {sweep_report(out)}")
+    return 1 if counts.get("failed") else 0
+
+
 def cmd_report(args) -> int:
     from kgtest.report import report
+
+    if len(args.run_dirs) == 1 and (Path(args.run_dirs[0]) / "sweep.json").exists():
+        from kgtest.sweep import sweep_report
+
+        summary = sweep_report(args.run_dirs[0], args.out, control=args.control)
+        print(summary.read_text())
+        print(f"report: {summary}")
+        return 0
 
     for d in args.run_dirs:
         if not (Path(d) / "records.jsonl").exists():
