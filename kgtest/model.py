@@ -223,7 +223,10 @@ def hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, **kwargs) -> 
     >>> tuple(hidden_states(m, torch.tensor([[1, 4, 5]])).shape)
     (1, 3, 32)
     """
-    return base_model(model)(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state
+    # inputs_embeds, not input_ids: skips HF's pad-token check (a host sync and a warning
+    # for right-padded batches, which causal attention already makes harmless)
+    embeds = model.get_input_embeddings()(input_ids)  # (B, T, D)
+    return base_model(model)(inputs_embeds=embeds, use_cache=False, **kwargs).last_hidden_state
 
 
 def head_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
