@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -526,7 +527,8 @@ def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path 
     plt = _plt()
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
     for p, entries in logs:
-        name = f"{p.parent.parent.name}/{p.parent.name}" if len(runs) > 1 else p.parent.name
+        stage = re.sub(r"^(unlearn|model|control)-|-[0-9a-f]{12}$", "", p.parent.name)
+        name = f"{p.parent.parent.name}/{stage}" if len(runs) > 1 else stage
         loss = [(e["step"], e["loss"]) for e in entries if "loss" in e]
         if loss:
             ax_l.plot(*zip(*loss, strict=True), label=name)
@@ -545,9 +547,10 @@ def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path 
     ax_a.set_xlabel("step")
     ax_a.set_ylabel("evaluation metric (accuracy)")
     ax_a.set_title(f"{title}: evaluation metrics")
-    for ax in (ax_l, ax_a):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    if ax_l.get_legend_handles_labels()[0]:
+        ax_l.legend(fontsize=7)
+    if ax_a.get_legend_handles_labels()[0]:  # many lines: keep the legend off the data
+        ax_a.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(fig, path)
 
 
