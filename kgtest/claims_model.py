@@ -358,91 +358,26 @@ def _write_json(path: Path, data) -> None:
 
 
 def _train(cfg, run_dir: Path, corpus_dir: Path, key: str) -> Path:
-    """The original model: what :func:`kgtest.pipeline.train_stage` does, on our corpus."""
-    from kgtest.corpus.io import read_corpus, stage_seed
-    from kgtest.corpus.splits import Split
-    from kgtest.corpus.tokenizer import build_tokenizer
-    from kgtest.model import build_model
-    from kgtest.pipeline import eval_sets, make_eval_fn
-    from kgtest.stages import run_stage
-    from kgtest.train import train
+    """The original model: :func:`kgtest.pipeline.train_stage` on this world's corpus."""
+    from kgtest.pipeline import train_stage
 
-    def build(tmp: Path) -> None:
-        corpus = read_corpus(corpus_dir)
-        split = Split.load(corpus_dir / "split.json")
-        texts = [d["text"] for part in ("train", "eval", "unknown", "in_context")
-                 for d in corpus.part(part)]
-        tok = build_tokenizer(texts, kind="word" if cfg.corpus.surface == "symbolic" else "bpe")
-        model = build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed, "model"))
-        sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
-        train_cfg = cfg.train
-        if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
-            train_cfg = dataclasses.replace(
-                train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items() if k != "cot"})
-        res = train(model, tok, list(corpus.train), train_cfg, tmp,
-                    eval_fn=make_eval_fn(tok, sets), resume=True)
-        _write_json(tmp / "metrics.json", {
-            "steps": res.steps, "final_loss": res.final_loss,
-            "stopped_early": res.stopped_early, "tokens": res.tokens,
-            "seconds": res.seconds, **{f"acc_{k}": v for k, v in res.metrics.items()},
-            "n_eval_direct": len(sets.direct), "n_eval_cot": len(sets.cot)})
-        # the sections RunContext reads; no [world]: the world is given (world.json)
-        _write_json(tmp / "config.json", {s: to_dict(getattr(cfg, s)) for s in
-                                          ("run", "split", "corpus", "model", "train",
-                                           "unlearn")})
-
-    return run_stage(run_dir, "model", key, build)
+    return train_stage(cfg, run_dir, corpus_dir, key=key)
 
 
-def _control(ctx, cfg, kind: str, key: str) -> tuple[Path, list[int]]:
-    """A retrained control, as :func:`kgtest.unlearn.api.control_run` builds it."""
-    from kgtest.corpus.io import stage_seed
-    from kgtest.model import load_model
-    from kgtest.stages import run_stage
-    from kgtest.unlearn.controls import control_corpus, never_trained, train_control
-    from kgtest.unlearn.data import deletion_sets
+def _control(ctx, cfg, kind: str) -> tuple[Path, list[int]]:
+    """A retrained control: :func:`kgtest.unlearn.api.control_run` on the given world."""
+    from kgtest.unlearn.api import control_run
 
-    ucfg = cfg.unlearn
-    steps = ucfg.control_steps or ctx.train_steps()
-
-    def build(tmp: Path) -> None:
-        _, tok = load_model(ctx.model_dir)
-        init_seed = stage_seed(cfg.run.seed, "model")
-        record: dict = {"kind": kind, "init_seed": init_seed, "dropped_facts": []}
-        if kind == "never_trained":
-            never_trained(tok, cfg.model, tmp / "model", init_seed=init_seed)
-        else:
-            sets = None
-            if kind == "ignorance":
-                sets = deletion_sets(ctx.closure, ctx.split.forget, kb=ctx.kb, fixed=ctx.fixed,
-                                     restarts=ucfg.deletion_restarts,
-                                     time_limit=ucfg.deletion_time_limit,
-                                     seed=stage_seed(ucfg.seed, "deletion"))
-            filtered, dropped, _ = control_corpus(ctx.corpus, ctx.split, kind, deletion=sets)
-            train_cfg = dataclasses.replace(cfg.train, steps=steps, progress=False)
-            res = train_control(filtered, tok, cfg.model, train_cfg, tmp, init_seed=init_seed)
-            record.update({"dropped_facts": dropped, "steps": res.steps,
-                           "final_loss": res.final_loss})
-        _write_json(tmp / "control.json", record)
-
-    stage = run_stage(ctx.run_dir, f"control-{kind.replace('_', '-')}", key, build)
+    stage = control_run(ctx, kind, cfg.unlearn)
     info = json.loads((stage / "control.json").read_text())
-    return stage / "model", list(info["dropped_facts"])
+    return stage / "model", list(info.get("dropped_facts", []))
 
 
-def _unlearn(ctx, cfg, method: str, deep: bool, key: str) -> tuple[Path, list[int]]:
-    """One method, tuned on the validation targets, as :func:`unlearn_run` runs it."""
-    from kgtest.model import save_model
-    from kgtest.stages import run_stage
-    from kgtest.unlearn.api import unlearn_model
+def _unlearn(ctx, cfg, method: str, deep: bool) -> tuple[Path, list[int]]:
+    """One method, tuned on the validation targets: :func:`kgtest.unlearn.api.unlearn_run`."""
+    from kgtest.unlearn.api import unlearn_run
 
-    def build(tmp: Path) -> None:
-        model, tok, record = unlearn_model(ctx, cfg.unlearn, method, deep=deep)
-        save_model(model, tok, tmp / "model")
-        _write_json(tmp / "unlearn.json", record)
-
-    stage = run_stage(ctx.run_dir, f"unlearn-{method.lower()}{'-deep' if deep else ''}", key,
-                      build)
+    stage = unlearn_run(ctx, cfg.unlearn, method, deep=deep)
     info = json.loads((stage / "unlearn.json").read_text())
     return stage / "model", list(info["forget_set"]["facts"])
 
@@ -475,14 +410,12 @@ def _records(world: World, cfg, run_dir: Path, log) -> list[dict]:
     removed: dict[str, list[int]] = {}
     for kind in cfg.unlearn.controls:
         log(f"control {kind}")
-        variants[kind], removed[kind] = _control(
-            ctx, cfg, kind, config_hash(keys["model"], kind, cfg.unlearn))
+        variants[kind], removed[kind] = _control(ctx, cfg, kind)
     for method in cfg.unlearn.methods:
         for deep in cfg.unlearn.deep:
             name = variant_name(method, deep)
             log(f"unlearning {name}")
-            variants[name], removed[name] = _unlearn(
-                ctx, cfg, method, deep, config_hash(keys["model"], method, deep, cfg.unlearn))
+            variants[name], removed[name] = _unlearn(ctx, cfg, method, deep)
     seeds = {"world": world.meta.get("edge_seed", world.meta.get("seed")),
              "train": cfg.train.seed, "unlearn": cfg.unlearn.seed, "attack": cfg.probes.seed}
     pctx = ProbeContext.from_run(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -166,8 +166,12 @@ class TrainedRun:
 
 
 def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
-                corpus_dir: Path | None = None) -> Path:
-    """Tokenizer + model + training loop on the corpus's training documents."""
+                corpus_dir: Path | None = None, *, key: str | None = None) -> Path:
+    """Tokenizer + model + training loop on the corpus's training documents.
+
+    ``key`` overrides the stage key (for corpora built outside :func:`corpus_stage`, such
+    as :mod:`kgtest.claims_model`'s worlds, which no ``[world]`` section describes).
+    """
     from kgtest.corpus.tokenizer import build_tokenizer
     from kgtest.model import build_model
     from kgtest.train import train
@@ -183,7 +187,11 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
         tok = build_tokenizer(texts, kind=kind)
         model = build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed, "model"))
         sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
-        result = train(model, tok, list(corpus.train), cfg.train, tmp,
+        train_cfg = cfg.train
+        if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
+            train_cfg = replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
+                                                    if k != "cot"})
+        result = train(model, tok, list(corpus.train), train_cfg, tmp,
                        eval_fn=make_eval_fn(tok, sets), resume=True)
         if not dist_info().is_main:  # under torchrun, rank 0 writes the stage
             return
@@ -196,7 +204,7 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
         atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         _write_config(cfg, tmp)
 
-    key = cfg.key("world", "split", "corpus", "model", "train")
+    key = key or cfg.key("world", "split", "corpus", "model", "train")
     return run_stage_ranked(run_dir, "model", key, build, collective=True)
 
 

@@ -143,9 +143,11 @@ def load_run(run) -> RunContext:
     """Find a trained run's model stage and corpus.
 
     ``run`` is a :class:`~kgtest.pipeline.TrainedRun` (anything with ``stage_dir`` and
-    ``corpus_dir``), a model stage folder (``RUN/model-<key>``), or a run folder holding
-    exactly one finished model stage.
+    ``corpus_dir``), a model stage folder (``RUN/model-<key>``), a run folder holding
+    exactly one finished model stage, or a :class:`RunContext` (returned as it is).
     """
+    if isinstance(run, RunContext):  # already loaded (e.g. with a given world)
+        return run
     corpus_dir = None
     if hasattr(run, "stage_dir") and hasattr(run, "corpus_dir"):
         stage, corpus_dir = Path(run.stage_dir), Path(run.corpus_dir)
