@@ -255,15 +255,6 @@ def deep_unlearns(world: World, target: Target, deleted: Iterable[int], *, kb: K
     return deletion.deep_unlearns(c, t, ids, kb=kb_mask(world, kb), fixed=_fixed(world))
 
 
-def _bits(mask: int) -> list[int]:
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(low.bit_length() - 1)
-        mask ^= low
-    return out
-
-
 def _minimize(masks: Iterable[int]) -> list[int]:
     """Inclusion-minimal members of a family of bitmask sets (smallest first)."""
     kept: list[int] = []
@@ -329,15 +320,15 @@ def supports(world: World, target: Target, *, kb: KB = "base", limit: int = 10_0
     """
     t = fact_id(world, target)
     masks, glob = _support_masks(world, t, kb, limit)
-    return [frozenset(int(glob[i]) for i in _bits(m)) for m in masks]
+    return [frozenset(int(glob[i]) for i in deletion.bit_indices(m)) for m in masks]
 
 
 def _transversals(family: list[int]) -> list[int]:
     """Minimal hitting sets of a family of bitmask sets (Berge's algorithm)."""
     hs = [0]
     for s in sorted(family, key=int.bit_count):
-        hs = _minimize(h if h & s else h | (1 << b) for h in hs for b in ([0] if h & s
-                                                                        else _bits(s)))
+        hs = _minimize(h if h & s else h | (1 << b)
+                       for h in hs for b in ([0] if h & s else deletion.bit_indices(s)))
     return hs
 
 
@@ -355,7 +346,7 @@ def all_minimal_deletion_sets(world: World, target: Target, *, kb: KB = "base",
     masks, glob = _support_masks(world, t, kb, limit)
     if 0 in masks:
         return []
-    out = [frozenset(int(glob[i]) for i in _bits(h)) for h in _transversals(masks)]
+    out = [frozenset(int(glob[i]) for i in deletion.bit_indices(h)) for h in _transversals(masks)]
     return sorted(out, key=lambda s: (len(s), sorted(s)))
 
 

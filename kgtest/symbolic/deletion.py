@@ -337,7 +337,8 @@ class _Timeout(Exception):
     pass
 
 
-def _bits(mask: int) -> list[int]:
+def bit_indices(mask: int) -> list[int]:
+    """Indices of the set bits of a Python int (a bitset), lowest first."""
     out = []
     while mask:
         low = mask & -mask
@@ -352,7 +353,7 @@ def _to_int(mask: np.ndarray) -> int:
 
 def _to_mask(bits: int, n: int) -> np.ndarray:
     m = np.zeros(n, dtype=bool)
-    m[_bits(bits)] = True
+    m[bit_indices(bits)] = True
     return m
 
 
@@ -384,7 +385,7 @@ def _min_hitting_set(sets: list[int], bound: int, deadline: float) -> int | None
         if size + packing(rem) >= best[1]:
             return
         smallest = rem[0]
-        freq = {e: sum(1 for s in rem if s >> e & 1) for e in _bits(smallest)}
+        freq = {e: sum(1 for s in rem if s >> e & 1) for e in bit_indices(smallest)}
         banned = 0
         for e in sorted(freq, key=lambda x: (-freq[x], x)):
             bit = 1 << e
@@ -575,14 +576,18 @@ def minimal_deletion_sets(
     )
 
 
-def _deleted_local(closure: Closure, p: _Problem, deleted: FactIds, fixed_m: np.ndarray):
-    """Deleted facts as a local (n,) mask, plus whether any lie outside the cone."""
+def _deleted_local(closure: Closure, target: Target, deleted: FactIds, kb, fixed):
+    """The target's problem, the deleted facts as a local (n,) mask, and whether any
+    deleted fact lies outside the target's cone."""
+    t = _resolve_target(closure, target)
+    kb_m, fixed_m = _masks(closure, kb, fixed)
+    p = _problem(closure, t, kb_m, fixed_m)
     d = _mask(closure, deleted, "deleted")
     if (d & fixed_m).any():
         bad = closure.named(int(np.flatnonzero(d & fixed_m)[0]))
         raise InputError(f"deleted set contains the fixed fact '{' '.join(bad)}'")
     local = d[p.global_ids]
-    return local, int(d.sum()) > int(local.sum())
+    return p, local, int(d.sum()) > int(local.sum())
 
 
 def deep_unlearns(
@@ -606,10 +611,7 @@ def deep_unlearns(
     >>> deep_unlearns(c, 2, [2]), deep_unlearns(c, 2, [1, 2])
     (False, True)
     """
-    t = _resolve_target(closure, target)
-    kb_m, fixed_m = _masks(closure, kb, fixed)
-    p = _problem(closure, t, kb_m, fixed_m)
-    local, _ = _deleted_local(closure, p, deleted, fixed_m)
+    p, local, _ = _deleted_local(closure, target, deleted, kb, fixed)
     return not bool(_target_alive(p, (p.present & ~local)[None])[0])
 
 
@@ -636,10 +638,7 @@ def is_minimal(
     >>> is_minimal(c, 2, [0, 2]), is_minimal(c, 2, [0, 1, 2]), is_minimal(c, 2, [2])
     (True, False, False)
     """
-    t = _resolve_target(closure, target)
-    kb_m, fixed_m = _masks(closure, kb, fixed)
-    p = _problem(closure, t, kb_m, fixed_m)
-    local, outside = _deleted_local(closure, p, deleted, fixed_m)
+    p, local, outside = _deleted_local(closure, target, deleted, kb, fixed)
     members = np.flatnonzero(local)
     if outside or not p.present[members].all():
         return False
