@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = _parser_for(sub, "train", "world -> corpus -> trained Hugging Face model", "train")
     t.add_argument("spec", help="experiment spec (TOML)")
     t.add_argument("--out", default="runs", help="runs folder (default: runs)")
+    t.add_argument("--ensemble", type=int, metavar="M", default=0,
+                   help="train M models (seeds run.seed..run.seed+M-1) together in one "
+                        "process (stacked weights); each saved as an HF checkpoint")
     _add_set(t)
     t.set_defaults(func=cmd_train)
 
@@ -295,6 +298,17 @@ def cmd_train(args) -> int:
     from kgtest.pipeline import train_experiment
 
     cfg = load_experiment(args.spec, args.overrides)
+    if args.ensemble:
+        from kgtest.pipeline import ensemble_stage
+
+        stage = ensemble_stage(cfg, _run_dir(args.out, cfg), args.ensemble)
+        m = json.loads((stage / "metrics.json").read_text())
+        for i, (steps, loss, met) in enumerate(zip(m["steps"], m["final_loss"], m["metrics"],
+                                                  strict=True)):
+            accs = ", ".join(f"{k} {v:.3f}" for k, v in met.items())
+            print(f"member {i}: {steps} steps, final loss {loss:.3f}; {accs}")
+        print(f"{args.ensemble} models trained together in {m['seconds']:.0f} s: {stage}/")
+        return 0
     run = train_experiment(cfg, _run_dir(args.out, cfg))
     if dist_info().is_main:  # under torchrun, one summary
         print(_describe_training(run))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kgtest.config import to_dict
+from kgtest.config import config_hash, to_dict
 from kgtest.corpus.io import build_corpus, read_corpus, stage_seed
 from kgtest.corpus.splits import Split
 from kgtest.distributed import dist_info, run_stage_ranked
@@ -281,3 +281,42 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike, *,
         atomic_write_text(stamp, records_key)
     return report([run_dir], command=command, control=cfg.probes.control,
                   n_boot=cfg.probes.n_boot, seed=cfg.probes.seed)
+
+
+def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: int) -> Path:
+    """Train ``members`` models of the spec together (:func:`kgtest.ensemble.train_ensemble`).
+
+    Member ``m`` is initialised from model seed ``stage_seed(run.seed + m, "model")``, so
+    member 0 has the initial weights ``kgtest train`` would use; all members see the same
+    batches (``train.seed``). Writes ``RUN/ensemble-<key>/member-<m>/`` (ordinary HF
+    checkpoints), ``train_log.jsonl`` and ``metrics.json`` (one entry per member).
+    """
+    from kgtest.corpus.tokenizer import build_tokenizer
+    from kgtest.ensemble import train_ensemble
+    from kgtest.errors import InputError
+    from kgtest.model import build_model
+
+    if members < 1:
+        raise InputError(f"--ensemble must be >= 1, got {members}")
+    corpus_dir = corpus_stage(cfg, run_dir)
+
+    def build(tmp: Path) -> None:
+        corpus = read_corpus(corpus_dir)
+        split = Split.load(corpus_dir / "split.json")
+        texts = [d["text"] for part in ("train", "eval", "unknown", "in_context")
+                 for d in corpus.part(part)]
+        tok = build_tokenizer(texts, kind="word" if cfg.corpus.surface == "symbolic" else "bpe")
+        models = [build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed + m, "model"))
+                  for m in range(members)]
+        sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
+        res = train_ensemble(models, tok, list(corpus.train), cfg.train, tmp,
+                             eval_fn=make_eval_fn(tok, sets))
+        metrics = {"members": members, "steps": list(res.steps),
+                   "final_loss": list(res.final_losses), "metrics": list(res.metrics),
+                   "stopped_early": list(res.stopped_early), "tokens": res.tokens,
+                   "seconds": res.seconds}
+        atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+        _write_config(cfg, tmp)
+
+    key = config_hash(cfg.key("world", "split", "corpus", "model", "train"), members)
+    return run_stage_ranked(run_dir, "ensemble", key, build)

@@ -160,3 +160,17 @@ def test_train_reuses_a_finished_model(tmp_path, capsys):
     stamp = (model_dir / "metrics.json").stat().st_mtime_ns
     rc, out2, _ = run(argv, capsys)
     assert rc == 0 and (model_dir / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_train_ensemble_writes_loadable_members(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    rc, out, _ = run(["train", "tests/data/tiny.toml", "--out", str(tmp_path), "--ensemble",
+                      "2", "--set", "train.steps=20", "--set", "train.eval_every=0"], capsys)
+    assert rc == 0 and "member 1: 20 steps" in out
+    (stage,) = (tmp_path / "tiny-seed0").glob("ensemble-*")
+    members = sorted(stage.glob("member-*"))
+    assert len(members) == 2
+    a, b = (AutoModelForCausalLM.from_pretrained(m) for m in members)
+    wa, wb = (m.get_input_embeddings().weight for m in (a, b))
+    assert wa.shape == wb.shape and not bool((wa == wb).all())  # different seeds
