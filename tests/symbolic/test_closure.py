@@ -506,7 +506,7 @@ def test_out_degree_world_matches_reference():
 @given(st.lists(st.integers(0, 2**62), max_size=30), st.integers(0, 60))
 def test_sort_and_merge_helpers(values, shift):
     """The engine's stable sort (packed, sorted and fallback paths) and run merge."""
-    from kgtest.symbolic.closure import _merge, _stable_sort
+    from kgtest.symbolic.join import _merge, _stable_sort
 
     for keys in (np.array(values, dtype=np.int64) >> shift,  # small keys: packed path
                  np.array(values, dtype=np.int64),  # huge keys: stable argsort fallback
