@@ -17,8 +17,9 @@ Input facts can have derivations too (a stated fact that is also derivable): the
 recorded, which is what deletion sets need. A derivation that uses its own head as a
 premise is dropped (it can never make a fact derivable).
 
-How the join works (:mod:`kgtest.symbolic.join`): a rule body is evaluated atom by atom on tables of variable
-bindings (one numpy column per variable, one per premise); there is no per-fact Python.
+How the join works (the engine is :mod:`kgtest.symbolic.join`): a rule body is evaluated
+atom by atom on tables of variable bindings (one numpy column per variable, one per
+premise); there is no per-fact Python.
 Facts are grouped by relation in id order, and the facts an atom joins against are kept
 sorted by the join key (one or two shared variables packed into one int64), with CSR
 offsets per entity where that is compact. These join indexes are cached per relation,
