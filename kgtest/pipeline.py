@@ -155,6 +155,16 @@ def make_eval_fn(tokenizer, sets: EvalSets):
 # --- training ---------------------------------------------------------------------------
 
 
+def corpus_tokenizer(cfg: ExperimentConfig, corpus):
+    """The run's tokenizer: word-level (symbolic) or BPE (natural) over every document part,
+    so entities seen only in probes still have ids."""
+    from kgtest.corpus.tokenizer import build_tokenizer
+
+    texts = [d["text"] for part in ("train", "eval", "unknown", "in_context")
+             for d in corpus.part(part)]
+    return build_tokenizer(texts, kind="word" if cfg.corpus.surface == "symbolic" else "bpe")
+
+
 @dataclass(frozen=True)
 class TrainedRun:
     """Where a trained model and its corpus live, with its final metrics."""
@@ -172,7 +182,6 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
     ``key`` overrides the stage key (for corpora built outside :func:`corpus_stage`, such
     as :mod:`kgtest.claims_model`'s worlds, which no ``[world]`` section describes).
     """
-    from kgtest.corpus.tokenizer import build_tokenizer
     from kgtest.model import build_model
     from kgtest.train import train
 
@@ -181,10 +190,7 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
     def build(tmp: Path) -> None:
         corpus = read_corpus(corpus_dir)
         split = Split.load(corpus_dir / "split.json")
-        texts = [d["text"] for part in ("train", "eval", "unknown", "in_context")
-                 for d in corpus.part(part)]
-        kind = "word" if cfg.corpus.surface == "symbolic" else "bpe"
-        tok = build_tokenizer(texts, kind=kind)
+        tok = corpus_tokenizer(cfg, corpus)
         model = build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed, "model"))
         sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
         train_cfg = cfg.train
@@ -291,7 +297,6 @@ def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: i
     batches (``train.seed``). Writes ``RUN/ensemble-<key>/member-<m>/`` (ordinary HF
     checkpoints), ``train_log.jsonl`` and ``metrics.json`` (one entry per member).
     """
-    from kgtest.corpus.tokenizer import build_tokenizer
     from kgtest.ensemble import train_ensemble
     from kgtest.errors import InputError
     from kgtest.model import build_model
@@ -303,9 +308,7 @@ def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: i
     def build(tmp: Path) -> None:
         corpus = read_corpus(corpus_dir)
         split = Split.load(corpus_dir / "split.json")
-        texts = [d["text"] for part in ("train", "eval", "unknown", "in_context")
-                 for d in corpus.part(part)]
-        tok = build_tokenizer(texts, kind="word" if cfg.corpus.surface == "symbolic" else "bpe")
+        tok = corpus_tokenizer(cfg, corpus)
         models = [build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed + m, "model"))
                   for m in range(members)]
         sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
