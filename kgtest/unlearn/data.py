@@ -45,7 +45,7 @@ from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.deletion import minimal_deletion_sets
 
 __all__ = ["ForgetSet", "deletion_sets", "forget_set", "retain_docs", "direct_docs",
-           "direct_accuracy", "chance_level", "check_targets"]
+           "direct_accuracy", "chance_level", "majority_floor", "check_targets"]
 
 #: Roles in which a document renders a fact itself (rather than using it).
 OWN_ROLES = ("stated", "answer")
@@ -233,3 +233,33 @@ def chance_level(corpus: Corpus, facts: Iterable[int],
             n = len(objs)
         out.append(1.0 / max(1, n))
     return float(np.mean(out)) if out else float("nan")
+
+
+def majority_floor(facts: np.ndarray, targets: Iterable[int]) -> np.ndarray:
+    """Per target: the chance that "always answer the most frequent object" is right.
+
+    For a target ``(s, r, o)``, the most frequent object of ``r`` is counted over every
+    other fact of ``r`` in ``facts`` (leave-one-out, so the target does not vote for
+    itself). The floor is ``1 / m`` if ``o`` is among the ``m`` tied most frequent
+    objects, else 0. Its mean over targets is the rate a model that learned only each
+    relation's output bias would score: "above chance" means above this, not above
+    ``1 / number of entities``.
+
+    >>> import numpy as np
+    >>> F = np.array([[0, 0, 5], [1, 0, 5], [2, 0, 6], [3, 1, 7]])
+    >>> majority_floor(F, [0, 2, 3]).tolist()
+    [0.5, 0.0, 0.0]
+    """
+    F = np.asarray(facts)
+    targets = [int(f) for f in targets]
+    out = np.zeros(len(targets))
+    for i, f in enumerate(targets):
+        r, o = F[f, 1], F[f, 2]
+        others = np.flatnonzero(F[:, 1] == r)
+        others = others[others != f]
+        if not len(others):
+            continue
+        objs, counts = np.unique(F[others, 2], return_counts=True)
+        modes = objs[counts == counts.max()]
+        out[i] = 1.0 / len(modes) if o in modes else 0.0
+    return out
