@@ -41,6 +41,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from kgtest.corpus.tokenizer import save_tokenizer
 from kgtest.errors import InputError
 
 __all__ = ["PRESETS", "ModelConfig", "build_model", "save_model", "load_model",
@@ -156,14 +157,14 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     >>> d = save_model(build_model(ModelConfig(preset="tiny"), tok), tok,
     ...                tempfile.mkdtemp() + "/model")
     >>> sorted(p.name for p in d.iterdir())  # doctest: +ELLIPSIS
-    ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', ...]
+    ['config.json', 'generation_config.json', 'model.safetensors', 'special_tokens_map.json', ...
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)  # loads in transformers 4.x and 5.x
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)

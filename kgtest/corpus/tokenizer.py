@@ -11,8 +11,10 @@ Both come back as a :class:`transformers.PreTrainedTokenizerFast` with explicit 
 tokens ``<pad>`` (id 0), ``<bos>`` (1), ``<eos>`` (2) and ``<unk>`` (3). Encoding with
 ``add_special_tokens=True`` (the default of ``tokenizer(text)``) prepends ``<bos>``, so a
 plain Hugging Face user who writes ``tok(prompt, return_tensors="pt")`` feeds a model the
-same ids as kgtest's own training and decoding. Saved with ``save_pretrained``, the
-tokenizer reloads with ``AutoTokenizer.from_pretrained``.
+same ids as kgtest's own training and decoding. Saved with :func:`save_tokenizer`, the
+folder declares ``"tokenizer_class": "PreTrainedTokenizerFast"`` and reloads with
+``AutoTokenizer.from_pretrained`` in transformers 4.x and 5.x, and with
+``tokenizers.Tokenizer.from_file("tokenizer.json")`` (same ids, bos included).
 
 Examples
 --------
@@ -25,7 +27,10 @@ True
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -33,7 +38,7 @@ from transformers import PreTrainedTokenizerFast
 
 from kgtest.errors import InputError
 
-__all__ = ["SPECIAL_TOKENS", "build_tokenizer", "encode_pair"]
+__all__ = ["SPECIAL_TOKENS", "build_tokenizer", "encode_pair", "save_tokenizer"]
 
 #: The special tokens, in id order: pad=0, bos=1, eos=2, unk=3.
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -145,3 +150,59 @@ def encode_pair(tokenizer: PreTrainedTokenizerFast, prompts: list[str],
     p = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
     c = tokenizer(list(completions), add_special_tokens=False)["input_ids"] if completions else []
     return p, c
+
+
+#: The class name written to ``tokenizer_config.json``: a name transformers 4.x and 5.x
+#: both resolve (5.x's own ``TokenizersBackend`` does not exist in 4.x).
+PORTABLE_CLASS = "PreTrainedTokenizerFast"
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | os.PathLike) -> Path:
+    """Save a tokenizer so that transformers 4.x and 5.x both load it.
+
+    ``save_pretrained`` under transformers 5 records the class ``TokenizersBackend``,
+    which 4.x (the version most unlearning and interpretability code runs) cannot
+    resolve; this rewrites it to ``PreTrainedTokenizerFast`` and writes the special
+    tokens in both ``tokenizer_config.json`` and ``special_tokens_map.json``. The ids,
+    bos prepended by ``tokenizer(text)``, live in ``tokenizer.json`` itself, so
+    ``tokenizers.Tokenizer.from_file`` gives the same ids too.
+
+    Parameters
+    ----------
+    tokenizer : PreTrainedTokenizerFast
+        A tokenizer from :func:`build_tokenizer` (or loaded from a kgtest checkpoint).
+    out_dir : path
+        The folder (created if missing); usually a model checkpoint folder.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from tokenizers import Tokenizer
+    >>> tok = build_tokenizer(["a b c"])
+    >>> d = save_tokenizer(tok, tempfile.mkdtemp())
+    >>> json.loads((d / "tokenizer_config.json").read_text())["tokenizer_class"]
+    'PreTrainedTokenizerFast'
+    >>> Tokenizer.from_file(str(d / "tokenizer.json")).encode("a c").ids == tok("a c")["input_ids"]
+    True
+    """
+    from kgtest.symbolic.facts import atomic_write_text
+
+    out = Path(out_dir)
+    tokenizer.save_pretrained(out)
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") in ("TokenizersBackend", PORTABLE_CLASS):
+        config["tokenizer_class"] = PORTABLE_CLASS  # a model's own class (GPT2...) stays
+        config.pop("backend", None)  # a transformers-5 key; 5.x sets it again when loading
+    special = {k: str(getattr(tokenizer, k)) for k in ("bos_token", "eos_token", "pad_token",
+                                                       "unk_token")
+               if getattr(tokenizer, k, None) is not None}
+    config.update(special)
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
+    return out

@@ -82,3 +82,32 @@ def test_save_and_auto_reload_give_same_ids(tmp_path, kind):
         assert back(text)["input_ids"] == tok(text)["input_ids"]
     assert (back.bos_token, back.eos_token, back.pad_token, back.unk_token) == \
         (tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token)
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_saved_folder_is_portable_to_tokenizers_and_transformers_4(tmp_path, kind):
+    """The folder names a class transformers 4.x knows and every loader gives kgtest's ids."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from kgtest.corpus.tokenizer import save_tokenizer
+
+    tok = build_tokenizer(DOCS, kind=kind, vocab_size=None if kind == "word" else 280)
+    save_tokenizer(tok, tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and "backend" not in config
+    assert {config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")} == \
+        set(SPECIAL_TOKENS)
+    raw = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    fast = PreTrainedTokenizerFast.from_pretrained(tmp_path)
+    auto = AutoTokenizer.from_pretrained(tmp_path)
+    for text in DOCS + ["Q cy parent ? A "]:
+        want = tok(text)["input_ids"]
+        assert want[0] == tok.bos_token_id
+        assert raw.encode(text).ids == want  # bos from tokenizer.json's post-processor
+        assert fast(text)["input_ids"] == want and auto(text)["input_ids"] == want
+        assert fast.encode(text, add_special_tokens=False) == want[1:]
+    assert (fast.bos_token_id, fast.eos_token_id, fast.pad_token_id, fast.unk_token_id) == \
+        (1, 2, 0, 3)
