@@ -43,6 +43,7 @@ from transformers import (
 
 from kgtest.corpus.tokenizer import save_tokenizer
 from kgtest.errors import InputError
+from kgtest.perms import respect_umask
 
 __all__ = ["PRESETS", "ModelConfig", "build_model", "save_model", "load_model",
            "base_model", "hidden_states", "head_logits"]
@@ -165,6 +166,7 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         save_tokenizer(tokenizer, tmp)  # loads in transformers 4.x and 5.x
+        respect_umask(tmp, tree=True)  # mkdtemp makes 0700, safetensors 0600
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)

@@ -42,6 +42,7 @@ from kgtest.corpus.render import PARTS, Corpus, CorpusConfig, check_hygiene, ren
 from kgtest.corpus.splits import Split, SplitConfig, choose_split
 from kgtest.corpus.surface import Surface
 from kgtest.errors import InputError
+from kgtest.perms import respect_umask
 
 __all__ = ["write_corpus", "read_corpus", "build_corpus", "corpus_stats", "fact_categories",
            "configs_from_spec", "stage_seed", "FILES"]
@@ -112,6 +113,7 @@ def _write_all(out_dir: Path, files: dict[str, str]) -> None:
             tmps.append((name, Path(tmp)))
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
+            respect_umask(tmp)  # mkstemp makes 0600
         for name, tmp in tmps:
             os.replace(tmp, out_dir / name)
     finally:

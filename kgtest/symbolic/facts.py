@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kgtest.errors import InputError
+from kgtest.perms import respect_umask
 
 __all__ = [
     "Vocab",
@@ -156,6 +157,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        respect_umask(tmp)  # mkstemp makes 0600
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

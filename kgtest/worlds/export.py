@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kgtest.perms import respect_umask
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.symbolic.rules import format_rules
@@ -457,6 +458,7 @@ def draw_world(
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
+        respect_umask(tmp)  # mkstemp makes 0600
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
