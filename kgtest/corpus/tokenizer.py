@@ -44,6 +44,10 @@ __all__ = ["SPECIAL_TOKENS", "build_tokenizer", "encode_pair", "save_tokenizer"]
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = SPECIAL_TOKENS
 
+#: What ``tokenizer(text)`` returns. No ``token_type_ids``: transformers 4.x GPT-2 adds the
+#: embedding of token 0 (``<pad>``) at every position when they are passed.
+MODEL_INPUTS = ("input_ids", "attention_mask")
+
 DEFAULT_BPE_VOCAB = 1000  # a small BPE is plenty for templated natural text
 
 
@@ -131,6 +135,7 @@ def build_tokenizer(texts: Iterable[str], kind: Literal["word", "bpe"] = "word",
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
         clean_up_tokenization_spaces=False,  # keep "bob ." as is: the round trip is exact
+        model_input_names=list(MODEL_INPUTS),
     )
 
 
@@ -163,7 +168,8 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | os.PathLik
     ``save_pretrained`` under transformers 5 records the class ``TokenizersBackend``,
     which 4.x (the version most unlearning and interpretability code runs) cannot
     resolve; this rewrites it to ``PreTrainedTokenizerFast`` and writes the special
-    tokens in both ``tokenizer_config.json`` and ``special_tokens_map.json``. The ids,
+    tokens in both ``tokenizer_config.json`` and ``special_tokens_map.json``, and names the
+    model inputs (no ``token_type_ids``: 4.x GPT-2 would embed them). The ids,
     bos prepended by ``tokenizer(text)``, live in ``tokenizer.json`` itself, so
     ``tokenizers.Tokenizer.from_file`` gives the same ids too.
 
@@ -203,6 +209,7 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | os.PathLik
                                                        "unk_token")
                if getattr(tokenizer, k, None) is not None}
     config.update(special)
+    config.setdefault("model_input_names", list(MODEL_INPUTS))
     atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
     return out

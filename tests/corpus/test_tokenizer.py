@@ -109,5 +109,6 @@ def test_saved_folder_is_portable_to_tokenizers_and_transformers_4(tmp_path, kin
         assert raw.encode(text).ids == want  # bos from tokenizer.json's post-processor
         assert fast(text)["input_ids"] == want and auto(text)["input_ids"] == want
         assert fast.encode(text, add_special_tokens=False) == want[1:]
+        assert set(fast(text)) == {"input_ids", "attention_mask"}  # 4.x GPT-2 embeds types
     assert (fast.bos_token_id, fast.eos_token_id, fast.pad_token_id, fast.unk_token_id) == \
         (1, 2, 0, 3)
