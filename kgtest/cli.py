@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n" + textwrap.indent("\n".join(EXAMPLES.values()), "  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"kgtest {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -158,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(dm)
     dm.set_defaults(func=cmd_demo)
     return p
+
+
+def _version() -> str:
+    from kgtest import __version__
+
+    return __version__
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:

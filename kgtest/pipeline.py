@@ -36,6 +36,7 @@ from kgtest.corpus.io import build_corpus, read_corpus, stage_seed
 from kgtest.corpus.splits import Split
 from kgtest.distributed import dist_info, run_stage_ranked
 from kgtest.experiment import ExperimentConfig
+from kgtest.interop.runinfo import write_run_info
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.worlds.export import describe_world, write_world
 from kgtest.worlds.samplers import sample_world
@@ -246,8 +247,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike, *,
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if command:
-        atomic_write_text(run_dir / "command.txt", command + "\n")
+    write_run_info(cfg, run_dir, command)  # spec.toml, run.json (versions, git), command.txt
     log(f"[1/5] world and corpus -> {run_dir}")
     world_stage(cfg, run_dir)
     trained = train_experiment(cfg, run_dir)

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from kgtest.errors import InputError
+from kgtest.interop.runinfo import run_info_markdown
 from kgtest.records import read_records
 from kgtest.symbolic.facts import atomic_write_text
 
@@ -354,6 +355,7 @@ def report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | N
     command = command or "kgtest report " + " ".join(str(d) for d in runs)
     text = summary_markdown(agg, records, command=command, tuning=_tuning(runs),
                             plots=[str(p.relative_to(out)) for p in plots], control=control)
+    text += run_info_markdown(runs)  # versions, git commit, reproduce command (run.json)
     atomic_write_text(out / "summary.json", json.dumps(
         [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in a.items()}
          for a in agg], indent=1) + "\n")
