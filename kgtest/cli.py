@@ -175,63 +175,68 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 # --- commands ----------------------------------------------------------------------------
 
 
-def _load_kb(facts_path: str, rules_path: str, fixed_path: str | None = None):
-    """Read a user KB: returns (closure, kb ids, fixed mask)."""
+def _load_kb(facts_path: str, rules_path: str, fixed_path: str | None = None,
+             masks: bool = True):
+    """Read a user KB: returns (closure, kb mask, fixed mask); masks None if not asked."""
     import numpy as np
 
     from kgtest.symbolic.closure import forward_chain
-    from kgtest.symbolic.facts import Vocab, encode, read_tsv
+    from kgtest.symbolic.facts import read_facts
     from kgtest.symbolic.rules import read_rules
 
-    facts = read_tsv(facts_path)
-    if not facts:
+    kb, ents, rels = read_facts(facts_path)
+    if not len(kb):
         raise InputError(f"{facts_path}: no facts in file")
-    fixed = read_tsv(fixed_path) if fixed_path else []
+    fx = read_facts(fixed_path, ents, rels)[0] if fixed_path else np.zeros((0, 3), np.int64)
     rules = read_rules(rules_path)
-    ents, rels = Vocab(), Vocab()
-    kb = encode(facts, ents, rels)
-    fx = encode(fixed, ents, rels)
     closure = forward_chain(np.concatenate([kb, fx]), rules, ents, rels)
-    kb_ids = closure.index(kb)
+    if not masks:
+        return closure, None, None
     fixed_mask = np.zeros(len(closure), dtype=bool)
     if len(fx):
         fixed_mask[closure.index(fx)] = True
-    kb_mask = np.zeros(len(closure), dtype=bool)
-    kb_mask[kb_ids] = True
-    kb_mask &= ~fixed_mask
+    kb_mask = closure.is_base & ~fixed_mask  # input rows come first, deduplicated
     return closure, kb_mask, fixed_mask
 
 
 def cmd_world_closure(args) -> int:
-    from kgtest.symbolic.facts import atomic_write_text
+    from kgtest.symbolic.facts import atomic_write_text, facts_tsv_bytes
 
-    closure, _, _ = _load_kb(args.facts, args.rules)
-    lines = []
-    if args.header:
-        cols = ["subject", "relation", "object"]
-        if args.explain:
-            cols += ["derived", "proof_count", "depth", "derivations"]
-        lines.append("\t".join(cols))
-    names = closure.named_all()
-    for i, (s, r, o) in enumerate(names):
-        row = [s, r, o]
-        if args.explain:
-            derivs = [
-                {"rule": str(closure.rules[closure.deriv_rule[d]]),
-                 "premises": [list(names[p]) for p in closure.premises(d)]}
-                for d in closure.derivations_of(i).tolist()
-            ]
-            row += [str(int(not closure.is_base[i])), str(int(closure.proof_count[i])),
-                    str(int(closure.depth[i])), json.dumps(derivs, separators=(",", ":"))]
-        lines.append("\t".join(row))
-    text = "\n".join(lines) + "\n"
+    closure, _, _ = _load_kb(args.facts, args.rules, masks=False)
+    cols = ["subject", "relation", "object"]
+    extra = []
+    if args.explain:
+        cols += ["derived", "proof_count", "depth", "derivations"]
+        extra = [(["0", "1"], (~closure.is_base).astype(int)),
+                 (_numerals(closure.proof_count), closure.proof_count),
+                 (_numerals(closure.depth), closure.depth),
+                 (_derivations_json(closure), range(len(closure)))]
+    text = facts_tsv_bytes(closure.facts, closure.entities, closure.relations, extra,
+                           header=cols if args.header else None)
     if args.out:
         atomic_write_text(args.out, text)
         n_derived = len(closure) - closure.n_base
         print(f"wrote {len(closure)} facts ({n_derived} derived) to {args.out}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text)
+        sys.stdout.buffer.flush()
     return 0
+
+
+def _numerals(values) -> list[str]:
+    return [str(i) for i in range(int(values.max(initial=0)) + 1)]
+
+
+def _derivations_json(closure) -> list[str]:
+    names = closure.named_all()
+    out = []
+    for i in range(len(closure)):
+        derivs = [{"rule": str(closure.rules[closure.deriv_rule[d]]),
+                   "premises": [list(names[p]) for p in closure.premises(d)]}
+                  for d in closure.derivations_of(i).tolist()]
+        out.append(json.dumps(derivs, separators=(",", ":")))
+    return out
 
 
 def _parse_target(text: str) -> tuple[str, str, str]:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kgtest.errors import InputError
 from kgtest.perms import respect_umask
+from kgtest.symbolic.tsv import MAX_BYTES, format_columns, read_bytes, scan
 
 __all__ = [
     "Vocab",
@@ -33,6 +33,8 @@ __all__ = [
     "decode",
     "fact_keys",
     "read_tsv",
+    "read_facts",
+    "facts_tsv_bytes",
     "write_tsv",
     "atomic_write_text",
 ]
@@ -64,6 +66,11 @@ class Vocab:
             self._names.append(name)
             self._index[name] = i
         return i
+
+    def add_all(self, names: Iterable[str]) -> np.ndarray:
+        """Ids of ``names`` (interning new ones in order), as an int64 array."""
+        add = self.add
+        return np.fromiter((add(n) for n in names), dtype=np.int64)
 
     def id(self, name: str) -> int:
         """Return the id of a known name; ``KeyError`` if unknown."""
@@ -100,14 +107,20 @@ class Vocab:
 
 def encode(facts: Iterable[Sequence[str]], entities: Vocab, relations: Vocab) -> np.ndarray:
     """Intern string triples into an ``(n, 3)`` int64 array (adds unseen names)."""
-    rows = [(entities.add(s), relations.add(r), entities.add(o)) for s, r, o in facts]
+    add_e, add_r = entities.add, relations.add
+    rows = [(add_e(s), add_r(r), add_e(o)) for s, r, o in facts]
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
 
 def decode(triples: np.ndarray, entities: Vocab, relations: Vocab) -> list[tuple[str, str, str]]:
     """Turn an ``(n, 3)`` id array back into string triples."""
-    en, rn = entities.names, relations.names
-    return [(en[s], rn[r], en[o]) for s, r, o in np.asarray(triples).tolist()]
+    t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+    en = np.empty(len(entities), dtype=object)  # vectorised gathers, no per-row Python
+    en[:] = entities._names
+    rn = np.empty(len(relations), dtype=object)
+    rn[:] = relations._names
+    return list(zip(en[t[:, 0]].tolist(), rn[t[:, 1]].tolist(), en[t[:, 2]].tolist(),
+                    strict=True))
 
 
 def fact_keys(triples: np.ndarray, n_entities: int) -> np.ndarray:
@@ -121,42 +134,103 @@ def fact_keys(triples: np.ndarray, n_entities: int) -> np.ndarray:
     return (t[:, 1] * e + t[:, 0]) * e + t[:, 2]
 
 
-def read_tsv(path: str | os.PathLike) -> list[tuple[str, str, str]]:
-    """Read ``subject<TAB>relation<TAB>object`` lines; ``#`` starts a comment.
+def read_facts(
+    path: str | os.PathLike,
+    entities: Vocab | None = None,
+    relations: Vocab | None = None,
+    *,
+    max_bytes: int = MAX_BYTES,
+) -> tuple[np.ndarray, Vocab, Vocab]:
+    """Read a facts TSV straight into an ``(n, 3)`` id array (fast: no per-line Python).
 
-    Blank lines are skipped. Extra columns after the first three are ignored, so
-    kgtest's own annotated output can be read back. A line with fewer than three
-    non-empty columns raises :class:`InputError` naming the file and line.
+    The format is that of :mod:`kgtest.symbolic.tsv`: ``subject<TAB>relation<TAB>object``
+    per line; a UTF-8 BOM is dropped; lines whose first non-space character is ``#`` are
+    comments (``#`` elsewhere belongs to the name); spaces around a column are stripped;
+    an optional first-line header ``subject<TAB>relation<TAB>object[<TAB>...]`` is skipped
+    and allows as many extra (ignored) annotation columns as it names; without one, a line
+    with a fourth column is an error. Names are interned into ``entities`` / ``relations``
+    (fresh vocabularies when None) in order of first appearance (subject before object),
+    as :func:`encode` would.
+
+    Raises
+    ------
+    InputError
+        One line naming the file and line (the offending line shortened).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "kb.tsv"
+    >>> _ = p.write_text("subject\\trelation\\tobject\\nann\\tparent\\tbob #2\\n")
+    >>> triples, ents, rels = read_facts(p)
+    >>> triples.tolist(), ents.names, rels.names
+    ([[0, 0, 1]], ['ann', 'bob #2'], ['parent'])
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"{p}: cannot read facts file ({err.strerror or err})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not a UTF-8 text file") from None
-    out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        body = line.split("#", 1)[0].rstrip("\r\n")
-        if not body.strip():
-            continue
-        cols = [c.strip() for c in body.split("\t")]
-        if len(cols) < 3 or not all(cols[:3]):
-            raise InputError(
-                f"{p}:{lineno}: expected 'subject<TAB>relation<TAB>object', got {line.strip()!r}"
-            )
-        out.append((cols[0], cols[1], cols[2]))
-    return out
+    entities = Vocab() if entities is None else entities
+    relations = Vocab() if relations is None else relations
+    table = scan(read_bytes(path, max_bytes), str(path))
+    so, ent_names = table.intern([0, 2])
+    r, rel_names = table.intern([1])
+    ent_ids = entities.add_all(ent_names)
+    rel_ids = relations.add_all(rel_names)
+    triples = np.empty((len(table), 3), dtype=np.int64)
+    if len(table):
+        triples[:, 0], triples[:, 2] = ent_ids[so[:, 0]], ent_ids[so[:, 1]]
+        triples[:, 1] = rel_ids[r[:, 0]]
+    return triples, entities, relations
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename (never half-written)."""
+def read_tsv(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """Read a facts TSV as string triples (the format of :func:`read_facts`).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "kb.tsv"
+    >>> _ = p.write_text("# my facts\\nann\\tparent\\tbob\\n")
+    >>> read_tsv(p)
+    [('ann', 'parent', 'bob')]
+    """
+    triples, ents, rels = read_facts(path)
+    return decode(triples, ents, rels)
+
+
+def facts_tsv_bytes(
+    triples: np.ndarray,
+    entities: Vocab,
+    relations: Vocab,
+    extra: Sequence[tuple[Sequence[str], np.ndarray]] = (),
+    header: Sequence[str] | None = None,
+) -> bytes:
+    """Facts as TSV bytes, one join per column (see :func:`kgtest.symbolic.tsv.format_columns`).
+
+    ``extra`` columns are ``(table, ids)`` pairs appended after the object (row ``i``
+    shows ``table[ids[i]]``); ``header`` is an optional first line.
+
+    Examples
+    --------
+    >>> e, r = Vocab(["ann", "bob"]), Vocab(["parent"])
+    >>> facts_tsv_bytes(np.array([[0, 0, 1]]), e, r, [(["base"], np.zeros(1, int))]).decode()
+    'ann\\tparent\\tbob\\tbase\\n'
+    """
+    t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+    en, rn = entities.names, relations.names
+    cols: list = [(en, t[:, 0]), "\t", (rn, t[:, 1]), "\t", (en, t[:, 2])]
+    for table, ids in extra:
+        cols += ["\t", (table, ids)]
+    body = format_columns(cols)
+    return ("\t".join(header) + "\n").encode() + body if header is not None else body
+
+
+def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write ``text`` (str, or bytes as they are) to ``path`` via a temporary file and a
+    rename (never half-written)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
         respect_umask(tmp)  # mkstemp makes 0600
         os.replace(tmp, p)
     except BaseException:

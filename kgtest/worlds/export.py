@@ -39,8 +39,9 @@ import numpy as np
 
 from kgtest.perms import respect_umask
 from kgtest.symbolic.closure import Closure
-from kgtest.symbolic.facts import atomic_write_text
+from kgtest.symbolic.facts import atomic_write_text, facts_tsv_bytes
 from kgtest.symbolic.rules import format_rules
+from kgtest.symbolic.tsv import format_columns
 from kgtest.worlds.world import World
 
 __all__ = ["write_world", "describe_world", "world_stats", "fact_domains", "draw_world",
@@ -200,33 +201,39 @@ def describe_world(world: World, closure: Closure) -> str:
     return "\n".join(lines)
 
 
-def _facts_tsv(world: World, closure: Closure) -> str:
+def _facts_tsv(world: World, closure: Closure) -> bytes:
     dom = fact_domains(world, closure)
-    dom_names = [*world.domain_names]
     fixed = world.fixed_mask(closure)
     planted = np.zeros(len(closure), dtype=bool)
     if len(world.planted):
         planted[closure.index(world.planted)] = True
-    ent, rel = closure.entities.names, closure.relations.names
-    lines = ["\t".join(FACTS_HEADER)]
-    pc, depth, nb = closure.proof_count.tolist(), closure.depth.tolist(), closure.n_base
-    for i, (s, r, o) in enumerate(closure.facts.tolist()):
-        d = "mixed" if dom[i] < 0 else dom_names[dom[i]]
-        lines.append(f"{ent[s]}\t{rel[r]}\t{ent[o]}\t{'base' if i < nb else 'derived'}\t"
-                     f"{int(fixed[i])}\t{pc[i]}\t{depth[i]}\t{d}\t{int(planted[i])}")
-    return "\n".join(lines) + "\n"
+    pc, depth = closure.proof_count, closure.depth
+    numerals = [str(i) for i in range(int(max(pc.max(initial=0), depth.max(initial=0))) + 1)]
+    extra = [(["base", "derived"], (~closure.is_base).astype(np.int64)),
+             (["0", "1"], fixed.astype(np.int64)), (numerals, pc), (numerals, depth),
+             ([*world.domain_names, "mixed"], np.where(dom < 0, len(world.domain_names), dom)),
+             (["0", "1"], planted.astype(np.int64))]
+    return facts_tsv_bytes(closure.facts, closure.entities, closure.relations, extra,
+                           header=FACTS_HEADER)
 
 
-def _derivations_jsonl(closure: Closure) -> str:
-    named = closure.named_all()
-    texts = [str(r) for r in closure.rules]
-    out = []
-    for d, (h, r) in enumerate(zip(closure.deriv_head.tolist(), closure.deriv_rule.tolist(),
-                                   strict=True)):
-        rec = {"fact": list(named[h]), "rule": texts[r], "rule_id": r,
-               "premises": [list(named[p]) for p in closure.premises(d)]}
-        out.append(json.dumps(rec))
-    return "".join(line + "\n" for line in out)
+def _derivations_jsonl(closure: Closure) -> bytes:
+    """One ``json.dumps`` line per derivation, built column by column (no per-row Python)."""
+    esc_e = [json.dumps(n) for n in closure.entities.names]
+    esc_r = [json.dumps(n) for n in closure.relations.names]
+    f = closure.facts
+    fact = format_columns(["[", (esc_e, f[:, 0]), ", ", (esc_r, f[:, 1]), ", ",
+                           (esc_e, f[:, 2]), "]"]).split(b"\n")[:-1]  # (N,) JSON triples
+    rules = [json.dumps(str(r)) for r in closure.rules]
+    cols: list = ['{"fact": ', (fact, closure.deriv_head), ', "rule": ',
+                  (rules, closure.deriv_rule), ', "rule_id": ',
+                  ([str(i) for i in range(len(rules))], closure.deriv_rule), ', "premises": [']
+    prem = closure.deriv_premises
+    for k in range(prem.shape[1]):
+        table = [b", " + t for t in fact] if k else fact
+        cols.append(([*table, b""], np.where(prem[:, k] < 0, len(fact), prem[:, k])))
+    cols.append("]}")
+    return format_columns(cols)
 
 
 def write_world(world: World, closure: Closure, out_dir: str | os.PathLike) -> Path:

@@ -1,0 +1,387 @@
+"""Columnar TSV reading and writing on bytes with numpy: no Python object per line.
+
+The format (what :func:`kgtest.symbolic.facts.read_facts` accepts):
+
+- UTF-8 text, one fact per line, ``subject<TAB>relation<TAB>object``; a leading UTF-8 BOM
+  is dropped; lines end in ``\\n`` or ``\\r\\n``.
+- A line whose first character other than spaces is ``#`` is a comment; a line of only
+  whitespace is blank; both are skipped. ``#`` anywhere else is part of a name.
+- Spaces (and ``\\r``, ``\\v``, ``\\f``) around a column are stripped; a name may contain
+  inner spaces, never a tab.
+- The first line that is not blank may be a header: its first three columns are
+  ``subject``, ``relation``, ``object`` (optionally after ``#``, as in kgtest's own
+  annotated files). It is skipped. A header that names ``k`` columns allows rows of 3 to
+  ``k`` columns (the extra ones are annotations, ignored here); without a header every row
+  has exactly 3 columns. A header-like row anywhere else is an error.
+- Bounded: a NUL byte, a line over :data:`MAX_LINE` bytes or a file over ``max_bytes``
+  is refused before the rest is read.
+
+Any violation raises :class:`~kgtest.errors.InputError` naming the file and line, with the
+offending line shortened to :data:`ECHO` characters.
+
+Reading finds every line and tab with vectorised byte scans, cuts the three name columns
+as ``(start, end)`` byte ranges and interns them with one :func:`numpy.unique` on the
+names packed into fixed-width keys; only each distinct name is decoded to ``str``.
+Writing (:func:`format_columns`) pads each column's distinct strings into a byte matrix,
+gathers the rows and drops the padding with one boolean mask per chunk.
+
+Examples
+--------
+>>> tab = scan(b"# kin\\nann\\tparent\\tbob\\nbob\\tparent\\tcy\\n", "f.tsv")
+>>> tab.names("s"), tab.names("r")
+(['ann', 'bob'], ['parent'])
+>>> format_columns([(["ann", "bob"], [0, 1]), "\\t", (["x"], [0, 0])]).decode()
+'ann\\tx\\nbob\\tx\\n'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kgtest.errors import InputError
+
+__all__ = ["MAX_LINE", "MAX_BYTES", "ECHO", "read_bytes", "scan", "Table", "format_columns"]
+
+MAX_LINE = 1 << 20  # bytes per line: a longer line is surely not a fact
+MAX_BYTES = 2 << 30  # bytes per file (about 100M facts: far past what fits in memory)
+ECHO = 80  # characters of a bad line shown in an error
+NL = b"\n"
+HEADER = (b"subject", b"relation", b"object")
+_CHUNK = 1 << 24
+
+_WS = np.zeros(256, dtype=bool)  # stripped around columns (tab and newline separate them)
+_WS[[ord(c) for c in " \r\v\f"]] = True
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= ECHO else f"{text[:ECHO]}... ({len(text):,} characters)"
+
+
+def read_bytes(path, max_bytes: int = MAX_BYTES) -> bytes:
+    """The file's bytes, refusing NUL bytes, over-long lines and over-large files early.
+
+    Reads in 16 MiB chunks, so an endless input (``/dev/zero``, a runaway pipe) ends with
+    one :class:`InputError` after at most one chunk past the limit that it breaks.
+    """
+    chunks, size, lines, line_len = [], 0, 1, 0
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as err:
+        raise InputError(f"{path}: cannot read facts file ({err.strerror or err})") from None
+    with f:
+        while True:
+            try:
+                chunk = f.read(_CHUNK)
+            except OSError as err:
+                raise InputError(f"{path}: cannot read facts file ({err.strerror or err})") \
+                    from None
+            if not chunk:
+                break
+            if b"\0" in chunk:
+                at = chunk.index(b"\0")
+                raise InputError(f"{path}:{lines + chunk.count(NL, 0, at)}: NUL byte: "
+                                 "not a text file")
+            line_len = _check_lines(chunk, line_len, lines, path)
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+            if size > max_bytes:
+                raise InputError(f"{path}: larger than {max_bytes:,} bytes; refusing to read "
+                                 "it whole (split it, or raise max_bytes)")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_lines(chunk: bytes, line_len: int, lines: int, path) -> int:
+    """Refuse a line over MAX_LINE bytes (``line_len`` bytes of it were in earlier chunks,
+    ``lines`` newlines came before); return the length of the chunk's unfinished line."""
+    nl = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+    lens = np.diff(np.concatenate([[-1 - line_len], nl, [len(chunk)]])) - 1  # last: open
+    if lens.max() > MAX_LINE:
+        at = lines + int(np.argmax(lens > MAX_LINE))
+        raise InputError(f"{path}:{at}: line longer than {MAX_LINE:,} bytes: not a facts file")
+    return int(lens[-1])
+
+
+class Table:
+    """Three name columns cut out of a TSV file's bytes (see :func:`scan`).
+
+    ``data`` is the file's bytes (BOM dropped, a final newline added); ``start`` and
+    ``end`` are ``(n, 3)`` byte offsets of each row's subject, relation and object;
+    ``line`` is each row's 1-based line number.
+    """
+
+    def __init__(self, data: bytes, start: np.ndarray, end: np.ndarray, line: np.ndarray,
+                 where: str):
+        self.data, self.start, self.end, self.line, self.where = data, start, end, line, where
+        padded = np.frombuffer(data + bytes(8), dtype=np.uint8)
+        # (len(data),) uint64 view with a 1-byte stride: _words[i] = the 8 bytes at i
+        self._words = np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def intern(self, cols: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+        """Ids (in first-appearance order, row-major over ``cols``) and distinct names.
+
+        >>> t = scan(b"a\\tp\\tb\\nb\\tp\\ta\\n", "f")
+        >>> ids, names = t.intern([0, 2])
+        >>> ids.tolist(), names
+        ([[0, 1], [1, 0]], ['a', 'b'])
+        """
+        s = self.start[:, cols].ravel()  # row-major: s0, o0, s1, o1, ...
+        e = self.end[:, cols].ravel()
+        if len(s) == 0:
+            return np.zeros((0, len(cols)), dtype=np.int64), []
+        first, inv = _first_unique(_pack(self._words, s, e))
+        order = np.argsort(first, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        data = self.data
+        names = [data[a:b].decode("utf-8") for a, b in
+                 zip(s[first[order]].tolist(), e[first[order]].tolist(), strict=True)]
+        return rank[inv.ravel()].reshape(-1, len(cols)), names
+
+    def names(self, col: str) -> list[str]:
+        """Distinct names of one column (``"s"``, ``"r"`` or ``"o"``), first-appearance."""
+        return self.intern(["sro".index(col)])[1]
+
+    def rows(self, cols: Sequence[int] = (0, 1, 2)) -> list[tuple[str, ...]]:
+        """The rows as string tuples (decodes every field: for small files and tests)."""
+        d = self.data
+        return [tuple(d[a:b].decode("utf-8") for a, b in zip(s, e, strict=True))
+                for s, e in zip(self.start[:, cols].tolist(), self.end[:, cols].tolist(),
+                                strict=True)]
+
+
+_LOW = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+
+
+def _pack(words: np.ndarray, s: np.ndarray, e: np.ndarray) -> list[np.ndarray]:
+    """Each byte range as uint64 words, zero-padded: equal words iff equal bytes (names
+    never contain NUL, refused on reading, so padding cannot make distinct names equal).
+    """
+    lens = e - s
+    nwords = max(1, -(-int(lens.max()) // 8))
+    last = len(words) - 1
+    return [words[np.minimum(s + 8 * k, last)] & _LOW[np.clip(lens - 8 * k, 0, 8)]
+            for k in range(nwords)]
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _first_unique(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inv)`` for keys given as rows of uint64 words: each distinct key's first
+    position, and each position's distinct-key number (what ``np.unique`` returns as
+    return_index / return_inverse, in another order of the distinct keys).
+
+    One SIMD sort of ``hash(key) << b | position`` groups equal keys with their positions
+    ascending (a stable argsort of uint64 is several times slower); if two distinct keys
+    share a hash, a stable argsort of the keys themselves decides instead.
+    """
+    n = len(cols[0])
+    ib = max(1, (n - 1).bit_length())
+    h = np.zeros(n, dtype=np.uint64)
+    for c in cols:
+        h = (h ^ c) * _MIX
+    s = np.sort((h >> np.uint64(ib)) << np.uint64(ib) | np.arange(n, dtype=np.uint64))
+    order = (s & np.uint64((1 << ib) - 1)).astype(np.int64)
+    hs = s >> np.uint64(ib)
+    new = np.empty(n, dtype=bool)
+    new[:1] = True
+    new[1:] = hs[1:] != hs[:-1]
+    differ = np.zeros(n, dtype=bool)
+    for c in cols:
+        sc = c[order]
+        differ[1:] |= sc[1:] != sc[:-1]
+    if (differ[1:] & ~new[1:]).any():  # a hash collision: sort the keys themselves
+        order = np.lexsort(cols[::-1])  # stable: equal keys keep positions ascending
+        new[1:] = False
+        for c in cols:
+            sc = c[order]
+            new[1:] |= sc[1:] != sc[:-1]
+    first = order[new]
+    inv = np.empty(n, dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return first, inv
+
+
+def scan(data: bytes, where: str) -> Table:
+    """Parse TSV bytes into a :class:`Table` (the format is in the module docstring)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{where}:{data.count(NL, 0, err.start) + 1}: not valid UTF-8 "
+                         f"(byte {err.start})") from None
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(u8 == 10)  # (L,) newline of each line
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    tab_pos = np.flatnonzero(u8 == 9)  # (T,) every tab
+    if (len(tab_pos) == 2 * len(ends) and (tab_pos[0::2] > starts).all()
+            and (tab_pos[1::2] < ends).all()):  # the usual file: two tabs on every line
+        first_tab = np.arange(0, len(tab_pos), 2)
+    else:  # (L,) index in tab_pos of each line's first tab
+        first_tab = np.searchsorted(tab_pos, starts)
+    ntab = np.diff(np.append(first_tab, len(tab_pos)))  # tabs per line (none after the last)
+    first = u8[starts]
+    odd = _WS[first] | (first == 9) | (first == 35) | (first == 10)  # ws, tab, '#', empty
+    keep = np.ones(len(ends), dtype=bool)
+    first_line = len(ends)  # the first line that is not blank: maybe a header
+    for i in np.flatnonzero(odd).tolist():  # blank, comment and indented lines (few)
+        text = data[starts[i] : ends[i]].strip(b" \t\r\v\f")
+        if not text or text.startswith(b"#"):
+            keep[i] = False
+        if text and first_line == len(ends):
+            first_line = i
+    kept = np.flatnonzero(keep)
+    first_line = min(first_line, int(kept[0]) if len(kept) else len(ends))
+    ncols = 3
+    if first_line < len(ends):
+        head = data[starts[first_line] : ends[first_line]].strip(b" \t\r\v\f")
+        if _is_header(head):
+            ncols = len(head.split(b"\t"))
+            keep[first_line] = False
+            kept = kept[kept != first_line]
+    n = ntab[kept] + 1
+    bad = (n < 3) | (n > ncols)
+    if bad.any():
+        i = int(kept[np.argmax(bad)])
+        _fail(data, starts[i], ends[i], i + 1, where, f"expected {_expect(ncols)}, "
+              f"got {int(ntab[i]) + 1} column{'s' if ntab[i] else ''}")
+    s0 = starts[kept]
+    i0 = first_tab[kept]
+    p1, p2 = tab_pos[i0], tab_pos[i0 + 1]
+    p3 = np.where(n > 3, tab_pos[np.minimum(i0 + 2, len(tab_pos) - 1)], ends[kept])
+    start = np.stack([s0, p1 + 1, p2 + 1], axis=1)
+    end = np.stack([p1, p2, p3], axis=1)
+    if _WS[u8].any():  # spaces somewhere: strip them around columns
+        _strip(u8, start, end)
+    empty = (end <= start).any(1)
+    if empty.any():
+        r = int(np.argmax(empty))
+        i = int(kept[r])
+        col = ("subject", "relation", "object")[int(np.argmax(end[r] <= start[r]))]
+        _fail(data, starts[i], ends[i], i + 1, where, f"empty {col}; expected {_expect(ncols)}")
+    table = Table(data, start, end, kept + 1, where)
+    _refuse_late_header(table, u8)
+    return table
+
+
+def _is_header(text: bytes) -> bool:
+    cols = [c.strip(b" \r\v\f") for c in text.lstrip(b"#").split(b"\t")]
+    return tuple(cols[:3]) == HEADER
+
+
+def _expect(ncols: int) -> str:
+    if ncols == 3:
+        return ("'subject<TAB>relation<TAB>object' (3 columns; more need a header line "
+                "naming them)")
+    return f"3 to {ncols} tab-separated columns (as the header names)"
+
+
+def _strip(u8: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
+    """Move each range's ends past spaces, in place (a few passes: runs are short)."""
+    while True:
+        lead = (start < end) & _WS[u8[np.minimum(start, len(u8) - 1)]]
+        if not lead.any():
+            break
+        start += lead
+    while True:
+        trail = (end > start) & _WS[u8[np.maximum(end - 1, 0)]]
+        if not trail.any():
+            break
+        end -= trail
+
+
+def _refuse_late_header(table: Table, u8: np.ndarray) -> None:
+    """A header-like row in the body (``cat`` of two files with headers) is refused."""
+    s, e = table.start[:, 0], table.end[:, 0]
+    cand = np.flatnonzero((e - s == 7) & (u8[s] == ord("s")))
+    for r in cand.tolist():
+        a, b = table.start[r], table.end[r]
+        if tuple(table.data[x:y] for x, y in zip(a.tolist(), b.tolist(), strict=True)) == HEADER:
+            i = int(table.line[r])
+            line_start = table.data.rfind(b"\n", 0, int(a[0])) + 1
+            line_end = table.data.find(b"\n", int(a[0]))
+            _fail(table.data, line_start, line_end, i, table.where,
+                  "a header line (subject, relation, object) is only allowed on the first "
+                  "line")
+
+
+def _fail(data: bytes, a, b, lineno: int, where: str, what: str):
+    line = data[int(a) : int(b)].decode("utf-8", errors="replace").rstrip("\r")
+    raise InputError(f"{where}:{lineno}: {what}: {_shorten(line)!r}")
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def format_columns(columns: Sequence, rows_per_chunk: int = 1 << 18) -> bytes:
+    """Rows of concatenated cells, one per line, as UTF-8 bytes.
+
+    Each column is a constant ``str`` (the same in every row, e.g. a tab) or a pair
+    ``(table, ids)``: row ``i`` shows ``table[ids[i]]`` (``str`` or UTF-8 ``bytes``). All
+    ``ids`` have one length; a cell must not contain a newline.
+    Each constant is folded into the table before it; each table becomes a matrix of its
+    strings zero-padded to whole uint64 words, rows are gathered per chunk and the padding
+    is dropped with one boolean mask.
+
+    Examples
+    --------
+    >>> format_columns([(["a", "bb"], [1, 0, 1]), "\\t", (["0", "1"], [0, 0, 1])])
+    b'bb\\t0\\na\\t0\\nbb\\t1\\n'
+    """
+    cols: list[tuple[list[bytes], np.ndarray | None]] = []
+    for c in (*columns, "\n"):
+        if isinstance(c, str):
+            if cols:  # fold the constant into the previous column's strings
+                table, ids = cols[-1]
+                cols[-1] = ([t + c.encode() for t in table], ids)
+            else:
+                cols.append(([c.encode()], None))
+        else:
+            table = [t.encode("utf-8") if isinstance(t, str) else t for t in c[0]]
+            cols.append((table, np.asarray(c[1], dtype=np.int64)))
+    n = next((len(ids) for _, ids in cols if ids is not None), 0)
+    if any(ids is not None and len(ids) != n for _, ids in cols):
+        raise ValueError("format_columns: columns of different lengths")
+    mats = [_Words(table) for table, _ in cols]
+    if sum(m.words for m in mats) > 64:  # long cells: padding would cost more than it saves
+        return _format_python(cols, n)
+    parts = []
+    for a in range(0, n, rows_per_chunk):
+        b = min(n, a + rows_per_chunk)
+        words, lens = [], []
+        for m, (_, ids) in zip(mats, cols, strict=True):
+            sel = np.zeros(b - a, dtype=np.int64) if ids is None else ids[a:b]
+            words.append(m.mat[sel])  # (rows, words)
+            lens.append(m.lens[sel])
+        w = np.concatenate(words, 1)  # (rows, W) uint64
+        lens = np.stack(lens, 1)  # (rows, columns)
+        keep = np.concatenate([np.arange(8 * m.words) < lens[:, j, None]
+                               for j, m in enumerate(mats)], 1)
+        parts.append(w.view(np.uint8)[keep].tobytes())
+    return b"".join(parts)
+
+
+class _Words:
+    """A column's strings as a ``(V, words)`` uint64 matrix, zero-padded, and lengths."""
+
+    def __init__(self, table: list[bytes]):
+        self.lens = np.fromiter(map(len, table), dtype=np.int64, count=len(table))
+        self.words = max(1, -(-int(self.lens.max(initial=0)) // 8))
+        if self.words <= 64:
+            w = 8 * self.words
+            buf = b"".join(t.ljust(w, b"\0") for t in table)
+            self.mat = np.frombuffer(buf, dtype="<u8").reshape(len(table), self.words)
+
+
+def _format_python(cols: list, n: int) -> bytes:
+    cells = [[t[0]] * n if ids is None else [t[i] for i in ids.tolist()] for t, ids in cols]
+    return b"".join(b"".join(row) for row in zip(*cells, strict=True))
