@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from kgtest.errors import InputError
+from kgtest.interop.cli import add_commands as add_interop_commands
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.toml"
 
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     _add_set(dm)
     dm.set_defaults(func=cmd_demo)
+    add_interop_commands(sub)  # export lm-eval, export forget-retain, probe
     return p
 
 

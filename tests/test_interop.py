@@ -75,3 +75,121 @@ def test_version_flag(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"kgtest {kgtest.__version__}"
+
+
+# --- a tiny trained run (exports and outside models need one; accuracy does not matter) ----
+
+TINY = ["model.preset=tiny", "train.steps=60", "train.progress=false", "train.threads=1",
+        "train.tensorboard=false", "world.params.n_entities=12", "train.lr=3e-3",
+        "corpus.derived=both", "split.n_forget=4", "split.n_validation=2",
+        "train.eval_every=1000"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from pathlib import Path
+
+    import torch
+
+    from kgtest.experiment import load_experiment
+    from kgtest.pipeline import train_experiment
+
+    torch.set_num_threads(1)
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_experiment(root / "experiments" / "quickstart.toml", TINY)
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny-seed0"
+    return train_experiment(cfg, run_dir), run_dir
+
+
+@pytest.mark.slow
+def test_export_lm_eval_writes_tasks_that_match_the_probes(tiny_run, tmp_path, capsys):
+    import json
+
+    from kgtest.cli import main
+    from kgtest.unlearn.api import load_run
+
+    run, run_dir = tiny_run
+    assert main(["export", "lm-eval", str(run_dir), "--out", str(tmp_path), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    ctx = load_run(run_dir)
+    group = res["group"]
+    assert f"{group}_direct_forget" in res["tasks"] and f"{group}_cot_forget" in res["tasks"]
+    assert res["tasks"][f"{group}_direct_forget"] == len(ctx.split.forget)
+    rows = [json.loads(x) for x in (tmp_path / f"{group}_cot_forget.jsonl").open()]
+    assert sorted(r["fact"] for r in rows) == sorted(ctx.split.forget.tolist())
+    for r in rows:  # the question never contains its answer; the answer is the object
+        assert r["answer"] == r["object"] and r["prompt"].endswith("? T ")
+        assert r["completion"].endswith(f"A {r['answer']}")
+    yaml = (tmp_path / f"{group}_cot_forget.yaml").read_text()
+    assert "output_type: generate_until" in yaml and str(tmp_path) in yaml
+    assert f"- {group}_direct_forget" in (tmp_path / f"{group}.yaml").read_text()
+    assert "add_bos_token=True" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_export_forget_retain_is_what_the_methods_unlearn(tiny_run, tmp_path):
+    import json
+
+    from kgtest.interop.exports import export_forget_retain
+    from kgtest.unlearn.api import load_run
+    from kgtest.unlearn.data import forget_set
+
+    run, run_dir = tiny_run
+    meta = export_forget_retain(run_dir, tmp_path)
+    ctx = load_run(run_dir)
+    fs = forget_set(ctx.corpus, ctx.split.forget)
+
+    def load(name):
+        try:
+            import datasets
+        except ImportError:
+            return [json.loads(x) for x in (tmp_path / f"{name}.jsonl").open()]
+        return list(datasets.load_dataset("json", data_files=str(tmp_path / f"{name}.jsonl"),
+                                          split="train"))
+
+    forget, docs = load("forget"), load("forget_docs")
+    assert {r["doc_id"] for r in docs} == {d["id"] for d in fs.docs}
+    assert [(r["question"], r["answer"]) for r in forget] == \
+        [(d["prompt"], d["completion"]) for d in fs.pair_docs]
+    assert {r["answer"] for r in load("forget_idk")} == {fs.idk_docs[0]["completion"]}
+    retain = load("retain_docs")
+    gone = set(meta["facts"]["forget"]) | set(meta["facts"]["validation"])
+    assert retain and all(gone.isdisjoint(r["facts"]) for r in retain)
+    assert {r["split"] for r in load("eval_forget")} == {"forget"}
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pq.read_table(tmp_path / "forget.parquet")
+    assert table.column_names[:2] == ["question", "answer"] and table.num_rows == len(forget)
+
+
+@pytest.mark.slow
+def test_probe_an_outside_checkpoint_as_a_new_variant(tiny_run, tmp_path, capsys):
+    import json
+
+    from kgtest.cli import main
+    from kgtest.interop.external import probe_model
+    from kgtest.model import load_model
+    from kgtest.records import read_records, write_records
+    from kgtest.unlearn.api import load_run
+
+    run, run_dir = tiny_run
+    ctx = load_run(run_dir)
+    # the original itself, probed from outside: gated in exactly where it is right
+    res = probe_model(ctx.model_dir, run_dir, "copy", probes=["direct", "cot"],
+                      log=lambda m: None)
+    rows = read_records(run_dir)
+    assert res["rows"] == len(rows) == 2 * len(ctx.split.forget)
+    assert all(r["gated_in"] == bool(r["correct"]) for r in rows if r["applicable"])
+    # records as `kgtest run` leaves them: add the original's rows, then an untrained model
+    write_records([{**r, "variant": "original"} for r in rows] + rows, run_dir)
+    model, tok = load_model(ctx.model_dir)
+    scratch = save_model(build_model(ModelConfig(preset="tiny"), tok, seed=5), tok,
+                         tmp_path / "scratch")
+    assert main(["probe", str(scratch), "--run", str(run_dir), "--as", "scratch",
+                 "--probes", "direct", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["variant"] == "scratch" and out["summary"]
+    by_variant = {r["variant"] for r in read_records(run_dir)}
+    assert by_variant == {"original", "copy", "scratch"}
+    assert "scratch" in (run_dir / "summary.md").read_text()
+    assert main(["probe", str(scratch), "--run", str(run_dir), "--as", "original"]) == 2
+    assert "built-in variant" in capsys.readouterr().err
