@@ -34,7 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kgtest.corpus.tokenizer import encode_pair
 from kgtest.errors import InputError
-from kgtest.model import head_logits, hidden_states
+from kgtest.model import base_model, head_logits
 
 __all__ = ["greedy_complete", "answer_logprobs", "rank_of_true"]
 
@@ -170,9 +170,11 @@ def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
                     with_eos: bool = True, batch_size: int = 1024) -> torch.Tensor:
     """Teacher-forced log-probability of each candidate completion, for every prompt.
 
-    All (prompt, candidate) rows are sorted by length and scored in chunks of
-    ``batch_size`` rows, one forward pass each, right-padded (causal attention never looks
-    right, so no mask is needed); the LM head runs only where a candidate token is predicted.
+    Each prompt is run once (left-padded chunks of ``batch_size // C`` prompts) and its KV
+    cache is repeated for its ``C`` candidates, which run together in one more forward
+    pass; the first candidate token is scored from the prompt's last position, and the LM
+    head runs only where a candidate token is predicted. (Scoring each (prompt, candidate)
+    row whole costs the prompt ``C`` times over.)
 
     Parameters
     ----------
@@ -205,44 +207,65 @@ def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
         return torch.zeros((P, C))
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     p_ids, _ = encode_pair(tokenizer, list(prompts), [])
-    flat_c = [c for row in cands for c in row]
-    _, c_ids = encode_pair(tokenizer, [], flat_c)
-    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    rows, starts = [], []  # row r = prompt r // C, candidate r % C
-    for r, c in enumerate(c_ids):
-        p = p_ids[r // C]
-        rows.append([bos] + p + c + ([eos] if with_eos else []))
-        starts.append(1 + len(p))  # first scored position in the row
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
-    scores = torch.zeros(len(rows))
+    flat = [c for row in cands for c in row]
+    distinct = list(dict.fromkeys(flat))  # candidates are mostly shared: encode each once
+    tail = [tokenizer.eos_token_id] if with_eos else []
+    enc = {c: ids + tail for c, ids in zip(distinct, encode_pair(tokenizer, [], distinct)[1],
+                                          strict=True)}
+    seqs = [enc[c] for c in flat]  # row r: prompt r // C, candidate r % C
     try:
-        for lo in range(0, len(order), batch_size):
-            idx = order[lo:lo + batch_size]
-            T = max(len(rows[r]) for r in idx)
-            if T > model.config.max_position_embeddings:
-                raise InputError(f"answer_logprobs: a prompt + candidate has {T} tokens; the "
-                                 f"model's context is {model.config.max_position_embeddings}")
-            ids = torch.full((len(idx), T), pad, dtype=torch.long)
-            sel_row, sel_pos = [], []  # (row in chunk, target position) per scored token
-            for i, r in enumerate(idx):
-                ids[i, :len(rows[r])] = torch.tensor(rows[r])
-                n = len(rows[r]) - starts[r]
-                sel_row += [i] * n
-                sel_pos += range(starts[r], len(rows[r]))
-            ids = ids.to(device)  # (B, T)
-            sel_row_t = torch.tensor(sel_row, device=device)  # (S,)
-            sel_pos_t = torch.tensor(sel_pos, device=device)  # (S,)
-            h = hidden_states(model, ids)  # (B, T, D)
-            logits = head_logits(model, h[sel_row_t, sel_pos_t - 1])  # (S, V)
-            lp = torch.log_softmax(logits.float(), dim=-1)
-            tok_lp = lp.gather(1, ids[sel_row_t, sel_pos_t][:, None])[:, 0]  # (S,)
-            chunk = torch.zeros(len(idx), device=device).index_add_(0, sel_row_t, tok_lp)
-            scores[torch.tensor(idx)] = chunk.cpu()
+        return _score_with_shared_prompts(model, tokenizer, p_ids, seqs, C,
+                                          max(1, batch_size // C)).view(P, C)
     finally:
         model.train(was_training)
-    return scores.view(P, C)
+
+
+def _score_with_shared_prompts(model, tokenizer, p_ids: list[list[int]],
+                               seqs: list[list[int]], C: int, per_chunk: int) -> torch.Tensor:
+    """Each prompt is run once; its KV cache is repeated for its ``C`` candidates, which
+    are then run together (right-padded: causal attention never looks right).
+
+    The first candidate token's log-prob comes from the prompt's last position (shared by
+    all ``C``), so single-token candidates cost one extra position each (their ``eos``).
+    """
+    device = next(model.parameters()).device
+    body, emb = base_model(model), model.get_input_embeddings()
+    cache_kw = _cache_kwarg(body)
+    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
+    max_pos = model.config.max_position_embeddings
+    scores = torch.zeros(len(seqs))
+    for lo in range(0, len(p_ids), per_chunk):
+        ids, mask = _left_pad([[bos] + p for p in p_ids[lo:lo + per_chunk]], pad)
+        ids, mask = ids.to(device), mask.to(device)  # (B, T)
+        B, T = ids.shape
+        rows = seqs[lo * C:(lo + B) * C]  # (B * C) candidate token lists
+        L = max(map(len, rows))
+        if T + L - 1 > max_pos:
+            raise InputError(f"answer_logprobs: a prompt + candidate has {T + L - 1} tokens; "
+                             f"the model's context is {max_pos}")
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        out = body(inputs_embeds=emb(ids), attention_mask=mask, position_ids=pos,
+                   use_cache=L > 1)
+        lp0 = torch.log_softmax(head_logits(model, out.last_hidden_state[:, -1]).float(), -1)
+        full = torch.tensor([r + [pad] * (L - len(r)) for r in rows], device=device)  # (BC, L)
+        lens = torch.tensor([len(r) for r in rows], device=device)  # (BC,)
+        chunk = torch.where(lens > 0, lp0.repeat_interleave(C, 0).gather(1, full[:, :1])[:, 0],
+                            0.0)  # (BC,) first token, from the prompt's last position
+        if L > 1:  # the rest of each candidate, on the prompt's repeated cache
+            cache = _output_cache(out)
+            cache.batch_repeat_interleave(C)
+            x = full[:, :-1]  # (BC, L - 1) inputs; right padding is never looked at
+            mask2 = torch.cat([mask.repeat_interleave(C, 0), mask.new_ones(len(rows), L - 1)], 1)
+            pos2 = pos[:, -1:].repeat_interleave(C, 0) + 1 + torch.arange(L - 1, device=device)
+            h = body(inputs_embeds=emb(x), attention_mask=mask2, position_ids=pos2,
+                     use_cache=True, **{cache_kw: cache}).last_hidden_state  # (BC, L - 1, D)
+            live = torch.arange(L - 1, device=device) < (lens - 1)[:, None]  # (BC, L - 1)
+            sr, sp = live.nonzero(as_tuple=True)  # (S,) scored later tokens, row-major
+            lp = torch.log_softmax(head_logits(model, h[sr, sp]).float(), -1)  # (S, V)
+            chunk = chunk.index_add(0, sr, lp.gather(1, full[sr, sp + 1][:, None])[:, 0])
+        scores[lo * C:(lo + B) * C] = chunk.cpu()
+    return scores
 
 
 def rank_of_true(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
