@@ -39,9 +39,15 @@ MUST_MATCH = ("steps", "batch_size", "lr", "min_lr_ratio", "warmup", "weight_dec
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a hidden temporary name, then a rename: never a half-written file
+    (a kill leaves ``.checkpoint.pt.tmp-PID``, which the next build of the stage removes)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -24,6 +24,7 @@ A single process (no ``torchrun`` variables) is rank 0 of a world of one:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,6 +141,8 @@ def run_stage_ranked(run_dir: str | os.PathLike, stage: str, key: str,
       itself data-parallel): every rank calls ``build`` on the same ``.partial`` folder,
       where only rank 0 writes; then rank 0 marks the stage done and renames it.
 
+    Rank 0 holds the run folder's lock (:func:`kgtest.stages.run_lock`) while it writes.
+
     Every rank returns the finished folder.
 
     Examples
@@ -150,7 +153,15 @@ def run_stage_ranked(run_dir: str | os.PathLike, stage: str, key: str,
     >>> d.name, (d / "a.txt").read_text()
     ('world-k1', 'x')
     """
-    from kgtest.stages import DONE, partial_path, run_stage, stage_path
+    from kgtest.stages import (
+        DONE,
+        finish_stage,
+        partial_path,
+        prepare_partial,
+        run_lock,
+        run_stage,
+        stage_path,
+    )
 
     info = init_distributed()  # the stages before training need the group already
     if not info.enabled:
@@ -165,13 +176,15 @@ def run_stage_ranked(run_dir: str | os.PathLike, stage: str, key: str,
             run_stage(run_dir, stage, key, build)
         barrier()
         return final
-    tmp = partial_path(run_dir, stage, key)
-    if info.is_main:
-        tmp.mkdir(parents=True, exist_ok=True)
-    barrier()
-    build(tmp)
-    barrier()
-    if info.is_main:  # run_stage finds tmp built: marking and renaming is all it does now
-        run_stage(run_dir, stage, key, lambda _: None)
+    # rank 0 holds the run folder's lock while every rank builds in the .partial folder
+    with run_lock(run_dir) if info.is_main else contextlib.nullcontext():
+        if info.is_main:  # empty a dead build's leftovers, keep a checkpoint to resume
+            prepare_partial(run_dir, stage, key)
+        barrier()
+        build(partial_path(run_dir, stage, key))
+        barrier()
+        if info.is_main:
+            finish_stage(run_dir, stage, key)
     barrier()
     return final
+

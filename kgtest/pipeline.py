@@ -3,11 +3,14 @@
 ::
 
     spec -> world -> closure -> split -> corpus -> tokenizer + model -> train
+         -> controls + unlearned variants -> records + report -> published at RUN/
 
 Each stage writes a folder ``RUN/<stage>-<key>/`` whose key hashes the run seed and the
-config sections the stage depends on (see :mod:`kgtest.stages`), so re-running a spec
-reuses finished stages and a changed setting recomputes only what depends on it.
-Training resumes from its last checkpoint if a run is interrupted. Under ``torchrun``
+config sections the stage depends on, through the one atomic-stage helper
+:func:`kgtest.stages.run_stage` (built in a temporary folder, marker last, renamed into
+place, the run folder locked), so re-running a spec reuses finished stages and a changed
+setting recomputes only what depends on it. Training resumes from its last checkpoint if
+a run is interrupted. Under ``torchrun``
 (``torchrun --nproc_per_node N -m kgtest train SPEC``), rank 0 builds the world and corpus
 stages while the others wait, and every rank trains its shard (DistributedDataParallel).
 
@@ -24,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, replace
@@ -216,10 +220,14 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
 
 
 def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> TrainedRun:
-    """Run world, corpus and training stages (reusing finished ones)."""
-    world_stage(cfg, run_dir)
-    corpus_dir = corpus_stage(cfg, run_dir)
-    stage_dir = train_stage(cfg, run_dir, corpus_dir)
+    """Run world, corpus and training stages (reusing finished ones), the run folder locked
+    (by rank 0 alone under ``torchrun``)."""
+    from kgtest.stages import run_lock
+
+    with run_lock(run_dir) if dist_info().is_main else contextlib.nullcontext():
+        world_stage(cfg, run_dir)
+        corpus_dir = corpus_stage(cfg, run_dir)
+        stage_dir = train_stage(cfg, run_dir, corpus_dir)
     metrics = json.loads((stage_dir / "metrics.json").read_text())
     return TrainedRun(corpus_dir, stage_dir / "model", stage_dir, metrics)
 
@@ -232,26 +240,46 @@ def variant_name(method: str, deep: bool) -> str:
     return f"{method}_deep" if deep else method
 
 
+#: What a run publishes at the top of its folder from its records stage (kgtest.stages.publish).
+PUBLISHED = ("records.jsonl", "records.parquet", "summary.md", "summary.json", "plots")
+RECORDS_MARK = ".records.key"  # written last by publish: the records stage on display
+
+
 def run_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike, *,
                    command: str = "", log=print) -> Path:
     """Everything: world, corpus, training, controls, unlearning, probes, report.
 
     Finished stages are reused (each is keyed by the configs it depends on), so an
-    interrupted run resumes where it stopped. Returns the ``summary.md`` path.
+    interrupted run resumes where it stopped. The run folder is locked for the whole run
+    (a second process on it gets :class:`kgtest.stages.RunBusy`). Records, summary and
+    plots are built in the ``records-<key>`` stage and then published at the top of the
+    run folder (:func:`kgtest.stages.publish`), so a run that fails never replaces the
+    outputs of an earlier one. Returns the ``summary.md`` path.
     """
-    from kgtest.probes.context import ProbeContext
-    from kgtest.probes.probes import evaluate
-    from kgtest.records import write_records
-    from kgtest.report import report
-    from kgtest.unlearn.api import control_run, unlearn_run
+    from kgtest.stages import publish, published, run_lock
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(cfg, run_dir, command)  # spec.toml, run.json (versions, git), command.txt
-    log(f"[1/5] world and corpus -> {run_dir}")
-    world_stage(cfg, run_dir)
-    trained = train_experiment(cfg, run_dir)
-    log(f"[2/5] original model: {trained.model_dir}")
+    with run_lock(run_dir, command=command or None):
+        write_run_info(cfg, run_dir, command)  # spec.toml, run.json (versions, git), command
+        log(f"[1/5] world and corpus -> {run_dir}")
+        world_stage(cfg, run_dir)
+        trained = train_experiment(cfg, run_dir)
+        log(f"[2/5] original model: {trained.model_dir}")
+        variants, removed = _variants(cfg, trained, log)
+        log(f"[5/5] probes {', '.join(cfg.probes.probes)} on {len(variants)} variants")
+        stage = records_stage(cfg, run_dir, trained, variants, removed, command=command,
+                              log=log)
+        if not (published(stage, run_dir, RECORDS_MARK)
+                and all((run_dir / n).exists() == (stage / n).exists() for n in PUBLISHED)):
+            publish(stage, run_dir, PUBLISHED, marker=RECORDS_MARK)
+    return run_dir / "summary.md"
+
+
+def _variants(cfg: ExperimentConfig, trained: TrainedRun, log
+              ) -> tuple[dict[str, Path], dict[str, list[int]]]:
+    """Controls and unlearned variants: ``{name: model dir}`` and each one's removed facts."""
+    from kgtest.unlearn.api import control_run, unlearn_run
+
     variants: dict[str, Path] = {"original": trained.model_dir}
     removed: dict[str, list[int]] = {}
     for kind in cfg.unlearn.controls:
@@ -269,24 +297,37 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike, *,
             variants[name] = stage / "model"
             info = json.loads((stage / "unlearn.json").read_text())
             removed[name] = list(info["forget_set"]["facts"])
-    log(f"[5/5] probes {', '.join(cfg.probes.probes)} on {len(variants)} variants")
-    seeds = {"world": stage_seed(cfg.run.seed, "world"), "train": cfg.train.seed,
-             "unlearn": cfg.unlearn.seed, "attack": cfg.probes.seed}
-    ctx = ProbeContext.from_run(
-        trained.corpus_dir, _world(cfg), run_id=f"{cfg.run.name}-seed{cfg.run.seed}",
-        seeds=seeds, removed=removed, relearn=cfg.probes.relearn,
-        quantize_bits=cfg.probes.quantize_bits, utility_limit=cfg.probes.utility_limit,
-        batch_size=cfg.probes.batch_size)
-    records_key = cfg.key("world", "split", "corpus", "model", "train", "unlearn", "probes")
-    records_path = run_dir / "records.jsonl"
-    stamp = run_dir / ".records.key"
-    if not (records_path.exists() and stamp.exists() and stamp.read_text() == records_key):
+    return variants, removed
+
+
+def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, trained: TrainedRun,
+                  variants: dict[str, Path], removed: dict[str, list[int]], *,
+                  command: str = "", log=print) -> Path:
+    """Probe every variant and report: ``RUN/records-<key>/`` with the records, the summary
+    (``summary.md``, ``summary.json``) and ``plots/``."""
+    from kgtest.probes.context import ProbeContext
+    from kgtest.probes.probes import evaluate
+    from kgtest.records import read_records, write_records
+    from kgtest.report import report
+
+    run_dir = Path(run_dir)
+
+    def build(tmp: Path) -> None:
+        seeds = {"world": stage_seed(cfg.run.seed, "world"), "train": cfg.train.seed,
+                 "unlearn": cfg.unlearn.seed, "attack": cfg.probes.seed}
+        ctx = ProbeContext.from_run(
+            trained.corpus_dir, _world(cfg), run_id=f"{cfg.run.name}-seed{cfg.run.seed}",
+            seeds=seeds, removed=removed, relearn=cfg.probes.relearn,
+            quantize_bits=cfg.probes.quantize_bits, utility_limit=cfg.probes.utility_limit,
+            batch_size=cfg.probes.batch_size)
         rows = evaluate(variants, ctx, probes=cfg.probes.probes,
                         log=lambda msg: log(f"      {msg}"))
-        write_records(rows, run_dir)
-        atomic_write_text(stamp, records_key)
-    return report([run_dir], command=command, control=cfg.probes.control,
-                  n_boot=cfg.probes.n_boot, seed=cfg.probes.seed)
+        write_records(rows, tmp)
+        report([run_dir], tmp, records=read_records(tmp), command=command,
+               control=cfg.probes.control, n_boot=cfg.probes.n_boot, seed=cfg.probes.seed)
+
+    key = cfg.key("world", "split", "corpus", "model", "train", "unlearn", "probes")
+    return run_stage_ranked(run_dir, "records", key, build)
 
 
 def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: int) -> Path:

@@ -324,7 +324,7 @@ def _tuning(run_dirs: Sequence[Path]) -> list[dict]:
 
 def report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
            *, command: str = "", control: str = "filter", n_boot: int = 2000,
-           seed: int = 0) -> Path:
+           seed: int = 0, records: Sequence[dict] | None = None) -> Path:
     """Re-aggregate run folders: ``summary.md``, ``summary.json`` and ``plots/*.png``.
 
     Parameters
@@ -335,6 +335,9 @@ def report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | N
         Where to write (default: the first run folder).
     command : str
         The command that reproduces the run(s), quoted in the summary.
+    records : sequence of dict, optional
+        The rows to aggregate, instead of the run folders' ``records.jsonl`` (the pipeline
+        reports rows it has not published yet).
 
     Returns
     -------
@@ -344,7 +347,8 @@ def report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | N
     runs = [Path(d) for d in run_dirs]
     if not runs:
         raise InputError("report: no run folders given")
-    records = [r for d in runs for r in read_records(d)]
+    if records is None:
+        records = [r for d in runs for r in read_records(d)]
     if not records:
         raise InputError(f"report: {runs[0]}: records.jsonl has no rows")
     out = Path(out_dir) if out_dir is not None else runs[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -288,3 +289,175 @@ def test_slurm_without_srun_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun here
     with pytest.raises(InputError, match="--backend slurm: Could not detect \"srun\""):
         slurm_executor(tmp_path / "slurm")
+
+
+# --- kills and races: workers die with the sweep, a held run is never run twice -----------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _alive(pid: int) -> bool:
+    """A live process (not a zombie waiting for a reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_dead(pids, timeout: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+def _python(code: str, tmp_path: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_local_pool_workers_die_when_the_sweep_process_is_killed(tmp_path):
+    """SIGKILL the process that owns the pool (as `kill -9` on `kgtest sweep` does): its
+    workers, set up by the local backend's initializer, exit within seconds."""
+    (tmp_path / "hold.py").write_text(textwrap.dedent("""
+        import os, time
+        def hold(d):
+            open(os.path.join(d, f"worker-{os.getpid()}"), "w").close()
+            time.sleep(120)
+    """))
+    parent = _python(f"""
+        import multiprocessing as mp, os, time
+        from concurrent.futures import ProcessPoolExecutor
+        from kgtest.sweep.backends import _init_local
+        import hold
+        if __name__ == "__main__":
+            ctx = mp.get_context("spawn")
+            slots = ctx.Queue()
+            for i in range(2):
+                slots.put(i)
+            pool = ProcessPoolExecutor(2, mp_context=ctx, initializer=_init_local,
+                                       initargs=(slots, [], None, 1, 2, os.getpid()))
+            futures = [pool.submit(hold.hold, {str(tmp_path)!r}) for _ in range(2)]
+            time.sleep(120)
+    """, tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("worker-*"))) < 2 and time.monotonic() < deadline:
+            assert parent.poll() is None
+            time.sleep(0.1)
+        workers = [int(p.name.split("-")[1]) for p in tmp_path.glob("worker-*")]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert _wait_dead(workers) == []
+    finally:
+        parent.kill()
+        parent.wait()
+        for p in tmp_path.glob("worker-*"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(p.name.split("-")[1]), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("mechanism", ["pdeathsig", "watchdog"])
+def test_die_with_parent_exits_when_the_parent_dies(tmp_path, mechanism):
+    """The kernel's parent-death signal, and the pid-polling fallback alone (as on macOS)."""
+    child = f"""
+        import sys, time
+        import kgtest.sweep.job as job
+        if {mechanism == "watchdog"}:
+            job.sys = type("S", (), {{"platform": "darwin"}})  # no prctl: the watchdog alone
+        job.die_with_parent(poll_s={0.1 if mechanism == "watchdog" else 3600})
+        print("ready", flush=True)
+        time.sleep(120)
+    """
+    parent = _python(f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", {textwrap.dedent(child)!r}],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        print(child.pid, flush=True)
+        time.sleep(120)
+    """, tmp_path)
+    try:
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert _wait_dead([pid], timeout=5) == []
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def _hold_runs(folders: list[Path], tmp_path: Path) -> subprocess.Popen:
+    """Another live process that holds these run folders (as an orphaned worker would)."""
+    proc = _python(f"""
+        import contextlib, json, os, time
+        from kgtest.stages import run_lock
+        with contextlib.ExitStack() as stack:
+            for f in {[str(f) for f in folders]!r}:
+                stack.enter_context(run_lock(f, command="kgtest run (an older sweep)"))
+                with open(os.path.join(f, "status.json"), "w") as fh:
+                    json.dump({{"status": "running", "pid": os.getpid()}}, fh)
+            print("ready", flush=True)
+            time.sleep(120)
+    """, tmp_path)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_relaunch_never_runs_a_run_another_live_process_holds(tmp_path, monkeypatch):
+    from kgtest.sweep.backends import BACKENDS
+    from kgtest.sweep.job import job, run_state
+
+    spec = _spec(tmp_path, "[sweep]\nseed = [0, 1]\n")
+    sweep = load_sweep(spec, tmp_path / "out")
+    folders = [sweep.run_dir(r) for r in sweep.runs]
+    holder = _hold_runs(folders, tmp_path)
+    try:
+        before = [sorted(p.name for p in f.iterdir()) for f in folders]
+        lines: list[str] = []
+        summary = run_sweep(spec, tmp_path / "out", jobs=2, progress=False, log=lines.append)
+        assert [e["status"] for e in summary["runs"]] == ["running", "running"]
+        assert {e["holder"]["pid"] for e in summary["runs"]} == {holder.pid}
+        assert "2 held by other live processes (skipped), 0 to run" in lines[0]
+        # a worker that reaches a held run (the race after the launch check) leaves it too
+        r = job(sweep.experiment, sweep.runs[0].overrides, tmp_path / "out" / "runs",
+                name=sweep.runs[0].name)
+        assert r["status"] == "running" and f"pid {holder.pid}" in r["error"]["message"]
+        assert [sorted(p.name for p in f.iterdir()) for f in folders] == before
+        assert read_status(folders[0]) == {"status": "running", "pid": holder.pid}
+        assert run_state(folders[0]) == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died mid-run: its runs are interrupted, and the next launch runs them
+    assert run_state(folders[0]) == "interrupted"
+    launched = []
+
+    def backend(sweep, todo, **kw):  # records what would run, runs nothing
+        launched.extend(r.name for r in todo)
+        return iter(())
+
+    monkeypatch.setitem(BACKENDS, "local", backend)
+    summary = run_sweep(spec, tmp_path / "out", jobs=2, progress=False, log=lambda m: None)
+    assert launched == [r.name for r in sweep.runs]
+    assert [e["status"] for e in summary["runs"]] == ["interrupted", "interrupted"]
+
+
+def test_two_sweeps_on_one_folder_the_second_exits_naming_the_first(tmp_path):
+    from kgtest.stages import RunBusy
+
+    spec = _spec(tmp_path, "[sweep]\nseed = [0, 1]\n")
+    holder = _hold_runs([tmp_path / "out"], tmp_path)
+    try:
+        with pytest.raises(RunBusy, match=f"in use by pid {holder.pid} "):
+            run_sweep(spec, tmp_path / "out", jobs=2, progress=False, log=lambda m: None)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -8,7 +8,8 @@ submitit (``sbatch --array``) do.
 ==========  ============================================================================
 ``local``   ``--jobs`` worker processes, one intra-op thread each; with CUDA GPUs, worker
             ``i`` gets GPU ``i mod n_gpus`` (``CUDA_VISIBLE_DEVICES``) and, when several
-            workers share a GPU, an equal share of its memory.
+            workers share a GPU, an equal share of its memory. Workers die with the
+            sweep process (:func:`kgtest.sweep.job.die_with_parent`).
 ``ray``     one Ray task per run with ``num_cpus`` / ``num_gpus`` requests (fractional
             GPUs allowed); ``address`` joins a cluster, else a local one is started. Ray's
             GPU fractions are bookkeeping only, so a task with ``num_gpus < 1`` also caps
@@ -36,7 +37,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from kgtest.errors import InputError
-from kgtest.sweep.job import job, read_status, setup_worker
+from kgtest.sweep.job import die_with_parent, job, read_status, setup_worker
 from kgtest.sweep.spec import Sweep, SweepRun
 
 __all__ = ["BACKENDS", "local_backend", "ray_backend", "slurm_backend", "slurm_executor",
@@ -91,8 +92,10 @@ def gpu_slot(slot: int, gpus: Sequence[str], jobs: int, gpu_fraction: float | No
 
 
 def _init_local(slots, gpus: list[str], gpu_fraction: float | None, threads: int,
-                jobs: int) -> None:
-    """Pool initializer: take a slot number, bind its GPU, pin threads (before torch)."""
+                jobs: int, parent: int | None = None) -> None:
+    """Pool initializer: die with the sweep, take a slot number, bind its GPU, pin threads
+    (before torch)."""
+    die_with_parent(parent)
     gpu, frac = gpu_slot(slots.get(), gpus, jobs, gpu_fraction)
     setup_worker(threads, gpu=gpu, gpu_fraction=frac)
 
@@ -106,7 +109,7 @@ def _pool(batch: Sequence[SweepRun], n: int, spec: str, runs_dir: Path, gpus: li
     for i in range(n):
         slots.put(i)
     pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_local,
-                               initargs=(slots, gpus, gpu_fraction, threads, n))
+                               initargs=(slots, gpus, gpu_fraction, threads, n, os.getpid()))
     try:
         futures = {pool.submit(job, spec, r.overrides, runs_dir, name=r.name): r for r in batch}
         for fut in as_completed(futures):

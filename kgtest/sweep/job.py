@@ -7,12 +7,15 @@ job that fails on a cluster node leaves its error where the sweep looks for it:
 - ``status.json``: ``{"status": "running" | "ok" | "failed", "seconds", "host", "error"}``
   (and, when ok, the intra-op ``threads`` and ``cuda_visible_devices`` it ran with);
 - ``error.txt``: the traceback of a failed run;
-- ``log.txt``: the pipeline's progress lines (and library progress bars).
+- ``log.txt``: the pipeline's progress lines (and library progress bars);
+- ``.lock``: held (``flock``) by the one process running it, so a re-launched sweep never
+  runs a run that a live process still holds; :func:`run_state` reads the two together.
 
 :func:`job` wraps :func:`run` for the backends: it never raises for a failed run, it
 returns a small dict. :func:`setup_worker` pins intra-op threads (one per worker by
 default: several threads per worker on 2 cores made tiny steps ~40x slower) and, on CUDA,
-a GPU and a cap on this process's share of its memory.
+a GPU and a cap on this process's share of its memory; :func:`die_with_parent` makes a
+local pool worker exit with the sweep that started it.
 
 Examples
 --------
@@ -29,18 +32,22 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shlex
+import signal
 import socket
+import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
 from kgtest.symbolic.facts import atomic_write_text
 
-__all__ = ["run", "job", "setup_worker", "read_status", "is_finished", "STATUS", "ERROR",
-           "LOG"]
+__all__ = ["run", "job", "setup_worker", "die_with_parent", "read_status", "is_finished",
+           "run_state", "STATUS", "ERROR", "LOG"]
 
 STATUS = "status.json"
 ERROR = "error.txt"
@@ -102,6 +109,49 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
             and read_status(run_dir).get("status") in (None, "ok"))
 
 
+def run_state(run_dir: str | os.PathLike) -> str:
+    """What a run folder says about its run, checked against its lock.
+
+    ``ok`` (finished), ``running`` (a live process holds its lock), ``failed``,
+    ``interrupted`` (its status says running but no process holds it: killed), or
+    ``pending`` (never started).
+    """
+    from kgtest.stages import lock_holder
+
+    if is_finished(run_dir):
+        return "ok"
+    if lock_holder(run_dir) is not None:
+        return "running"
+    status = read_status(run_dir).get("status")
+    return {"failed": "failed", "running": "interrupted"}.get(status, "pending")
+
+
+def die_with_parent(parent: int | None = None, poll_s: float = 1.0) -> None:
+    """Make this worker process exit when its parent (the sweep) dies, however it dies.
+
+    On Linux the kernel sends SIGKILL when the parent goes (``prctl(PR_SET_PDEATHSIG)``);
+    everywhere, a daemon thread also polls the parent pid and exits when it changes (the
+    worker was re-parented). A killed worker's run folder lock goes with it, so a
+    re-launched sweep runs the run again.
+    """
+    parent = os.getppid() if parent is None else parent
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="kgtest-parent-watch", daemon=True).start()
+
+
 def _write_status(folder: Path, **fields) -> None:
     data = {"host": socket.gethostname(), "pid": os.getpid(), **fields}
     atomic_write_text(folder / STATUS, json.dumps(data, indent=1) + "\n")
@@ -119,7 +169,9 @@ def run(spec_path: str | os.PathLike, overrides=(), runs_dir: str | os.PathLike 
     Loads ``spec_path`` with ``overrides`` (:func:`kgtest.experiment.load_experiment`) and
     runs it (:func:`kgtest.pipeline.run_experiment`, which reuses finished stages). The
     outcome goes to ``status.json`` (and ``error.txt`` on failure) in the run folder;
-    errors are re-raised.
+    errors are re-raised. The run folder's lock (:func:`kgtest.stages.run_lock`) is taken
+    before anything is written, so a run another live process holds raises
+    :class:`kgtest.stages.RunBusy` and leaves that folder untouched.
 
     Parameters
     ----------
@@ -139,34 +191,36 @@ def run(spec_path: str | os.PathLike, overrides=(), runs_dir: str | os.PathLike 
     """
     from kgtest.experiment import load_experiment
     from kgtest.pipeline import run_experiment
+    from kgtest.stages import run_lock
     from kgtest.sweep.spec import run_name
 
     start = time.perf_counter()
-    folder = Path(runs_dir) / name if name else None
-    try:
+    cfg = None
+    if name is None:  # the folder comes from the config: a bad spec is not recorded
         cfg = load_experiment(spec_path, overrides)
-        folder = folder or Path(runs_dir) / run_name(cfg)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ERROR).unlink(missing_ok=True)
-        _write_status(folder, status="running", overrides=list(overrides))
-        with open(folder / LOG, "a") as log:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                run_experiment(cfg, folder, command=_command(spec_path, overrides),
-                               log=lambda msg: print(msg, flush=True))
-    except BaseException as err:
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            tb = traceback.format_exc()
-            atomic_write_text(folder / ERROR, tb)
+        name = run_name(cfg)
+    folder = Path(runs_dir) / name
+    command = _command(spec_path, overrides)
+    with run_lock(folder, command=command):  # RunBusy: another process runs it; touch nothing
+        try:
+            cfg = cfg or load_experiment(spec_path, overrides)
+            (folder / ERROR).unlink(missing_ok=True)
+            _write_status(folder, status="running", overrides=list(overrides))
+            with open(folder / LOG, "a") as log:
+                with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                    run_experiment(cfg, folder, command=command,
+                                   log=lambda msg: print(msg, flush=True))
+        except BaseException as err:
+            atomic_write_text(folder / ERROR, traceback.format_exc())
             _write_status(folder, status="failed", overrides=list(overrides),
                           seconds=time.perf_counter() - start,
                           error={"type": type(err).__name__, "message": str(err)})
-        raise
-    import torch
+            raise
+        import torch
 
-    _write_status(folder, status="ok", overrides=list(overrides),
-                  seconds=time.perf_counter() - start, threads=torch.get_num_threads(),
-                  cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        _write_status(folder, status="ok", overrides=list(overrides),
+                      seconds=time.perf_counter() - start, threads=torch.get_num_threads(),
+                      cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
     return folder
 
 
@@ -174,20 +228,25 @@ def job(spec_path: str | os.PathLike, overrides, runs_dir: str | os.PathLike, *,
         name: str, threads: int | None = None, gpu_fraction: float | None = None) -> dict:
     """:func:`run`, returning ``{"name", "status", "seconds", "dir", "error"}``; never raises.
 
-    ``error`` is None or ``{"type", "message", "traceback"}``. ``threads`` and
-    ``gpu_fraction``, when given, call :func:`setup_worker` first (Ray and Slurm tasks).
+    ``status`` is ``ok``, ``failed``, or ``running`` when another live process holds the
+    run folder (it is left alone). ``error`` is None or ``{"type", "message",
+    "traceback"}``. ``threads`` and ``gpu_fraction``, when given, call
+    :func:`setup_worker` first (Ray and Slurm tasks).
     """
     if threads is not None or gpu_fraction is not None:
         setup_worker(threads or 1, gpu_fraction=gpu_fraction)
     import kgtest.pipeline  # noqa: F401  (a worker's first import is not the run's time)
+    from kgtest.stages import RunBusy
 
     start = time.perf_counter()
     folder = Path(runs_dir) / name
+    status, error = "ok", None
     try:
         run(spec_path, overrides, runs_dir, name=name)
-        error = None
+    except RunBusy as err:  # a live process (an earlier launch's worker?) runs it: leave it
+        status, error = "running", {"type": "RunBusy", "message": str(err), "traceback": ""}
     except Exception as err:  # one failing run never stops the sweep
-        error = {"type": type(err).__name__, "message": str(err),
-                 "traceback": traceback.format_exc()}
-    return {"name": name, "status": "failed" if error else "ok", "dir": str(folder),
+        status, error = "failed", {"type": type(err).__name__, "message": str(err),
+                                   "traceback": traceback.format_exc()}
+    return {"name": name, "status": status, "dir": str(folder),
             "seconds": time.perf_counter() - start, "error": error}

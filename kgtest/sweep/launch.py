@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 from kgtest.errors import InputError
+from kgtest.stages import RunBusy, lock_holder, run_lock
 from kgtest.sweep.backends import BACKENDS
-from kgtest.sweep.job import ERROR, STATUS, is_finished, read_status
+from kgtest.sweep.job import ERROR, STATUS, is_finished, read_status, run_state
 from kgtest.sweep.spec import load_sweep
 from kgtest.symbolic.facts import atomic_write_text
 
@@ -91,7 +92,14 @@ def run_sweep(spec: str | os.PathLike, out: str | os.PathLike | None = None, *,
     -------
     dict
         The ``sweep.json`` content: ``counts`` and one entry per run with ``status`` in
-        ``ok`` (ran now), ``done`` (finished earlier, skipped), ``failed``, ``pending``.
+        ``ok`` (ran now), ``done`` (finished earlier, skipped), ``failed``, ``pending``,
+        or ``running`` (another live process holds the run folder: skipped, never run
+        twice; ``holder`` says which).
+
+    Raises
+    ------
+    RunBusy
+        Another ``kgtest sweep`` is launching into ``out`` (one line naming it).
 
     Examples
     --------
@@ -107,54 +115,88 @@ def run_sweep(spec: str | os.PathLike, out: str | os.PathLike | None = None, *,
     >>> s["counts"], s["runs"][0]["error"]["type"]  # doctest: +SKIP
     ({'failed': 2}, 'InputError')
     """
-    from tqdm.auto import tqdm
-
     if backend not in BACKENDS:
         raise InputError(f"unknown sweep backend '{backend}' (known: {', '.join(BACKENDS)})")
     spec = Path(spec)
     out = Path(out) if out is not None else Path("runs") / spec.stem
+    with run_lock(out, command=f"kgtest sweep {spec}"):  # one launcher per sweep folder
+        return _launch(spec, out, backend, jobs, overrides, progress, log, options)
+
+
+def _entry(r, folder: Path, out: Path, *, launch: bool) -> dict:
+    """A run's ``sweep.json`` entry as its folder stands (:func:`run_state`): at launch,
+    ``done`` (finished earlier), ``running`` (held by a live process) or ``pending``."""
+    state = run_state(folder)
+    status = read_status(folder)
+    rename = {"ok": "done", **({"interrupted": "pending", "failed": "pending"} if launch
+                               else {})}
+    entry = {"name": r.name, "key": r.key, "seed": r.seed, "cell": r.cell, "axes": r.axes,
+             "overrides": list(r.overrides), "dir": str(folder.relative_to(out)),
+             "status": rename.get(state, state),
+             "seconds": status.get("seconds") if state == "ok" else None, "error": None}
+    if state == "running":
+        entry["holder"] = lock_holder(folder)
+    elif state == "failed":
+        entry["error"] = status.get("error")
+    return entry
+
+
+def _record(result: dict) -> None:
+    """Write the outcome of a run whose worker died unrecorded into its folder (unless a
+    live process holds the folder: then that process records it)."""
+    folder = Path(result["dir"])
+    if not result["error"] or result["status"] != "failed":
+        return
+    if read_status(folder).get("status") == "failed":
+        return
+    try:
+        with run_lock(folder, command="kgtest sweep (recording a dead worker's run)",
+                      clean=False):
+            atomic_write_text(folder / ERROR, result["error"]["traceback"] or
+                              result["error"]["message"] + "\n")
+            atomic_write_text(folder / STATUS, json.dumps(
+                {"status": "failed", "seconds": result["seconds"],
+                 "error": {k: result["error"][k] for k in ("type", "message")}}) + "\n")
+    except RunBusy:
+        result.update(status="running", error=None)
+
+
+def _launch(spec: Path, out: Path, backend: str, jobs, overrides, progress: bool, log,
+            options: dict) -> dict:
+    from tqdm.auto import tqdm
+
     sweep = load_sweep(spec, out, overrides)
     if spec.resolve() != (out / "spec.toml").resolve():
         shutil.copyfile(spec, out / "spec.toml")
     meta = {"spec": str(spec), "experiment": "experiment.toml", "backend": backend,
             "overrides": list(overrides)}
-    entries, todo = {}, []
-    for r in sweep.runs:
-        folder = sweep.run_dir(r)
-        done = is_finished(folder)
-        entries[r.name] = {"name": r.name, "key": r.key, "seed": r.seed, "cell": r.cell,
-                           "axes": r.axes, "overrides": list(r.overrides),
-                           "dir": str(folder.relative_to(out)),
-                           "status": "done" if done else "pending",
-                           "seconds": read_status(folder).get("seconds") if done else None,
-                           "error": None}
-        if not done:
-            todo.append(r)
+    entries = {r.name: _entry(r, sweep.run_dir(r), out, launch=True) for r in sweep.runs}
+    todo = [r for r in sweep.runs if entries[r.name]["status"] == "pending"]
     _save(out, meta, entries)
-    n_done = len(sweep.runs) - len(todo)
+    n_done = sum(e["status"] == "done" for e in entries.values())
+    busy = [e for e in entries.values() if e["status"] == "running"]
     log(f"sweep {spec}: {len(sweep.runs)} runs, {n_done} finished earlier (skipped), "
-        f"{len(todo)} to run on {backend} -> {out}")
-    bar = tqdm(total=len(sweep.runs), initial=n_done, unit="run", desc="sweep",
+        + (f"{len(busy)} held by other live processes (skipped), " if busy else "")
+        + f"{len(todo)} to run on {backend} -> {out}")
+    bar = tqdm(total=len(sweep.runs), initial=n_done + len(busy), unit="run", desc="sweep",
                disable=not progress, dynamic_ncols=True)
-    data = None
     try:
         for result in BACKENDS[backend](sweep, todo, jobs=jobs, **options):
-            folder = Path(result["dir"])
-            if result["error"] and read_status(folder).get("status") != "failed":
-                folder.mkdir(parents=True, exist_ok=True)  # the worker died unrecorded
-                atomic_write_text(folder / ERROR, result["error"]["traceback"] or
-                                  result["error"]["message"] + "\n")
-                atomic_write_text(folder / STATUS, json.dumps(
-                    {"status": "failed", "seconds": result["seconds"],
-                     "error": {k: result["error"][k] for k in ("type", "message")}}) + "\n")
+            _record(result)
             entries[result["name"]].update(status=result["status"], seconds=result["seconds"],
                                            error=result["error"])
-            data = _save(out, meta, entries)
+            _save(out, meta, entries)
             line = _line(result, out)
             bar.write(line) if progress else log(line)
             bar.update(1)
     finally:
         bar.close()
+        for r in sweep.runs:  # agree with each run's own status (another process's too)
+            e = entries[r.name]
+            if e["status"] in ("pending", "running"):
+                e.update({k: v for k, v in _entry(r, sweep.run_dir(r), out,
+                                                  launch=False).items()
+                          if k in ("status", "seconds", "error", "holder")})
         data = _save(out, meta, entries)
     counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items())
     log(f"sweep {out}: {counts}; aggregate with: kgtest report {out}")
@@ -259,7 +301,8 @@ def sweep_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
             err = e.get("error") or read_status(sweep_dir / e["dir"]).get("error") or {}
             msg = (err.get("message") or "").splitlines()[:1]
             text = f"{err.get('type', '')}: {msg[0] if msg else ''}" if err else ""
-            lines.append(f"| {e['dir']} | {e['status']} | {text.replace('|', '/')} |")
+            state = run_state(sweep_dir / e["dir"])  # the run's own word, not a stale snapshot
+            lines.append(f"| {e['dir']} | {state} | {text.replace('|', '/')} |")
         lines.append("")
     path = out / "summary.md"
     out.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -239,9 +238,11 @@ def _derivations_jsonl(closure: Closure) -> bytes:
 def write_world(world: World, closure: Closure, out_dir: str | os.PathLike) -> Path:
     """Write ``facts.tsv``, ``rules.dl``, ``derivations.jsonl``, ``stats.json``, ``graph.png``.
 
-    Everything is first written into a temporary folder inside ``out_dir``; only when all
-    five files exist are they moved into place (each move an atomic rename), so a failure
-    leaves no half-written file. Other files in ``out_dir`` are left alone.
+    Everything is first written into a hidden temporary folder inside ``out_dir``
+    (:func:`kgtest.stages.owned_tempdir`); only when all five files exist are they moved
+    into place (each move an atomic rename), so a failure leaves no half-written file, and
+    the temporary folder of a build that was killed is removed by the next build into
+    ``out_dir``. Other files in ``out_dir`` are left alone.
 
     Parameters
     ----------
@@ -256,10 +257,10 @@ def write_world(world: World, closure: Closure, out_dir: str | os.PathLike) -> P
     Path
         ``out_dir``.
     """
+    from kgtest.stages import owned_tempdir
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".world-", dir=out))
-    try:
+    with owned_tempdir(out, "world") as tmp:
         atomic_write_text(tmp / "facts.tsv", _facts_tsv(world, closure))
         header = f"% rules of world {world.name!r} ({len(closure.rules)} rules)\n"
         atomic_write_text(tmp / "rules.dl", header + format_rules(closure.rules))
@@ -269,8 +270,6 @@ def write_world(world: World, closure: Closure, out_dir: str | os.PathLike) -> P
         draw_world(world, closure, tmp / "graph.png")
         for f in ("facts.tsv", "rules.dl", "derivations.jsonl", "stats.json", "graph.png"):
             os.replace(tmp / f, out / f)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
