@@ -381,3 +381,22 @@ def test_a_stage_that_fails_is_not_published_and_its_rebuild_starts_clean(tmp_pa
                    force=True)  # replacing a finished stage: moved aside, then removed
     assert d2 == d and sorted(p.name for p in d.iterdir()) == [DONE, "new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "corpus-k"]
+
+
+def test_probing_an_outside_model_is_refused_while_another_process_holds_the_run(
+        finished, tmp_path):
+    """`kgtest probe` reads, extends and rewrites RUN/records.jsonl: under the run lock, so
+    a concurrent run or probe cannot lose its rows."""
+    from kgtest.interop.external import probe_model
+
+    run_dir = _copy(finished, tmp_path)
+    old = _read(run_dir)
+    (model,) = run_dir.glob("model-*/model")
+    proc = _holder(run_dir, command="kgtest probe other --as other")
+    try:
+        with pytest.raises(RunBusy, match=f"in use by pid {proc.pid} .*kgtest probe other"):
+            probe_model(model, run_dir, "mine", probes=["direct"], log=lambda m: None)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _read(run_dir) == old and not (run_dir / "external.json").exists()

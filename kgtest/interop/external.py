@@ -74,7 +74,22 @@ def probe_model(model_dir: str | os.PathLike, run, name: str = "external", *,
     -------
     dict
         ``{"variant", "rows", "gated_in", "summary"}`` (``summary``: path or None).
+
+    Raises
+    ------
+    kgtest.stages.RunBusy
+        Another process (a ``kgtest run``, another ``kgtest probe``) is writing the run
+        folder: the records are read, extended and written under the run folder's lock.
     """
+    from kgtest.stages import run_lock
+    from kgtest.unlearn.api import load_run
+
+    rc = load_run(run)
+    with run_lock(rc.run_dir, command=f"kgtest probe {model_dir} --as {name}"):
+        return _probe(rc, model_dir, name, probes, log)
+
+
+def _probe(rc, model_dir, name, probes, log) -> dict:
     from kgtest.corpus.io import stage_seed
     from kgtest.model import load_model
     from kgtest.probes.config import ProbesConfig
@@ -82,9 +97,7 @@ def probe_model(model_dir: str | os.PathLike, run, name: str = "external", *,
     from kgtest.probes.probes import PROBES, _known
     from kgtest.records import RECORDS, read_records, write_records
     from kgtest.train import TrainConfig
-    from kgtest.unlearn.api import load_run
 
-    rc = load_run(run)
     run_dir, model_dir = rc.run_dir, Path(model_dir)
     pcfg = rc.section(ProbesConfig, "probes")
     existing = read_records(run_dir) if (run_dir / RECORDS).is_file() else []
