@@ -34,6 +34,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -343,15 +344,30 @@ def report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | N
     -------
     Path
         ``out_dir/summary.md``.
+
+    Raises
+    ------
+    kgtest.stages.RunBusy
+        ``out_dir`` is a run folder another process is writing (its lock is held while
+        this reads the records and writes the summary).
     """
+    from kgtest.stages import LOCK, run_lock
+
     runs = [Path(d) for d in run_dirs]
     if not runs:
         raise InputError("report: no run folders given")
+    out = Path(out_dir) if out_dir is not None else runs[0]
+    with run_lock(out) if (out / LOCK).is_file() else contextlib.nullcontext():
+        return _report(runs, out, command=command, control=control, n_boot=n_boot, seed=seed,
+                       records=records)
+
+
+def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: int,
+            seed: int, records: Sequence[dict] | None) -> Path:
     if records is None:
         records = [r for d in runs for r in read_records(d)]
     if not records:
         raise InputError(f"report: {runs[0]}: records.jsonl has no rows")
-    out = Path(out_dir) if out_dir is not None else runs[0]
     agg = aggregate(records, control=control, n_boot=n_boot, seed=seed)
     plots = _write_plots(agg, records, runs, out / "plots", n_boot=n_boot, seed=seed)
     if not command and (runs[0] / "command.txt").is_file():

@@ -400,3 +400,18 @@ def test_probing_an_outside_model_is_refused_while_another_process_holds_the_run
         proc.kill()
         proc.wait()
     assert _read(run_dir) == old and not (run_dir / "external.json").exists()
+
+
+def test_report_into_a_run_folder_another_process_writes_exits_2(finished, tmp_path, capsys):
+    run_dir = _copy(finished, tmp_path)
+    old = _read(run_dir)
+    proc = _holder(run_dir)
+    try:
+        assert main(["report", str(run_dir)]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"in use by pid {proc.pid}" in err
+    assert _read(run_dir) == old
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "elsewhere")]) == 0
