@@ -36,9 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from kgtest.config import config_hash, to_dict
+from kgtest.corpus.in_context import in_context_stream
 from kgtest.corpus.io import build_corpus, read_corpus, stage_seed
 from kgtest.corpus.splits import Split
 from kgtest.distributed import dist_info, run_stage_ranked
+from kgtest.errors import InputError
 from kgtest.experiment import ExperimentConfig
 from kgtest.interop.runinfo import write_run_info
 from kgtest.symbolic.facts import atomic_write_text
@@ -202,8 +204,13 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
         if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
             train_cfg = replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
                                                     if k != "cot"})
+        stream = in_context_stream(_world(cfg).close(), corpus, split,
+                                   seed=stage_seed(cfg.run.seed, "icl"))
+        if stream is not None and not train_cfg.answer_only_loss:
+            raise InputError("corpus.icl.per_step > 0 writes made-up premises: it needs "
+                             "train.answer_only_loss = true")
         result = train(model, tok, list(corpus.train), train_cfg, tmp,
-                       eval_fn=make_eval_fn(tok, sets), resume=True)
+                       eval_fn=make_eval_fn(tok, sets), resume=True, extra=stream)
         if not dist_info().is_main:  # under torchrun, rank 0 writes the stage
             return
         metrics = {

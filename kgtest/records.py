@@ -39,6 +39,8 @@ chance              float      ``1 / n_candidates``
 gated_in            bool       the original model knew this fact by ``gate``; only gated-in
                                rows count toward a rate
 gate                str        the original's probe that gates the row: ``direct``, ``cot``,
+                               the in-context probe itself (``in_context``,
+                               ``in_context[counterfactual]``, ``in_context_cot``),
                                or ``none`` (``utility_loss``: always gated in)
 applicable          bool       False when the probe cannot ask this fact (no premises, no
                                inverse statements...): such rows never count
@@ -68,6 +70,12 @@ attack_steps        int        relearn: fine-tuning steps
 attack_lr           float      relearn: fine-tuning learning rate
 n_attack_facts      int        relearn: facts the attack trains on
 bits                int        quantize: weight bits (8 or 4)
+copy_last           bool       in-context: copying the last premise's object is right
+copy_rate           float      in-context: chance that copying a random premise is right
+majority_floor      float      in-context: chance that the relation's most frequent
+                               object is right (``kgtest.unlearn.data.majority_floor``)
+memorised           bool       in_context[counterfactual]: the model gave the memorised
+                               object, not the one the context implies
 ==================  =========  ==============================================================
 
 Examples
@@ -118,6 +126,8 @@ COLUMNS: dict[str, tuple[type, object]] = {
     "audit_derivable": (bool, None), "attack": (str, None), "attack_steps": (int, None),
     "attack_lr": (float, None), "n_attack_facts": (int, None),
     "bits": (int, None),
+    "copy_last": (bool, None), "copy_rate": (float, None), "majority_floor": (float, None),
+    "memorised": (bool, None),
 }
 
 

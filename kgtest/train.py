@@ -255,8 +255,9 @@ class _Run:
 
     def __init__(self, model, corpus: EncodedCorpus, cfg: TrainConfig, out: Path,
                  device: torch.device, eval_fn, resume: bool,
-                 dist_info: distributed.DistInfo | None = None):
+                 dist_info: distributed.DistInfo | None = None, extra=None):
         self.model, self.cfg, self.corpus, self.device = model, cfg, corpus, device
+        self.extra = extra  # (step -> documents, tokenizer) or None
         self.eval_fn = eval_fn
         self.dist = dist_info or distributed.DistInfo()
         self.main = self.dist.is_main  # only rank 0 writes logs and checkpoints
@@ -378,7 +379,33 @@ class _Run:
         for i_lo, i_hi, f_lo, f_hi, L in self.plan.micro[m_lo:m_hi]:
             x = self.tokens.index_select(0, self.plan.idx[i_lo:i_hi])[:, :L]  # (b, L)
             parts.append((x, self.plan.flat[f_lo:f_hi]))
+        if self.extra is not None:
+            part, sup, real = self._extra_part()
+            n_sup, n_tokens = n_sup + sup, n_tokens + real
+            if part is not None:
+                parts.append(part)
         return parts, n_sup, n_tokens
+
+    def _extra_part(self) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, int, int]:
+        """This step's fresh documents as one more micro-batch (this rank's share)."""
+        make, tokenizer = self.extra
+        docs = make(self.step)
+        if not docs:
+            return None, 0, 0
+        enc = encode_corpus(tokenizer, docs, self.cfg.answer_only_loss)
+        if enc.tokens.shape[1] > self.model.config.max_position_embeddings:
+            raise InputError(f"train: a fresh document of step {self.step} has "
+                             f"{enc.tokens.shape[1]} tokens, more than the model takes")
+        n_sup = int((enc.lengths - enc.loss_start).clamp(min=0).sum())
+        rows = torch.arange(enc.n_docs)[self.dist.rank::self.dist.world_size]
+        if not len(rows):
+            return None, n_sup, int(enc.lengths.sum())
+        L = int(enc.lengths[rows].max())
+        t = torch.arange(1, L)  # (L-1,) target positions
+        sup = (t >= enc.loss_start[rows, None]) & (t < enc.lengths[rows, None])  # (b, L-1)
+        r, c = sup.nonzero(as_tuple=True)
+        x = enc.tokens[rows, :L].to(self.device)  # (b, L)
+        return (x, (r * L + c).to(self.device)), n_sup, int(enc.lengths.sum())
 
     def run(self) -> tuple[float, float, float]:
         """Train to cfg.steps (or an early stop): (last mean loss, wall s, CPU s) of the loop."""
@@ -472,7 +499,8 @@ class _Run:
 def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequence[dict],
           cfg: TrainConfig, out_dir: str | os.PathLike, *,
           eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False,
+          extra: Callable[[int], Sequence[dict]] | None = None) -> TrainResult:
     """Train ``model`` on ``docs`` in place, then save it to ``out_dir/model``.
 
     Parameters
@@ -492,6 +520,11 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
         ``cfg.stop_at`` target is met (``metrics[k] >= v``).
     resume : bool
         Continue from ``out_dir/checkpoint.pt`` if it exists (same config and corpus).
+    extra : callable, optional
+        ``extra(step) -> documents`` added to that step's batch, tokenised on the fly and
+        supervised like the corpus's (fresh documents per step, such as
+        :class:`kgtest.corpus.in_context.InContextStream`; a function of the step, so a
+        resumed run sees the same ones).
 
     Returns
     -------
@@ -521,7 +554,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
     if corpus.tokens.shape[1] > max_pos:
         raise InputError(f"train: the longest document has {corpus.tokens.shape[1]} tokens but "
                          f"the model takes at most {max_pos} (raise model.max_len)")
-    run = _Run(model, corpus, cfg, out, device, eval_fn, resume, info)
+    run = _Run(model, corpus, cfg, out, device, eval_fn, resume, info,
+               extra=None if extra is None else (extra, tokenizer))
     threads_before = torch.get_num_threads()
     if cfg.threads:
         # 1 on a 2-core machine that is busy with other work: OpenMP threads that wait for

@@ -33,10 +33,12 @@ from the steps before it, and no held-out fact is ever written.
 Evaluation documents (``Corpus.eval``, never trained) carry ``probe``: ``direct`` (QA),
 ``statement`` (statement cut before the object), ``paraphrase`` (held-out templates,
 natural surface only) for every closure fact, and ``cot`` for every derived fact.
-``in_context`` documents give the premises of one derivation of each derived fact, then
-the question. ``unknown`` documents answer ``unknown`` to each forget and validation
-target. Neither is trained unless ``train_in_context`` says so (in-context documents of
-demonstrated facts with no held-out premise).
+``in_context`` documents give the premises of one derivation of each derived fact and
+``icl.distractors`` true facts about other entities, shuffled, then the question
+(:mod:`kgtest.corpus.in_context`). ``unknown`` documents answer ``unknown`` to each forget
+and validation target. Neither is trained, except that ``train_in_context`` trains
+``icl.copies`` in-context documents of each derived fact that is neither a target nor held
+out (and has a derivation with no such premise).
 
 Examples
 --------
@@ -63,6 +65,7 @@ from typing import Literal
 
 import numpy as np
 
+from kgtest.corpus.in_context import InContextConfig, in_context_documents
 from kgtest.corpus.splits import Split
 from kgtest.corpus.surface import (
     UNKNOWN,
@@ -105,7 +108,8 @@ class CorpusConfig:
     held_out_templates: int = field(default=1, metadata={"check": _positive})  # paraphrase
     unknown: bool = True  # render 'unknown' documents for forget and validation targets
     in_context: bool = True  # render in-context probe documents for derived facts
-    train_in_context: bool = False  # also train on in-context documents (no held-out fact)
+    train_in_context: bool = False  # also train in-context documents of non-target facts
+    icl: InContextConfig = field(default_factory=InContextConfig)  # in-context format, stream
     probes: bool = True  # render evaluation documents (eval.jsonl)
 
     def __post_init__(self):
@@ -454,21 +458,10 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     for c in range(k):
         for f in np.flatnonzero(cot).tolist():
             train.append(_cot_doc(surface, F, chains, f, c, stmt, int(q_off[f]) + c))
-    # --- in-context documents (probe; trained only when asked) ------------------------------
-    in_context = []
-    if cfg.in_context or cfg.train_in_context:
-        for f in np.flatnonzero(~is_base).tolist():
-            d = chains.derivation(f)
-            prem = chains.premises(d)
-            s, r, o = FL[f]
-            doc = _doc("in_context", surface.in_context_prompt([stmt(p, 0) for p in prem], s, r,
-                                                               int(q_off[f])),
-                       surface.answer(o), [(p, "premise") for p in prem] + [(f, "answer")],
-                       derivation=int(d))
-            if cfg.in_context:
-                in_context.append(doc)
-            if cfg.train_in_context and not held[f] and not held[prem].any():
-                train.append({**doc, "facts": list(doc["facts"])})
+    # --- in-context documents (probe; trained only when asked: kgtest.corpus.in_context) ---
+    in_context, ic_train = in_context_documents(closure, surface, chains.derivation, split, cfg,
+                                                seed=seed)
+    train.extend(ic_train)
     # --- evaluation documents ---------------------------------------------------------------
     evals = []
     if cfg.probes:

@@ -16,7 +16,8 @@ paraphrase     held-out question template (natural), or the inverse          dir
                rows with ``applicable = False``
 cot            ``Q s r ? T`` -> the model's chain and answer; the chain is   cot
                checked step by step against the closure
-in_context     the premises of one derivation, then the question (no CoT)   direct
+in_context     see :mod:`kgtest.probes.in_context` (premises shuffled with a    itself
+               distractor; ``counterfactual`` setting; ``in_context_cot``)
 latent         direct question on held-out (implied) facts (setting          direct
                ``implied``) and on the derived facts asked (``unlearned``)
 relearn        see :mod:`kgtest.probes.relearn`                              direct
@@ -34,7 +35,7 @@ builds contains its target fact (nor its answer, except as the subject or, for
 Examples
 --------
 >>> sorted(PROBES)[:4]
-['cot', 'direct', 'in_context', 'latent']
+['cot', 'direct', 'in_context', 'in_context_cot']
 >>> PROBES.get("cot").gate
 'cot'
 """
@@ -233,18 +234,6 @@ def cot(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     return _cot(model, tokenizer, facts, ctx, "cot")
 
 
-@PROBES.register("in_context")
-def in_context(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
-    """The premises of one derivation in the prompt, then the question, no CoT."""
-    docs = ctx._cached("in_context", lambda: {
-        next(x["id"] for x in d["facts"] if x["role"] == "answer"): d
-        for d in ctx.corpus.in_context})
-    F = ctx.corpus.facts
-    items = [Ask(int(f), docs[f]["prompt"], int(F[f, 2])) for f in facts if int(f) in docs]
-    rows = ask(model, tokenizer, ctx, items, "in_context", premises_allowed=True)
-    return rows + _na_rows(ctx, [f for f in facts if int(f) not in docs], "in_context")
-
-
 @PROBES.register("latent")
 def latent(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """Direct questions on facts only composition gives: held-out ones, derived asked."""
@@ -313,6 +302,9 @@ def _known(model, tokenizer, ctx: ProbeContext, rows: list[dict]) -> dict[str, d
                 known[gate][r["fact"]] = bool(r["correct"])
     need = {g: sorted({r["fact"] for r in rows if r["gate"] == g} - set(known[g]))
             for g in known}
+    for r in rows:  # other gates (the in-context probes): the original's own answer
+        if r["gate"] not in ("direct", "cot", "none") and r["applicable"]:
+            known.setdefault(r["gate"], {})[r["fact"]] = bool(r["correct"])
     for r in direct(model, tokenizer, need["direct"], ctx):
         known["direct"][r["fact"]] = bool(r["correct"])
     for r in cot(model, tokenizer, need["cot"], ctx):
@@ -379,5 +371,6 @@ def evaluate(variants: Mapping[str, Any], ctx: ProbeContext,
 
 
 # importing these registers the relearn and quantize probes
+from kgtest.probes import in_context as _in_context  # noqa: E402, F401
 from kgtest.probes import quantize as _quantize  # noqa: E402, F401
 from kgtest.probes import relearn as _relearn  # noqa: E402, F401

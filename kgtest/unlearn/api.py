@@ -38,6 +38,7 @@ import numpy as np
 
 from kgtest.config import apply_overrides as _apply
 from kgtest.config import build, config_hash, to_dict
+from kgtest.corpus.in_context import in_context_stream
 from kgtest.corpus.io import read_corpus, stage_seed
 from kgtest.corpus.render import Corpus
 from kgtest.corpus.splits import Split
@@ -416,7 +417,10 @@ def control_run(run, kind: str, cfg: UnlearnConfig | None = None, *,
                                                         deletion=sets)
             train_cfg = replace(ctx.section(TrainConfig, "train"), steps=steps,
                                 progress=cfg.progress)
-            res = train_control(filtered, tok, model_cfg, train_cfg, tmp, init_seed=init_seed)
+            stream = in_context_stream(ctx.closure, filtered, ctx.split,
+                                       seed=stage_seed(ctx.seed, "icl"))
+            res = train_control(filtered, tok, model_cfg, train_cfg, tmp, init_seed=init_seed,
+                                extra=stream)
             record.update({
                 "dropped_facts": dropped, "deletion_sets": {str(k): v for k, v in
                                                             (sets or {}).items()},

@@ -94,12 +94,13 @@ def control_corpus(corpus: Corpus, split: Split, kind: str, *, targets=None,
 
 def train_control(corpus: Corpus, tokenizer: PreTrainedTokenizerFast, model_cfg: ModelConfig,
                   train_cfg: TrainConfig, out_dir: str | os.PathLike, *,
-                  init_seed: int) -> TrainResult:
+                  init_seed: int, extra=None) -> TrainResult:
     """Train a fresh model (initialised as the original was) on a control's corpus.
 
     ``train_cfg`` is the original's, with ``stop_at`` cleared (no evaluation set is run, so
-    the budget is fixed: pass the original's steps taken as ``steps``). The model is saved
-    to ``out_dir/model``.
+    the budget is fixed: pass the original's steps taken as ``steps``). ``extra`` is the
+    fresh-per-step document stream, as for the original (``in_context_stream`` of the
+    filtered corpus). The model is saved to ``out_dir/model``.
 
     Examples
     --------
@@ -116,7 +117,7 @@ def train_control(corpus: Corpus, tokenizer: PreTrainedTokenizerFast, model_cfg:
     """
     cfg = dataclasses.replace(train_cfg, stop_at={})
     model = build_model(model_cfg, tokenizer, seed=init_seed)
-    return train(model, tokenizer, list(corpus.train), cfg, out_dir, resume=True)
+    return train(model, tokenizer, list(corpus.train), cfg, out_dir, resume=True, extra=extra)
 
 
 def never_trained(tokenizer: PreTrainedTokenizerFast, model_cfg: ModelConfig,
