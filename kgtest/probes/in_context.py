@@ -138,7 +138,9 @@ def in_context_cot(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
         return rows
     for it in items:
         check_prompt(ctx, it.fact, it.prompt, answer=it.answer, premises_allowed=True)
-    longest = max(len(it.prompt.split()) for it in items)  # the chain restates the premises
+    # the chain restates (some of) the premises: at most the prompt's length, plus the answer
+    longest = max(len(tokenizer(it.prompt, add_special_tokens=False)["input_ids"])
+                  for it in items)
     outs = greedy_complete(model, tokenizer, [it.prompt for it in items], longest + 8,
                            batch_size=ctx.batch_size)
     for it, out in zip(items, outs, strict=True):
