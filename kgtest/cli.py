@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="output TSV (default: stdout)")
     c.add_argument("--header", action="store_true", help="write a header line")
     c.add_argument("--explain", action="store_true",
-                   help="add columns: derived flag, proof count, depth, derivations (JSON)")
+                   help="add columns: kind (base/derived), proof_count (one-step "
+                        "derivations of the fact), depth, derivations (JSON)")
     c.set_defaults(func=cmd_world_closure)
 
     d = _parser_for(wsub, "deletion-set", "minimal sets whose deletion makes a target "
@@ -208,8 +209,8 @@ def cmd_world_closure(args) -> int:
     cols = ["subject", "relation", "object"]
     extra = []
     if args.explain:
-        cols += ["derived", "proof_count", "depth", "derivations"]
-        extra = [(["0", "1"], (~closure.is_base).astype(int)),
+        cols += ["kind", "proof_count", "depth", "derivations"]  # as world build's facts.tsv
+        extra = [(["base", "derived"], (~closure.is_base).astype(int)),
                  (_numerals(closure.proof_count), closure.proof_count),
                  (_numerals(closure.depth), closure.depth),
                  (_derivations_json(closure), range(len(closure)))]

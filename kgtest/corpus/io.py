@@ -8,7 +8,8 @@ been rendered and checked, so a failed build leaves no file half-written)::
     unknown.jsonl      'unknown' answers for forget and validation targets
     in_context.jsonl   premises-in-context probe documents
     split.json         the split (see kgtest.corpus.splits)
-    facts.tsv          every closure fact: subject relation object id depth proofs categories
+    facts.tsv          every closure fact: subject relation object kind proof_count depth id
+                       categories (a header line first)
     corpus_stats.json  documents, whitespace tokens by part and kind; facts by category
     corpus.json        the corpus config, seed, surface (names, templates), dropped facts
 
@@ -121,15 +122,32 @@ def _write_all(out_dir: Path, files: dict[str, str]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+#: facts.tsv columns: the first six are every kgtest fact table's (world build, closure).
+FACTS_COLUMNS = ("subject", "relation", "object", "kind", "proof_count", "depth", "id",
+                 "categories")
+
+
+def _facts_columns(header: str, where: Path) -> dict[str, int]:
+    """Column name -> index from a facts.tsv header (also the older ``# subject ...
+    proofs`` header)."""
+    names = header.removeprefix("# ").split("\t")
+    names = ["proof_count" if n == "proofs" else n for n in names]
+    need = ("subject", "relation", "object", "id", "depth", "proof_count", "categories")
+    if not set(need) <= set(names):
+        raise InputError(f"{where}:1: expected a header naming {', '.join(need)}")
+    return {n: i for i, n in enumerate(names)}
+
+
 def write_corpus(corpus: Corpus, split: Split, out_dir: str | os.PathLike) -> Path:
     """Write a corpus folder (see the module docstring); returns its path."""
     out = Path(out_dir)
     sf = corpus.surface
     cats = fact_categories(corpus, split)
-    rows = ["# subject\trelation\tobject\tid\tdepth\tproofs\tcategories\n"]
+    rows = ["\t".join(FACTS_COLUMNS) + "\n"]
     for i, (s, r, o) in enumerate(corpus.facts.tolist()):
+        kind = "derived" if "derived" in corpus.tags[i].split(",") else "base"
         rows.append(f"{sf.entity_names[s]}\t{sf.relation_names[r]}\t{sf.entity_names[o]}\t"
-                    f"{i}\t{int(corpus.depth[i])}\t{int(corpus.proofs[i])}\t{cats[i]}\n")
+                    f"{kind}\t{int(corpus.proofs[i])}\t{int(corpus.depth[i])}\t{i}\t{cats[i]}\n")
     meta = {
         "version": 1,
         "seed": corpus.seed,
@@ -183,12 +201,17 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
         lines = tsv.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise InputError(f"{tsv}: cannot read ({err.strerror or err})") from None
-    for lineno, line in enumerate(lines, start=1):
+    at = _facts_columns(lines[0] if lines else "", tsv)
+    for lineno, line in enumerate(lines[1:], start=2):
         if not line or line.startswith("#"):
             continue
         cols = line.split("\t")
         try:
-            s, r, o, i, d, p, cat = cols
+            if len(cols) != len(at):
+                raise ValueError(f"{len(cols)} columns, the header has {len(at)}")
+            s, r, o, i, d, p, cat = (cols[at[k]] for k in ("subject", "relation", "object",
+                                                           "id", "depth", "proof_count",
+                                                           "categories"))
             if int(i) != len(facts):
                 raise ValueError("fact ids out of order")
             facts.append((ents[s], rels[r], ents[o]))

@@ -46,8 +46,8 @@ from kgtest.worlds.world import World
 __all__ = ["write_world", "describe_world", "world_stats", "fact_domains", "draw_world",
            "FACTS_HEADER"]
 
-FACTS_HEADER = ("subject", "relation", "object", "kind", "fixed", "proof_count", "depth",
-                "domain", "planted")
+FACTS_HEADER = ("subject", "relation", "object", "kind", "proof_count", "depth", "fixed",
+                "domain", "planted")  # the first six are every kgtest fact table's
 
 
 def fact_domains(world: World, closure: Closure) -> np.ndarray:
@@ -209,7 +209,7 @@ def _facts_tsv(world: World, closure: Closure) -> bytes:
     pc, depth = closure.proof_count, closure.depth
     numerals = [str(i) for i in range(int(max(pc.max(initial=0), depth.max(initial=0))) + 1)]
     extra = [(["base", "derived"], (~closure.is_base).astype(np.int64)),
-             (["0", "1"], fixed.astype(np.int64)), (numerals, pc), (numerals, depth),
+             (numerals, pc), (numerals, depth), (["0", "1"], fixed.astype(np.int64)),
              ([*world.domain_names, "mixed"], np.where(dom < 0, len(world.domain_names), dom)),
              (["0", "1"], planted.astype(np.int64))]
     return facts_tsv_bytes(closure.facts, closure.entities, closure.relations, extra,

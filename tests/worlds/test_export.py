@@ -37,8 +37,8 @@ def test_facts_tsv_parses_back(written):
     assert len(rows) == len(c)
     kinds = [r[3] for r in rows]
     assert kinds.count("base") == c.n_base and kinds.count("derived") == len(c) - c.n_base
-    assert [int(r[5]) for r in rows] == c.proof_count.tolist()
-    assert [int(r[6]) for r in rows] == c.depth.tolist()
+    assert [int(r[4]) for r in rows] == c.proof_count.tolist()
+    assert [int(r[5]) for r in rows] == c.depth.tolist()
     assert {r[7] for r in rows} == {"benign", "harmful"}
     assert sum(int(r[8]) for r in rows) == 2
     back = world_from_tsv(out / "facts.tsv", out / "rules.dl")
