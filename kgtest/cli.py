@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     _add_set(b)
+    _add_json(b)
     b.set_defaults(func=cmd_world_build)
 
     c = _parser_for(wsub, "closure", "close your own facts under Datalog rules", "world closure")
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("spec", help="experiment spec (TOML) with [world], [split], [corpus]")
     cb.add_argument("--out", required=True, help="output folder")
     _add_set(cb)
+    _add_json(cb)
     cb.set_defaults(func=cmd_corpus_build)
 
     t = _parser_for(sub, "train", "world -> corpus -> trained Hugging Face model", "train")
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train M models (seeds run.seed..run.seed+M-1) together in one "
                         "process (stacked weights); each saved as an HF checkpoint")
     _add_set(t)
+    _add_json(t)
     t.set_defaults(func=cmd_train)
 
     u = _parser_for(sub, "unlearn", "unlearn a trained run's forget targets with one method "
@@ -118,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--deep", action="store_true",
                    help="also forget a minimal deletion set per target")
     _add_set(u)
+    _add_json(u)
     u.set_defaults(func=cmd_unlearn)
 
     r = _parser_for(sub, "run", "the whole experiment: world, corpus, training, controls, "
@@ -125,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("spec", help="experiment spec (TOML)")
     r.add_argument("--out", default="runs", help="runs folder (default: runs)")
     _add_set(r)
+    _add_json(r)
     r.set_defaults(func=cmd_run)
 
     sw = _parser_for(sub, "sweep", "run a sweep spec (an experiment spec plus [sweep] axes) "
@@ -154,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run folders with records.jsonl, or one `kgtest sweep` folder")
     rp.add_argument("--out", help="output folder (default: the first run folder)")
     rp.add_argument("--control", default="filter", help="control for excess re-derivation")
+    _add_json(rp)
     rp.set_defaults(func=cmd_report)
 
     dm = _parser_for(sub, "demo", "run the quickstart experiment and describe it", "demo")
@@ -162,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=cmd_demo)
     add_interop_commands(sub)  # export lm-eval, export forget-retain, probe
     return p
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object instead of text")
+
+
+def _emit_json(data) -> int:
+    print(json.dumps(data, default=str))
+    return 0
 
 
 def _version() -> str:
@@ -267,11 +283,21 @@ def cmd_world_deletion_set(args) -> int:
                                    count=args.count, restarts=args.restarts, seed=args.seed)
     sets = [closure.named_all(sorted(m)) for m in result.sets[: args.count]]
     if args.json:
-        print(json.dumps([[list(f) for f in m] for m in sets]))
+        print(json.dumps(_deletion_json(closure, target, result, sets, args.count)))
     else:
         for m in sets:
             print(" ; ".join("\t".join(f) for f in m))
     return 0
+
+
+def _deletion_json(closure, target: int, result, sets, count: int) -> dict:
+    """The target, each set with its size and whether it is a proven minimum, and how
+    many sets exist beyond those printed."""
+    bound = result.lower_bound if result.proven_minimum else None
+    return {"target": list(closure.named_all([target])[0]), "requested": count,
+            "n_found": result.n_found, "lower_bound": result.lower_bound,
+            "sets": [{"size": len(m), "proven_minimum": bound is not None and len(m) == bound,
+                      "facts": [list(f) for f in m]} for m in sets]}
 
 
 def cmd_world_build(args) -> int:
@@ -283,6 +309,10 @@ def cmd_world_build(args) -> int:
     world = sample_world(cfg, seed=args.seed)
     closure = world.close()
     write_world(world, closure, args.out)
+    if args.json:
+        return _emit_json({"out": args.out, "entities": len(world.entities),
+                           "facts": len(closure), "base": closure.n_base,
+                           "derived": len(closure) - closure.n_base, "rules": len(closure.rules)})
     print(describe_world(world, closure))
     print(f"wrote {args.out}/ (facts.tsv, rules.dl, derivations.jsonl, stats.json, graph.png)")
     return 0
@@ -297,6 +327,10 @@ def cmd_corpus_build(args) -> int:
     world = sample_world(cfg.world, seed=stage_seed(cfg.run.seed, "world"))
     corpus, split = build_corpus(world, cfg.split, cfg.corpus, args.out, seed=cfg.run.seed,
                                  where=cfg.source)
+    if args.json:
+        return _emit_json({"out": args.out, "train_documents": len(corpus.train),
+                           "by_kind": {k: len(v) for k, v in corpus.by_kind("train").items()},
+                           "split": split.counts()})
     counts = ", ".join(f"{k} {len(v)}" for k, v in sorted(corpus.by_kind("train").items()))
     print(f"wrote {args.out}/: {len(corpus.train)} training documents ({counts}); "
           f"{len(split.forget)} forget targets, {len(split.held_out)} held-out facts")
@@ -325,6 +359,8 @@ def cmd_train(args) -> int:
         print(f"{args.ensemble} models trained together in {m['seconds']:.0f} s: {stage}/")
         return 0
     run = train_experiment(cfg, _run_dir(args.out, cfg))
+    if dist_info().is_main and args.json:
+        return _emit_json({"model": str(run.model_dir), **run.metrics})
     if dist_info().is_main:  # under torchrun, one summary
         print(_describe_training(run))
     return 0
@@ -352,6 +388,8 @@ def cmd_unlearn(args) -> int:
     stage = unlearn_run(args.run_dir, None, args.method, deep=args.deep,
                         overrides=args.overrides)
     info = json.loads((stage / "unlearn.json").read_text())
+    if args.json:
+        return _emit_json({"stage": str(stage), **info})
     b, a = info["before"], info["after"]
     print(f"{info['method']}{' (deep)' if info['deep'] else ''}: lr {info['lr']:g}, "
           f"{info['steps']} steps; forget direct accuracy {b['forget_acc']:.2f} -> "
@@ -371,7 +409,10 @@ def cmd_run(args) -> int:
     from kgtest.pipeline import run_experiment
 
     cfg = load_experiment(args.spec, args.overrides)
-    summary = run_experiment(cfg, _run_dir(args.out, cfg), command=_command_line(args.argv))
+    summary = run_experiment(cfg, _run_dir(args.out, cfg), command=_command_line(args.argv),
+                             log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
+    if args.json:
+        return _summary_json(summary)
     print(summary.read_text())
     print(f"report: {summary} (plots in {summary.parent / 'plots'})")
     return 0
@@ -404,6 +445,8 @@ def cmd_report(args) -> int:
         from kgtest.sweep import sweep_report
 
         summary = sweep_report(args.run_dirs[0], args.out, control=args.control)
+        if args.json:
+            return _summary_json(summary)
         print(summary.read_text())
         print(f"report: {summary}")
         return 0
@@ -412,9 +455,16 @@ def cmd_report(args) -> int:
         if not (Path(d) / "records.jsonl").exists():
             raise InputError(f"{d}: no records.jsonl (not a finished `kgtest run` folder)")
     summary = report(args.run_dirs, args.out, control=args.control)
+    if args.json:
+        return _summary_json(summary)
     print(summary.read_text())
     print(f"report: {summary}")
     return 0
+
+
+def _summary_json(summary: Path) -> int:
+    rows = json.loads((summary.parent / "summary.json").read_text())
+    return _emit_json({"summary": str(summary), "rows": rows})
 
 
 def cmd_demo(args) -> int:

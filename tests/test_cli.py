@@ -108,7 +108,11 @@ def test_deletion_set_lines_and_json(capsys):
     assert all(("person66", "husband", "person65") in m for m in sets)
     rc, out, _ = run(argv + ["--json"], capsys)
     assert rc == 0
-    assert [[tuple(f) for f in m] for m in json.loads(out)] == sets
+    data = json.loads(out)
+    assert data["target"] == ["person66", "husband", "person65"] and data["requested"] == 2
+    assert [[tuple(f) for f in m["facts"]] for m in data["sets"]] == sets
+    assert [m["size"] for m in data["sets"]] == [4, 4]
+    assert all(m["proven_minimum"] for m in data["sets"]) and data["lower_bound"] == 4
 
 
 @pytest.mark.parametrize(

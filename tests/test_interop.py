@@ -191,5 +191,26 @@ def test_probe_an_outside_checkpoint_as_a_new_variant(tiny_run, tmp_path, capsys
     by_variant = {r["variant"] for r in read_records(run_dir)}
     assert by_variant == {"original", "copy", "scratch"}
     assert "scratch" in (run_dir / "summary.md").read_text()
+    assert main(["report", str(run_dir), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {"original", "copy", "scratch"} <= {r["variant"] for r in rows}
     assert main(["probe", str(scratch), "--run", str(run_dir), "--as", "original"]) == 2
     assert "built-in variant" in capsys.readouterr().err
+
+
+def test_json_output_of_build_commands(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from kgtest.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    assert main(["world", "build", str(root / "generators" / "family.toml"), "--out",
+                 str(tmp_path / "w"), "--json"]) == 0
+    world = json.loads(capsys.readouterr().out)
+    assert world["facts"] == world["base"] + world["derived"] and world["rules"] > 0
+    assert main(["corpus", "build", str(root / "experiments" / "quickstart.toml"), "--out",
+                 str(tmp_path / "c"), "--json", "--set", "world.params.n_entities=12"]) == 0
+    corpus = json.loads(capsys.readouterr().out)
+    assert corpus["train_documents"] == sum(corpus["by_kind"].values())
+    assert corpus["split"]["forget"] == 10
