@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	NUMPY_MADVISE_HUGEPAGE=0 $(BIN)/python benchmarks/bench_symbolic.py
+	NUMPY_MADVISE_HUGEPAGE=0 nice $(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

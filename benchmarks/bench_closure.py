@@ -21,17 +21,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from plain_chainer import chain  # noqa: E402
 
 from kgtest.symbolic.closure import Closure, forward_chain  # noqa: E402
-from kgtest.symbolic.facts import Vocab  # noqa: E402
+from kgtest.symbolic.facts import Vocab, facts_tsv_bytes  # noqa: E402
 from kgtest.symbolic.rules import Rule, parse_rules  # noqa: E402
 
 # Composition rules over base relations b0..b9 and derived relations d0..d10. Depths:
@@ -53,6 +59,7 @@ d10(X, Z) :- d7(X, Y), b9(Y, Z).
 d11(X, W) :- b0(X, Y), b1(Y, Z), b2(Z, W).
 """
 N_BASE_RELATIONS = 10
+RATIOS: dict[str, float] = {}  # filled by main(): speed-ups, for benchmarks/run_all.py
 
 
 def make_world(n_facts: int, *, out_degree: int = 1, seed: int = 0):
@@ -82,15 +89,9 @@ def make_world(n_facts: int, *, out_degree: int = 1, seed: int = 0):
 
 
 def baseline_closure(facts: np.ndarray, rules: list[Rule], relations: Vocab):
-    """Semi-naive forward chaining in pure Python over dict indexes, recording derivations.
-
-    Handles chain rules ``h(X0, Xk) :- r1(X0, X1), ..., rk(Xk-1, Xk).`` (every rule of
-    this benchmark). Facts are tuples ``(s, r, o)`` numbered in discovery order; the
-    indexes map ``(relation, subject)`` and ``(relation, object)`` to lists of
-    ``(other end, fact id)`` in id order. Round t joins, for each rule and body position
-    i, the facts new in round t-1 at i with older facts at positions before i (walking
-    left through the object index) and all facts at positions after i (walking right
-    through the subject index), so each derivation is found once.
+    """Semi-naive forward chaining in pure Python over dict indexes, recording derivations
+    (:func:`plain_chainer.chain`, the baseline script's engine) for chain rules
+    ``h(X0, Xk) :- r1(X0, X1), ..., rk(Xk-1, Xk).`` (every rule of this benchmark).
 
     Returns ``(triples, derivations)``: the list of fact tuples and a list of
     ``(head id, rule id, premise ids)``; derivations whose head is one of its own
@@ -100,50 +101,61 @@ def baseline_closure(facts: np.ndarray, rules: list[Rule], relations: Vocab):
     for rule in rules:
         rels = [relations.add(a.relation) for a in rule.atoms]
         chains.append((relations.add(rule.head.relation), rels))
-    fact_id: dict[tuple[int, int, int], int] = {}
-    triples: list[tuple[int, int, int]] = []
-    by_s: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
-    by_o: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    return chain([tuple(t) for t in facts.tolist()], chains)
 
-    def add(t):
-        f = fact_id.get(t)
-        if f is None:
-            f = fact_id[t] = len(triples)
-            triples.append(t)
-            by_s[t[1], t[0]].append((t[2], f))
-            by_o[t[1], t[2]].append((t[0], f))
-        return f
 
-    for s, r, o in facts.tolist():
-        add((s, r, o))
-    derivations = []
-    old_end, new_end = 0, len(triples)
-    while old_end < new_end:
-        delta = defaultdict(list)  # relation -> new fact ids
-        for f in range(old_end, new_end):
-            delta[triples[f][1]].append(f)
-        found = []
-        for ri, (head, rels) in enumerate(chains):
-            k = len(rels)
-            for i in range(k):
-                for f in delta.get(rels[i], ()):
-                    s, _, o = triples[f]
-                    paths = [(s, o, (f,))]
-                    for j in range(i + 1, k):  # extend right, any fact so far
-                        paths = [(a, b2, p + (g,)) for a, b, p in paths
-                                 for b2, g in by_s.get((rels[j], b), ()) if g < new_end]
-                    for j in range(i - 1, -1, -1):  # extend left, facts older than the delta
-                        paths = [(a2, b, (g,) + p) for a, b, p in paths
-                                 for a2, g in by_o.get((rels[j], a), ()) if g < old_end]
-                    for a, b, p in paths:
-                        found.append(((a, head, b), ri, p))
-        old_end = new_end
-        for t, ri, p in found:
-            h = add(t)
-            if h not in p:
-                derivations.append((h, ri, p))
-        new_end = len(triples)
-    return triples, derivations
+# --- whole process: the command line vs the plain-Python script ------------------------------
+
+
+def whole_process(n_facts: int, *, n_rules: int, seed: int, repeat: int) -> dict:
+    """``kgtest world closure`` vs ``benchmarks/plain_chainer.py`` on the same files, each
+    a fresh process (start-up, reading, interning, chaining, writing), CPU and wall time;
+    checks that both wrote the same set of lines."""
+    facts, _, entities, relations = make_world(n_facts, seed=seed)
+    rules_text = "".join(RULES_TEXT.splitlines(keepends=True)[:n_rules])
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "kb.tsv").write_bytes(facts_tsv_bytes(facts, entities, relations))
+        (d / "rules.dl").write_text(rules_text)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        ours = [sys.executable, "-m", "kgtest", "world", "closure", "--facts", d / "kb.tsv",
+                "--rules", d / "rules.dl", "--out", d / "ours.tsv"]
+        base = [sys.executable, Path(__file__).with_name("plain_chainer.py"), d / "kb.tsv",
+                d / "rules.dl", d / "base.tsv"]
+        runs = [_run_process(ours, env) for _ in range(max(repeat, 1))]
+        b_wall, b_cpu = _run_process(base, env)
+        with open(d / "ours.tsv", "rb") as f:
+            ours_lines = sorted(f.read().splitlines())
+        with open(d / "base.tsv", "rb") as f:
+            same = sorted(f.read().splitlines()) == ours_lines
+    return {"base": len(facts), "out": len(ours_lines), "rules": n_rules,
+            "ours_wall": float(np.median([w for w, _ in runs])),
+            "ours_cpu": float(np.median([c for _, c in runs])),
+            "base_wall": b_wall, "base_cpu": b_cpu, "same": same}
+
+
+def _run_process(cmd, env) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([str(c) for c in cmd], env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def format_process(rows: list[dict]) -> str:
+    head = (f"{'base facts':>11} {'facts out':>10} {'rules':>5} {'kgtest cpu s':>12} "
+            f"{'(wall)':>7} {'plain cpu s':>11} {'(wall)':>7} {'speed-up cpu':>12} "
+            f"{'(wall)':>7} {'same':>5}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['base']:>11,} {r['out']:>10,} {r['rules']:>5} {r['ours_cpu']:>12.2f} "
+                     f"{r['ours_wall']:>7.2f} {r['base_cpu']:>11.2f} {r['base_wall']:>7.2f} "
+                     f"{r['base_cpu'] / r['ours_cpu']:>11.1f}x "
+                     f"{r['base_wall'] / r['ours_wall']:>6.1f}x {'yes' if r['same'] else 'NO':>5}")
+    return "\n".join(lines)
 
 
 # --- checking and timing ---------------------------------------------------------------------
@@ -255,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="derivable() calls timed on the smallest world (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="kgtest runs per size; the median is reported (default: %(default)s)")
+    ap.add_argument("--process-sizes", default="1000000",
+                    help="base facts for the whole-process comparison (kgtest world closure vs "
+                         "plain_chainer.py, 10 rules); empty to skip (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
@@ -280,6 +295,19 @@ def main(argv: list[str] | None = None) -> int:
         secs = time_derivable(c, args.derivable_calls, seed=args.seed)
         print(f"\nderivable(): {args.derivable_calls} calls (distinct random derived targets, "
               f"random 90% of facts kept) on the {c.n_base:,}-fact world: {secs:.3f} s")
+    procs = []
+    for n in [int(x.replace("_", "")) for x in args.process_sizes.split(",") if x.strip()]:
+        procs.append(whole_process(n, n_rules=10, seed=args.seed, repeat=args.repeat))
+    if procs:
+        print("\nWhole process: `kgtest world closure` vs benchmarks/plain_chainer.py on the same "
+              f"files (TSV in, TSV out; kgtest: median of {args.repeat} runs)")
+        print(format_process(procs))
+        ok &= all(r["same"] for r in procs)
+    with_base = [r for r in rows if r["base_s"]]
+    if with_base:  # the largest size with a baseline (the goal is stated at 100k)
+        RATIOS["closure"] = with_base[-1]["base_s"] / with_base[-1]["ours"]
+    if procs:
+        RATIOS["process"] = procs[-1]["base_cpu"] / procs[-1]["ours_cpu"]
     if not ok:
         print("MISMATCH: kgtest and the baseline disagree", file=sys.stderr)
     return 0 if ok else 1

@@ -61,6 +61,9 @@ def run_ensemble(mcfg, tok, docs, cfg, seeds, out) -> dict:
             "final": list(res.final_losses)}
 
 
+RATIOS: dict[str, float] = {}  # filled by main(): speed-ups, for benchmarks/run_all.py
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--members", type=int, default=8, help="M: seeds trained together")
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{sum(r['final']) / len(r['final']):15.4f}")
     print(f"max |dloss| over members (ensemble vs its sequential twin): {dloss:.2e}; "
           f"speed-up in total time {seq['total'] / ens['total']:.2f}x")
+    RATIOS["ensemble"] = seq["loop"] / ens["loop"]
     return {"speedup": seq["loop"] / ens["loop"], "dloss": dloss, **res}
 
 

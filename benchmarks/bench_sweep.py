@@ -59,6 +59,9 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+RATIOS: dict[str, float] = {}  # filled by main(): speed-ups, for benchmarks/run_all.py
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=4, help="runs (seeds) per sweep (default 4)")
@@ -122,6 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<8}{jobs:>5}{wall:>9.1f}{wall / args.runs:>8.2f}{fmt(over):>16}"
               f"{fmt(used, '.1f'):>8}{fmt(cpu_over):>20}{'yes' if same else 'NO':>6}")
     print(f"scratch: {out}")
+    local = next((r for r in rows if r[0] == "local" and r[1] == 1), None)
+    if local is not None:  # in-process loop time / sweep time: 1.0 would be no overhead
+        RATIOS["sweep"] = base / local[2]
+        if local[4] is not None:
+            RATIOS["sweep_cpu"] = base_cpu / local[4]
 
 
 if __name__ == "__main__":

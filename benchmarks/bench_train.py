@@ -159,6 +159,9 @@ def run_trainer(model, tok, docs, cfg: TrainConfig, device: torch.device) -> dic
             "last_loss": losses[-1] if losses else math.nan}
 
 
+RATIOS: dict[str, float] = {}  # filled by main(): speed-ups, for benchmarks/run_all.py
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small", help="model preset (default: small)")
@@ -223,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         k, h = (statistics.median(r[key] for r in runs[n]) for n in ("kgtest", "hf_trainer"))
         print(f"{what}{unit}: kgtest {k:.0f}, Trainer {h:.0f}; "
               f"speed-up (kgtest / Trainer): {k / h:.2f}x")
+        RATIOS["train" if key == "tps" else "train_cpu"] = k / h
 
 
 if __name__ == "__main__":
