@@ -180,6 +180,18 @@ def _emit_json(data) -> int:
     return 0
 
 
+def _quiet_transformers() -> None:
+    """No "Loading weights" / "Writing model shards" bars from transformers (read when
+    transformers is imported, which kgtest's commands do lazily, after this)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def _version() -> str:
     from kgtest import __version__
 
@@ -495,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_transformers()
     try:
         return int(args.func(args) or 0)
     except InputError as err:

@@ -43,6 +43,7 @@ from kgtest.distributed import dist_info, run_stage_ranked
 from kgtest.errors import InputError
 from kgtest.experiment import ExperimentConfig
 from kgtest.interop.runinfo import write_run_info
+from kgtest.progress import probe_progress
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.worlds.export import describe_world, write_world
 from kgtest.worlds.samplers import sample_world
@@ -327,8 +328,9 @@ def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, trained: Tr
             seeds=seeds, removed=removed, relearn=cfg.probes.relearn,
             quantize_bits=cfg.probes.quantize_bits, utility_limit=cfg.probes.utility_limit,
             batch_size=cfg.probes.batch_size)
-        rows = evaluate(variants, ctx, probes=cfg.probes.probes,
-                        log=lambda msg: log(f"      {msg}"))
+        with probe_progress(len(variants) * len(cfg.probes.probes),
+                            lambda msg: log(f"      {msg}")) as plog:  # a bar on a terminal
+            rows = evaluate(variants, ctx, probes=cfg.probes.probes, log=plog)
         write_records(rows, tmp)
         report([run_dir], tmp, records=read_records(tmp), command=command,
                control=cfg.probes.control, n_boot=cfg.probes.n_boot, seed=cfg.probes.seed)
