@@ -167,16 +167,16 @@ def world_from_tsv(
 def _read_annotated(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header (or the three default columns) and rows; plain files go through read_tsv."""
     try:
-        first = next((ln for ln in path.read_text(encoding="utf-8").splitlines()
-                      if ln.split("#", 1)[0].strip()), "")
+        first = next((ln for ln in path.read_text(encoding="utf-8-sig").splitlines()
+                      if ln.strip() and not ln.lstrip().startswith("#")), "")
     except (OSError, UnicodeDecodeError):
         first = ""  # read_tsv reports it
     cols = [c.strip() for c in first.split("\t")]
     if tuple(cols[:3]) != _HEADER:
         return list(_HEADER), [list(t) for t in read_tsv(path)]
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        body = line.split("#", 1)[0]
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        body = "" if line.lstrip().startswith("#") else line  # '#' in a name is kept
         if not body.strip() or body.strip() == first.strip():
             continue
         row = [c.strip() for c in body.split("\t")]

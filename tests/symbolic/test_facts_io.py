@@ -155,6 +155,25 @@ def test_header_output_reads_back_without_a_header_fact(tmp_path, capsys):
         assert rc == 0 and stdout.splitlines()[0] == "ann\tparent\tbob"
 
 
+def test_world_files_keep_hash_names_and_annotations(tmp_path):
+    """kgtest's annotated facts.tsv (world build) reads back with '#' inside names and
+    after a BOM, keeping its kind/fixed columns (not every closure fact as a base fact)."""
+    from kgtest.symbolic.facts import decode
+    from kgtest.worlds.export import write_world
+    from kgtest.worlds.samplers import world_from_tsv
+
+    p = write(tmp_path, BOM + b"ann#1\tparent\tbob\n# note\nbob\tparent\tcy #2\n")
+    (tmp_path / "r.dl").write_text(RULES)
+    w = world_from_tsv(p, tmp_path / "r.dl")
+    out = write_world(w, w.close(), tmp_path / "w")
+    facts = out / "facts.tsv"
+    facts.write_bytes(BOM + facts.read_bytes())
+    back = world_from_tsv(facts, tmp_path / "r.dl")
+    assert decode(back.facts, back.entities, back.relations) == [
+        ("ann#1", "parent", "bob"), ("bob", "parent", "cy #2")]
+    assert ("ann#1", "grandparent", "cy #2") in read_tsv(facts)
+
+
 def test_interning_order_matches_encode_and_extends_vocabs(tmp_path):
     ents, rels = Vocab(["zed"]), Vocab(["likes"])
     t, _, _ = read_facts(write(tmp_path, b"b\tp\ta\na\tq\tzed\n"), ents, rels)
