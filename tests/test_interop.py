@@ -214,3 +214,47 @@ def test_json_output_of_build_commands(tmp_path, capsys):
     corpus = json.loads(capsys.readouterr().out)
     assert corpus["train_documents"] == sum(corpus["by_kind"].values())
     assert corpus["split"]["forget"] == 10
+
+
+@pytest.mark.slow
+def test_register_a_custom_method_and_probe(tiny_run):
+    """The public hooks (README, "Extending kgtest"): a method and a probe registered by a
+    user run through kgtest's own unlearning stage and probe runner."""
+    import json
+
+    from kgtest.model import load_model
+    from kgtest.probes.probes import PROBES, ProbeContext, evaluate
+    from kgtest.unlearn import METHODS, UnlearnConfig, load_run, unlearn_run
+    from kgtest.unlearn.methods import mean_nll
+
+    @METHODS.register("HalfAscent")
+    def half_ascent(step, *, scale: float = 0.5):
+        """Gradient ascent at a fraction of the forget NLL: ``L = -scale · NLL_f``."""
+        nll = mean_nll(step.model, step.forget)
+        return -scale * nll, {"forget": nll.detach()}
+
+    @PROBES.register("answer_is_entity")
+    def answer_is_entity(model, tokenizer, facts, ctx):
+        """Whether the greedy direct answer is any entity name (right or wrong)."""
+        names = set(ctx.corpus.surface.entity_names)
+        rows = PROBES.get("direct").fn(model, tokenizer, facts, ctx)
+        return [{**r, "probe": "answer_is_entity", "correct": r["output"].strip() in names}
+                for r in rows]
+
+    try:
+        run, run_dir = tiny_run
+        cfg = UnlearnConfig(methods=("HalfAscent",), tune=False, steps=3, lr=1e-3,
+                            progress=False, params={"HalfAscent": {"scale": 0.25}})
+        stage = unlearn_run(run_dir, cfg, "HalfAscent")
+        info = json.loads((stage / "unlearn.json").read_text())
+        assert info["method"] == "HalfAscent" and info["hyperparameters"]["scale"] == 0.25
+        ctx = load_run(run_dir)
+        pctx = ProbeContext.from_run(ctx.corpus_dir, ctx.world, run_id="t")
+        rows = evaluate({"original": load_model(ctx.model_dir), "HalfAscent": stage / "model"},
+                        pctx, probes=["answer_is_entity"])
+        assert {r["variant"] for r in rows} == {"original", "HalfAscent"}
+        assert len(rows) == 2 * len(ctx.split.forget)
+        assert all(r["probe"] == "answer_is_entity" for r in rows)
+    finally:
+        METHODS._items.pop("HalfAscent", None)  # registries are global: leave them as found
+        PROBES._items.pop("answer_is_entity", None)
