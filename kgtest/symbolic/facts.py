@@ -68,9 +68,20 @@ class Vocab:
         return i
 
     def add_all(self, names: Iterable[str]) -> np.ndarray:
-        """Ids of ``names`` (interning new ones in order), as an int64 array."""
+        """Ids of ``names`` (interning new ones in order), as an int64 array.
+
+        >>> Vocab(["a"]).add_all(["b", "a", "b"]).tolist()
+        [1, 0, 1]
+        """
+        names = list(names)
+        start = len(self._names)
+        index = dict(zip(names, range(start, start + len(names)), strict=True))
+        if len(index) == len(names) and self._index.keys().isdisjoint(index):
+            self._names.extend(names)  # all new and distinct (a fresh table): in bulk
+            self._index.update(index)
+            return np.arange(start, start + len(names), dtype=np.int64)
         add = self.add
-        return np.fromiter((add(n) for n in names), dtype=np.int64)
+        return np.fromiter((add(n) for n in names), dtype=np.int64, count=len(names))
 
     def id(self, name: str) -> int:
         """Return the id of a known name; ``KeyError`` if unknown."""

@@ -355,8 +355,10 @@ def format_columns(columns: Sequence, rows_per_chunk: int = 1 << 18) -> bytes:
     if sum(m.words for m in mats) > 64:  # long cells: padding would cost more than it saves
         return _format_python(cols, n)
     parts = []
-    for a in range(0, n, rows_per_chunk):
-        b = min(n, a + rows_per_chunk)
+    total = sum(m.words for m in mats)
+    step = max(1024, min(rows_per_chunk, (1 << 25) // (8 * total)))  # ~32 MB of words a chunk
+    for a in range(0, n, step):
+        b = min(n, a + step)
         words, lens = [], []
         for m, (_, ids) in zip(mats, cols, strict=True):
             sel = np.zeros(b - a, dtype=np.int64) if ids is None else ids[a:b]
