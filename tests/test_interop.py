@@ -258,3 +258,24 @@ def test_register_a_custom_method_and_probe(tiny_run):
     finally:
         METHODS._items.pop("HalfAscent", None)  # registries are global: leave them as found
         PROBES._items.pop("answer_is_entity", None)
+
+
+@pytest.mark.slow
+def test_transformer_lens_bridge_matches_logits(tmp_path):
+    """README recipe: a kgtest checkpoint in TransformerLens (>= 4; not a kgtest dependency:
+    `pip install transformer-lens` after torch). Checked with 4.3.0: max diff 6e-8."""
+    pytest.importorskip("transformer_lens")
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = build_tokenizer(["Q ann parent ? A bob", "ann parent bob ."])
+    path = save_model(build_model(ModelConfig(preset="tiny"), tok, seed=3), tok, tmp_path / "m")
+    hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    bridge = TransformerBridge.boot_transformers(str(path), tokenizer=AutoTokenizer.from_pretrained(
+        path), device="cpu")
+    ids = tok(["Q ann parent ? A bob"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        diff = (hf(ids).logits - bridge(ids)).abs().max().item()
+    _, cache = bridge.run_with_cache(ids)
+    assert diff < 1e-4 and "blocks.0.hook_resid_pre" in cache
