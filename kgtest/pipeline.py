@@ -327,6 +327,8 @@ def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, trained: Tr
             trained.corpus_dir, _world(cfg), run_id=f"{cfg.run.name}-seed{cfg.run.seed}",
             seeds=seeds, removed=removed, relearn=cfg.probes.relearn,
             quantize_bits=cfg.probes.quantize_bits, utility_limit=cfg.probes.utility_limit,
+            quantize_group_size=cfg.probes.quantize_group_size,
+            quantize_embeddings=cfg.probes.quantize_embeddings,
             batch_size=cfg.probes.batch_size)
         with probe_progress(len(variants) * len(cfg.probes.probes),
                             lambda msg: log(f"      {msg}")) as plog:  # a bar on a terminal

@@ -19,23 +19,27 @@ seed_attack         int        seed of attacks (relearn T/V split and fine-tunin
 variant             str        ``original``, ``filter``, ``ignorance``, ``never_trained``,
                                or a method (``NPO``, ``NPO_deep``...)
 probe               str        ``direct``, ``statement``, ``paraphrase``, ``cot``,
-                               ``in_context``, ``latent``, ``relearn``, ``relearn_premises``,
-                               ``quantize``, ``utility_direct``, ``utility_cot``,
-                               ``utility_rule``, ``utility_loss``
-setting             str        probe setting: ``""``; ``int8``/``int4`` (quantize);
-                               ``steps=50,lr=0.001`` (relearn grid point); ``implied`` /
-                               ``unlearned`` (latent); ``inverse`` / ``held_template``
-                               (paraphrase)
+                               ``in_context``, ``latent`` (targets the variant never saw
+                               stated), ``implied`` (held-out derived facts), ``relearn``,
+                               ``relearn_premises``, ``quantize``, ``utility_direct``,
+                               ``utility_cot``, ``utility_rule``, ``utility_loss``
+setting             str        probe setting: ``""``; ``int8``/``int4`` or ``int4/g32``
+                               (quantize: bits, group size); ``steps=50,lr=0.001`` (relearn
+                               grid point); ``inverse`` / ``held_template`` (paraphrase)
 fact                int        closure fact id
 subject             str        the fact's subject (world name)
 relation            str        the fact's relation (world name)
 object              str        the fact's object, the true answer (world name)
-correct             bool       greedy answer is the true object (None: not applicable)
+correct             bool       greedy answer is the true object (None: not applicable);
+                               cot: the answer is right AND the chain verifies
 score               float      teacher-forced log-prob of the true answer (utility_loss:
                                mean log-prob per token of a held-out document)
 rank                int        1-based rank of the true object among ``n_candidates``
 n_candidates        int        entities of the answer's type (the candidate set)
 chance              float      ``1 / n_candidates``
+floor               float      the most-frequent-object floor of this fact: ``1/m`` if its
+                               object is among the ``m`` most frequent objects of its
+                               relation (leave-one-out), else 0
 gated_in            bool       the original model knew this fact by ``gate``; only gated-in
                                rows count toward a rate
 gate                str        the original's probe that gates the row: ``direct``, ``cot``,
@@ -58,18 +62,29 @@ rules               str        rules deriving it, ``id:head`` joined by ``;`` ("
 domain              str        world domain (a derived fact: its premises' domain)
 split               str        ``forget``, ``validation``, ``premise``,
                                ``validation_premise``, ``held_out``, ``retain``
-chain_valid         bool       cot: the chain has >= 1 step and every step is a true fact
-chain_entails       bool       cot: the true steps of the chain derive the target
+answer_correct      bool       cot: the final answer is right, whatever the chain
+chain_valid         bool       cot: the chain has >= 1 step and every step is in the
+                               closure of the facts this variant was trained on
+chain_entails       bool       cot: the valid steps, less the target and facts equivalent
+                               to it, derive the target
+chain_cites_target  bool       cot: a step is the target or equivalent to it (each
+                               derivable from the other alone: a symmetric or inverse
+                               restatement)
 n_steps             int        cot: steps written
-n_true_steps        int        cot: steps that are facts of the closure
+n_true_steps        int        cot: steps that are valid (in that closure)
 audit_derivable     bool       relearn: the held-out target follows from the attack's
                                facts plus the facts the variant retains (symbolic audit)
-attack              str        relearn: ``targets`` (a subset T of forget targets) or
+attack              str        relearn: ``targets`` (the other folds' targets) or
                                ``premises`` (premises of the targets only)
 attack_steps        int        relearn: fine-tuning steps
 attack_lr           float      relearn: fine-tuning learning rate
 n_attack_facts      int        relearn: facts the attack trains on
+fold                int        relearn: the evaluation fold this fact was asked in
 bits                int        quantize: weight bits (8 or 4)
+group_size          int        quantize: weights per scale (0: one scale per channel)
+weight_diff         float      quantize: fraction of quantized-layer weights that differ
+                               between this variant and the original (full precision)
+quant_diff          float      quantize: the same after quantizing both at ``bits``
 copy_last           bool       in-context: copying the last premise's object is right
 copy_rate           float      in-context: chance that copying a random premise is right
 majority_floor      float      in-context: chance that the relation's most frequent
@@ -114,18 +129,20 @@ COLUMNS: dict[str, tuple[type, object]] = {
     "variant": (str, ""), "probe": (str, ""), "setting": (str, ""),
     "fact": (int, -1), "subject": (str, ""), "relation": (str, ""), "object": (str, ""),
     "correct": (bool, None), "score": (float, None), "rank": (int, None),
-    "n_candidates": (int, None), "chance": (float, None),
+    "n_candidates": (int, None), "chance": (float, None), "floor": (float, None),
     "gated_in": (bool, False), "gate": (str, "direct"), "applicable": (bool, True),
     "output": (str, None),
     "derived": (bool, None), "presentation": (str, ""), "tags": (str, ""),
     "proofs": (int, None), "depth": (int, None), "entity_freq": (int, None),
     "subject_freq": (int, None), "object_freq": (int, None), "rules": (str, ""),
     "domain": (str, ""), "split": (str, ""),
-    "chain_valid": (bool, None), "chain_entails": (bool, None), "n_steps": (int, None),
+    "answer_correct": (bool, None), "chain_valid": (bool, None),
+    "chain_entails": (bool, None), "chain_cites_target": (bool, None), "n_steps": (int, None),
     "n_true_steps": (int, None),
     "audit_derivable": (bool, None), "attack": (str, None), "attack_steps": (int, None),
-    "attack_lr": (float, None), "n_attack_facts": (int, None),
-    "bits": (int, None),
+    "attack_lr": (float, None), "n_attack_facts": (int, None), "fold": (int, None),
+    "bits": (int, None), "group_size": (int, None), "weight_diff": (float, None),
+    "quant_diff": (float, None),
     "copy_last": (bool, None), "copy_rate": (float, None), "majority_floor": (float, None),
     "memorised": (bool, None),
 }

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from kgtest.aggregate import newcombe_paired, wilson
 from kgtest.records import new_row, write_records
-from kgtest.report import aggregate, bootstrap, report
+from kgtest.report import aggregate, bootstrap, report, warnings
 
 
 @pytest.mark.parametrize("n_seeds, n_facts", [(1, 60), (3, 30)])
@@ -59,7 +60,10 @@ def test_excess_equals_the_hand_computed_difference():
     same = aggregate([{**r, "variant": "X"} for r in _synthetic() if r["variant"] == "filter"]
                      + [r for r in _synthetic() if r["variant"] == "filter"], n_boot=300)
     x = next(a for a in same if a["variant"] == "X")
-    assert (x["excess"], x["excess_lo"], x["excess_hi"]) == (0.0, 0.0, 0.0)  # paired
+    # paired: every fact agrees, so the estimate is exactly 0; the bootstrap sees no spread
+    # and the interval falls back to Newcombe's on the pooled pairs (never zero width)
+    assert x["excess"] == 0.0 and x["excess_lo"] < 0 < x["excess_hi"]
+    assert x["excess_hi"] - x["excess_lo"] < 0.5
 
 
 def test_worst_case_over_the_attack_grid():
@@ -110,3 +114,110 @@ def test_report_writes_summary_and_plots(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plots/{name}.png" in text
     summary = json.loads((run / "summary.json").read_text())
     assert {a["variant"] for a in summary} == {"original", "filter", "NPO"}
+
+
+@pytest.mark.parametrize("n", [1, 5, 20, 200])
+def test_wilson_has_nonzero_width_at_zero_and_at_n(n):
+    lo, hi = wilson(0, n)
+    assert lo == 0.0 and 0 < hi < 1
+    lo, hi = wilson(n, n)
+    assert hi == 1.0 and 0 < lo < 1
+    lo, hi = wilson(n // 2, n)
+    assert lo < (n // 2) / n < hi or n == 1
+
+
+def test_wilson_covers_the_true_rate():
+    rng = np.random.default_rng(0)
+    for p, n in ((0.05, 20), (0.5, 10), (0.9, 40)):
+        ks = rng.binomial(n, p, size=2000)
+        cover = np.mean([lo <= p <= hi for lo, hi in (wilson(int(k), n) for k in ks)])
+        assert cover >= 0.92, (p, n, cover)  # nominal 0.95; Wilson is close to it
+
+
+def test_newcombe_paired_difference():
+    est, lo, hi = newcombe_paired(np.ones((6, 2)))  # both always right: 0, not certain
+    assert est == 0.0 and lo < 0 < hi
+    est, lo, hi = newcombe_paired(np.array([[1, 0]] * 9 + [[0, 0]]))
+    assert est == pytest.approx(0.9) and 0.4 < lo < 0.9 < hi <= 1.0  # Newcombe: 0.49
+    assert all(np.isnan(newcombe_paired(np.zeros((0, 2)))))
+
+
+def _cells(rows, **kw):
+    return {(a["variant"], a["probe"], a["setting"]): a for a in aggregate(rows, **kw)}
+
+
+def test_one_run_gets_wilson_intervals_and_k_of_n(tmp_path):
+    rows = [new_row(run_id="r", variant=v, probe="direct", fact=f, correct=c, gated_in=True,
+                    floor=0.25 if f < 2 else 0.0)
+            for v, c in (("original", True), ("filter", False), ("never_trained", False))
+            for f in range(8)]
+    cells = _cells(rows, n_boot=100)
+    flt = cells["filter", "direct", ""]
+    assert (flt["rate"], flt["k"], flt["n_in"], flt["interval"]) == (0.0, 0, 8, "wilson")
+    assert flt["lo"] == 0.0 and flt["hi"] == pytest.approx(wilson(0, 8)[1]) and flt["hi"] > 0.2
+    orig = cells["original", "direct", ""]
+    assert orig["hi"] == 1.0 and orig["lo"] < 1.0 and orig["excess_lo"] < orig["excess"] == 1.0
+    # the floors sit beside every line: most frequent object (mean of the rows' floors)
+    # and the never-trained model's rate on the same probe
+    assert orig["floor"] == pytest.approx(0.0625)
+    assert (orig["floor_never"], orig["floor_never_k"], orig["floor_never_n"]) == (0.0, 0, 8)
+    write_records(rows, tmp_path)
+    text = report([tmp_path], n_boot=100).read_text()
+    assert "| filter (control) | 0.00 [0.00, 0.32] 0/8 |" in text
+    assert "| floor: most frequent object | 0.06 |" in text
+    assert "| floor: never trained | 0.00 0/8 |" in text
+
+
+def test_several_runs_use_the_two_level_bootstrap_and_never_a_zero_width():
+    rows = [new_row(run_id=f"s{s}", variant="NPO", probe="direct", fact=f, correct=False,
+                    gated_in=True) for s in range(5) for f in range(6)]
+    rows += [new_row(run_id=f"s{s}", variant="IdkSFT", probe="direct", fact=f,
+                     correct=(f + s) % 3 == 0, gated_in=True) for s in range(5) for f in range(6)]
+    cells = _cells(rows, n_boot=300)
+    npo, idk = cells["NPO", "direct", ""], cells["IdkSFT", "direct", ""]
+    assert npo["interval"] == "wilson (pooled)" and npo["lo"] == 0.0 < npo["hi"]
+    assert npo["hi"] == pytest.approx(wilson(0, 30)[1])
+    assert idk["interval"] == "bootstrap" and idk["lo"] < idk["rate"] < idk["hi"]
+    assert (idk["k"], idk["n_in"]) == (10, 30)
+
+
+def test_cot_is_verified_and_answer_only_is_reported_beside_it():
+    # fact 0: verified; 1: right answer, broken chain; 2: wrong; 3: right answer, no chain
+    spec = [(True, True), (False, True), (False, False), (False, True)]
+    rows = [new_row(run_id="r", variant="NPO", probe="cot", fact=f, correct=ok, gate="cot",
+                    answer_correct=ans, gated_in=True) for f, (ok, ans) in enumerate(spec)]
+    cells = _cells(rows, n_boot=100)
+    cot, ans = cells["NPO", "cot", ""], cells["NPO", "cot_answer", ""]
+    assert (cot["k"], cot["n_in"], cot["n_broken"]) == (1, 4, 2)
+    assert (ans["k"], ans["n_in"]) == (3, 4)
+
+
+def test_warnings_open_the_summary(tmp_path):
+    run = tmp_path / "run"
+    write_records(_synthetic(), run)
+    (run / "model-a").mkdir()
+    (run / "model-a" / "metrics.json").write_text(json.dumps(
+        {"steps": 900, "acc_direct": 1.0, "acc_cot": 0.76}))
+    (run / "model-a" / "config.json").write_text(json.dumps(
+        {"train": {"stop_at": {"direct": 0.99, "cot": 0.95}}}))
+    (run / "u").mkdir()
+    (run / "u" / "unlearn.json").write_text(json.dumps(
+        {"method": "NPO", "deep": True, "tuning": {"reached": False, "grid": [{}]}}))
+    found = warnings([run])
+    assert len(found) == 2
+    assert "under-trained" in found[0] and "0.76 < stop target 0.95" in found[0]
+    assert "NPO_deep missed its tuning level" in found[1]
+    text = report([run], n_boot=100).read_text()
+    assert text.index("## Warnings") < text.index("## Re-derivation")
+    assert "in-loop cot accuracy 0.76" in text
+
+
+def test_plots_heatmap_always_and_proof_count_only_when_proofs_differ(tmp_path):
+    rows = [new_row(run_id="r", variant=v, probe="direct", fact=f, correct=f % 2 == 0,
+                    gated_in=True, proofs=1) for v in ("original", "filter", "NPO")
+            for f in range(4)]
+    write_records(rows, tmp_path)
+    text = report([tmp_path], n_boot=100).read_text()
+    assert (tmp_path / "plots" / "rates.png").exists() and "plots/rates.png" in text
+    assert (tmp_path / "plots" / "excess.png").exists()
+    assert not (tmp_path / "plots" / "proof_count.png").exists()

@@ -32,6 +32,9 @@ class ProbesConfig:
     probes: tuple[str, ...] = DEFAULT_PROBES  # registered probe names, run on every variant
     relearn: RelearnConfig = field(default_factory=RelearnConfig)  # [probes.relearn] grid
     quantize_bits: tuple[int, ...] = (8, 4)  # round-to-nearest weight widths
+    quantize_group_size: int = field(default=0, metadata={"check": nonneg}
+                                     )  # weights per scale (32/64/128); 0: per channel
+    quantize_embeddings: bool = False  # also quantize embeddings and the output head
     utility_limit: int = field(default=100, metadata={"check": _positive})  # facts per utility
     batch_size: int = field(default=256, metadata={"check": _positive})  # prompts per forward
     n_boot: int = field(default=2000, metadata={"check": _positive})  # bootstrap resamples

@@ -35,6 +35,10 @@ from kgtest.records import new_row
 __all__ = ["ProbeContext", "PromptLeak", "Ask", "ask", "check_prompt"]
 
 
+#: Controls retrained from scratch on a filtered corpus (what they dropped is ``removed``).
+RETRAINED = ("filter", "ignorance")
+
+
 class PromptLeak(AssertionError):
     """An evaluation prompt contains the fact it asks about."""
 
@@ -64,6 +68,10 @@ class ProbeContext:
     relearn : RelearnConfig or None
         The attack grid (:class:`kgtest.probes.relearn.RelearnConfig`; None: defaults).
     quantize_bits : tuple of int
+    quantize_group_size : int
+        Weights per quantization scale (0: one per channel).
+    quantize_embeddings : bool
+        Also quantize the embeddings and the output head.
     utility_limit : int
         At most this many facts per utility sub-probe (a fixed seeded sample).
     batch_size : int
@@ -79,6 +87,8 @@ class ProbeContext:
     removed: Mapping[str, Sequence[int]] = field(default_factory=dict)
     relearn: Any = None
     quantize_bits: tuple[int, ...] = (8, 4)
+    quantize_group_size: int = 0
+    quantize_embeddings: bool = False
     utility_limit: int = 100
     batch_size: int = 256
     _cache: dict = field(default_factory=dict, repr=False)
@@ -121,6 +131,36 @@ class ProbeContext:
         if variant == "never_trained":
             return np.arange(len(self.corpus.facts))
         return self.split.forget
+
+    def trained_facts(self, variant: str) -> np.ndarray:
+        """``(N,)`` mask of the facts ``variant`` was trained on (stated or in a chain).
+
+        The original and every unlearning method (which starts from the original): the
+        original's training facts. A retrained control (``filter``, ``ignorance``): those
+        less the facts it dropped (``removed``). ``never_trained``: none.
+        """
+        def build():
+            shown = np.asarray(self.corpus.presentation) != "implied"
+            if variant == "never_trained":
+                return np.zeros_like(shown)
+            if variant in RETRAINED:
+                shown[self.removed_by(variant)] = False
+            return shown
+        return self._cached(f"trained:{variant}", build)
+
+    def trained_closure(self, variant: str) -> np.ndarray:
+        """``(N,)`` mask of the closure of :meth:`trained_facts`: what a perfect reasoner
+        trained like ``variant`` knows (a CoT step is valid if it lies in it)."""
+        return self._cached(f"trained_closure:{variant}",
+                            lambda: self.closure.closure_mask(self.trained_facts(variant)))
+
+    def floor(self, fact: int) -> float:
+        """The most-frequent-object floor of ``fact`` (a rate: see
+        :func:`kgtest.unlearn.data.majority_floor`)."""
+        from kgtest.unlearn.data import majority_floor
+
+        return self._cached(f"floor:{fact}",
+                            lambda: float(majority_floor(self.corpus.facts, [fact])[0]))
 
     @property
     def categories(self) -> list[dict]:
@@ -170,6 +210,7 @@ class ProbeContext:
         """A record for ``fact`` with this context's identity and the fact's categories."""
         s, r, o = self.corpus.named(fact)
         seeds = {f"seed_{k}": v for k, v in self.seeds.items()}
+        fields.setdefault("floor", self.floor(fact))
         return new_row(run_id=self.run_id, variant=self.variant, probe=probe, fact=fact,
                        subject=s, relation=r, object=o, **seeds,
                        **self.categories[fact], **fields)

@@ -14,12 +14,12 @@ statement      ``s r`` cut before the object                                 dir
 paraphrase     held-out question template (natural), or the inverse          direct
                statement ``o ~r`` (symbolic with ``corpus.inverse``); else
                rows with ``applicable = False``
-cot            ``Q s r ? T`` -> the model's chain and answer; the chain is   cot
-               checked step by step against the closure
+cot            ``Q s r ? T`` -> the model's chain and answer; counts only    cot
+               if the chain verifies (:func:`verify_chain`)
 in_context     see :mod:`kgtest.probes.in_context` (premises shuffled with a    itself
                distractor; ``counterfactual`` setting; ``in_context_cot``)
-latent         direct question on held-out (implied) facts (setting          direct
-               ``implied``) and on the derived facts asked (``unlearned``)
+latent         direct question on targets the variant never saw stated, and  direct
+               (rows ``implied``) on held-out derived facts
 relearn        see :mod:`kgtest.probes.relearn`                              direct
 quantize       see :mod:`kgtest.probes.quantize`                             direct
 utility        retain facts (direct, cot), rule application on unrelated    direct,
@@ -53,6 +53,7 @@ import numpy as np
 from kgtest.corpus.surface import ParseError
 from kgtest.errors import InputError
 from kgtest.probes.context import (
+    RETRAINED,
     Ask,
     ProbeContext,
     PromptLeak,
@@ -66,7 +67,7 @@ from kgtest.probes.scoring import answer_logprobs, greedy_complete
 from kgtest.registry import Registry, first_doc_line
 
 __all__ = ["PROBES", "DEFAULT_PROBES", "Probe", "ProbeContext", "PromptLeak", "Ask",
-           "ask", "check_prompt", "verify_chain", "evaluate"]
+           "ask", "check_prompt", "verify_chain", "equivalent", "evaluate"]
 
 #: Probes :func:`evaluate` runs when none are named (all of them).
 DEFAULT_PROBES = ("direct", "statement", "paraphrase", "cot", "in_context", "latent",
@@ -125,7 +126,8 @@ def paraphrase(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     if not ctx.corpus.config.inverse:
         return _na_rows(ctx, facts, "paraphrase")  # no unseen surface to ask with: say so
     e, rel = sf.entity_display, sf.relation_display
-    items = [Ask(int(f), f"{e[F[f, 2]]} ~{rel[F[f, 1]]} ", int(F[f, 0])) for f in facts]
+    items = [Ask(int(f), f"{e[F[f, 2]]} ~{rel[F[f, 1]]} ", int(F[f, 0]), {"floor": None})
+             for f in facts]  # the answer is the subject: the object floor does not apply
     return ask(model, tokenizer, ctx, items, "paraphrase", setting="inverse")
 
 
@@ -139,29 +141,9 @@ def _split_answer(ctx: ProbeContext, text: str) -> tuple[str, str, str] | None:
     return body[1:], marker, (" " + text)[k + len(marker):].strip()
 
 
-def verify_chain(ctx: ProbeContext, fact: int, output: str) -> dict:
-    """Check a chain of thought against the closure.
-
-    Returns
-    -------
-    dict
-        ``n_steps`` (statements written), ``n_true_steps`` (statements that are closure
-        facts), ``chain_valid`` (at least one step and every step true), ``chain_entails``
-        (the true steps derive ``fact``), ``answer`` (the final answer text, '' if none).
-
-    Examples
-    --------
-    >>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
-    >>> v = verify_chain(ctx, 2, "a p b . b p c . A c")
-    >>> v["chain_valid"], v["chain_entails"], v["answer"]
-    (True, True, 'c')
-    >>> v = verify_chain(ctx, 2, "a p c . A c")  # right answer, invented chain
-    >>> v["chain_valid"], v["chain_entails"], v["n_true_steps"], v["answer"]
-    (False, False, 0, 'c')
-    """
+def _steps(ctx: ProbeContext, chain: str) -> tuple[int, list[int]]:
+    """(number of statements in a chain, fact id per statement that names one, else -1)."""
     sf, c = ctx.corpus.surface, ctx.closure
-    parts = _split_answer(ctx, output)
-    chain, answer = (parts[0], parts[2]) if parts else (output, "")
     chain = chain.strip()
     if sf.natural:
         sents = [x for x in re.split(r"(?<=\.) ", chain) if x.strip()]
@@ -169,20 +151,87 @@ def verify_chain(ctx: ProbeContext, fact: int, output: str) -> dict:
         sents = [x.strip() for x in chain.split(" . ") if x.strip()]
         if sents and sents[-1].endswith(" ."):
             sents[-1] = sents[-1][:-2]
-    true_ids = []
+    ids = []
     for sent in sents:
         try:
             m = sf.parse(sent)
         except ParseError:
+            ids.append(-1)
             continue
-        if len(m) == 1 and m[0][3] == "stated":
-            fid = int(c.index(np.array([m[0][:3]]))[0])
-            if fid >= 0:
-                true_ids.append(fid)
-    valid = bool(sents) and len(true_ids) == len(sents)
-    entails = bool(true_ids) and bool(c.derivable(int(fact), true_ids))
-    return {"n_steps": len(sents), "n_true_steps": len(true_ids), "chain_valid": valid,
-            "chain_entails": entails, "answer": answer}
+        ok = len(m) == 1 and m[0][3] == "stated"
+        ids.append(int(c.index(np.array([m[0][:3]]))[0]) if ok else -1)
+    return len(sents), ids
+
+
+def equivalent(ctx: ProbeContext, a: int, b: int) -> bool:
+    """Are closure facts ``a`` and ``b`` the same fact in another form?
+
+    Each must be derivable from the other alone: the same triple, or a symmetric or
+    inverse restatement (``spouse(a, b)`` and ``spouse(b, a)`` under
+    ``spouse(X, Y) :- spouse(Y, X).``). A premise that derives ``b`` only together with
+    other facts is not equivalent to it.
+
+    Examples
+    --------
+    >>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
+    >>> equivalent(ctx, 2, 2), equivalent(ctx, 0, 2)
+    (True, False)
+    """
+    if a == b:
+        return True
+    c = ctx.closure
+    return bool(c.derivable(b, [a]) and c.derivable(a, [b]))
+
+
+def verify_chain(ctx: ProbeContext, fact: int, output: str) -> dict:
+    """Check a chain of thought against what ``ctx.variant`` was trained on.
+
+    A step is **valid** if it states a fact in the closure of the variant's training
+    facts (:meth:`ProbeContext.trained_closure`: for the filter control, without the
+    targets; for the ignorance control, without their deletion sets either; for the
+    original and unlearning methods, the original's). The chain **cites the target** if a
+    step is the target or a fact :func:`equivalent` to it. The chain **entails** the
+    target if its valid steps, less the cited ones, derive it. The answer is
+    **verified** only if it is right, the chain has at least one step, every step is
+    valid, the steps entail the target and none cites it; an answer with no chain is
+    not verified.
+
+    Returns
+    -------
+    dict
+        ``n_steps``, ``n_true_steps`` (valid steps), ``chain_valid``, ``chain_entails``,
+        ``chain_cites_target``, ``answer`` (the final answer text, '' if none),
+        ``answer_correct`` and ``verified``.
+
+    Examples
+    --------
+    >>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
+    >>> v = verify_chain(ctx, 2, "a p b . b p c . A c")
+    >>> v["chain_valid"], v["chain_entails"], v["verified"]
+    (True, True, True)
+    >>> verify_chain(ctx, 2, "a g c . A c")["verified"]  # cites the target
+    False
+    >>> v = verify_chain(ctx, 2, "a p c . A c")  # right answer, a false step
+    >>> v["chain_valid"], v["n_true_steps"], v["answer_correct"], v["verified"]
+    (False, 0, True, False)
+    >>> verify_chain(ctx, 2, "A c")["verified"]  # no chain at all
+    False
+    """
+    F = ctx.corpus.facts
+    parts = _split_answer(ctx, output)
+    chain, answer = (parts[0], parts[2]) if parts else (output, "")
+    n, ids = _steps(ctx, chain)
+    known = ctx.trained_closure(ctx.variant)
+    valid_ids = [f for f in ids if f >= 0 and known[f]]
+    cited = [f for f in valid_ids if equivalent(ctx, f, int(fact))]
+    support = [f for f in valid_ids if f not in cited]
+    valid = n > 0 and len(valid_ids) == n
+    entails = bool(support) and bool(ctx.closure.derivable(int(fact), support))
+    right = answer == ctx.corpus.surface.answer(int(F[fact, 2]))
+    return {"n_steps": n, "n_true_steps": len(valid_ids), "chain_valid": valid,
+            "chain_entails": entails, "chain_cites_target": bool(cited), "answer": answer,
+            "answer_correct": right,
+            "verified": right and valid and entails and not cited}
 
 
 def _cot(model, tokenizer, facts, ctx: ProbeContext, probe: str) -> list[dict]:
@@ -220,10 +269,11 @@ def _cot(model, tokenizer, facts, ctx: ProbeContext, probe: str) -> list[dict]:
         v = verify_chain(ctx, f, out)
         names, _ = ctx.candidates(int(F[f, 2]))
         s, rk = scored.get(i, (None, None))
-        rows.append(ctx.row(probe, f, gate="cot", correct=v["answer"] == sf.answer(int(F[f, 2])),
-                            score=s, rank=rk, n_candidates=len(names), chance=1 / len(names),
-                            output=out, chain_valid=v["chain_valid"],
-                            chain_entails=v["chain_entails"], n_steps=v["n_steps"],
+        rows.append(ctx.row(probe, f, gate="cot", correct=v["verified"],
+                            answer_correct=v["answer_correct"], score=s, rank=rk,
+                            n_candidates=len(names), chance=1 / len(names), output=out,
+                            chain_valid=v["chain_valid"], chain_entails=v["chain_entails"],
+                            chain_cites_target=v["chain_cites_target"], n_steps=v["n_steps"],
                             n_true_steps=v["n_true_steps"]))
     return rows
 
@@ -234,15 +284,33 @@ def cot(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     return _cot(model, tokenizer, facts, ctx, "cot")
 
 
+def _latent_facts(ctx: ProbeContext, facts) -> list[int]:
+    """The asked facts that are latent for ``ctx.variant`` (see :func:`latent`)."""
+    trained = ctx.trained_facts(ctx.variant)
+    method = ctx.variant not in ("original", "never_trained", *RETRAINED)
+    pres = ctx.corpus.presentation
+    return [int(f) for f in facts if not trained[f] or (method and pres[f] == "stated")]
+
+
 @PROBES.register("latent")
 def latent(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
-    """Direct questions on facts only composition gives: held-out ones, derived asked."""
-    c = ctx.closure
-    held = ctx.split.held_out.tolist()
-    asked = [int(f) for f in facts if not c.is_base[f] and int(f) not in set(held)]
-    return (ask(model, tokenizer, ctx, _direct_items(ctx, held), "latent", setting="implied")
-            + ask(model, tokenizer, ctx, _direct_items(ctx, asked), "latent",
-                  setting="unlearned"))
+    """Direct questions on facts never seen stated (targets) and on held-out facts.
+
+    SCIENCE.md, "latent": the direct question on a fact the model never saw stated and
+    can only get by composition. Rows ``latent``: the asked targets the variant was not
+    trained on (every target of the filter, ignorance and never-trained controls; any
+    target rendered as ``implied``), and on an unlearning method the targets presented
+    stated only (no chain of their own to recall); other targets are not applicable.
+    Rows ``implied``: the split's held-out derived facts, never rendered for any variant:
+    a capability measure, not the targets.
+    """
+    facts = [int(f) for f in facts]
+    asked = _latent_facts(ctx, facts)
+    rest = sorted(set(facts) - set(asked))
+    return (ask(model, tokenizer, ctx, _direct_items(ctx, asked), "latent")
+            + _na_rows(ctx, rest, "latent")
+            + ask(model, tokenizer, ctx, _direct_items(ctx, ctx.split.held_out.tolist()),
+                  "implied"))
 
 
 def _sample(ids, limit: int) -> list[int]:
@@ -289,7 +357,7 @@ def utility(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
 
 # --- running probes over variants ----------------------------------------------------------
 
-_GATE_SOURCES = {"direct": ("direct", "latent", "utility_direct"),
+_GATE_SOURCES = {"direct": ("direct", "latent", "implied", "utility_direct"),
                  "cot": ("cot", "utility_cot", "utility_rule")}
 
 

@@ -1,25 +1,32 @@
-"""The relearning attack, audited by the symbolic core.
+"""The relearning attack as Deeb & Roger (2024), audited by the symbolic core.
 
-Deeb & Roger (2024): fine-tuning an unlearned model on *some* forget facts brings back
-the *others*, which says the knowledge was hidden, not removed. Here, with a seed:
+Fine-tuning an unlearned model on *some* forget facts brings back the *others*, which says
+the knowledge was hidden, not removed. Here, with a seed:
 
-1. the forget targets asked (``facts``) are split into T (trained on, ``train_fraction``)
-   and V (asked);
-2. a copy of the model is fine-tuned with :func:`kgtest.train.train` on the training
-   documents of T (attack ``targets``), or, separately, on the training documents of the
-   targets' premises only, none of which mentions a target (attack ``premises``);
-3. the direct probe asks every fact of V.
+1. the facts asked (the forget targets; with ``facts = "base"``, the base-fact premises of
+   the targets) are split into ``folds`` rotating folds **with disjoint answers**: all
+   facts with the same object fall in one fold (:func:`answer_folds`), so recovering the
+   evaluation fold cannot come from an output bias towards the attack's answers;
+2. for each fold V in turn, a copy of the model is fine-tuned with
+   :func:`kgtest.train.train` on the training documents of the other folds T (attack
+   ``targets``), or, separately, on the training documents of the targets' premises only,
+   none of which mentions a target (attack ``premises``);
+3. the direct probe asks every fact of V; every fact is thus evaluated once per grid
+   point, by an attack that never saw it nor its answer.
+
+The grid is every (``lr``, ``steps``): one fine-tuning run per (fold, lr) at a constant
+learning rate, probed at each step count (probing step 15 of a 30-step run is the 15-step
+attack). Each grid point is a ``setting``; the report takes the **worst case** (highest
+recovery) over the grid, per variant. The same attack runs on the never-trained model:
+its recovery is the floor (an attack that teaches the answers outright).
 
 Recovering V can be legitimate: if V follows from T plus what the variant still knows,
 a perfect reasoner gets it back without any hidden trace. So every row carries the
-**entailment audit** ``audit_derivable``: is V in the closure of (attack facts + facts the
-variant retains)? The facts a variant retains are the facts its training showed (stated
-or demonstrated, never the implied ones) minus what it deleted
-(:meth:`ProbeContext.removed_by`). A row with ``audit_derivable = False`` and
-``correct = True`` is knowledge the unlearning only hid.
-
-Every (attack, steps, lr) of the grid is a ``setting``; the report takes the worst case
-(highest recovery) over the grid, per variant.
+**entailment audit** ``audit_derivable``: is the fact in the closure of (attack facts +
+the facts the variant was trained on and kept)? The variant's own training set is
+:meth:`ProbeContext.trained_facts` (a retrained control's lacks what it dropped); what it
+kept is that less what it deleted (:meth:`ProbeContext.removed_by`). A row with
+``audit_derivable = False`` and ``correct = True`` is knowledge the unlearning only hid.
 
 Examples
 --------
@@ -40,39 +47,59 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kgtest.probes.context import ProbeContext, _direct_items, ask
+from kgtest.errors import InputError
+from kgtest.probes.context import ProbeContext, _direct_items, _na_rows, ask
 from kgtest.probes.probes import PROBES
 
-__all__ = ["RelearnConfig", "split_targets", "attack_documents", "audit", "relearn",
-           "relearn_premises"]
+__all__ = ["RelearnConfig", "answer_folds", "attack_documents", "audit",
+           "relearn", "relearn_premises"]
 
 
 @dataclass(frozen=True)
 class RelearnConfig:
-    """The attack grid (every combination of ``steps`` and ``lr`` is run)."""
+    """The attack grid (every combination of ``steps`` and ``lr`` is run) and its folds."""
 
-    steps: tuple[int, ...] = (50,)  # fine-tuning steps per grid point
-    lr: tuple[float, ...] = (1e-3,)  # peak learning rates per grid point
-    train_fraction: float = 0.5  # share of forget targets in T (the rest is V)
+    steps: tuple[int, ...] = (15, 30)  # fine-tuning steps per grid point
+    lr: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # constant learning rates per grid point
+    folds: int = 2  # rotating folds of the asked facts (answers disjoint between folds)
+    facts: str = "targets"  # "targets": the asked forget targets; "base": their base premises
     batch_size: int = 16  # documents per step
-    seed: int = 0  # T/V split and batch order when ctx.seeds has no "attack"
+    seed: int = 0  # folds and batch order when ctx.seeds has no "attack"
+
+    def __post_init__(self):
+        if self.facts not in ("targets", "base"):
+            raise InputError(f"key 'probes.relearn.facts': unknown {self.facts!r} "
+                             "(known: targets, base)")
+        if self.folds < 2:
+            raise InputError("key 'probes.relearn.folds': must be >= 2 (an attack fold "
+                             "and an evaluation fold)")
 
 
-def split_targets(targets: Sequence[int], fraction: float, seed: int
-                  ) -> tuple[list[int], list[int]]:
-    """Seeded split of the targets into (T, V), both non-empty when there are two or more.
+def answer_folds(facts: Sequence[int], objects: Sequence[int], k: int, seed: int
+                 ) -> list[list[int]]:
+    """Rotating folds of ``facts`` whose answers are disjoint between folds.
+
+    Facts are grouped by their object (answer); groups are shuffled with ``seed`` and
+    dealt, largest first, to the fold with the fewest facts. Returns at most ``k``
+    non-empty folds (fewer when there are fewer distinct answers; one fold means no
+    attack is possible).
 
     Examples
     --------
-    >>> T, V = split_targets(range(10), 0.5, seed=0)
-    >>> len(T), len(V), sorted(T + V) == list(range(10))
-    (5, 5, True)
+    >>> folds = answer_folds([10, 11, 12, 13, 14], objects=[1, 1, 2, 3, 3], k=2, seed=0)
+    >>> sorted(sorted(f) for f in folds)
+    [[10, 11], [12, 13, 14]]
     """
-    ids = np.random.default_rng(seed).permutation(np.asarray(list(targets), dtype=np.int64))
-    k = int(round(fraction * len(ids)))
-    if len(ids) >= 2:
-        k = min(max(k, 1), len(ids) - 1)
-    return sorted(ids[:k].tolist()), sorted(ids[k:].tolist())
+    groups: dict[int, list[int]] = {}
+    for f, o in zip(facts, objects, strict=True):
+        groups.setdefault(int(o), []).append(int(f))
+    keys = sorted(groups)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    dealt = sorted((groups[keys[i]] for i in order), key=len, reverse=True)  # stable
+    folds: list[list[int]] = [[] for _ in range(min(k, len(keys)))]
+    for g in dealt:
+        min(folds, key=len).extend(g)
+    return [sorted(f) for f in folds if f]
 
 
 def attack_documents(ctx: ProbeContext, kind: str, T: Sequence[int], V: Sequence[int]
@@ -87,7 +114,8 @@ def attack_documents(ctx: ProbeContext, kind: str, T: Sequence[int], V: Sequence
     if kind == "targets":
         teach, banned = set(int(f) for f in T), set(int(f) for f in V)
     elif kind == "premises":
-        teach, banned = set(ctx.split.premise.tolist()) - forget, forget
+        banned = forget | {int(f) for f in V}
+        teach = set(ctx.split.premise.tolist()) - banned
     else:
         raise ValueError(f"unknown relearn attack {kind!r} (known: targets, premises)")
     docs, taught = [], set()
@@ -102,54 +130,95 @@ def attack_documents(ctx: ProbeContext, kind: str, T: Sequence[int], V: Sequence
 
 
 def audit(ctx: ProbeContext, V: Sequence[int], *, attack_facts: Sequence[int],
-          removed: Sequence[int]) -> list[bool]:
-    """Per fact of V: derivable from the attack's facts plus the retained trained facts?"""
+          removed: Sequence[int], trained: np.ndarray | None = None) -> list[bool]:
+    """Per fact of V: derivable from the attack's facts plus the trained facts kept?
+
+    ``trained`` is the variant's own training set (an ``(N,)`` mask; default: the
+    original's, every fact the corpus shows); ``removed`` what the variant deleted.
+    """
     c = ctx.closure
-    shown = np.asarray(ctx.corpus.presentation) != "implied"
-    kept = shown.copy()
+    kept = (np.asarray(ctx.corpus.presentation) != "implied" if trained is None
+            else np.asarray(trained, dtype=bool)).copy()
     kept[np.asarray(list(removed), dtype=np.int64)] = False
     kept[np.asarray(list(attack_facts), dtype=np.int64)] = True
     return [bool(c.derivable(int(v), kept)) for v in V]
 
 
-def _attack(model, tokenizer, facts, ctx: ProbeContext, kind: str, probe: str) -> list[dict]:
-    from kgtest.train import TrainConfig, train
+def _asked(ctx: ProbeContext, facts, cfg: RelearnConfig) -> list[int]:
+    facts = sorted(int(f) for f in facts)
+    if cfg.facts == "targets":
+        return facts
+    c = ctx.closure
+    prem = {p for f in facts for d in c.derivations_of(f) for p in c.premises(int(d))}
+    return sorted(int(p) for p in prem if c.is_base[p])
 
+
+def _attack(model, tokenizer, facts, ctx: ProbeContext, kind: str, probe: str) -> list[dict]:
     cfg = ctx.relearn or RelearnConfig()
     seed = ctx.seeds.get("attack")
     seed = cfg.seed if seed is None else int(seed)
-    T, V = split_targets([int(f) for f in facts], cfg.train_fraction, seed)
-    if not V:
-        return []
-    docs, taught = attack_documents(ctx, kind, T, V)
-    derivable = audit(ctx, V, attack_facts=taught, removed=ctx.removed_by(ctx.variant))
+    asked = _asked(ctx, facts, cfg)
+    folds = answer_folds(asked, ctx.corpus.facts[asked, 2].tolist() if asked else [],
+                         cfg.folds, seed)
+    if len(folds) < 2:
+        return _na_rows(ctx, asked, probe)
     rows = []
-    for steps in cfg.steps:
+    for i, V in enumerate(folds):
+        T = sorted(f for j, fold in enumerate(folds) if j != i for f in fold)
         for lr in cfg.lr:
-            tc = TrainConfig(steps=steps, lr=lr, batch_size=cfg.batch_size, warmup=0,
-                             min_lr_ratio=1.0, eval_every=0, checkpoint_every=0, seed=seed,
-                             progress=False, tensorboard=False)
-            attacked = copy.deepcopy(model)
-            if docs:
-                with tempfile.TemporaryDirectory(prefix="kgtest-relearn-") as tmp:
-                    train(attacked, tokenizer, docs, tc, tmp)
-            out = ask(attacked, tokenizer, ctx, _direct_items(ctx, V), probe,
-                      setting=f"steps={steps},lr={lr:g}", attack=kind, attack_steps=steps,
-                      attack_lr=lr, n_attack_facts=len(taught))
-            for r, d in zip(out, derivable, strict=True):
-                r["audit_derivable"] = d
-            rows += out
-            del attacked
+            rows += _fold_attack(model, tokenizer, ctx, kind, probe, i, T, V, lr, cfg, seed)
+    return rows
+
+
+def _fold_attack(model, tokenizer, ctx: ProbeContext, kind: str, probe: str, fold: int,
+                 T: list[int], V: list[int], lr: float, cfg: RelearnConfig, seed: int
+                 ) -> list[dict]:
+    """One fine-tuning run on fold ``fold``'s attack documents, probed at every step count."""
+    from kgtest.train import TrainConfig, train
+
+    docs, taught = attack_documents(ctx, kind, T, V)
+    derivable = audit(ctx, V, attack_facts=taught, removed=ctx.removed_by(ctx.variant),
+                      trained=ctx.trained_facts(ctx.variant))
+    steps = sorted(set(cfg.steps))
+    every = int(np.gcd.reduce(steps))
+    rows: list[dict] = []
+
+    def probe_at(m, step):
+        out = ask(m, tokenizer, ctx, _direct_items(ctx, V), probe,
+                  setting=f"steps={step},lr={lr:g}", attack=kind, attack_steps=step,
+                  attack_lr=lr, n_attack_facts=len(taught), fold=fold)
+        for r, d in zip(out, derivable, strict=True):
+            r["audit_derivable"] = d
+        rows.extend(out)
+
+    if not docs:  # nothing to train on: every step count is the model itself
+        for step in steps:
+            probe_at(model, step)
+        return rows
+    reached = iter(range(every, steps[-1] + 1, every))
+
+    def eval_fn(m):  # called every `every` steps and at the end, in eval mode
+        step = next(reached)
+        if step in steps:
+            probe_at(m, step)
+        return {}
+
+    tc = TrainConfig(steps=steps[-1], lr=lr, batch_size=cfg.batch_size, warmup=0,
+                     min_lr_ratio=1.0, eval_every=every, checkpoint_every=0, seed=seed,
+                     progress=False, tensorboard=False)
+    attacked = copy.deepcopy(model)
+    with tempfile.TemporaryDirectory(prefix="kgtest-relearn-") as tmp:
+        train(attacked, tokenizer, docs, tc, tmp, eval_fn=eval_fn)
     return rows
 
 
 @PROBES.register("relearn")
 def relearn(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
-    """Fine-tune a copy on a subset T of forget targets; ask the held-out targets V."""
+    """Fine-tune a copy on the other folds' targets; ask each fold in turn."""
     return _attack(model, tokenizer, facts, ctx, "targets", "relearn")
 
 
 @PROBES.register("relearn_premises")
 def relearn_premises(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
-    """Fine-tune a copy on the targets' premises only; ask the held-out targets V."""
+    """Fine-tune a copy on the targets' premises only; ask each fold in turn."""
     return _attack(model, tokenizer, facts, ctx, "premises", "relearn_premises")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -13,11 +16,12 @@ from kgtest.probes.probes import (
     PROBES,
     PromptLeak,
     check_prompt,
+    equivalent,
     evaluate,
     verify_chain,
 )
 from kgtest.probes.quantize import quantize_model, rtn_quantize
-from kgtest.probes.relearn import RelearnConfig, audit, split_targets
+from kgtest.probes.relearn import RelearnConfig, answer_folds, audit
 from kgtest.records import COLUMNS
 
 slow = pytest.mark.slow  # these use the session's trained model (~30 s once)
@@ -93,7 +97,8 @@ def test_chain_verification_catches_an_invented_chain(trained):
     target = int(ctx.split.forget[0])
     ok = verify_chain(ctx, target, gold["completion"])
     assert ok == {"n_steps": 2, "n_true_steps": 2, "chain_valid": True, "chain_entails": True,
-                  "answer": gold["completion"].split()[-1]}
+                  "chain_cites_target": False, "answer": gold["completion"].split()[-1],
+                  "answer_correct": True, "verified": True}
     # Replace the bridge entity by one that makes both steps false; keep the right answer.
     (s, r1, b), (_, r2, o) = [x.split() for x in gold["completion"].split(" A ")[0]
                               .rstrip(" .").split(" . ")]
@@ -123,6 +128,57 @@ def test_in_context_prompts_hold_premises_not_the_target(trained):
         assert " ".join(ctx.corpus.named(f)) not in docs[f]["prompt"]
 
 
+def _toy_for(variant, removed=None):
+    ctx = _toy_context()  # facts: 0 = a p b, 1 = b p c, 2 = a g c (the forget target)
+    return dataclasses.replace(ctx, variant=variant, removed=removed or {})
+
+
+@pytest.mark.parametrize("variant", ["original", "filter", "NPO"])
+def test_cot_counts_only_verified_chains(variant):
+    ctx = _toy_for(variant)
+    assert verify_chain(ctx, 2, "a p b . b p c . A c")["verified"]
+    cites = verify_chain(ctx, 2, "a g c . A c")  # the target as its own step
+    assert cites["answer_correct"] and cites["chain_cites_target"] and not cites["verified"]
+    with_target = verify_chain(ctx, 2, "a p b . b p c . a g c . A c")
+    assert with_target["chain_cites_target"] and not with_target["verified"]
+    false_step = verify_chain(ctx, 2, "a p b . b p a . A c")  # b p a is no fact
+    assert false_step["answer_correct"] and not false_step["chain_valid"]
+    assert not false_step["verified"]
+    no_chain = verify_chain(ctx, 2, "A c")
+    assert no_chain["answer_correct"] and no_chain["n_steps"] == 0 and not no_chain["verified"]
+    assert not verify_chain(ctx, 2, "a p b . b p c . A b")["verified"]  # wrong answer
+
+
+def test_chain_validity_is_against_what_the_variant_was_trained_on():
+    # the ignorance control never saw a p b: a chain through it is not valid for it
+    ign = _toy_for("ignorance", {"ignorance": [0, 2]})
+    v = verify_chain(ign, 2, "a p b . b p c . A c")
+    assert v["answer_correct"] and not v["chain_valid"] and not v["verified"]
+    assert v["n_true_steps"] == 1
+    never = _toy_for("never_trained")
+    assert not verify_chain(never, 2, "a p b . b p c . A c")["verified"]
+    # an unlearning method is checked against the original's training facts
+    assert verify_chain(_toy_for("NPO", {"NPO": [0, 2]}), 2, "a p b . b p c . A c")["verified"]
+
+
+def test_equivalent_facts_are_symmetric_or_inverse_restatements():
+    from kgtest.symbolic.rules import parse_rules
+    from kgtest.worlds.world import World
+
+    w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("a", "m", "d")],
+                         parse_rules("g(X, Z) :- p(X, Y), p(Y, Z).\n"
+                                     "m(X, Y) :- m(Y, X).\n"
+                                     "h(Z, X) :- g(X, Z).\ng(X, Z) :- h(Z, X)."))
+    c = w.close()
+    ctx = types.SimpleNamespace(closure=c)
+    amd, dma = c.find("a", "m", "d"), c.find("d", "m", "a")
+    agc, hca = c.find("a", "g", "c"), c.find("c", "h", "a")
+    assert equivalent(ctx, amd, dma) and equivalent(ctx, dma, amd)  # symmetric
+    assert equivalent(ctx, agc, hca)  # inverse, defined both ways
+    assert not equivalent(ctx, c.find("a", "p", "b"), agc)  # a premise is not the fact
+    assert not equivalent(ctx, amd, agc)
+
+
 def test_prompt_leak_is_refused():
     ctx = _toy_context()  # facts: 0 = a p b, 1 = b p c, 2 = a g c
     with pytest.raises(PromptLeak):
@@ -135,14 +191,17 @@ def test_prompt_leak_is_refused():
 
 
 @slow
-def test_latent_asks_implied_and_unlearned_facts(trained):
+def test_latent_asks_targets_never_stated_and_implied_asks_held_out_facts(trained):
     model, tok, ctx, _ = trained
-    rows = _run("latent", model, tok, ctx.split.forget, ctx)
-    implied = {r["fact"] for r in rows if r["setting"] == "implied"}
-    assert implied == set(ctx.split.held_out.tolist())
-    assert all(r["presentation"] == "implied" for r in rows if r["setting"] == "implied")
-    assert {r["fact"] for r in rows if r["setting"] == "unlearned"} == set(
-        ctx.split.forget.tolist())
+    forget = set(ctx.split.forget.tolist())
+    for variant, asked in (("original", set()), ("filter", forget), ("never_trained", forget)):
+        rows = _run("latent", model, tok, sorted(forget), ctx.for_variant(variant))
+        lat = [r for r in rows if r["probe"] == "latent"]
+        assert {r["fact"] for r in lat} == forget and all(r["setting"] == "" for r in rows)
+        assert {r["fact"] for r in lat if r["applicable"]} == asked, variant
+        implied = [r for r in rows if r["probe"] == "implied"]
+        assert {r["fact"] for r in implied} == set(ctx.split.held_out.tolist())
+        assert all(r["presentation"] == "implied" for r in implied)
 
 
 def test_rtn_quantize_round_trip_error():
@@ -193,26 +252,63 @@ def test_relearn_audit_agrees_with_the_closure():
 
 
 @slow
-def test_relearn_rows_carry_the_audit(trained):
+def test_relearn_rotates_folds_with_disjoint_answers_and_carries_the_audit(trained):
     model, tok, ctx, _ = trained
-    ctx = ctx.for_variant("ignorance")
-    import dataclasses
-
-    ctx = dataclasses.replace(ctx, relearn=RelearnConfig(steps=(5,), lr=(1e-3,), batch_size=8))
-    T, V = split_targets(ctx.split.forget.tolist(), 0.5, seed=0)
-    rows = _run("relearn", model, tok, ctx.split.forget, ctx)
-    assert sorted(r["fact"] for r in rows) == V and not set(T) & set(V)
-    kept = np.asarray(ctx.corpus.presentation) != "implied"
-    kept[ctx.split.forget] = False
-    taught = {x["id"] for d in ctx.corpus.train for x in d["facts"]
-              if {y["id"] for y in d["facts"]} & set(T) and not {y["id"] for y in d["facts"]}
-              & set(V)}
-    kept[sorted(taught)] = True
+    ctx = dataclasses.replace(ctx.for_variant("ignorance"), relearn=RelearnConfig(
+        steps=(2, 4), lr=(1e-3, 3e-3), folds=2, batch_size=8))
+    forget = ctx.split.forget.tolist()
+    rows = _run("relearn", model, tok, forget, ctx)
+    grid = {"steps=2,lr=0.001", "steps=4,lr=0.001", "steps=2,lr=0.003", "steps=4,lr=0.003"}
+    assert {r["setting"] for r in rows} == grid
+    F = ctx.corpus.facts
+    for setting in grid:  # every target is evaluated once per grid point
+        here = [r for r in rows if r["setting"] == setting]
+        assert sorted(r["fact"] for r in here) == sorted(forget)
+    folds = {}
     for r in rows:
+        folds.setdefault(r["fold"], set()).add(r["fact"])
+    assert len(folds) == 2
+    answers = [{int(F[f, 2]) for f in fold} for fold in folds.values()]
+    assert not answers[0] & answers[1]  # attack and evaluation answers are disjoint
+    trained_mask = ctx.trained_facts("ignorance")
+    for r in rows:
+        V = folds[r["fold"]]
+        T = set(forget) - V
+        taught = {x["id"] for d in ctx.corpus.train for x in d["facts"]
+                  if {y["id"] for y in d["facts"]} & T and not {y["id"] for y in d["facts"]} & V}
+        kept = trained_mask.copy()
+        kept[ctx.removed_by("ignorance")] = False
+        kept[sorted(taught)] = True
         assert r["audit_derivable"] == ctx.closure.derivable(r["fact"], kept)
-        assert (r["attack"], r["attack_steps"], r["setting"]) == ("targets", 5, "steps=5,lr=0.001")
-    prem = _run("relearn_premises", model, tok, ctx.split.forget, ctx)
-    assert {r["attack"] for r in prem} == {"premises"} and len(prem) == len(V)
+        assert r["attack"] == "targets" and r["n_attack_facts"] == len(taught)
+    prem = _run("relearn_premises", model, tok, forget, ctx)
+    assert {r["attack"] for r in prem} == {"premises"} and len(prem) == 4 * len(forget)
+
+
+def test_answer_folds_keep_answers_disjoint():
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        n = int(rng.integers(2, 30))
+        facts = rng.permutation(100)[:n].tolist()
+        objects = rng.integers(0, int(rng.integers(1, 8)), size=n).tolist()
+        k = int(rng.integers(2, 5))
+        folds = answer_folds(facts, objects, k, seed=trial)
+        obj = dict(zip(facts, objects, strict=True))
+        assert sorted(f for fold in folds for f in fold) == sorted(facts)
+        assert len(folds) == min(k, len(set(objects)))
+        answer_sets = [{obj[f] for f in fold} for fold in folds]
+        for i in range(len(folds)):
+            for j in range(i + 1, len(folds)):
+                assert not answer_sets[i] & answer_sets[j]
+
+
+def test_relearn_config_is_checked():
+    with pytest.raises(InputError, match="facts"):
+        RelearnConfig(facts="everything")
+    with pytest.raises(InputError, match="folds"):
+        RelearnConfig(folds=1)
+    cfg = RelearnConfig()
+    assert len(cfg.lr) >= 3 and len(cfg.steps) >= 2  # Deeb & Roger: a grid, worst case
 
 
 @slow
@@ -235,3 +331,77 @@ def test_evaluate_gates_every_variant_by_the_original(trained, untrained):
     assert _acc([r for r in util if r["variant"] == "never_trained"]) <= 0.15
     with pytest.raises(InputError, match="original"):
         evaluate({"NPO": (model, tok)}, ctx, probes=["direct"])
+
+
+@pytest.mark.parametrize("group_size", [16, 32, 64])
+def test_groupwise_rtn_bounds_each_group_by_its_own_scale(group_size):
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(24, 80, generator=g)  # 80 inputs: the last group is shorter
+    w[:, :8] *= 50  # an outlier block: per-channel scales are dominated by it
+    for bits in (8, 4):
+        wq, scale = rtn_quantize(w, bits, dim=1, group_size=group_size)
+        n_groups = -(-80 // group_size)
+        assert scale.shape == (24, n_groups) and wq.shape == w.shape
+        per_weight = scale.repeat_interleave(group_size, dim=1)[:, :80]
+        assert bool(((wq - w).abs() <= per_weight / 2 + 1e-5).all())
+        levels = wq / per_weight
+        assert torch.allclose(levels, torch.round(levels), atol=1e-3)
+        assert bool((levels.round().abs() <= 2 ** (bits - 1) - 1).all())
+    # smaller groups isolate the outliers: less error than one scale per channel
+    e_group = (rtn_quantize(w, 4, dim=1, group_size=group_size)[0] - w).abs().mean()
+    e_chan = (rtn_quantize(w, 4, dim=1)[0] - w).abs().mean()
+    assert e_group < e_chan
+    # Conv1D layout (in, out): groups run along dim 0
+    wq_t, scale_t = rtn_quantize(w.t().contiguous(), 4, dim=0, group_size=group_size)
+    assert torch.equal(wq_t, rtn_quantize(w, 4, dim=1, group_size=group_size)[0].t())
+    assert torch.equal(scale_t, rtn_quantize(w, 4, dim=1, group_size=group_size)[1])
+
+
+def test_group_as_wide_as_the_input_is_per_channel():
+    w = torch.randn(5, 32, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(rtn_quantize(w, 4, dim=1, group_size=32)[0], rtn_quantize(w, 4, dim=1)[0])
+    with pytest.raises(ValueError, match="group_size"):
+        rtn_quantize(w, 4, dim=1, group_size=-1)
+
+
+def _tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=2,
+                                      n_head=2)).eval()
+
+
+def test_quantize_embeddings_and_the_tied_head_once():
+    m = _tiny_gpt2()
+    plain = quantize_model(m, 4)
+    assert "transformer.wte" not in plain.quantized and "lm_head" not in plain.quantized
+    assert torch.equal(plain.transformer.wte.weight, m.transformer.wte.weight)
+    full = quantize_model(m, 4, group_size=16, embeddings=True)
+    assert {"transformer.wte", "transformer.wpe"} <= set(full.quantized)
+    assert "lm_head" not in full.quantized  # tied to wte: quantized once, through wte
+    assert full.lm_head.weight.data_ptr() == full.transformer.wte.weight.data_ptr()
+    assert not torch.equal(full.transformer.wte.weight, m.transformer.wte.weight)
+    assert set(full.quant_codes) == set(full.quantized)
+    assert all(c.shape == dict(full.named_modules())[n].weight.shape
+               for n, c in full.quant_codes.items())
+
+
+def test_small_weight_changes_vanish_under_quantization():
+    """Zhang et al.'s mechanism, measured: a tiny update changes every full-precision
+    weight but almost no int4 code; a large one changes many."""
+    from kgtest.probes.quantize import code_difference
+
+    m = _tiny_gpt2()
+    q0 = quantize_model(m, 4, group_size=32)
+    for eps, most in ((1e-6, 0.01), (1e-1, None)):
+        moved = _tiny_gpt2()
+        with torch.no_grad():
+            for p in moved.parameters():
+                p.add_(eps * torch.randn_like(p))
+        q1 = quantize_model(moved, 4, group_size=32)
+        diff = code_difference(q1.quant_codes, q0.quant_codes)
+        if most is not None:
+            assert diff <= most
+        else:
+            assert diff >= 0.3

@@ -1,0 +1,257 @@
+"""The report's plots (matplotlib, written next to the records by :func:`kgtest.report.report`).
+
+- ``rates.png``: a variant x probe heatmap of re-derivation rates, every cell annotated
+  with ``rate`` and ``k/n``, controls above the methods, floors below them;
+- ``excess.png``: the same grid for the excess over the filter control (diverging colours);
+- ``proof_count.png``: rate against proof count, only when the targets differ in it;
+- ``forget_vs_utility.png``, ``training.png``, ``unlearning.png``.
+
+Examples
+--------
+>>> import tempfile
+>>> from pathlib import Path
+>>> from kgtest.aggregate import aggregate
+>>> from kgtest.records import new_row
+>>> rows = [new_row(run_id="r", variant=v, probe="direct", fact=f, correct=f < k,
+...                 gated_in=True) for v, k in (("original", 4), ("NPO", 0)) for f in range(4)]
+>>> heatmap(aggregate(rows, n_boot=50), Path(tempfile.mkdtemp()) / "rates.png").name
+'rates.png'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kgtest.aggregate import CONTROLS, bootstrap
+from kgtest.report import _head, columns, label, order
+
+__all__ = ["heatmap", "write_plots"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    _plt().close(fig)
+    return path
+
+
+def _err(a: dict, key: str = "rate", lo: str = "lo", hi: str = "hi") -> tuple[float, float]:
+    if np.isnan(a[key]):
+        return 0.0, 0.0
+    return max(a[key] - a[lo], 0.0), max(a[hi] - a[key], 0.0)
+
+
+def _colours(variants: Sequence[str]) -> dict[str, object]:
+    cmap = _plt().get_cmap("tab10")
+    return {v: cmap(i % 10) for i, v in enumerate(variants)}
+
+
+def _grid(agg: list[dict], key: str, control: str | None):
+    """(row names, column ids, values (R, C), texts (R, C), number of control rows)."""
+    cols = columns(agg, utility=False)
+    by = {(a["variant"], label(a)): a for a in agg}
+    variants = [v for v in order(a["variant"] for a in agg) if v != control]
+    n_ctrl = sum(v in CONTROLS for v in variants)
+    vals = np.full((len(variants), len(cols)), np.nan)
+    texts = [["n/a"] * len(cols) for _ in variants]
+    for i, v in enumerate(variants):
+        for j, c in enumerate(cols):
+            a = by.get((v, c))
+            if a is None or a[key] is None or np.isnan(a[key]):
+                continue
+            vals[i, j] = a[key]
+            if key == "rate":
+                texts[i][j] = f"{a[key]:.2f}\n{a['k']}/{a['n_in']}" if a["metric"] == "rate" \
+                    else f"{a[key]:.2f}"
+            else:
+                texts[i][j] = f"{a[key]:+.2f}\n[{a['excess_lo']:+.2f}, {a['excess_hi']:+.2f}]"
+    return variants, cols, vals, texts, n_ctrl
+
+
+def heatmap(agg: list[dict], path: Path, *, key: str = "rate", control: str = "filter"
+            ) -> Path | None:
+    """A variant x probe heatmap of ``key`` (``rate`` or ``excess``), cells annotated.
+
+    Controls are drawn above a thick line, methods below it; with ``key="rate"`` two
+    floor rows (most frequent object, never trained) close the grid. A 0 is a coloured
+    cell with its ``0/n``; a missing probe is grey ``n/a``.
+    """
+    variants, cols, vals, texts, n_ctrl = _grid(agg, key, control if key == "excess" else None)
+    if not cols or not variants or np.isnan(vals).all():
+        return None
+    names = [f"{v} (control)" if v in CONTROLS else v for v in variants]
+    if key == "rate":
+        by = {(a["variant"], label(a)): a for a in agg}
+        maj = [next((by[v, c]["floor"] for v in variants if (v, c) in by
+                     and not np.isnan(by[v, c]["floor"])), np.nan) for c in cols]
+        vals = np.vstack([vals, np.array(maj)[None]])
+        texts.append([f"{m:.2f}" if not np.isnan(m) else "n/a" for m in maj])
+        names.append("floor: most frequent object")
+    plt = _plt()
+    cmap = plt.get_cmap("viridis" if key == "rate" else "RdBu_r").with_extremes(bad="#dddddd")
+    lo, hi = (0.0, 1.0) if key == "rate" else (-1.0, 1.0)
+    fig, ax = plt.subplots(figsize=(1.25 * len(cols) + 3.2, 0.55 * len(names) + 1.6))
+    im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            v = vals[i, j]
+            dark = not np.isnan(v) and (v < 0.55 if key == "rate" else abs(v) > 0.6)
+            ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=7.5,
+                    color="white" if dark else "black")
+    if 0 < n_ctrl < len(variants):
+        ax.axhline(n_ctrl - 0.5, color="black", linewidth=2.5)
+    if key == "rate":
+        ax.axhline(len(variants) - 0.5, color="black", linewidth=1, linestyle="--")
+    ax.set_xticks(range(len(cols)), [_head(c).replace(" (", "\n(") for c in cols],
+                  rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    title = ("Re-derivation of the forget targets: rate and k/n (controls above the line)"
+             if key == "rate" else f"Excess over the {control} control [paired 95% CI]")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02,
+                 label="rate among gated-in targets" if key == "rate"
+                 else f"variant − {control}")
+    return _save(fig, path)
+
+
+def _by_proofs(records: Sequence[dict], path: Path, n_boot: int, seed: int) -> Path | None:
+    """Rate against proof count; None unless the gated-in targets differ in proof count."""
+    probes = [p for p in ("direct", "cot", "in_context") if len({
+        r["proofs"] for r in records if r["probe"] == p and r["gated_in"]
+        and r["correct"] is not None and r["proofs"] is not None}) > 1]
+    if not probes:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(probes), figsize=(4.2 * len(probes), 3.6), squeeze=False)
+    variants = order(r["variant"] for r in records)
+    colour = _colours(variants)
+    for ax, p in zip(axes[0], probes, strict=True):
+        rs = [r for r in records if r["probe"] == p and r["gated_in"] and r["correct"] is not None]
+        ks = sorted({r["proofs"] for r in rs})
+        for i, v in enumerate(variants):
+            pts = []
+            for k in ks:
+                cell = defaultdict(list)
+                for r in rs:
+                    if r["variant"] == v and r["proofs"] == k:
+                        cell[r["run_id"]].append(float(r["correct"]))
+                if cell:
+                    est, lo, hi = bootstrap([np.array(c) for c in cell.values()],
+                                            n_boot=n_boot, seed=seed)
+                    pts.append((k + (i - (len(variants) - 1) / 2) * 0.06, est, est - lo,
+                                hi - est))
+            if pts:
+                xs, ys, el, eh = np.array(pts).T
+                ax.errorbar(xs, ys, yerr=[el, eh], marker="o", capsize=3, label=v,
+                            color=colour[v])
+        ax.set_xticks(ks)
+        ax.set_xlim(min(ks) - 0.5, max(ks) + 0.5)
+        ax.set_ylim(-0.03, 1.05)
+        ax.set_xlabel("proof count (distinct derivations)")
+        ax.set_ylabel("correct among gated-in targets")
+        ax.set_title(f"{p}: re-derivation vs proof count")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def _forget_utility(agg: list[dict], path: Path) -> Path | None:
+    by = {(a["variant"], label(a)): a for a in agg}
+    util = next((u for u in ("utility_direct", "utility_cot") if any(
+        label(a) == u for a in agg)), None)
+    if util is None:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    variants = order(a["variant"] for a in agg)
+    colour = _colours(variants)
+    for ax, forget in zip(axes, ("direct", "cot"), strict=True):
+        for v in variants:
+            a, u = by.get((v, forget)), by.get((v, util))
+            if a is None or u is None or np.isnan(a["rate"]) or np.isnan(u["rate"]):
+                continue
+            ax.errorbar(u["rate"], a["rate"], xerr=np.array([_err(u)]).T,
+                        yerr=np.array([_err(a)]).T, marker="s" if v in CONTROLS else "o",
+                        capsize=3, color=colour[v], alpha=0.85,
+                        label=v + (" (control)" if v in CONTROLS else ""))
+        ax.set_xlim(-0.03, 1.05)
+        ax.set_ylim(-0.03, 1.05)
+        ax.set_xlabel(f"utility: {util} rate (retain facts)")
+        ax.set_ylabel(f"forget targets still answered ({forget})")
+        ax.set_title(f"forget ({forget}) vs utility; best is bottom right")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def _read_log(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path | None:
+    logs = [(p, _read_log(p)) for run in runs for p in sorted(run.rglob(pattern))]
+    logs = [(p, e) for p, e in logs if any("step" in x for x in e)]
+    if not logs:
+        return None
+    plt = _plt()
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    for p, entries in logs:
+        stage = re.sub(r"^(unlearn|model|control)-|-[0-9a-f]{12}$", "", p.parent.name)
+        name = f"{p.parent.parent.name}/{stage}" if len(runs) > 1 else stage
+        loss = [(e["step"], e["loss"]) for e in entries if "loss" in e]
+        if loss:
+            ax_l.plot(*zip(*loss, strict=True), label=name)
+        keys = sorted({k for e in entries for k in e
+                       if k not in ("step", "loss", "lr", "tokens", "elapsed_s")
+                       and isinstance(e[k], (int, float))})
+        for k in keys:
+            pts = [(e["step"], e[k]) for e in entries if k in e]
+            ax_a.plot(*zip(*pts, strict=True), marker=".", label=f"{name}: {k}")
+    positive = all(y > 0 for line in ax_l.get_lines() for y in line.get_ydata())
+    if positive:  # gradient-ascent losses go negative: keep those linear
+        ax_l.set_yscale("log")
+    ax_l.set_xlabel("step")
+    ax_l.set_ylabel(f"{title} loss" + (" (log scale)" if positive else ""))
+    ax_l.set_title(f"{title}: loss")
+    ax_a.set_xlabel("step")
+    ax_a.set_ylabel("evaluation metric (accuracy)")
+    ax_a.set_title(f"{title}: evaluation metrics")
+    if ax_l.get_legend_handles_labels()[0]:
+        ax_l.legend(fontsize=7)
+    if ax_a.get_legend_handles_labels()[0]:  # many lines: keep the legend off the data
+        ax_a.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return _save(fig, path)
+
+
+def write_plots(agg, records, runs, out: Path, *, n_boot: int, seed: int,
+                control: str = "filter") -> list[Path]:
+    """Every plot that has data; returns the files written."""
+    made = [heatmap(agg, out / "rates.png", control=control),
+            heatmap(agg, out / "excess.png", key="excess", control=control),
+            _by_proofs(records, out / "proof_count.png", n_boot, seed),
+            _forget_utility(agg, out / "forget_vs_utility.png"),
+            _curves(runs, "train_log.jsonl", out / "training.png", "training"),
+            _curves(runs, "unlearn_log.jsonl", out / "unlearning.png", "unlearning")]
+    return [p for p in made if p is not None]
