@@ -139,7 +139,11 @@ def newcombe_paired(pairs: np.ndarray, level: float = 0.95) -> tuple[float, floa
     l1, u1 = wilson(a + b, n, level)
     l2, u2 = wilson(a + c, n, level)
     denom = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = 0.0 if denom == 0 else (a * d - b * c) / math.sqrt(denom)
+    # phi with Newcombe's continuity correction (without it, perfectly concordant pairs
+    # at p = 0.5 would give a zero-width interval)
+    ad_bc = a * d - b * c
+    corrected = max(ad_bc - n / 2, 0) if ad_bc > 0 else min(ad_bc + n / 2, 0)
+    phi = 0.0 if denom == 0 else corrected / math.sqrt(denom)
     dl = math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0))
     du = math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0))
     est = p1 - p2
