@@ -405,3 +405,11 @@ def test_small_weight_changes_vanish_under_quantization():
             assert diff <= most
         else:
             assert diff >= 0.3
+
+
+def test_relearn_base_option_asks_the_targets_base_premises():
+    from kgtest.probes.relearn import _asked
+
+    ctx = _toy_context()  # a p b (0), b p c (1) => a g c (2), the forget target
+    assert _asked(ctx, [2], RelearnConfig()) == [2]
+    assert _asked(ctx, [2], RelearnConfig(facts="base")) == [0, 1]
