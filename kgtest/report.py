@@ -262,8 +262,9 @@ def warnings(run_dirs: Sequence[Path]) -> list[str]:
 
     - the original model under-trained: its last in-loop accuracy (``metrics.json`` of
       the model stage) below a ``train.stop_at`` target;
-    - an unlearning method missed its tuning level (``unlearn.json``: ``tuning.reached``
-      false): its row forgets less than the fair-tuning rule demands.
+    - an unlearning method missed its tuning level (``unlearn.json``: the tuner's
+      ``tuning.warnings`` lines, or ``tuning.reached`` false): its row forgets less, or
+      keeps less utility, than the fair-tuning rule demands.
     """
     out = []
     for run in run_dirs:
@@ -279,8 +280,10 @@ def warnings(run_dirs: Sequence[Path]) -> list[str]:
         for upath in sorted(run.rglob("unlearn.json")):
             data = _load_json(upath) or {}
             tuning = data.get("tuning") or {}
-            if tuning and not tuning.get("reached", True):
-                name = f"{data.get('method', '?')}{'_deep' if data.get('deep') else ''}"
+            name = f"{data.get('method', '?')}{'_deep' if data.get('deep') else ''}"
+            if tuning.get("warnings"):  # the tuner's own lines, one per miss
+                out += [f"{run.name}: {w}" for w in tuning["warnings"]]
+            elif tuning and not tuning.get("reached", True):
                 out.append(f"{run.name}: {name} missed its tuning level (no grid point "
                            "reached it on the validation targets); its rates are not "
                            "comparable to the others'")

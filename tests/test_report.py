@@ -206,8 +206,12 @@ def test_warnings_open_the_summary(tmp_path):
     (run / "u").mkdir()
     (run / "u" / "unlearn.json").write_text(json.dumps(
         {"method": "NPO", "deep": True, "tuning": {"reached": False, "grid": [{}]}}))
+    (run / "v").mkdir()
+    (run / "v" / "unlearn.json").write_text(json.dumps(
+        {"method": "GradDiff", "tuning": {"reached": True, "kept": False,
+                                          "warnings": ["GradDiff: keeps retain 0.50"]}}))
     found = warnings([run])
-    assert len(found) == 2
+    assert len(found) == 3 and found[2] == "run: GradDiff: keeps retain 0.50"
     assert "under-trained" in found[0] and "0.76 < stop target 0.95" in found[0]
     assert "NPO_deep missed its tuning level" in found[1]
     text = report([run], n_boot=100).read_text()
