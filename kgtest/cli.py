@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--explain", action="store_true",
                    help="add columns: kind (base/derived), proof_count (one-step "
                         "derivations of the fact), depth, derivations (JSON)")
+    _add_dead_rules(c)
     c.set_defaults(func=cmd_world_closure)
 
     d = _parser_for(wsub, "deletion-set", "minimal sets whose deletion makes a target "
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--restarts", type=int, default=100, help="randomised restarts")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--json", action="store_true", help="print one JSON list of sets")
+    _add_dead_rules(d)
     d.set_defaults(func=cmd_world_deletion_set)
 
     corpus = sub.add_parser("corpus", help="render a world into training documents",
@@ -198,6 +200,12 @@ def _version() -> str:
     return __version__
 
 
+def _add_dead_rules(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-dead-rules", action="store_true",
+                   help="accept rules whose body names a relation that no fact and no rule "
+                        "head has (they never fire; e.g. EDU-RELAT's published 'newphe')")
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE", help="override a spec key, e.g. train.steps=100")
@@ -207,19 +215,21 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 
 
 def _load_kb(facts_path: str, rules_path: str, fixed_path: str | None = None,
-             masks: bool = True):
+             masks: bool = True, allow_dead_rules: bool = False):
     """Read a user KB: returns (closure, kb mask, fixed mask); masks None if not asked."""
     import numpy as np
 
     from kgtest.symbolic.closure import forward_chain
     from kgtest.symbolic.facts import read_facts
-    from kgtest.symbolic.rules import read_rules
+    from kgtest.symbolic.rules import check_body_relations, read_rules
 
     kb, ents, rels = read_facts(facts_path)
     if not len(kb):
         raise InputError(f"{facts_path}: no facts in file")
     fx = read_facts(fixed_path, ents, rels)[0] if fixed_path else np.zeros((0, 3), np.int64)
     rules = read_rules(rules_path)
+    if not allow_dead_rules:  # rels: exactly the relations of the facts and fixed facts
+        check_body_relations(rules, rels.names)
     closure = forward_chain(np.concatenate([kb, fx]), rules, ents, rels)
     if not masks:
         return closure, None, None
@@ -233,7 +243,8 @@ def _load_kb(facts_path: str, rules_path: str, fixed_path: str | None = None,
 def cmd_world_closure(args) -> int:
     from kgtest.symbolic.facts import atomic_write_text, facts_tsv_bytes
 
-    closure, _, _ = _load_kb(args.facts, args.rules, masks=False)
+    closure, _, _ = _load_kb(args.facts, args.rules, masks=False,
+                             allow_dead_rules=args.allow_dead_rules)
     cols = ["subject", "relation", "object"]
     extra = []
     if args.explain:
@@ -270,6 +281,14 @@ def _derivations_json(closure) -> list[str]:
     return out
 
 
+def _check_seed(seed: int) -> None:
+    from kgtest.config import check_seed
+
+    msg = check_seed(seed)
+    if msg:
+        raise InputError(f"--seed: {msg}, got {seed}")
+
+
 def _parse_target(text: str) -> tuple[str, str, str]:
     parts = text.replace("\t", " ").split()
     if len(parts) != 3:
@@ -282,7 +301,9 @@ def cmd_world_deletion_set(args) -> int:
 
     if args.count < 1 or args.restarts < 1:
         raise InputError("--count and --restarts must be >= 1")
-    closure, kb_mask, fixed_mask = _load_kb(args.facts, args.rules, args.fixed)
+    _check_seed(args.seed)
+    closure, kb_mask, fixed_mask = _load_kb(args.facts, args.rules, args.fixed,
+                                            allow_dead_rules=args.allow_dead_rules)
     s, r, o = _parse_target(args.target)
     target = closure.find(s, r, o)
     if target < 0:
@@ -317,6 +338,7 @@ def cmd_world_build(args) -> int:
     from kgtest.worlds.samplers import sample_world
     from kgtest.worlds.spec import load_world_spec
 
+    _check_seed(args.seed)
     cfg = load_world_spec(args.spec, overrides=args.overrides)
     world = sample_world(cfg, seed=args.seed)
     closure = world.close()
@@ -358,6 +380,8 @@ def cmd_train(args) -> int:
     from kgtest.experiment import load_experiment
     from kgtest.pipeline import train_experiment
 
+    if not 0 <= args.ensemble <= 1024:
+        raise InputError(f"--ensemble: must be between 1 and 1024 models, got {args.ensemble}")
     cfg = load_experiment(args.spec, args.overrides)
     if args.ensemble:
         from kgtest.pipeline import ensemble_stage
@@ -434,6 +458,7 @@ def cmd_sweep(args) -> int:
     from kgtest.sweep import run_sweep, sweep_report
 
     out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
+    _check_sweep_args(args)
     options = {}
     if args.backend == "ray":
         options = {"address": args.address, "cpus_per_run": args.cpus_per_run,
@@ -450,8 +475,29 @@ def cmd_sweep(args) -> int:
     return 1 if counts.get("failed") else 0
 
 
+def _check_sweep_args(args) -> None:
+    """Refuse sweep options no backend can honour (before anything is launched)."""
+    import math
+
+    from kgtest.config import max_threads
+
+    if args.jobs is not None and not 1 <= args.jobs <= 16 * max_threads():
+        raise InputError(f"--jobs: must be between 1 and {16 * max_threads()}, got {args.jobs}")
+    if not (math.isfinite(args.cpus_per_run) and args.cpus_per_run > 0):
+        raise InputError(f"--cpus-per-run: must be a number > 0, got {args.cpus_per_run}")
+    if not (math.isfinite(args.gpus_per_run) and args.gpus_per_run >= 0):
+        raise InputError(f"--gpus-per-run: must be a number >= 0, got {args.gpus_per_run}")
+    if args.time_min < 1:
+        raise InputError(f"--time: must be >= 1 minute, got {args.time_min}")
+
+
 def cmd_report(args) -> int:
     from kgtest.report import report
+    from kgtest.unlearn.config import CONTROLS
+
+    if args.control not in CONTROLS:
+        raise InputError(f"--control: unknown control {args.control!r} "
+                         f"(known: {', '.join(CONTROLS)})")
 
     if len(args.run_dirs) == 1 and (Path(args.run_dirs[0]) / "sweep.json").exists():
         from kgtest.sweep import sweep_report
@@ -518,6 +564,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:  # an output path that is a file, read-only, too long, disk full...
+        print(f"kgtest: error: {_os_error(err)}", file=sys.stderr)
+        return 2
+
+
+def _os_error(err: OSError) -> str:
+    """``path: reason`` for a failed file operation, short enough for one line."""
+    def short(p) -> str:
+        text = str(p)
+        return text if len(text) <= 120 else text[:100] + "..." + text[-17:]
+
+    what = err.strerror or type(err).__name__
+    if err.filename is None:
+        return f"cannot read or write a file ({' '.join(str(err).split())[:200]})"
+    where = short(err.filename) + (f" -> {short(err.filename2)}" if err.filename2 else "")
+    return f"{where}: cannot read or write ({what})"
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -38,7 +40,15 @@ from typing import Any
 
 from kgtest.errors import InputError
 
-__all__ = ["build", "load_toml", "apply_overrides", "to_dict", "config_hash", "nonneg"]
+__all__ = ["build", "load_toml", "apply_overrides", "to_dict", "config_hash", "nonneg",
+           "in_range", "check_seed", "check_name", "MAX_STEPS", "MAX_SEED", "max_threads"]
+
+#: Most optimiser steps any loop accepts (a tiny model runs ~50 steps/s: weeks of work).
+MAX_STEPS = 10**7
+#: Seeds are integers in [0, MAX_SEED] (numpy and torch both accept them).
+MAX_SEED = 2**32 - 1
+#: Largest integer any key accepts at all (numpy/torch work with 64-bit integers).
+_MAX_INT = 2**63 - 1
 
 
 def load_toml(path: str | os.PathLike) -> dict:
@@ -150,19 +160,99 @@ def build(cls: type, data: dict | None, *, where: str, section: str = ""):
         if dataclasses.is_dataclass(tp):
             kwargs[name] = build(tp, value, where=where, section=f"{prefix}{name}")
             continue
+        bad = _insane_number(value)
+        if bad:
+            raise InputError(f"{where}: key '{prefix}{name}{bad[0]}' {bad[1]}")
         ok, coerced = _type_ok(value, tp)
         if not ok:
             raise InputError(f"{where}: key '{prefix}{name}' must be {_type_name(tp)}, "
-                             f"got {value!r}")
+                             f"got {_short(value)}")
         check = fields[name].metadata.get("check")
+        if check is None and (name == "seed" or name.endswith("_seed")):
+            check = check_seed
         msg = check(coerced) if check else None
         if msg:
-            raise InputError(f"{where}: key '{prefix}{name}' {msg}, got {coerced!r}")
+            raise InputError(f"{where}: key '{prefix}{name}' {msg}, got {_short(coerced)}")
         kwargs[name] = coerced
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as err:  # __post_init__ cross-field checks
         raise InputError(f"{where}: [{section or cls.__name__}] {err}") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters, so an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _insane_number(value: Any, path: str = "") -> tuple[str, str] | None:
+    """``(sub-key, why)`` when a value, or any number inside its tables and lists, is unusable.
+
+    NaN and infinity are never a setting; an integer beyond 64 bits cannot reach numpy or
+    torch. Both are refused wherever they appear, nested tables and lists included.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, f"must be a finite number, got {value}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
+        return path, f"is out of range, got {_short(value)}"
+    items = (value.items() if isinstance(value, dict) else
+             ((f"[{i}]", v) for i, v in enumerate(value)) if isinstance(value, (list, tuple))
+             else ())
+    for k, v in items:
+        found = _insane_number(v, f"{path}{k if str(k).startswith('[') else f'.{k}'}")
+        if found:
+            return found
+    return None
+
+
+def in_range(lo: float | None = None, hi: float | None = None):
+    """A ``check`` for a number, or every number of a list, in ``[lo, hi]`` (None: open).
+
+    >>> in_range(1, 10)(11), in_range(1, 10)((2, 0)), in_range(0)(3)
+    ('must be <= 10', 'must hold values >= 1', None)
+    """
+    def check(value) -> str | None:
+        many = isinstance(value, (list, tuple))
+        for v in value if many else (value,):
+            if v is None:
+                continue
+            if lo is not None and v < lo:
+                return f"must {'hold values ' if many else 'be '}>= {lo}"
+            if hi is not None and v > hi:
+                return f"must {'hold values ' if many else 'be '}<= {hi}"
+        return None
+
+    return check
+
+
+def check_seed(value) -> str | None:
+    """The ``check`` every ``seed`` key gets by default: an integer in [0, MAX_SEED]."""
+    if value is not None and not 0 <= value <= MAX_SEED:
+        return f"must be a seed in [0, {MAX_SEED}]"
+    return None
+
+
+def max_threads() -> int:
+    """Most CPU threads a setting may ask for: 4 per core, and never less than 256."""
+    return max(256, 4 * (os.cpu_count() or 1))
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
+
+
+def check_name(value: str) -> str | None:
+    """A ``check`` for names that become folder names (``run.name``): no ``/``, no ``..``.
+
+    Letters, digits and ``. _ + = -``, starting with a letter or digit, at most 100
+    characters, so a name can never leave or nest inside the output folder.
+
+    >>> check_name("tiny-v2"), check_name("../x")
+    (None, 'must be a plain folder name (letters, digits, . _ + = -; at most 100)')
+    """
+    if not _NAME.fullmatch(value) or ".." in value:
+        return "must be a plain folder name (letters, digits, . _ + = -; at most 100)"
+    return None
 
 
 def nonneg(value) -> str | None:

@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgtest.config import apply_overrides, build, config_hash, load_toml
+from kgtest.config import apply_overrides, build, check_name, check_seed, config_hash, load_toml
 from kgtest.corpus.render import CorpusConfig
 from kgtest.corpus.splits import SplitConfig
 from kgtest.errors import InputError
@@ -46,8 +46,8 @@ __all__ = ["RunConfig", "ExperimentConfig", "load_experiment"]
 class RunConfig:
     """The ``[run]`` section."""
 
-    name: str = "experiment"  # label used in run folders and reports
-    seed: int = 0  # the run seed; each stage derives its own from it
+    name: str = field(default="experiment", metadata={"check": check_name})  # run folder label
+    seed: int = field(default=0, metadata={"check": check_seed})  # each stage derives its own
 
 
 @dataclass(frozen=True)

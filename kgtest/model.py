@@ -23,6 +23,7 @@ kgtest.errors.InputError: unknown model preset 'huge' (known: base, small, tiny)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -46,7 +47,7 @@ from kgtest.errors import InputError
 from kgtest.perms import respect_umask
 
 __all__ = ["PRESETS", "ModelConfig", "build_model", "save_model", "load_model",
-           "base_model", "hidden_states", "head_logits"]
+           "base_model", "hidden_states", "head_logits", "quiet_hf"]
 
 #: Named sizes: (n_layer, n_head, d_model, d_ff, max_len).
 PRESETS: dict[str, dict[str, int]] = {
@@ -54,6 +55,9 @@ PRESETS: dict[str, dict[str, int]] = {
     "small": dict(n_layer=4, n_head=4, d_model=128, d_ff=512, max_len=128),  # CPU default
     "base": dict(n_layer=8, n_head=8, d_model=512, d_ff=2048, max_len=256),  # one GPU
 }
+
+#: Largest accepted size per field (well past any model kgtest trains; refuses typos).
+_MAX_SIZE = dict(n_layer=512, n_head=1024, d_model=2**16, d_ff=2**18, max_len=2**16)
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,9 @@ class ModelConfig:
             raise InputError(f"model: d_model={sizes['d_model']} is not a multiple of "
                              f"n_head={sizes['n_head']}")
         for name, value in sizes.items():
-            if value <= 0:
-                raise InputError(f"model: {name} must be > 0, got {value}")
+            if not 0 < value <= _MAX_SIZE[name]:
+                raise InputError(f"model: {name} must be in [1, {_MAX_SIZE[name]}], "
+                                 f"got {value}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"model: dropout must be in [0, 1), got {self.dropout}")
 
@@ -164,8 +169,9 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        save_tokenizer(tokenizer, tmp)  # loads in transformers 4.x and 5.x
+        with quiet_hf():
+            model.save_pretrained(tmp, safe_serialization=True)
+            save_tokenizer(tokenizer, tmp)  # loads in transformers 4.x and 5.x
         respect_umask(tmp, tree=True)  # mkdtemp makes 0700, safetensors 0600
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -180,11 +186,27 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     return out
 
 
-def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu"
+#: ModelConfig size -> its name in each architecture's HF config.
+_HF_NAMES = {
+    "gpt2": dict(n_layer="n_layer", n_head="n_head", d_model="n_embd", d_ff="n_inner",
+                 max_len="n_positions"),
+    "llama": dict(n_layer="num_hidden_layers", n_head="num_attention_heads",
+                  d_model="hidden_size", d_ff="intermediate_size",
+                  max_len="max_position_embeddings"),
+}
+
+
+def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu", *,
+               expect: ModelConfig | None = None
                ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load a checkpoint saved by :func:`save_model` (or any HF causal LM folder).
 
-    A missing or corrupt checkpoint raises :class:`~kgtest.errors.InputError` (one line).
+    Loading is strict: safetensors only, and a ``config.json`` that does not match the
+    weights (a layer missing or extra, a shape that differs) is refused rather than
+    half-loaded. With ``expect`` (the run's ``[model]`` section), the architecture and
+    sizes in ``config.json`` must also be those the run trained: a changed ``n_head``
+    fits the same weights but computes another model. A missing, corrupt or mismatched
+    checkpoint raises :class:`~kgtest.errors.InputError` (one line).
 
     Examples
     --------
@@ -197,13 +219,79 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu"
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: not a model checkpoint (no config.json)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa")
+        with quiet_hf():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                path, attn_implementation="sdpa", use_safetensors=True,
+                output_loading_info=True)
     except Exception as err:  # safetensors/json/OSError: all mean "unreadable checkpoint"
         msg = " ".join(str(err).split())[:200]
         raise InputError(f"{path}: corrupt model checkpoint ({type(err).__name__}: {msg})"
                          ) from None
+    for key, what in (("missing_keys", "weights missing from model.safetensors"),
+                      ("unexpected_keys", "weights that config.json has no place for"),
+                      ("mismatched_keys", "weights whose shape config.json contradicts")):
+        bad = sorted(str(k) for k in info.get(key) or ())
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise InputError(f"{path}: config.json does not match the weights: {what} "
+                             f"({bad[0]}{more})")
+    if expect is not None:
+        _check_expected(model, expect, path)
+    if len(tokenizer) > model.config.vocab_size:
+        raise InputError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's "
+                         f"vocab_size is {model.config.vocab_size}")
     return model.to(device).eval(), tokenizer
+
+
+def _check_expected(model: PreTrainedModel, cfg: ModelConfig, path: Path) -> None:
+    """Refuse a checkpoint whose architecture or sizes are not the run's."""
+    arch = getattr(model.config, "model_type", "")
+    if arch != cfg.arch:
+        raise InputError(f"{path}: config.json says model_type {arch!r}, the run trained "
+                         f"{cfg.arch!r}")
+    for name, value in cfg.sizes().items():
+        got = getattr(model.config, _HF_NAMES[cfg.arch][name], None)
+        if got != value:
+            raise InputError(f"{path}: config.json has {_HF_NAMES[cfg.arch][name]} = {got}, "
+                             f"the run trained {name} = {value}")
+
+
+@contextlib.contextmanager
+def quiet_hf():
+    """Silence Hugging Face's load/save progress bars and load reports for a block.
+
+    ``from_pretrained`` and ``save_pretrained`` print "Loading weights" / "Writing model
+    shards" bars (and a load report) on stderr whatever kgtest's ``progress`` says; inside
+    this block they do not, so an error after a model load is still one line.
+
+    Examples
+    --------
+    >>> from transformers.utils import logging as hf_logging
+    >>> with quiet_hf():
+    ...     hf_logging.is_progress_bar_enabled()
+    False
+    """
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+    from transformers.utils import logging as hf_logging
+
+    bars, hub_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if not hub_off:
+            enable_progress_bars()
 
 
 # --- the pieces a fast loop needs: hidden states, then the head at chosen positions only ----

@@ -116,8 +116,8 @@ from pathlib import Path
 from kgtest.errors import InputError
 from kgtest.symbolic.facts import atomic_write_text
 
-__all__ = ["COLUMNS", "RECORDS", "new_row", "write_records", "read_records",
-           "schema_markdown"]
+__all__ = ["COLUMNS", "RECORDS", "REQUIRED", "ROW_KEY", "new_row", "write_records",
+           "read_records", "read_runs", "schema_markdown"]
 
 #: Where a run folder keeps its records.
 RECORDS = "records.jsonl"
@@ -226,31 +226,122 @@ def _write_parquet(rows: list[dict], path: Path) -> bool:
     return True
 
 
-def read_records(run_dir: str | os.PathLike) -> list[dict]:
+#: Columns every record line must carry: what aggregation groups and counts by.
+REQUIRED = ("run_id", "variant", "probe", "setting", "fact", "correct", "gated_in",
+            "applicable")
+#: One record per (run, variant, probe, setting, fact): a second one would count twice.
+ROW_KEY = ("run_id", "variant", "probe", "setting", "fact")
+
+
+def _bad_value(name: str, v) -> str | None:
+    """Why ``v`` cannot be column ``name``'s value (None when it can)."""
+    if v is None:
+        return "is null" if name in ROW_KEY else None
+    typ = COLUMNS[name][0]
+    if typ is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"must be a number, got {json.dumps(v)[:40]}"
+        if not math.isfinite(v):
+            return f"must be a finite number, got {v}"
+        return None
+    if typ is int:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+        return None if ok else f"must be an integer, got {json.dumps(v)[:40]}"
+    if not isinstance(v, typ):
+        return f"must be {'true/false' if typ is bool else 'a string'}, got {json.dumps(v)[:40]}"
+    return None
+
+
+def _parse_record(line: str) -> dict:
+    """One JSONL line as a full row; ValueError says what is wrong with it."""
+    try:
+        raw = json.loads(line, parse_constant=lambda c: float(c))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"not a JSON object, got {type(raw).__name__}")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise ValueError(f"missing key {missing[0]!r} (every record has "
+                         f"{', '.join(REQUIRED)})")
+    for k, v in raw.items():
+        msg = _bad_value(k, v) if k in COLUMNS else None
+        if msg:
+            raise ValueError(f"{k!r} {msg}")
+    return new_row(**{k: v for k, v in raw.items() if k in COLUMNS})
+
+
+def read_records(run_dir: str | os.PathLike, *, seen: dict | None = None) -> list[dict]:
     """Rows of ``RUN/records.jsonl`` (a folder) or of a ``.jsonl`` file, as full rows.
+
+    Every line is checked: a JSON object with the :data:`REQUIRED` keys, each known
+    column of its type (no NaN or infinite score), and no second row for the same
+    :data:`ROW_KEY` (the same run read twice would be counted twice). Pass one ``seen``
+    dict to several calls to check across files too (:func:`read_runs` does).
 
     Raises
     ------
     InputError
-        A missing file or a line that is not JSON (naming the file and line).
+        ``file:line: bad record (...)`` naming the file, line and what is wrong; a
+        missing file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / RECORDS).write_text('{"run_id": "r", "variant": "NPO", "probe": "direct", '
+    ...     '"setting": "", "fact": 1, "correct": true, "gated_in": true, "applicable": true, '
+    ...     '"score": NaN}\\n')
+    >>> read_records(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kgtest.errors.InputError: ...records.jsonl:1: bad record ('score' must be a finite number, ...
     """
     p = Path(run_dir)
     path = p / RECORDS if p.is_dir() else p
+    seen = {} if seen is None else seen
     rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read records ({err.strerror or err}); "
-                         f"is this a run folder?") from None
+        with path.open(encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        why = getattr(err, "strerror", None) or "not UTF-8 text"
+        raise InputError(f"{path}: cannot read records ({why}); is this a run folder?"
+                         ) from None
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
-            rows.append(new_row(**{k: v for k, v in raw.items() if k in COLUMNS}))
-        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            row = _parse_record(line)
+        except (TypeError, ValueError) as err:
             raise InputError(f"{path}:{lineno}: bad record ({err})") from None
+        key = tuple(row[k] for k in ROW_KEY)
+        if key in seen:
+            raise InputError(f"{path}:{lineno}: the same record as {seen[key]} (run "
+                             f"{row['run_id']!r}, {row['variant']}, {row['probe']}, fact "
+                             f"{row['fact']}): a run given twice would be counted twice")
+        seen[key] = f"{path}:{lineno}"
+        rows.append(row)
     return rows
+
+
+def read_runs(run_dirs: Iterable[str | os.PathLike]) -> list[dict]:
+    """The rows of several run folders, refusing a record that appears twice anywhere.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = write_records([new_row(run_id="r", variant="NPO", probe="direct", fact=1)], d)
+    >>> len(read_runs([d]))
+    1
+    >>> read_runs([d, d])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kgtest.errors.InputError: ...records.jsonl:1: the same record as ...
+    """
+    seen: dict = {}
+    return [r for d in run_dirs for r in read_records(d, seen=seen)]
 
 
 def schema_markdown(columns: Iterable[str] | None = None) -> str:

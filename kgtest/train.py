@@ -87,7 +87,7 @@ from kgtest.checkpoint import (
     load_checkpoint,
     read_log,
 )
-from kgtest.config import nonneg, to_dict
+from kgtest.config import MAX_STEPS, in_range, max_threads, nonneg, to_dict
 from kgtest.errors import InputError
 from kgtest.model import base_model, head_logits, save_model
 
@@ -99,6 +99,19 @@ _epoch_plan = epoch_plan  # the name tests and benchmarks import from here
 
 
 
+def _betas(value) -> str | None:
+    return None if len(value) == 2 and all(0 <= b < 1 for b in value) else "must be two " \
+        "numbers in [0, 1)"
+
+
+def _check_loss(loss: float, step: int, cfg: TrainConfig, bar) -> None:
+    """Stop with one line when the loss is NaN or infinite (no point training on)."""
+    if not math.isfinite(loss):
+        bar.close()
+        raise InputError(f"train: the loss became {loss} by step {step} (lr {cfg.lr:g}); "
+                         "lower train.lr or set train.grad_clip")
+
+
 def _positive(value) -> str | None:
     return "must be > 0" if value is not None and value <= 0 else None
 
@@ -107,14 +120,14 @@ def _positive(value) -> str | None:
 class TrainConfig:
     """Settings of one training run (the ``[train]`` section of a spec)."""
 
-    steps: int = field(default=3000, metadata={"check": _positive})  # optimiser steps (most)
-    batch_size: int = field(default=64, metadata={"check": _positive})  # documents per step
-    micro_batches: int = field(default=4, metadata={"check": _positive})  # most length runs/step
+    steps: int = field(default=3000, metadata={"check": in_range(1, MAX_STEPS)})  # most steps
+    batch_size: int = field(default=64, metadata={"check": in_range(1, 10**6)})  # docs/step
+    micro_batches: int = field(default=4, metadata={"check": in_range(1, 10**4)})  # runs/step
     lr: float = field(default=1e-3, metadata={"check": _positive})  # peak learning rate
-    min_lr_ratio: float = 0.1  # cosine decays the learning rate to lr * min_lr_ratio
-    warmup: int = field(default=100, metadata={"check": nonneg})  # linear warmup steps
+    min_lr_ratio: float = field(default=0.1, metadata={"check": in_range(0, 1)})  # cosine floor
+    warmup: int = field(default=100, metadata={"check": in_range(0, MAX_STEPS)})  # linear warmup
     weight_decay: float = field(default=0.1, metadata={"check": nonneg})  # AdamW, matrices only
-    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"check": _betas})  # AdamW
     grad_clip: float = field(default=1.0, metadata={"check": nonneg})  # max grad norm (0: off)
     answer_only_loss: bool = True  # loss on completion + eos only (statements: everything)
     eval_every: int = field(default=250, metadata={"check": nonneg})  # steps per eval (0: end)
@@ -123,7 +136,7 @@ class TrainConfig:
     seed: int = 0  # batch order (and dropout) seed
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     compile: bool = False  # torch.compile the body (~5% on CPU for ~40 s of compiling)
-    threads: int = field(default=0, metadata={"check": nonneg})  # CPU threads (0: torch's)
+    threads: int = field(default=0, metadata={"check": in_range(0, max_threads())})  # 0: torch's
     stop_at: dict[str, float] = field(default_factory=dict)  # e.g. {direct = 0.99, cot = 0.95}
     progress: bool = True  # tqdm progress bar on stderr
     tensorboard: bool = True  # also log to out_dir/tb when tensorboard is importable
@@ -467,6 +480,7 @@ class _Run:
             if self.step % cfg.log_every == 0 or last:
                 distributed.all_reduce_sum(loss_sum)  # each rank holds its shard's share
                 final_loss = (loss_sum / n_sum).item()  # the only sync, every log_every steps
+                _check_loss(final_loss, self.step, cfg, bar)
                 loss_sum.zero_()
                 n_sum = 0
                 self.log({"step": self.step, "loss": final_loss,
@@ -488,6 +502,7 @@ class _Run:
         if n_sum:  # the tail after the last log line (early stop)
             distributed.all_reduce_sum(loss_sum)
             final_loss = (loss_sum / n_sum).item()
+            _check_loss(final_loss, self.step, cfg, bar)
         if cfg.checkpoint_every and not self.finished:
             self.finished = True
             self.checkpoint()  # a resume of a finished run does nothing

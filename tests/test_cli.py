@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +100,7 @@ EDU = "kgtest/data/edu_relat/"
 
 def test_deletion_set_lines_and_json(capsys):
     argv = ["world", "deletion-set", "--facts", EDU + "edu_relat_facts.tsv", "--rules",
-            EDU + "edu_relat.dl", "--fixed", EDU + "edu_relat_gender.tsv",
+            EDU + "edu_relat.dl", "--fixed", EDU + "edu_relat_gender.tsv", "--allow-dead-rules",
             "--target", "person66 husband person65", "--count", "2"]
     rc, out, _ = run(argv, capsys)
     assert rc == 0
@@ -124,7 +125,8 @@ def test_deletion_set_lines_and_json(capsys):
 def test_deletion_set_bad_target(capsys, target, expect):
     rc, out, err = run(["world", "deletion-set", "--facts", EDU + "edu_relat_facts.tsv",
                         "--rules", EDU + "edu_relat.dl", "--fixed",
-                        EDU + "edu_relat_gender.tsv", "--target", target], capsys)
+                        EDU + "edu_relat_gender.tsv", "--allow-dead-rules", "--target",
+                        target], capsys)
     assert rc == 2 and out == "" and expect in err and err.count("\n") == 1
 
 
@@ -179,3 +181,61 @@ def test_train_ensemble_writes_loadable_members(tmp_path, capsys):
     a, b = (AutoModelForCausalLM.from_pretrained(m) for m in members)
     wa, wb = (m.get_input_embeddings().weight for m in (a, b))
     assert wa.shape == wb.shape and not bool((wa == wb).all())  # different seeds
+
+
+# --- bad output paths, absurd options, huge worlds: one line, status 2 -------------------------
+
+def _one_line_error(rc, out, err):
+    assert rc == 2 and err.startswith("kgtest: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_output_path_errors_are_one_line(kb, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    closure = ["world", "closure", "--facts", str(kb / "kb.tsv"), "--rules", str(kb / "r.dl")]
+    cases = [
+        (["world", "build", "generators/composition.toml", "--out", str(a_file)], "a_file"),
+        (["world", "build", "generators/composition.toml", "--out", str(a_file / "sub")],
+         "Not a directory"),
+        (closure + ["--out", str(tmp_path)], str(tmp_path)),  # a folder where a file goes
+        (closure + ["--out", str(tmp_path / ("n" * 300))], "too long"),
+    ]
+    for argv, says in cases:
+        rc, out, err = run(argv, capsys)
+        _one_line_error(rc, out, err)
+        assert says in err, err
+    assert a_file.read_text() == "x"
+
+
+def test_read_only_folder_is_one_line(kb, tmp_path, capsys):
+    import os
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        rc, out, err = run(["world", "closure", "--facts", str(kb / "kb.tsv"), "--rules",
+                            str(kb / "r.dl"), "--out", str(ro / "c.tsv")], capsys)
+        _one_line_error(rc, out, err)
+        assert "Permission denied" in err and not list(ro.iterdir())
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["sweep", "tests/data/sweep_tiny.toml", "--jobs", "-1"], "--jobs: must be between 1"),
+    (["sweep", "tests/data/sweep_tiny.toml", "--cpus-per-run", "nan"], "--cpus-per-run"),
+    (["world", "build", "generators/family.toml", "--out", "x", "--seed", "-1"],
+     "--seed: must be a seed"),
+    (["train", "tests/data/tiny.toml", "--ensemble", "-2"], "--ensemble"),
+    (["world", "build", "generators/composition.toml", "--out", "x", "--set",
+      "world.params.n_entities=100000000"], "[world.params] about 1e+08 entities"),
+])
+def test_absurd_options_and_sizes_are_refused_before_work(argv, says, capsys):
+    rc, out, err = run(argv, capsys)
+    _one_line_error(rc, out, err)
+    assert says in err, err
+    assert not Path("x").exists()

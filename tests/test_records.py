@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from kgtest.errors import InputError
-from kgtest.records import COLUMNS, RECORDS, new_row, read_records, schema_markdown, write_records
+from kgtest.records import (
+    COLUMNS,
+    RECORDS,
+    new_row,
+    read_records,
+    read_runs,
+    schema_markdown,
+    write_records,
+)
 
 
 def _rows():
@@ -51,8 +59,43 @@ def test_rows_have_every_column_and_refuse_unknown_ones():
 def test_bad_files_are_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="cannot read records"):
         read_records(tmp_path)
-    (tmp_path / RECORDS).write_text('{"fact": 1}\nnot json\n')
+    good = json.dumps(_rows()[0])
+    (tmp_path / RECORDS).write_text(f'{good}\nnot json\n')
     with pytest.raises(InputError, match=r"records.jsonl:2"):
+        read_records(tmp_path)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"fact": "3"}, "'fact' must be an integer"),
+    ({"correct": "false"}, "'correct' must be true/false"),
+    ({"score": "NaN"}, "'score' must be a finite number, got nan"),
+    ({"score": "Infinity"}, "'score' must be a finite number"),
+    ({"gated_in": 1}, "'gated_in' must be true/false"),
+    ({"run_id": None}, "'run_id' is null"),
+    ({"variant": "DROP"}, "missing key 'variant'"),
+])
+def test_records_of_the_wrong_shape_are_refused(tmp_path, change, reason):
+    """A wrong type, a missing key or a NaN score: one line naming file and line."""
+    row = dict(_rows()[0])
+    for k, v in change.items():
+        if v == "DROP":
+            del row[k]
+        else:
+            row[k] = v
+    text = json.dumps(row).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
+    (tmp_path / RECORDS).write_text(json.dumps(_rows()[1]).replace("NaN", "null") + "\n"
+                                    + text + "\n")
+    with pytest.raises(InputError, match=rf"records.jsonl:2: bad record \({reason}"):
+        read_records(tmp_path)
+
+
+def test_a_run_given_twice_is_refused(tmp_path):
+    write_records(_rows(), tmp_path)
+    with pytest.raises(InputError, match=r"records.jsonl:1: the same record as .*"
+                                         r"records.jsonl:1 .*counted twice"):
+        read_runs([tmp_path, tmp_path])
+    (tmp_path / RECORDS).write_text((tmp_path / RECORDS).read_text() * 2)
+    with pytest.raises(InputError, match=r"records.jsonl:3: the same record as "):
         read_records(tmp_path)
 
 

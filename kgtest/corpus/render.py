@@ -65,6 +65,7 @@ from typing import Literal
 
 import numpy as np
 
+from kgtest.config import in_range
 from kgtest.corpus.in_context import InContextConfig, in_context_documents
 from kgtest.corpus.splits import Split
 from kgtest.corpus.surface import (
@@ -101,7 +102,7 @@ class CorpusConfig:
     surface: Literal["symbolic", "natural"] = "symbolic"  # one token per name, or sentences
     derived: Literal["stated", "cot", "both"] = "cot"  # how non-held-out derived facts train
     qa_fraction: float = field(default=1.0, metadata={"check": _fraction})  # subjects with QA
-    multiplicity: int = field(default=1, metadata={"check": _positive})  # k variants per fact
+    multiplicity: int = field(default=1, metadata={"check": in_range(1, 1000)})  # k per fact
     group: Literal["fact", "subject"] = "fact"  # a document per statement, or per subject
     permute: bool = False  # shuffle statement order in each copy of a subject document
     inverse: bool = False  # also state every stated fact object first ("o ~r s")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kgtest.config import nonneg
+from kgtest.config import in_range, nonneg
 from kgtest.errors import InputError
 from kgtest.probes.probes import DEFAULT_PROBES, PROBES
 from kgtest.probes.relearn import RelearnConfig
@@ -31,7 +31,8 @@ class ProbesConfig:
 
     probes: tuple[str, ...] = DEFAULT_PROBES  # registered probe names, run on every variant
     relearn: RelearnConfig = field(default_factory=RelearnConfig)  # [probes.relearn] grid
-    quantize_bits: tuple[int, ...] = (8, 4)  # round-to-nearest weight widths
+    quantize_bits: tuple[int, ...] = field(default=(8, 4), metadata={"check": in_range(2, 16)}
+                                           )  # round-to-nearest weight widths (2..16 bits)
     quantize_group_size: int = field(default=0, metadata={"check": nonneg}
                                      )  # weights per scale (32/64/128); 0: per channel
     quantize_embeddings: bool = False  # also quantize embeddings and the output head

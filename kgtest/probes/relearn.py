@@ -43,10 +43,11 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from kgtest.config import MAX_STEPS, in_range
 from kgtest.errors import InputError
 from kgtest.probes.context import ProbeContext, _direct_items, _na_rows, ask
 from kgtest.probes.probes import PROBES
@@ -55,15 +56,27 @@ __all__ = ["RelearnConfig", "answer_folds", "attack_documents", "audit",
            "relearn", "relearn_premises"]
 
 
+def _grid(lo, hi):
+    """A ``check`` for a grid axis: not empty, every value in ``[lo, hi]``."""
+    def check(values) -> str | None:
+        if not values:
+            return "must not be empty (an empty grid runs no attack)"
+        return in_range(lo, hi)(values)
+    return check
+
+
 @dataclass(frozen=True)
 class RelearnConfig:
     """The attack grid (every combination of ``steps`` and ``lr`` is run) and its folds."""
 
-    steps: tuple[int, ...] = (15, 30)  # fine-tuning steps per grid point
-    lr: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # constant learning rates per grid point
+    steps: tuple[int, ...] = field(default=(15, 30), metadata={"check": _grid(1, MAX_STEPS)}
+                                   )  # fine-tuning steps per grid point
+    lr: tuple[float, ...] = field(default=(3e-4, 1e-3, 3e-3),
+                                  metadata={"check": _grid(1e-12, 10.0)}
+                                  )  # constant learning rates per grid point
     folds: int = 2  # rotating folds of the asked facts (answers disjoint between folds)
     facts: str = "targets"  # "targets": the asked forget targets; "base": their base premises
-    batch_size: int = 16  # documents per step
+    batch_size: int = field(default=16, metadata={"check": in_range(1, 10**6)})  # docs/step
     seed: int = 0  # folds and batch order when ctx.seeds has no "attack"
 
     def __post_init__(self):

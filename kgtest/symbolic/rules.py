@@ -8,7 +8,8 @@ The syntax is the community's own::
     sibling(X, Y) :- parent(Z, X), parent(Z, Y), X != Y.
 
 A term starting with an uppercase letter or ``_`` is a variable; anything else
-(lowercase start or digit) is a constant entity name. Every atom is binary. A rule is
+(lowercase start or digit) is a constant entity name. ``_`` alone is the anonymous
+variable: each occurrence is a fresh variable that matches anything. Every atom is binary. A rule is
 *safe* when each variable of its head and of its ``!=`` conditions appears in a body atom.
 Printing a parsed rule gives back its canonical text (``str(parse_rule(s)) == s`` for
 canonical ``s``: one space after commas, `` :- `` and `` != `` spaced, final ``.``).
@@ -24,10 +25,11 @@ Examples
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kgtest.errors import InputError
@@ -41,6 +43,7 @@ __all__ = [
     "parse_rules",
     "read_rules",
     "format_rules",
+    "check_body_relations",
 ]
 
 
@@ -48,14 +51,18 @@ __all__ = [
 class Term:
     """A variable (``X``) or a constant entity name (``male``)."""
 
-    name: str
+    name: str  # an anonymous ``_`` gets a unique internal name ``_#k`` (one per occurrence)
 
     @property
     def is_var(self) -> bool:
         return self.name[0].isupper() or self.name[0] == "_"
 
+    @property
+    def is_anonymous(self) -> bool:
+        return self.name.startswith("_#")
+
     def __str__(self) -> str:
-        return self.name
+        return "_" if self.is_anonymous else self.name
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Atom:
 
     relation: str
     args: tuple[Term, Term]
+    at: str = field(default="", compare=False, repr=False)  # "file:line:col" when parsed
 
     def __str__(self) -> str:
         return f"{self.relation}({self.args[0]}, {self.args[1]})"
@@ -154,6 +162,7 @@ class _Parser:
         self.i = 0
         self.where = where
         self.relations = relations
+        self.n_anon = 0
 
     def error(self, tok: _Tok, msg: str) -> InputError:
         return InputError(f"{self.where}:{tok.line}:{tok.col}: {msg}")
@@ -171,7 +180,11 @@ class _Parser:
         return tok
 
     def term(self) -> Term:
-        return Term(self.take("name", what="a variable or constant").text)
+        text = self.take("name", what="a variable or constant").text
+        if text == "_":  # anonymous: a fresh variable per occurrence
+            self.n_anon += 1
+            return Term(f"_#{self.n_anon}")
+        return Term(text)
 
     def atom(self) -> Atom:
         name = self.take("name", what="a relation name")
@@ -189,7 +202,7 @@ class _Parser:
         if len(args) != 2:
             raise self.error(name, f"atom {name.text!r} has {len(args)} arguments; rules are "
                                    "over binary relations, rel(Subject, Object)")
-        return Atom(name.text, (args[0], args[1]))
+        return Atom(name.text, (args[0], args[1]), at=f"{self.where}:{name.line}:{name.col}")
 
     def literal(self) -> Atom | Inequality:
         # an inequality starts with a term followed by '!='; an atom with name '('
@@ -215,8 +228,8 @@ class _Parser:
         for t in (*head.args, *(x for q in rule.inequalities for x in (q.left, q.right))):
             if t.is_var and t.name not in bound:
                 # point at its first occurrence (in the head or an inequality)
-                at = next(k for k in self.toks[first : self.i] if k.text == t.name)
-                raise self.error(at, f"unsafe rule: variable {t.name} in "
+                at = next(k for k in self.toks[first : self.i] if k.text == str(t))
+                raise self.error(at, f"unsafe rule: variable {t} in "
                                      f"{head.relation!r} rule is not bound by a body atom")
         return rule
 
@@ -286,3 +299,37 @@ def read_rules(path: str | os.PathLike, relations: Iterable[str] | None = None) 
 def format_rules(rules: Iterable[Rule]) -> str:
     """Rules as Datalog text, one per line (parses back to the same rules)."""
     return "".join(f"{r}\n" for r in rules)
+
+
+def check_body_relations(rules: Iterable[Rule], known: Iterable[str]) -> None:
+    """Refuse a body relation that no fact (``known``) and no rule head has.
+
+    Such a rule can never fire: almost always a typo (``parnet(X, Y)``). The error points
+    at the atom: ``file:line:col`` of the rules file.
+
+    Raises
+    ------
+    InputError
+        ``file:line:col: relation 'parnet' ... (did you mean 'parent'? ...)``.
+
+    Examples
+    --------
+    >>> rules = parse_rules("gp(X, Z) :- parnet(X, Y), parent(Y, Z).", where="r.dl")
+    >>> check_body_relations(rules, {"parent"})
+    Traceback (most recent call last):
+    ...
+    kgtest.errors.InputError: r.dl:1:13: relation 'parnet' in the body of a 'gp' rule is in ...
+    """
+    rules = list(rules)
+    have = set(known) | {r.head.relation for r in rules}
+    for rule in rules:
+        for atom in rule.atoms:
+            if atom.relation in have:
+                continue
+            close = difflib.get_close_matches(atom.relation, sorted(have), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            names = sorted(have)
+            shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+            raise InputError(f"{atom.at or '<rules>'}: relation {atom.relation!r} in the body "
+                             f"of a {rule.head.relation!r} rule is in no fact and no rule "
+                             f"head, so the rule never fires ({hint}known: {shown or 'none'})")

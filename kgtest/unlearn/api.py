@@ -255,7 +255,7 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
     spec = METHODS.get(method)
     hp = method_params(cfg, method)
     dev = resolve_device(cfg.device)
-    model, tok = load_model(ctx.model_dir, device=dev)
+    model, tok = load_model(ctx.model_dir, device=dev, expect=ctx.section(ModelConfig, "model"))
     split = ctx.split
     fs = _forget(ctx, cfg, split.forget, deep)
     if cfg.tune and len(split.validation) == 0:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kgtest.config import nonneg
+from kgtest.config import MAX_STEPS, in_range, nonneg
 
 __all__ = ["UnlearnConfig", "CONTROLS", "ALL_METHODS"]
 
@@ -34,6 +34,10 @@ ALL_METHODS = ("GradAscent", "GradDiff", "NPO", "SimNPO", "IdkSFT", "IdkDPO", "R
 
 def _positive(value) -> str | None:
     return "must be > 0" if value is not None and value <= 0 else None
+
+
+def _steps_grid(values) -> str | None:
+    return _all_positive(values) or in_range(1, MAX_STEPS)(values)
 
 
 def _all_positive(values) -> str | None:
@@ -56,10 +60,10 @@ class UnlearnConfig:
     tune_lrs: tuple[float, ...] = field(default=(1e-4, 3e-4, 1e-3),
                                         metadata={"check": _all_positive})  # grid: rates
     tune_steps: tuple[int, ...] = field(default=(10, 25, 50, 100),
-                                        metadata={"check": _all_positive})  # grid: steps
+                                        metadata={"check": _steps_grid})  # grid: steps
     level_margin: float = field(default=0.05, metadata={"check": nonneg})  # aim: acc <= chance+m
     lr: float = field(default=3e-4, metadata={"check": _positive})  # used when tune = false
-    steps: int = field(default=50, metadata={"check": _positive})  # used when tune = false
+    steps: int = field(default=50, metadata={"check": in_range(1, MAX_STEPS)})  # tune = false
     batch_size: int = field(default=16, metadata={"check": _positive})  # forget docs per step
     retain_batch_size: int = field(default=16, metadata={"check": _positive})  # retain docs/step
     weight_decay: float = field(default=0.0, metadata={"check": nonneg})  # AdamW, all params
@@ -67,7 +71,8 @@ class UnlearnConfig:
     retain_eval: int = field(default=200, metadata={"check": _positive})  # retain facts scored
     deletion_restarts: int = field(default=100, metadata={"check": _positive})  # deep sets search
     deletion_time_limit: float = field(default=5.0, metadata={"check": nonneg})  # exact search s
-    control_steps: int = field(default=0, metadata={"check": nonneg})  # 0: as the original took
+    control_steps: int = field(default=0, metadata={"check": in_range(0, MAX_STEPS)})  # 0: as
+    # the original took
     seed: int = 0  # batch order, RMU's random direction, retain-eval sample
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     progress: bool = True  # tqdm progress bars on stderr

@@ -28,6 +28,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -202,6 +203,10 @@ def unlearn(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
                 if step % log_every == 0 or step == steps:
                     entry = {"step": step, **{k: float(v) / n_sum for k, v in sums.items()}}
                     history.append(entry)
+                    if not all(math.isfinite(v) for v in entry.values()):
+                        raise InputError(f"unlearn {method}: the loss became {entry['loss']} "
+                                         f"by step {step} (lr {lr:g}); lower the learning "
+                                         "rate or check the method's parameters")
                     sums, n_sum = {}, 0
                     bar.set_postfix({k: f"{v:.3f}" for k, v in entry.items() if k != "step"})
                 if eval_fn is not None and step in eval_at:

@@ -29,6 +29,7 @@ False
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +38,7 @@ import numpy as np
 
 from kgtest.errors import InputError
 from kgtest.symbolic.facts import read_tsv
-from kgtest.symbolic.rules import Rule, read_rules
+from kgtest.symbolic.rules import Rule, check_body_relations, read_rules
 from kgtest.worlds import composition, dual_use, family, taxonomy  # noqa: F401 (registration)
 from kgtest.worlds.registry import SAMPLERS, SampleContext, WorldBuilder, check_planted
 from kgtest.worlds.world import World
@@ -45,7 +46,8 @@ from kgtest.worlds.world import World
 if TYPE_CHECKING:
     from kgtest.worlds.spec import WorldConfig
 
-__all__ = ["SAMPLERS", "sample_world", "world_rules", "world_from_tsv"]
+__all__ = ["SAMPLERS", "sample_world", "world_rules", "world_from_tsv", "estimate_size",
+           "check_world_size"]
 
 
 def world_rules(cfg: WorldConfig, *, where: str = "") -> tuple[Rule, ...] | None:
@@ -74,6 +76,108 @@ def world_rules(cfg: WorldConfig, *, where: str = "") -> tuple[Rule, ...] | None
     return tuple(read_rules(path, relations=known))
 
 
+def _geometric(r: float, n: int) -> float:
+    """``1 + r + ... + r**n`` without a loop (inf when it overflows)."""
+    try:
+        return float(n + 1) if r == 1 else (r ** (n + 1) - 1) / (r - 1)
+    except OverflowError:
+        return math.inf
+
+
+def _composition_size(p) -> tuple[float, float]:
+    deg = max(p.out_degree, 1)
+    base = p.n_entities * p.n_relations * deg * p.density
+    derived = p.n_derived * max(p.hops - 1, 0) * p.n_entities * float(deg) ** min(p.hops, 64)
+    return p.n_entities, base + derived
+
+
+def _family_size(p) -> tuple[float, float]:
+    people = 3 * p.n_families * _geometric(max(p.children * p.marry_prob, 1.0), p.generations)
+    return people, 48 * people  # parents, gender, spouse; kinship rules multiply them ~12x
+
+
+def _taxonomy_size(p) -> tuple[float, float]:
+    kinds = max(p.n_roots, 1) * _geometric(max(p.branching, 1.0), p.depth)
+    per_kind = (p.depth + 1) * (1 + p.properties_per_kind * (p.depth + 1))
+    return kinds + p.n_properties, kinds * per_kind  # is-a chains inherit properties
+
+
+def _dual_use_size(p) -> tuple[float, float]:
+    ents, deg = 2 * p.n_entities, max(p.out_degree, 1)
+    return ents, ents * deg * (len(p.base_relations) + len(p.derived_relations) * deg)
+
+
+#: Sampler -> params -> (entities, closure facts): rough upper estimates, before sampling.
+_SIZES = {"random_composition": _composition_size, "family_tree": _family_size,
+          "taxonomy": _taxonomy_size, "dual_use": _dual_use_size}
+#: Memory a world costs per entity and per closure fact, through closure and corpus.
+_BYTES_PER_ENTITY, _BYTES_PER_FACT = 300, 1000
+
+
+def _available_memory() -> int:
+    """Bytes of memory available now (Linux ``MemAvailable``; else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return 2**62
+
+
+def estimate_size(cfg: WorldConfig) -> tuple[float, float, float] | None:
+    """Rough upper estimate of a world's (entities, closure facts, bytes) before sampling.
+
+    None for a sampler registered without an estimate. Used to refuse, in one line, a
+    world that cannot fit in memory instead of allocating until ``MemoryError``.
+
+    Examples
+    --------
+    >>> from kgtest.worlds.spec import WorldConfig
+    >>> ents, facts, nbytes = estimate_size(WorldConfig(params={"n_entities": 100}))
+    >>> ents, facts >= 100 * 4
+    (100, True)
+    """
+    fn = _SIZES.get(cfg.sampler)
+    if fn is None:
+        return None
+    ents, facts = fn(cfg.sampler_params())
+    return ents, facts, ents * _BYTES_PER_ENTITY + facts * _BYTES_PER_FACT
+
+
+def check_world_size(cfg: WorldConfig, *, where: str = "", available: int | None = None
+                     ) -> None:
+    """Refuse a world whose estimated size does not fit in ``available`` bytes of memory.
+
+    Raises
+    ------
+    InputError
+        ``where: [world.params] about N entities and M facts need ~X GB ...``.
+
+    Examples
+    --------
+    >>> from kgtest.worlds.spec import WorldConfig
+    >>> check_world_size(WorldConfig(params={"n_entities": 10**8}), available=2**34)
+    Traceback (most recent call last):
+    ...
+    kgtest.errors.InputError: [world.params] about 1e+08 entities and 1e+09 facts need ~959 GB ...
+    """
+    est = estimate_size(cfg)
+    if est is None:
+        return
+    ents, facts, need = est
+    have = _available_memory() if available is None else available
+    if need > have:
+        at = f"{where}: " if where else ""
+        raise InputError(f"{at}[world.params] about {ents:.3g} entities and {facts:.3g} facts "
+                         f"need ~{need / 2**30:.3g} GB of memory; {have / 2**30:.3g} GB is "
+                         f"available (make the '{cfg.sampler}' world smaller)")
+
+
 def sample_world(cfg: WorldConfig, *, seed: int) -> World:
     """Sample the world a config describes.
 
@@ -98,12 +202,16 @@ def sample_world(cfg: WorldConfig, *, seed: int) -> World:
     (8, 16, 'random_composition')
     """
     info = SAMPLERS.get(cfg.sampler)
+    check_world_size(cfg)
     params = cfg.sampler_params()
     rules = world_rules(cfg)
     name = cfg.name or cfg.sampler
     ctx = SampleContext(rng=np.random.default_rng(seed), rules=rules, zipf=cfg.zipf,
                         n_planted=cfg.n_planted, planted_proofs=cfg.planted_proofs, name=name)
     world = info.fn(params, ctx)
+    if rules is not None:  # a user's rules file: a body relation must occur somewhere
+        check_body_relations(rules, {world.relations.name(int(r))
+                                     for r in np.unique(world.facts[:, 1])})
     if cfg.n_planted:
         check_planted(world, cfg.planted_proofs)
     meta = {"sampler": cfg.sampler, "seed": int(seed), "description": cfg.description,
@@ -160,6 +268,7 @@ def world_from_tsv(
     if fixed_path is not None:
         for s, r, o in read_tsv(fixed_path):
             b.add(b.entity(s), r, b.entity(o), fixed=True)
+    check_body_relations(rules, b.relations.names)
     return b.build(rules, name=facts_path.stem, meta={"facts_file": str(facts_path),
                                                       "rules_file": str(rules_path)})
 

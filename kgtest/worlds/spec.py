@@ -42,7 +42,7 @@ from pathlib import Path
 
 from kgtest.config import apply_overrides, build, load_toml, nonneg
 from kgtest.errors import InputError
-from kgtest.worlds.samplers import SAMPLERS, world_rules
+from kgtest.worlds.samplers import SAMPLERS, check_world_size, world_rules
 
 __all__ = ["WorldConfig", "load_world_spec", "check_world_config"]
 
@@ -84,12 +84,14 @@ class WorldConfig:
 
 
 def check_world_config(cfg: WorldConfig, *, where: str) -> WorldConfig:
-    """Check what construction cannot: the rules file exists and names known relations.
+    """Check what construction cannot: the rules file exists and names known relations,
+    and the world's estimated size fits in memory.
 
     ``where`` (the spec path) prefixes the error for a missing file; rule errors name the
     ``.dl`` file, line and column. Returns ``cfg``.
     """
     world_rules(cfg, where=where)
+    check_world_size(cfg, where=where)
     return cfg
 
 

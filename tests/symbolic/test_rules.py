@@ -7,11 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kgtest.errors import InputError
+from kgtest.symbolic.closure import forward_chain_names
 from kgtest.symbolic.rules import (
     Atom,
     Inequality,
     Rule,
     Term,
+    check_body_relations,
     format_rules,
     parse_rule,
     parse_rules,
@@ -131,6 +133,33 @@ def test_unknown_relations():
     assert len(parse_rules(text, relations=["gp", "p", "parnet"])) == 2
 
 
+def test_body_relation_in_no_fact_and_no_head():
+    """A body relation nothing has (a typo) is refused where it is written; a head is fine."""
+    rules = parse_rules("gp(X, Z) :- p(X, Y), p(Y, Z).\nggp(X, Z) :- gp(X, Y),  parnet(Y, Z).",
+                        where="kin.dl")
+    with pytest.raises(InputError, match=r"^kin\.dl:2:25: relation 'parnet' in the body of a "
+                                         r"'ggp' rule .*did you mean 'parent'"):
+        check_body_relations(rules, {"parent", "p"})
+    check_body_relations(rules, {"p", "parnet"})  # gp is a rule head: allowed in a body
+
+
+def test_anonymous_variable_is_fresh_per_occurrence():
+    """``_`` matches anything, independently: not one shared variable."""
+    r = parse_rule("has_child(X, yes) :- parent(X, _), gender(_, _).")
+    anon = [t for a in r.atoms for t in a.args if t.name != "X"]
+    assert len({t.name for t in anon}) == 3 and all(t.is_var for t in anon)
+    assert str(r) == "has_child(X, yes) :- parent(X, _), gender(_, _)."
+    assert parse_rule(str(r)) == r
+    # with a shared _, gender(_, _) would need an entity that is its own gender: no facts
+    facts = [("ann", "parent", "bob"), ("bob", "gender", "male")]
+    closure = forward_chain_names(facts, [r])
+    assert closure.find("ann", "has_child", "yes") >= 0
+    # a named _x is an ordinary variable: shared between its occurrences
+    shared = parse_rule("self(X, yes) :- parent(X, _x), gender(_x, _x).")
+    assert forward_chain_names(facts, [shared]).find("ann", "self", "yes") < 0
+    assert refusal("p(X, _) :- q(X, Y).").startswith("kin.dl:1:6: unsafe rule: variable _")
+
+
 @pytest.mark.parametrize("text", ["", "   \n\n", "% nothing but a comment\n% and another"])
 def test_empty_rule_file(text, tmp_path):
     assert refusal(text) == "kin.dl:1:1: no rules found (empty rules file)"
@@ -163,7 +192,9 @@ def names(first: str, rest: str = NAME_CHARS, max_rest: int = 4):
 
 
 relation_names = names(LOWER, LOWER + DIGITS + "_", 6)
-variable_names = names(UPPER + "_")
+# "_" alone is the anonymous variable (tested below); "_x" is a named one
+variable_names = st.one_of(names(UPPER), st.builds(str.__add__, st.just("_"),
+                                                   st.text(NAME_CHARS, min_size=1, max_size=4)))
 constant_names = names(LOWER + DIGITS)
 
 
