@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the whole KB (what the model knows), TSV; base and derived facts")
     d.add_argument("--rules", required=True, help="Datalog rules file (.dl)")
     d.add_argument("--fixed", help="TSV of fixed facts (attributes): used, never deleted")
-    d.add_argument("--target", required=True, help='the fact to delete, "subject relation object"')
+    d.add_argument("--target", required=True,
+                   help='the fact to delete: "subject relation object"; tab-separated or a '
+                        'JSON list ["s", "r", "o"] when a name has spaces')
     d.add_argument("--count", type=int, default=1, help="number of distinct sets to print")
     d.add_argument("--restarts", type=int, default=100, help="randomised restarts")
     d.add_argument("--seed", type=int, default=0)
@@ -290,9 +292,22 @@ def _check_seed(seed: int) -> None:
 
 
 def _parse_target(text: str) -> tuple[str, str, str]:
-    parts = text.replace("\t", " ").split()
-    if len(parts) != 3:
-        raise InputError(f"--target: expected 'subject relation object', got {text!r}")
+    """``"s r o"``, ``"s<TAB>r<TAB>o"`` (names with spaces) or a JSON list ``["s", "r", "o"]``."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            parts = json.loads(text)
+        except json.JSONDecodeError:
+            parts = None
+        ok = isinstance(parts, list) and all(isinstance(p, str) and p.strip() for p in parts)
+        parts = parts if ok else []
+    elif "\t" in text:
+        parts = [p.strip() for p in text.split("\t")]
+    else:
+        parts = text.split()
+    if len(parts) != 3 or not all(parts):
+        raise InputError(f"--target: expected 'subject relation object' (tab-separated or a "
+                         f"JSON list when a name has spaces), got {text[:100]!r}")
     return parts[0], parts[1], parts[2]
 
 
@@ -315,6 +330,10 @@ def cmd_world_deletion_set(args) -> int:
     result = minimal_deletion_sets(closure, target, kb=kb_mask, fixed=fixed_mask,
                                    count=args.count, restarts=args.restarts, seed=args.seed)
     sets = [closure.named_all(sorted(m)) for m in result.sets[: args.count]]
+    if len(sets) < args.count:
+        print(f"kgtest: note: only {len(sets)} distinct minimal deletion set(s) found for "
+              f"{s} {r} {o} (asked for {args.count}; {args.restarts} restarts)",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(_deletion_json(closure, target, result, sets, args.count)))
     else:

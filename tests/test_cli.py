@@ -239,3 +239,24 @@ def test_absurd_options_and_sizes_are_refused_before_work(argv, says, capsys):
     _one_line_error(rc, out, err)
     assert says in err, err
     assert not Path("x").exists()
+
+
+@pytest.mark.parametrize("target", ["ann\tparent\tbob", '["ann", "parent", "bob"]',
+                                    "ann  parent bob"])
+def test_target_forms_and_fewer_sets_than_asked(kb, capsys, target):
+    rc, out, err = run(["world", "deletion-set", "--facts", str(kb / "kb.tsv"), "--rules",
+                        str(kb / "r.dl"), "--target", target, "--count", "3"], capsys)
+    assert rc == 0 and out == "ann\tparent\tbob\n"
+    assert err.startswith("kgtest: note: only 1 distinct minimal deletion set(s) found")
+
+
+def test_target_with_spaces_in_a_name(tmp_path, capsys):
+    (tmp_path / "kb.tsv").write_text("ann lee\tparent\tbob\nbob\tparent\tcy\n")
+    (tmp_path / "r.dl").write_text(RULES)
+    rc, out, _ = run(["world", "deletion-set", "--facts", str(tmp_path / "kb.tsv"), "--rules",
+                      str(tmp_path / "r.dl"), "--target", "ann lee\tgrandparent\tcy",
+                      "--json"], capsys)
+    assert rc == 0 and ["ann lee", "parent", "bob"] in json.loads(out)[0]
+    rc, _, err = run(["world", "deletion-set", "--facts", str(tmp_path / "kb.tsv"), "--rules",
+                      str(tmp_path / "r.dl"), "--target", '["ann lee", "grandparent"]'], capsys)
+    assert rc == 2 and "tab-separated or a JSON list" in err and err.count("\n") == 1

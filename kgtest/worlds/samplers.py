@@ -151,7 +151,8 @@ def estimate_size(cfg: WorldConfig) -> tuple[float, float, float] | None:
 
 def check_world_size(cfg: WorldConfig, *, where: str = "", available: int | None = None
                      ) -> None:
-    """Refuse a world whose estimated size does not fit in ``available`` bytes of memory.
+    """Refuse a world whose estimated size does not fit in ``available`` bytes of memory,
+    or that asks for more composed relations than its base relations can make.
 
     Raises
     ------
@@ -166,13 +167,19 @@ def check_world_size(cfg: WorldConfig, *, where: str = "", available: int | None
     ...
     kgtest.errors.InputError: [world.params] about 1e+08 entities and 1e+09 facts need ~959 GB ...
     """
+    at = f"{where}: " if where else ""
+    if cfg.sampler == "random_composition":  # more would be silently capped when sampling
+        p = cfg.sampler_params()
+        if p.hops >= 2 and p.n_derived > p.n_relations ** 2:
+            raise InputError(f"{at}key 'world.params.n_derived' is {p.n_derived}, but "
+                             f"{p.n_relations} base relations compose into at most "
+                             f"{p.n_relations ** 2} two-hop relations")
     est = estimate_size(cfg)
     if est is None:
         return
     ents, facts, need = est
     have = _available_memory() if available is None else available
     if need > have:
-        at = f"{where}: " if where else ""
         raise InputError(f"{at}[world.params] about {ents:.3g} entities and {facts:.3g} facts "
                          f"need ~{need / 2**30:.3g} GB of memory; {have / 2**30:.3g} GB is "
                          f"available (make the '{cfg.sampler}' world smaller)")
