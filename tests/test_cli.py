@@ -256,7 +256,7 @@ def test_target_with_spaces_in_a_name(tmp_path, capsys):
     rc, out, _ = run(["world", "deletion-set", "--facts", str(tmp_path / "kb.tsv"), "--rules",
                       str(tmp_path / "r.dl"), "--target", "ann lee\tgrandparent\tcy",
                       "--json"], capsys)
-    assert rc == 0 and ["ann lee", "parent", "bob"] in json.loads(out)[0]
+    assert rc == 0 and ["ann lee", "parent", "bob"] in json.loads(out)["sets"][0]["facts"]
     rc, _, err = run(["world", "deletion-set", "--facts", str(tmp_path / "kb.tsv"), "--rules",
                       str(tmp_path / "r.dl"), "--target", '["ann lee", "grandparent"]'], capsys)
     assert rc == 2 and "tab-separated or a JSON list" in err and err.count("\n") == 1
