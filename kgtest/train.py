@@ -136,7 +136,7 @@ class TrainConfig:
     seed: int = 0  # batch order (and dropout) seed
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     compile: bool = False  # torch.compile the body (~5% on CPU for ~40 s of compiling)
-    threads: int = field(default=0, metadata={"check": in_range(0, max_threads())})  # 0: torch's
+    threads: int = field(default=0, metadata={"check": in_range(0, max_threads())})  # 0: auto
     stop_at: dict[str, float] = field(default_factory=dict)  # e.g. {direct = 0.99, cot = 0.95}
     progress: bool = True  # tqdm progress bar on stderr
     tensorboard: bool = True  # also log to out_dir/tb when tensorboard is importable
@@ -511,6 +511,22 @@ class _Run:
         return final_loss, seconds, cpu_seconds
 
 
+def default_threads(device) -> int:
+    """``train.threads = 0``: on a CPU, half the cores (at least 1, at most torch's own
+    default), so a second busy process does not stall training; on a GPU, torch's default.
+
+    On a 2-core machine (benchmarks/bench_threads.py, benchmarks/README.md) 2 threads
+    trained the quickstart model more than 10x slower than 1 thread once anything else
+    ran beside it: OpenMP threads spin-wait for a descheduled sibling.
+
+    >>> default_threads(torch.device("cuda")) == torch.get_num_threads()
+    True
+    """
+    if torch.device(device).type != "cpu":
+        return torch.get_num_threads()
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) // 2))
+
+
 def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequence[dict],
           cfg: TrainConfig, out_dir: str | os.PathLike, *,
           eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
@@ -572,10 +588,9 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
     run = _Run(model, corpus, cfg, out, device, eval_fn, resume, info,
                extra=None if extra is None else (extra, tokenizer))
     threads_before = torch.get_num_threads()
-    if cfg.threads:
-        # 1 on a 2-core machine that is busy with other work: OpenMP threads that wait for
-        # a descheduled sibling made steps 20-40x slower in measurements here
-        torch.set_num_threads(cfg.threads)
+    threads = cfg.threads or default_threads(device)
+    if threads != threads_before:
+        torch.set_num_threads(threads)
     # Dropout draws from the global RNG: seed it from cfg.seed inside a fork, so a run is a
     # function of its seed and the caller's RNG is left as it was.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -173,7 +173,7 @@ def _token_counter(ctx):
 
 # --- forget / retain sets ---------------------------------------------------------------------
 
-def _qa(ctx, docs, *, target_of=None) -> list[dict]:
+def _qa(ctx, docs) -> list[dict]:
     """TOFU-style rows: question = prompt, answer = completion, plus the fact asked."""
     out = []
     for d in docs:
