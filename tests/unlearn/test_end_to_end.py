@@ -18,17 +18,29 @@ from kgtest.unlearn.data import chance_level, direct_accuracy, direct_docs
 torch.set_num_threads(1)
 
 #: method -> (hyperparameters, lr, steps, forget accuracy at most, retain accuracy at least).
-#: Seen on this run (seed 0, one thread), forget/retain after (1.0/1.0 before): GradAscent
-#: 0.40/0.46, GradDiff 0.20/0.50, NPO 0.00/0.61, SimNPO (forget weight gamma = 1) 0.00/0.98,
-#: IdkSFT 0.00/0.95, IdkDPO 0.00/0.82, RMU (alpha = 10) 0.30/0.62.
+#: Before: 1.0 / 1.0. The thresholds hold over training trajectories, not one machine's:
+#: measured forget / retain after unlearning (10 targets, 104 retain facts) over
+#: trajectories: Intel, seed 0; AMD EPYC, one thread, seeds 0, 1, 3, 4 (this test's body
+#: on the fixture trained with ``train.seed=S``, unlearning with ``seed=S``):
+#:   GradAscent  0.0-0.4 / 0.14-0.46   (gradient ascent collapses the model: retain is
+#:                                      only held above chance, 0.05)
+#:   GradDiff    0.1-0.4 / 0.36-0.52   (AMD CI: forget 0.40)
+#:   NPO         0.0     / 0.40-0.68
+#:   SimNPO      0.0-0.3 / 0.91-1.00   (forget weight gamma = 1)
+#:   IdkSFT      0.0     / 0.90-0.97
+#:   IdkDPO      0.0     / 0.74-0.88
+#:   RMU         0.2-0.6 / 0.52-0.84   (alpha = 10)
+#: Margins: two targets (0.2) above the highest forget rate seen, >= 0.1 below the lowest
+#: retain rate. A method that does nothing keeps forget at 1.0; one that wrecks the model
+#: drops retain to chance: both still fail.
 SETTINGS = {
-    "GradAscent": ({}, 3e-4, 30, 0.5, 0.35),
-    "GradDiff": ({}, 1e-3, 20, 0.3, 0.4),
-    "NPO": ({}, 1e-3, 50, 0.2, 0.5),
-    "SimNPO": ({"gamma": 1.0}, 1e-3, 60, 0.2, 0.8),
-    "IdkSFT": ({}, 1e-3, 40, 0.1, 0.8),
-    "IdkDPO": ({}, 1e-3, 40, 0.1, 0.7),
-    "RMU": ({"alpha": 10.0}, 3e-3, 40, 0.5, 0.5),
+    "GradAscent": ({}, 3e-4, 30, 0.6, 0.08),
+    "GradDiff": ({}, 1e-3, 20, 0.6, 0.25),
+    "NPO": ({}, 1e-3, 50, 0.2, 0.3),
+    "SimNPO": ({"gamma": 1.0}, 1e-3, 60, 0.5, 0.8),
+    "IdkSFT": ({}, 1e-3, 40, 0.2, 0.8),
+    "IdkDPO": ({}, 1e-3, 40, 0.2, 0.6),
+    "RMU": ({"alpha": 10.0}, 3e-3, 40, 0.8, 0.4),
 }
 
 
