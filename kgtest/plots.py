@@ -75,6 +75,8 @@ def _grid(agg: list[dict], key: str, control: str | None):
     for i, v in enumerate(variants):
         for j, c in enumerate(cols):
             a = by.get((v, c))
+            if a is not None and a["n_in"] == 0 and a["metric"] == "rate":
+                texts[i][j] = "none\ngated in"  # the original knew none of these targets
             if a is None or a[key] is None or np.isnan(a[key]):
                 continue
             vals[i, j] = a[key]
@@ -92,10 +94,11 @@ def heatmap(agg: list[dict], path: Path, *, key: str = "rate", control: str = "f
 
     Controls are drawn above a thick line, methods below it; with ``key="rate"`` two
     floor rows (most frequent object, never trained) close the grid. A 0 is a coloured
-    cell with its ``0/n``; a missing probe is grey ``n/a``.
+    cell with its ``0/n``; a missing probe is grey ``n/a``, a probe the original knew no
+    target of is grey ``none gated in``.
     """
     variants, cols, vals, texts, n_ctrl = _grid(agg, key, control if key == "excess" else None)
-    if not cols or not variants or np.isnan(vals).all():
+    if not cols or not variants or (key == "excess" and np.isnan(vals).all()):
         return None
     names = [f"{v} (control)" if v in CONTROLS else v for v in variants]
     if key == "rate":

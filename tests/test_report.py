@@ -228,3 +228,12 @@ def test_plots_heatmap_always_and_proof_count_only_when_proofs_differ(tmp_path):
     assert (tmp_path / "plots" / "rates.png").exists() and "plots/rates.png" in text
     assert (tmp_path / "plots" / "excess.png").exists()
     assert not (tmp_path / "plots" / "proof_count.png").exists()
+
+
+def test_heatmap_is_drawn_even_when_nothing_is_gated_in(tmp_path):
+    rows = [new_row(run_id="r", variant=v, probe="direct", fact=f, correct=False,
+                    gated_in=False) for v in ("original", "NPO") for f in range(3)]
+    write_records(rows, tmp_path)
+    report([tmp_path], n_boot=50)
+    assert (tmp_path / "plots" / "rates.png").exists()
+    assert not (tmp_path / "plots" / "excess.png").exists()  # no filter control: no excess
