@@ -40,13 +40,20 @@ def _base_stated(ctx, n=40):
     return [f for f in range(len(c)) if c.is_base[f]][:n]
 
 
+#: Spread of the trained-model thresholds below over 5 trajectories (Intel seed 0; AMD EPYC,
+#: one thread, train seeds 0, 1, 3, 4): direct, statement and int8/int4 on 40 stated base
+#: facts, and CoT on the 10 forget targets, were 1.0 every time; the limits leave 2 facts
+#: of 40 (1 of 10 for CoT). Never trained: the initialisation is seeded, no training.
+
+
 @slow
 def test_direct_memorised_facts_score_one(trained):
     model, tok, ctx, _ = trained
     rows = _run("direct", model, tok, _base_stated(ctx), ctx)
     assert len(rows) == 40 and set(rows[0]) == set(COLUMNS)
-    assert _acc(rows) == 1.0
-    assert all(r["rank"] == 1 and r["score"] > np.log(0.5) for r in rows)
+    assert _acc(rows) >= 0.95  # 1.0 on every trajectory measured
+    right = [r for r in rows if r["correct"]]
+    assert all(r["rank"] == 1 and r["score"] > np.log(0.5) for r in right)
     assert all(r["n_candidates"] == 20 and r["chance"] == pytest.approx(0.05) for r in rows)
     assert all(r["presentation"] == "stated" and not r["derived"] for r in rows)
 
