@@ -271,6 +271,8 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_tiny_model_learns_20_fact_world(tmp_path, arch):
+    """100% direct within 600 steps. Measured (AMD EPYC, model and batch seeds 0-4, one
+    thread; seed 0 with two threads): 140-200 steps for GPT-2 and Llama, a 3x margin."""
     prompts = [f"Q {s} {r} ? A " for s, r, _ in TRIPLES]
     gold = [o for _, _, o in TRIPLES]
 
