@@ -19,17 +19,17 @@ torch.set_num_threads(1)
 
 #: method -> (hyperparameters, lr, steps, forget accuracy at most, retain accuracy at least).
 #: Before: 1.0 / 1.0. The thresholds hold over training trajectories, not one machine's:
-#: measured forget / retain after unlearning (10 targets, 104 retain facts) over
-#: trajectories: Intel, seed 0; AMD EPYC, one thread, seeds 0, 1, 3, 4 (this test's body
+#: measured forget / retain after unlearning (10 targets, 104 retain facts) over 6
+#: trajectories: Intel, seed 0; AMD EPYC, one thread, seeds 0-4 (this test's body
 #: on the fixture trained with ``train.seed=S``, unlearning with ``seed=S``):
 #:   GradAscent  0.0-0.4 / 0.14-0.46   (gradient ascent collapses the model: retain is
 #:                                      only held above chance, 0.05)
-#:   GradDiff    0.1-0.4 / 0.36-0.52   (AMD CI: forget 0.40)
+#:   GradDiff    0.1-0.4 / 0.36-0.59   (AMD CI: forget 0.40)
 #:   NPO         0.0     / 0.40-0.68
 #:   SimNPO      0.0-0.3 / 0.91-1.00   (forget weight gamma = 1)
 #:   IdkSFT      0.0     / 0.90-0.97
 #:   IdkDPO      0.0     / 0.74-0.88
-#:   RMU         0.2-0.6 / 0.52-0.84   (alpha = 10)
+#:   RMU         0.1-0.6 / 0.52-0.84   (alpha = 10)
 #: Margins: two targets (0.2) above the highest forget rate seen, >= 0.1 below the lowest
 #: retain rate. A method that does nothing keeps forget at 1.0; one that wrecks the model
 #: drops retain to chance: both still fail.
