@@ -303,13 +303,12 @@ def check_trainable(world: World, *, n_forget: int = 6, n_validation: int = 3,
     >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c")],
     ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
     >>> print(check_trainable(w, n_forget=1, n_validation=0))
-    forget target a g c: no other fact of its rule 'g(X, Z) :- p(X, Y), p(Y, Z).' is \
-demonstrated, so nothing could teach a model to re-derive it
+    key 'split.n_forget': asked for 1 forget targets but only 0 can be drawn with ...
     >>> print(check_trainable(w, n_forget=2, n_validation=0))
     key 'split.n_forget': asked for 2 forget targets but only 1 facts are eligible ...
     """
-    from kgtest.corpus.io import stage_seed
     from kgtest.corpus.splits import choose_split
+    from kgtest.seeds import stage_seed
 
     cfg = split if split is not None else SplitConfig(
         n_forget=n_forget, n_validation=n_validation, held_out_fraction=HELD_OUT_FRACTION)
@@ -416,8 +415,10 @@ def _records(world: World, cfg, run_dir: Path, log) -> list[dict]:
             name = variant_name(method, deep)
             log(f"unlearning {name}")
             variants[name], removed[name] = _unlearn(ctx, cfg, method, deep)
+    run_seeds = cfg.seeds()
     seeds = {"world": world.meta.get("edge_seed", world.meta.get("seed")),
-             "train": cfg.train.seed, "unlearn": cfg.unlearn.seed, "attack": cfg.probes.seed}
+             "train": run_seeds["batches"], "unlearn": run_seeds["unlearn"],
+             "attack": run_seeds["attack"], "probes": run_seeds["probes"]}
     pctx = ProbeContext.from_run(
         corpus_dir, world, run_id=f"{world.name}-{wkey[:8]}-seed{cfg.run.seed}", seeds=seeds,
         removed=removed, relearn=cfg.probes.relearn, quantize_bits=cfg.probes.quantize_bits,

@@ -341,7 +341,7 @@ def train_ensemble(models: Sequence[PreTrainedModel], tokenizer: PreTrainedToken
         torch.set_num_threads(cfg.threads)
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(cfg.seed or 0)
             loop = _Loop(models, corpus, cfg, out, device, eval_fn)
             seconds, cpu_seconds = loop.run()
     finally:
@@ -370,7 +370,7 @@ class _Loop:
         self.params = list(self.stack.parameters())
         self.opt = _optimizer(self.stack, models, cfg, device)
         self.sched = make_scheduler(self.opt, cfg)
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # the ordinary loop's batch order
+        self.gen = torch.Generator().manual_seed(cfg.seed or 0)  # the ordinary loop's batch order
         M = len(models)
         self.steps, self.final_loss = [0] * M, [float("nan")] * M
         self.metrics: list[dict[str, float]] = [{} for _ in range(M)]

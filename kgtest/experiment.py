@@ -35,6 +35,7 @@ from kgtest.corpus.splits import SplitConfig
 from kgtest.errors import InputError
 from kgtest.model import ModelConfig
 from kgtest.probes.config import ProbesConfig
+from kgtest.seeds import run_seeds
 from kgtest.train import TrainConfig
 from kgtest.unlearn.config import UnlearnConfig
 from kgtest.worlds.spec import WorldConfig, check_world_config
@@ -71,6 +72,18 @@ class ExperimentConfig:
         parts = [self.run.seed] + [world if s == "world" else getattr(self, s)
                                    for s in sections]
         return config_hash(*parts)
+
+    def seeds(self) -> dict[str, int]:
+        """Every stage's seed (:func:`kgtest.seeds.run_seeds`): derived from ``run.seed``,
+        or the explicit ``train.seed`` (batch order), ``unlearn.seed``, ``probes.seed``
+        (attacks and bootstrap) where one is set.
+
+        >>> a, b = ExperimentConfig().seeds(), ExperimentConfig(run=RunConfig(seed=1)).seeds()
+        >>> all(a[s] != b[s] for s in a)
+        True
+        """
+        return run_seeds(self.run.seed, batches=self.train.seed, unlearn=self.unlearn.seed,
+                         attack=self.probes.seed, bootstrap=self.probes.seed)
 
 
 SECTIONS = ("run", "world", "split", "corpus", "model", "train", "unlearn", "probes")

@@ -37,13 +37,14 @@ import numpy as np
 
 from kgtest.config import config_hash, to_dict
 from kgtest.corpus.in_context import in_context_stream
-from kgtest.corpus.io import build_corpus, read_corpus, stage_seed
+from kgtest.corpus.io import build_corpus, read_corpus
 from kgtest.corpus.splits import Split
 from kgtest.distributed import dist_info, run_stage_ranked
 from kgtest.errors import InputError
 from kgtest.experiment import ExperimentConfig
 from kgtest.interop.runinfo import write_run_info
 from kgtest.progress import probe_progress
+from kgtest.seeds import seed_strings, stage_seed
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.worlds.export import describe_world, write_world
 from kgtest.worlds.samplers import sample_world
@@ -199,14 +200,15 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
         corpus = read_corpus(corpus_dir)
         split = Split.load(corpus_dir / "split.json")
         tok = corpus_tokenizer(cfg, corpus)
-        model = build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed, "model"))
-        sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
-        train_cfg = cfg.train
+        seeds = cfg.seeds()
+        model = build_model(cfg.model, tok, seed=seeds["model"])
+        sets = eval_sets(corpus, split, seed=seeds["eval"])
+        train_cfg = replace(cfg.train, seed=seeds["batches"])
         if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
             train_cfg = replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
                                                     if k != "cot"})
         stream = in_context_stream(_world(cfg).close(), corpus, split,
-                                   seed=stage_seed(cfg.run.seed, "icl"))
+                                   seed=cfg.seeds()["icl"])
         if stream is not None and not train_cfg.answer_only_loss:
             raise InputError("corpus.icl.per_step > 0 writes made-up premises: it needs "
                              "train.answer_only_loss = true")
@@ -219,6 +221,7 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
             "stopped_early": result.stopped_early, "tokens": result.tokens,
             "seconds": result.seconds, **{f"acc_{k}": v for k, v in result.metrics.items()},
             "n_eval_direct": len(sets.direct), "n_eval_cot": len(sets.cot),
+            "seeds": seed_strings({k: seeds[k] for k in ("model", "batches", "eval")}),
         }
         atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         _write_config(cfg, tmp)
@@ -249,7 +252,8 @@ def variant_name(method: str, deep: bool) -> str:
 
 
 #: What a run publishes at the top of its folder from its records stage (kgtest.stages.publish).
-PUBLISHED = ("records.jsonl", "records.parquet", "summary.md", "summary.json", "plots")
+PUBLISHED = ("records.jsonl", "records.parquet", "summary.md", "summary.json", "plots",
+             "seeds.json")
 RECORDS_MARK = ".records.key"  # written last by publish: the records stage on display
 
 
@@ -321,8 +325,13 @@ def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, trained: Tr
     run_dir = Path(run_dir)
 
     def build(tmp: Path) -> None:
-        seeds = {"world": stage_seed(cfg.run.seed, "world"), "train": cfg.train.seed,
-                 "unlearn": cfg.unlearn.seed, "attack": cfg.probes.seed}
+        all_seeds = cfg.seeds()
+        atomic_write_text(tmp / "seeds.json",
+                          json.dumps({"run": str(cfg.run.seed), **seed_strings(all_seeds)},
+                                     indent=1) + "\n")
+        seeds = {"world": all_seeds["world"], "train": all_seeds["batches"],
+                 "unlearn": all_seeds["unlearn"], "attack": all_seeds["attack"],
+                 "probes": all_seeds["probes"]}
         ctx = ProbeContext.from_run(
             trained.corpus_dir, _world(cfg), run_id=f"{cfg.run.name}-seed{cfg.run.seed}",
             seeds=seeds, removed=removed, relearn=cfg.probes.relearn,
@@ -335,7 +344,8 @@ def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, trained: Tr
             rows = evaluate(variants, ctx, probes=cfg.probes.probes, log=plog)
         write_records(rows, tmp)
         report([run_dir], tmp, records=read_records(tmp), command=command,
-               control=cfg.probes.control, n_boot=cfg.probes.n_boot, seed=cfg.probes.seed)
+               control=cfg.probes.control, n_boot=cfg.probes.n_boot,
+               seed=all_seeds["bootstrap"])
 
     key = cfg.key("world", "split", "corpus", "model", "train", "unlearn", "probes")
     return run_stage_ranked(run_dir, "records", key, build)
@@ -346,7 +356,7 @@ def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: i
 
     Member ``m`` is initialised from model seed ``stage_seed(run.seed + m, "model")``, so
     member 0 has the initial weights ``kgtest train`` would use; all members see the same
-    batches (``train.seed``). Writes ``RUN/ensemble-<key>/member-<m>/`` (ordinary HF
+    batches (``cfg.seeds()["batches"]``). Writes ``RUN/ensemble-<key>/member-<m>/`` (ordinary HF
     checkpoints), ``train_log.jsonl`` and ``metrics.json`` (one entry per member).
     """
     from kgtest.ensemble import train_ensemble
@@ -363,8 +373,10 @@ def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: i
         tok = corpus_tokenizer(cfg, corpus)
         models = [build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed + m, "model"))
                   for m in range(members)]
-        sets = eval_sets(corpus, split, seed=stage_seed(cfg.run.seed, "eval"))
-        res = train_ensemble(models, tok, list(corpus.train), cfg.train, tmp,
+        seeds = cfg.seeds()
+        sets = eval_sets(corpus, split, seed=seeds["eval"])
+        res = train_ensemble(models, tok, list(corpus.train),
+                             replace(cfg.train, seed=seeds["batches"]), tmp,
                              eval_fn=make_eval_fn(tok, sets))
         metrics = {"members": members, "steps": list(res.steps),
                    "final_loss": list(res.final_losses), "metrics": list(res.metrics),

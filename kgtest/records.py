@@ -12,10 +12,12 @@ per line, written atomically; ``RUN/records.parquet`` is written beside it when
 column              type       meaning
 ==================  =========  ==============================================================
 run_id              str        the run (folder name or spec name + seed)
-seed_world          int        seed of the world sampler
-seed_train          int        seed of training (batch order, initialisation)
-seed_unlearn        int        seed of the unlearning method (None for controls)
-seed_attack         int        seed of attacks (relearn T/V split and fine-tuning order)
+seed_world          str        seed of the world sampler (seeds are decimal strings: JSON
+                               readers round integers above 2**53; see kgtest.seeds)
+seed_train          str        seed of training's batch order (and dropout)
+seed_unlearn        str        seed of the unlearning methods (batch order, RMU direction)
+seed_attack         str        seed of attacks (relearn T/V split and fine-tuning order)
+seed_probes         str        seed of the probes' fact samples (utility)
 variant             str        ``original``, ``filter``, ``ignorance``, ``never_trained``,
                                or a method (``NPO``, ``NPO_deep``...)
 probe               str        ``direct``, ``statement``, ``paraphrase``, ``cot``,
@@ -124,8 +126,8 @@ RECORDS = "records.jsonl"
 
 #: Column name -> (type, default). The module docstring says what each means.
 COLUMNS: dict[str, tuple[type, object]] = {
-    "run_id": (str, ""), "seed_world": (int, None), "seed_train": (int, None),
-    "seed_unlearn": (int, None), "seed_attack": (int, None),
+    "run_id": (str, ""), "seed_world": (str, None), "seed_train": (str, None),
+    "seed_unlearn": (str, None), "seed_attack": (str, None), "seed_probes": (str, None),
     "variant": (str, ""), "probe": (str, ""), "setting": (str, ""),
     "fact": (int, -1), "subject": (str, ""), "relation": (str, ""), "object": (str, ""),
     "correct": (bool, None), "score": (float, None), "rank": (int, None),

@@ -133,7 +133,7 @@ class TrainConfig:
     eval_every: int = field(default=250, metadata={"check": nonneg})  # steps per eval (0: end)
     log_every: int = field(default=50, metadata={"check": _positive})  # steps per loss readout
     checkpoint_every: int = field(default=500, metadata={"check": nonneg})  # 0: never
-    seed: int = 0  # batch order (and dropout) seed
+    seed: int | None = None  # batch order, dropout (None: derived from run.seed; alone: 0)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     compile: bool = False  # torch.compile the body (~5% on CPU for ~40 s of compiling)
     threads: int = field(default=0, metadata={"check": in_range(0, max_threads())})  # 0: auto
@@ -278,7 +278,7 @@ class _Run:
         model.to(device).train()
         self.opt = make_optimizer(model, cfg, device)
         self.sched = make_scheduler(self.opt, cfg)
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # batch order, on the CPU
+        self.gen = torch.Generator().manual_seed(cfg.seed or 0)  # batch order, on the CPU
         self.epoch_gen_state = self.gen.get_state()  # generator state before plan_epoch
         self.plan_epoch, self.plan = -1, None
         self.n_batches = math.ceil(corpus.n_docs / cfg.batch_size)
@@ -594,7 +594,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
     # Dropout draws from the global RNG: seed it from cfg.seed inside a fork, so a run is a
     # function of its seed and the caller's RNG is left as it was.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed or 0)
         if run.rng is not None:
             torch.set_rng_state(run.rng[0])
             if run.rng[1] is not None and device.type == "cuda":

@@ -21,7 +21,7 @@ Examples
 >>> w = World.from_names([("ann", "parent", "bob"), ("bob", "parent", "cy")],
 ...                      parse_rules("grandparent(X, Z) :- parent(X, Y), parent(Y, Z)."))
 >>> with tempfile.TemporaryDirectory() as out:
-...     corpus, split = build_corpus(w, SplitConfig(n_forget=1, n_validation=0),
+...     corpus, split = build_corpus(w, SplitConfig(1, 0, target_presentation="stated_and_cot"),
 ...                                  CorpusConfig(), out, seed=0)
 ...     again = read_corpus(out)
 >>> [d["text"] for d in again.train] == [d["text"] for d in corpus.train]
@@ -44,6 +44,7 @@ from kgtest.corpus.splits import Split, SplitConfig, choose_split
 from kgtest.corpus.surface import Surface
 from kgtest.errors import InputError
 from kgtest.perms import respect_umask
+from kgtest.seeds import stage_seed
 
 __all__ = ["write_corpus", "read_corpus", "build_corpus", "corpus_stats", "fact_categories",
            "configs_from_spec", "stage_seed", "FILES"]
@@ -51,19 +52,6 @@ __all__ = ["write_corpus", "read_corpus", "build_corpus", "corpus_stats", "fact_
 #: The files a corpus folder holds.
 FILES = ("train.jsonl", "eval.jsonl", "unknown.jsonl", "in_context.jsonl", "split.json",
          "facts.tsv", "corpus_stats.json", "corpus.json")
-
-
-def stage_seed(seed: int, stage: str) -> int:
-    """A per-stage seed derived from a run seed (stable across runs and platforms).
-
-    Examples
-    --------
-    >>> stage_seed(0, "split") == stage_seed(0, "split") != stage_seed(0, "corpus")
-    True
-    """
-    code = int.from_bytes(stage.encode()[:8].ljust(8, b"\0"), "little")
-    return int(np.random.SeedSequence([int(seed), code]).generate_state(1, np.uint64)[0]
-               >> np.uint64(1))
 
 
 def fact_categories(corpus: Corpus, split: Split) -> list[str]:

@@ -21,7 +21,11 @@ What is trained, per fact category:
   seeded ``qa_fraction`` of subjects;
 - derived facts not held out: ``derived = "stated"`` (statements + QA, memorised),
   ``"cot"`` (chain-of-thought documents) or ``"both"``;
-- held-out derived facts: nothing, ever (implied only).
+- held-out derived facts: nothing, ever (implied only);
+- forget and validation targets under ``split.target_presentation = "stated"`` (the
+  default): statements + QA only, whatever ``derived`` says: no chain of thought and no
+  in-context document answers a target, and other facts' chains write a target as one
+  step (it is stated), never expand its chain.
 
 A chain of thought follows one derivation of the fact: among its shortest derivations,
 the one with the fewest held-out premises, then the lowest index. Each premise that is
@@ -389,7 +393,7 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     >>> w = World.from_names([("ann", "parent", "bob"), ("bob", "parent", "cy")],
     ...                      parse_rules("grandparent(X, Z) :- parent(X, Y), parent(Y, Z)."))
     >>> c = w.close()
-    >>> sp = choose_split(c, w, SplitConfig(n_forget=1, n_validation=0))
+    >>> sp = choose_split(c, w, SplitConfig(1, 0, target_presentation="stated_and_cot"))
     >>> corpus = render(c, w, sp, CorpusConfig(), seed=0)
     >>> d = corpus.in_context[0]
     >>> d["prompt"], d["completion"]
@@ -411,7 +415,12 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     derived_shown = ~is_base & ~held
     stated = is_base | (derived_shown & (cfg.derived in ("stated", "both")))
     cot = derived_shown & (cfg.derived in ("cot", "both"))
+    target = np.zeros(n, dtype=bool)
+    if getattr(split.config, "target_presentation", "stated") == "stated":
+        target[split.forget] = target[split.validation] = True
+        stated, cot = stated | (target & derived_shown), cot & ~target
     presentation = np.where(is_base, "stated", np.where(held, "implied", cfg.derived))
+    presentation = np.where(target & derived_shown, "stated", presentation)
     chains = _Chains(closure, held, stated)
     k = cfg.multiplicity
     # per-fact template offsets: copy c of fact f uses training template (off[f] + c)

@@ -12,6 +12,16 @@
 ``retain``              everything else
 
 plus the masks behind them (a premise can also be a target: the masks keep both).
+
+``target_presentation`` says how the targets (forget and validation) train. ``stated``
+(the default): statement and QA only, never a chain of thought or an in-context document
+about the target itself, and each derived target's rule is demonstrated (by the documents
+of derived facts, CoT when the corpus renders it) on at least one other entity: another
+subject's fact of that rule that is neither a target nor held out. Targets are drawn so
+that this holds, and a split where it cannot is an :class:`InputError` naming
+``split.target_presentation``. ``stated_and_cot``: targets train like every other derived
+fact (with ``corpus.derived = "both"``, their own chain too), so CoT after unlearning
+measures the suppression of a memorised chain, not re-derivation.
 Targets and their premises are never held out. A derived fact is held out when its rules
 are not *demonstrated* on its subject (``demo_fraction``: each rule is demonstrated on a
 seeded fraction of the entities that are subjects of its facts), or by the random
@@ -27,9 +37,9 @@ Examples
 >>> c = w.close()
 >>> sp = choose_split(c, w, SplitConfig(n_forget=1, n_validation=0), seed=0)
 >>> [c.named(f) for f in sp.forget], sp.labels[sp.forget[0]]
-([('b', 'g', 'd')], 'forget')
+([('a', 'g', 'c')], 'forget')
 >>> sorted(c.named(f) for f in sp.premise)
-[('b', 'p', 'c'), ('c', 'p', 'd')]
+[('a', 'p', 'b'), ('b', 'p', 'c')]
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -47,12 +58,15 @@ from kgtest.errors import InputError
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.facts import atomic_write_text
 
-__all__ = ["SplitConfig", "Split", "choose_split", "LABELS", "TARGET_CATEGORIES"]
+__all__ = ["SplitConfig", "Split", "choose_split", "LABELS", "TARGET_CATEGORIES",
+           "PRESENTATIONS", "demonstrations"]
 
 #: Split labels, from lowest to highest priority.
 LABELS = ("retain", "held_out", "validation_premise", "premise", "validation", "forget")
 #: Categories targets may be drawn from.
 TARGET_CATEGORIES = ("derived", "base", "planted")
+#: How targets are presented in training (see the module docstring).
+PRESENTATIONS = ("stated", "stated_and_cot")
 
 
 def _fraction(value) -> str | None:
@@ -73,6 +87,7 @@ class SplitConfig:
     held_out_fraction: float = field(default=0.0, metadata={"check": _fraction})  # random
     demo_fraction: float = field(default=1.0, metadata={"check": _fraction})  # rule demo subjects
     rule_demo_fraction: dict = field(default_factory=dict)  # per head relation overrides
+    target_presentation: Literal["stated", "stated_and_cot"] = "stated"  # targets: no own CoT
     seed: int = 0  # used when choose_split gets no seed argument
 
     def __post_init__(self):
@@ -190,8 +205,92 @@ def _premises_of(closure: Closure, targets: np.ndarray) -> np.ndarray:
     return np.unique(p[p >= 0])
 
 
+def _head_rules(closure: Closure) -> tuple[np.ndarray, np.ndarray]:
+    """Unique ``(head, rule)`` pairs of the closure's derivations, as two aligned arrays."""
+    if closure.n_derivations == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z
+    pairs = np.unique(np.stack([closure.deriv_head, closure.deriv_rule.astype(np.int64)], 1)
+                      .reshape(-1, 2), axis=0)
+    pairs = pairs[~closure.is_base[pairs[:, 0]]]
+    return pairs[:, 0], pairs[:, 1]
+
+
+def demonstrations(closure: Closure, target: int, usable: np.ndarray,
+                   pairs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Facts that demonstrate a rule of ``target`` on another entity.
+
+    They are derived by a rule that derives ``target``, have another subject, and are
+    ``usable`` (an ``(N,)`` bool mask: e.g. neither a target nor held out). Empty for a
+    base fact.
+
+    Examples
+    --------
+    >>> from kgtest.symbolic.rules import parse_rules
+    >>> from kgtest.worlds.world import World
+    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
+    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+    >>> c = w.close()
+    >>> t = next(f for f in range(len(c)) if c.named(f) == ("a", "g", "c"))
+    >>> [c.named(f) for f in demonstrations(c, t, np.ones(len(c), dtype=bool))]
+    [('b', 'g', 'd')]
+    """
+    ph, pr = _head_rules(closure) if pairs is None else pairs
+    rules = pr[ph == target]
+    if not len(rules):
+        return np.zeros(0, dtype=np.int64)
+    cand = np.unique(ph[np.isin(pr, rules)])
+    F = closure.facts
+    cand = cand[(F[cand, 0] != F[target, 0]) & np.asarray(usable)[cand]]
+    return cand.astype(np.int64)
+
+
+def _draw_stated(rng, pool: np.ndarray, k: int, closure: Closure, pairs, taken: np.ndarray,
+                 derived: np.ndarray) -> np.ndarray:
+    """Draw ``k`` targets from ``pool`` so that every derived target (these and ``taken``)
+    keeps a demonstration of its rule on another entity that is not a target."""
+    is_t = taken.copy()
+    chosen: list[int] = []
+    for c in rng.permutation(pool).tolist():
+        if len(chosen) == k:
+            break
+        if not derived[c]:
+            chosen.append(c)
+            is_t[c] = True
+            continue
+        is_t[c] = True
+        ok = len(demonstrations(closure, c, ~is_t, pairs)) > 0
+        for o in (np.flatnonzero(is_t & derived).tolist() if ok else ()):
+            if o != c and not len(demonstrations(closure, o, ~is_t, pairs)):
+                ok = False
+                break
+        if ok:
+            chosen.append(c)
+        else:
+            is_t[c] = False
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
 def _fail(where: str, key: str, msg: str) -> InputError:
     return InputError(f"{where + ': ' if where else ''}key 'split.{key}': {msg}")
+
+
+def _few_demonstrated(got: int, want: int, what: str) -> str:
+    return (f"asked for {want} {what} targets but only {got} can be drawn with "
+            f"split.target_presentation = \"stated\" (each derived target's rule must stay "
+            f"demonstrated on another entity that is not a target); lower it, or use "
+            f"\"stated_and_cot\"")
+
+
+def _check_demonstrated(closure: Closure, demos: dict, where: str) -> None:
+    bad = [t for t, ids in demos.items() if not len(ids)]
+    if bad:
+        t = bad[0]
+        raise _fail(where, "target_presentation", f"{len(bad)} targets (e.g. "
+                    f"{' '.join(closure.named(t))}) have no rule demonstrated on another "
+                    f"entity (every other fact of their rules is a target or held out); "
+                    f"raise split.demo_fraction, lower split.n_forget / n_validation, or use "
+                    f"\"stated_and_cot\"")
 
 
 def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
@@ -262,7 +361,16 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
     if cfg.n_forget > len(pool):
         raise _fail(where, "n_forget", f"asked for {cfg.n_forget} forget targets but only "
                     f"{len(pool)} facts are eligible ({what}); lower it or widen the categories")
-    forget = np.sort(rng.choice(pool, cfg.n_forget, replace=False)).astype(np.int64)
+    stated_only = cfg.target_presentation == "stated"
+    pairs = _head_rules(closure)
+    if stated_only:
+        forget = _draw_stated(rng, pool, cfg.n_forget, closure, pairs, np.zeros(n, bool),
+                              derived)
+        if len(forget) < cfg.n_forget:
+            raise _fail(where, "n_forget", _few_demonstrated(len(forget), cfg.n_forget,
+                                                             "forget"))
+    else:
+        forget = np.sort(rng.choice(pool, cfg.n_forget, replace=False)).astype(np.int64)
     premise = _premises_of(closure, forget)
     # validation: away from the forget targets, their premises and what they help derive
     taboo = np.zeros(n, dtype=bool)
@@ -275,24 +383,31 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
         raise _fail(where, "n_validation", f"asked for {cfg.n_validation} validation targets "
                     f"but only {len(vpool)} eligible facts remain after the {cfg.n_forget} "
                     f"forget targets and their premises ({what})")
-    validation = np.sort(rng.choice(vpool, cfg.n_validation, replace=False)).astype(np.int64)
+    if stated_only:
+        validation = _draw_stated(rng, vpool, cfg.n_validation, closure, pairs,
+                                  np.isin(np.arange(n), forget), derived)
+        if len(validation) < cfg.n_validation:
+            raise _fail(where, "n_validation", _few_demonstrated(
+                len(validation), cfg.n_validation, "validation"))
+    else:
+        validation = np.sort(rng.choice(vpool, cfg.n_validation, replace=False)
+                             ).astype(np.int64)
+    is_target = np.zeros(n, dtype=bool)
+    if stated_only:  # targets demonstrate nothing: their chains never train
+        is_target[forget] = is_target[validation] = True
     vpremise = _premises_of(closure, validation)
     protected = np.zeros(n, dtype=bool)
     for ids in (forget, premise, validation, vpremise):
         protected[ids] = True
 
     # --- demonstrations -----------------------------------------------------------------
-    # (head, rule) pairs for derived heads: which rules derive which derived facts
-    pairs = np.unique(np.stack([closure.deriv_head, closure.deriv_rule.astype(np.int64)], 1)
-                      .reshape(-1, 2), axis=0)
-    pairs = pairs[derived[pairs[:, 0]]]
-    ph, pr = pairs[:, 0], pairs[:, 1]
+    ph, pr = pairs  # (head, rule) pairs for derived heads
     heads = sorted({r.head.relation for r in closure.rules})
     for rel in cfg.rule_demo_fraction:
         if rel not in heads:
             raise _fail(where, f"rule_demo_fraction.{rel}", "no rule derives this relation "
                         f"(rule heads: {', '.join(heads) or 'none'})")
-    demo_pair = np.ones(len(pairs), dtype=bool)
+    demo_pair = np.ones(len(ph), dtype=bool)
     demo_entities = {}
     for ri, rule in enumerate(closure.rules):
         frac = cfg.rule_demo_fraction.get(rule.head.relation, cfg.demo_fraction)
@@ -300,6 +415,8 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
         if frac >= 1 or not sel.any():
             continue
         subjects = np.unique(closure.facts[ph[sel], 0])
+        if stated_only and (sel & ~is_target[ph]).any():  # demonstrate on non-targets
+            subjects = np.unique(closure.facts[ph[sel & ~is_target[ph]], 0])
         k = 0 if frac <= 0 else max(1, int(round(frac * len(subjects))))
         demo = np.sort(rng.choice(subjects, k, replace=False)).astype(np.int64)
         demo_entities[ri] = demo
@@ -309,7 +426,7 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
     held = derived & ~demonstrated & ~protected
 
     rule_demo = np.zeros(len(closure.rules), dtype=np.int64)  # demonstrations per rule
-    np.add.at(rule_demo, pr[~held[ph]], 1)
+    np.add.at(rule_demo, pr[~held[ph] & ~is_target[ph]], 1)
     fact_ok = np.zeros(n, dtype=bool)
     fact_ok[ph[rule_demo[pr] > 0]] = True
     bad = np.flatnonzero(held & ~fact_ok)
@@ -324,7 +441,14 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
                     f"{' '.join(closure.named(f))}) would be held out; a held-out rule needs "
                     f"demonstrations on other entities (raise the fraction above 0)")
 
-    # --- random held-out facts, never a rule's last demonstration ---------------------------
+    # --- random held-out facts, never a rule's (or a target's) last demonstration -----------
+    demos = {t: demonstrations(closure, t, ~is_target & ~held, pairs)
+             for t in np.flatnonzero(is_target & derived).tolist()}
+    _check_demonstrated(closure, demos, where)
+    needed = np.zeros(n, dtype=np.int64)  # targets a fact demonstrates
+    for ids in demos.values():
+        needed[ids] += 1
+    left = {t: len(ids) for t, ids in demos.items()}
     if cfg.held_out_fraction > 0:
         cands = rng.permutation(np.flatnonzero(derived & ~held & ~protected))
         want = int(round(cfg.held_out_fraction * len(cands)))
@@ -335,9 +459,12 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
             if taken >= want:
                 break
             rules = pr[order[starts[f] : starts[f + 1]]]
-            if (rule_demo[rules] > 1).all():
+            users = [t for t, ids in demos.items() if needed[f] and f in ids]
+            if (rule_demo[rules] > 1).all() and all(left[t] > 1 for t in users):
                 held[f] = True
                 rule_demo[rules] -= 1
+                for t in users:
+                    left[t] -= 1
                 taken += 1
 
     return Split(

@@ -40,7 +40,8 @@ class ProbesConfig:
     batch_size: int = field(default=256, metadata={"check": _positive})  # prompts per forward
     n_boot: int = field(default=2000, metadata={"check": _positive})  # bootstrap resamples
     control: str = "filter"  # the control that excess re-derivation subtracts
-    seed: int = field(default=0, metadata={"check": nonneg})  # attack and bootstrap seed
+    seed: int | None = field(default=None, metadata={"check": nonneg})  # attacks, bootstrap
+    # (None: each derived from run.seed, see kgtest.seeds)
 
     def __post_init__(self):
         for name in self.probes:

@@ -313,11 +313,25 @@ def latent(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
                   "implied"))
 
 
-def _sample(ids, limit: int) -> list[int]:
+def _sample(ids, limit: int, seed: int) -> list[int]:
     ids = sorted(int(x) for x in ids)
     if len(ids) <= limit:
         return ids
-    return sorted(np.random.default_rng(0).choice(ids, limit, replace=False).tolist())
+    return sorted(np.random.default_rng(seed).choice(ids, limit, replace=False).tolist())
+
+
+def utility_retain_facts(corpus, split, limit: int, seed: int) -> dict[str, list[int]]:
+    """The retained facts the utility probe asks: ``direct`` (stated) and ``cot`` samples.
+
+    ``seed`` is the run's ``probes`` seed (:func:`kgtest.seeds.run_seeds`). Unlearning
+    tunes on retained facts outside these (its utility floor must not peek at them).
+    """
+    pres = np.asarray(corpus.presentation)
+    retain = split.labels == "retain"
+    derived = np.asarray([t.split(",")[0] == "derived" for t in corpus.tags], dtype=bool)
+    stated = np.flatnonzero(retain & np.isin(pres, ["stated", "both"]))
+    chained = np.flatnonzero(retain & np.isin(pres, ["cot", "both"]) & derived)
+    return {"direct": _sample(stated, limit, seed), "cot": _sample(chained, limit, seed)}
 
 
 @PROBES.register("utility")
@@ -331,20 +345,17 @@ def utility(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     and ``utility_loss`` (mean log-prob per token of the gold CoT documents of held-out
     facts, which no training document contains; ``correct`` is None).
     """
-    c, F, sp = ctx.closure, ctx.corpus.facts, ctx.split
-    pres = np.asarray(ctx.corpus.presentation)
-    retain = sp.labels == "retain"
-    stated = np.flatnonzero(retain & np.isin(pres, ["stated", "both"]))
-    chained = np.flatnonzero(retain & np.isin(pres, ["cot", "both"]) & ~c.is_base)
+    F, sp = ctx.corpus.facts, ctx.split
+    seed = int(ctx.seeds.get("probes") or 0)
+    kept = utility_retain_facts(ctx.corpus, sp, ctx.utility_limit, seed)
     near = np.concatenate([sp.forget, sp.premise]).astype(np.int64)
     near_ents = set(F[near][:, [0, 2]].ravel().tolist())
     far = [int(f) for f in sp.held_out if not {int(F[f, 0]), int(F[f, 2])} & near_ents]
-    rows = ask(model, tokenizer, ctx, _direct_items(ctx, _sample(stated, ctx.utility_limit)),
-               "utility_direct")
-    rows += _cot(model, tokenizer, _sample(chained, ctx.utility_limit), ctx, "utility_cot")
-    rows += _cot(model, tokenizer, _sample(far, ctx.utility_limit), ctx, "utility_rule")
+    rows = ask(model, tokenizer, ctx, _direct_items(ctx, kept["direct"]), "utility_direct")
+    rows += _cot(model, tokenizer, kept["cot"], ctx, "utility_cot")
+    rows += _cot(model, tokenizer, _sample(far, ctx.utility_limit, seed), ctx, "utility_rule")
     gold = {d["facts"][-1]["id"]: d for d in ctx.corpus.eval if d.get("probe") == "cot"}
-    far = _sample([f for f in sp.held_out.tolist() if f in gold], ctx.utility_limit)
+    far = _sample([f for f in sp.held_out.tolist() if f in gold], ctx.utility_limit, seed)
     if far:
         lp = answer_logprobs(model, tokenizer, [gold[f]["prompt"] for f in far],
                              [[gold[f]["completion"]] for f in far])[:, 0]  # (P,)

@@ -39,11 +39,12 @@ import numpy as np
 from kgtest.config import apply_overrides as _apply
 from kgtest.config import build, config_hash, to_dict
 from kgtest.corpus.in_context import in_context_stream
-from kgtest.corpus.io import read_corpus, stage_seed
+from kgtest.corpus.io import read_corpus
 from kgtest.corpus.render import Corpus
 from kgtest.corpus.splits import Split
 from kgtest.errors import InputError
 from kgtest.model import ModelConfig, load_model, save_model
+from kgtest.seeds import stage_seed
 from kgtest.stages import run_stage
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.train import TrainConfig, resolve_device
@@ -93,6 +94,10 @@ class RunContext:
     @property
     def seed(self) -> int:
         return int(self.config.get("run", {}).get("seed", 0))
+
+    def unlearn_seed(self, cfg: UnlearnConfig) -> int:
+        """The unlearning seed: ``cfg.seed``, or derived from the run seed when None."""
+        return stage_seed(self.seed, "unlearn") if cfg.seed is None else int(cfg.seed)
 
     def section(self, cls, name: str):
         """A config section of the run as its typed dataclass."""
@@ -241,7 +246,7 @@ def _forget(ctx: RunContext, cfg: UnlearnConfig, targets, deep: bool):
     if deep:
         kw = dict(closure=ctx.closure, kb=ctx.kb, fixed=ctx.fixed,
                   restarts=cfg.deletion_restarts, time_limit=cfg.deletion_time_limit,
-                  seed=stage_seed(cfg.seed, "deletion"))
+                  seed=stage_seed(ctx.unlearn_seed(cfg), "deletion"))
     return forget_set(ctx.corpus, targets, deep=deep,
                       include_cot_premise_docs=cfg.include_cot_premise_docs, **kw)
 
@@ -265,10 +270,11 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
     avoid = set(fs.facts.tolist()) | (set(val.facts.tolist()) if val else set())
     avoid |= set(split.validation.tolist())
     retain = retain_docs(ctx.corpus, avoid)
-    retain_eval = _retain_eval(ctx, avoid, cfg.retain_eval, stage_seed(cfg.seed, "retain"))
+    useed = ctx.unlearn_seed(cfg)
+    retain_eval = _retain_eval(ctx, avoid, cfg.retain_eval, stage_seed(useed, "retain"))
     etype = ctx.world.entity_type if "world" in ctx.config else None
     loop_kw = dict(batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
-                   weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed,
+                   weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=useed,
                    device=cfg.device, progress=cfg.progress)
     tuning = None
     lr, steps = cfg.lr, cfg.steps
@@ -302,6 +308,7 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
         "history": res.history,
         "seconds": {"tune": round(t_tuned - t_start, 3), "unlearn": round(res.seconds, 3),
                     "total": round(time.perf_counter() - t_start, 3)},
+        "seed": str(useed),
         "config": to_dict(cfg), "model_stage": ctx.model_stage.name,
         "corpus": ctx.corpus_dir.name, "device": str(dev),
     }
@@ -391,7 +398,7 @@ def control_run(run, kind: str, cfg: UnlearnConfig | None = None, *,
     for item in overrides:
         data = _apply(data, [item.removeprefix("unlearn.")], where="--set")
     cfg = build(UnlearnConfig, data, where="--set", section="unlearn")
-    deletion_cfg = ([cfg.deletion_restarts, cfg.deletion_time_limit, cfg.seed]
+    deletion_cfg = ([cfg.deletion_restarts, cfg.deletion_time_limit, ctx.unlearn_seed(cfg)]
                     if kind == "ignorance" else None)
     steps = cfg.control_steps or ctx.train_steps()
     key = config_hash(ctx.model_stage.name, kind, deletion_cfg,
@@ -412,7 +419,7 @@ def control_run(run, kind: str, cfg: UnlearnConfig | None = None, *,
                 sets = deletion_sets(ctx.closure, ctx.split.forget, kb=ctx.kb, fixed=ctx.fixed,
                                      restarts=cfg.deletion_restarts,
                                      time_limit=cfg.deletion_time_limit,
-                                     seed=stage_seed(cfg.seed, "deletion"))
+                                     seed=stage_seed(ctx.unlearn_seed(cfg), "deletion"))
             filtered, dropped, checked = control_corpus(ctx.corpus, ctx.split, kind,
                                                         deletion=sets)
             train_cfg = replace(ctx.section(TrainConfig, "train"), steps=steps,

@@ -73,7 +73,7 @@ class UnlearnConfig:
     deletion_time_limit: float = field(default=5.0, metadata={"check": nonneg})  # exact search s
     control_steps: int = field(default=0, metadata={"check": in_range(0, MAX_STEPS)})  # 0: as
     # the original took
-    seed: int = 0  # batch order, RMU's random direction, retain-eval sample
+    seed: int | None = None  # batch order, RMU's direction, samples (None: from run.seed)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     progress: bool = True  # tqdm progress bars on stderr
 

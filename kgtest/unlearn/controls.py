@@ -23,7 +23,7 @@ Examples
 >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c")],
 ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
 >>> c = w.close()
->>> sp = choose_split(c, w, SplitConfig(n_forget=1, n_validation=0))
+>>> sp = choose_split(c, w, SplitConfig(1, 0, target_presentation="stated_and_cot"))
 >>> corpus = render(c, w, sp, CorpusConfig(derived="both"))
 >>> filtered, dropped, n = control_corpus(corpus, sp, "filter")
 >>> [d["text"] for d in filtered.train], dropped

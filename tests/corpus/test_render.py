@@ -315,7 +315,8 @@ def scenarios(draw):
     n_forget = draw(st.integers(0, min(eligible, 3)))
     split_cfg = SplitConfig(n_forget=n_forget, n_validation=0,
                             held_out_fraction=draw(st.sampled_from([0.0, 0.3, 0.7, 1.0])),
-                            demo_fraction=draw(st.sampled_from([0.5, 1.0])))
+                            demo_fraction=draw(st.sampled_from([0.5, 1.0])),
+                            target_presentation="stated_and_cot")  # "stated": test_presentation
     group = draw(st.sampled_from(["fact", "subject"]))
     corpus_cfg = CorpusConfig(
         surface=draw(st.sampled_from(["symbolic", "natural"])),

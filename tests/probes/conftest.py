@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     world = sample_world(cfg.world, seed=stage_seed(cfg.run.seed, "world"))
     ctx = ProbeContext.from_run(run.corpus_dir, world, run_id="probe-test",
                                 seeds={"world": stage_seed(cfg.run.seed, "world"),
-                                       "train": cfg.train.seed, "attack": 0})
+                                       "train": cfg.seeds()["batches"], "attack": 0})
     model, tok = load_model(run.model_dir)
     return model, tok, ctx, cfg
 

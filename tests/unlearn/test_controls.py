@@ -21,7 +21,9 @@ def corpora(draw):
                         planted_depth=(1, 2), planted_stated=False))
     closure = world.close()
     split = choose_split(closure, world, SplitConfig(n_forget=2, n_validation=0,
-                                                     targets_from=("planted",)), seed=0)
+                                                     targets_from=("planted",),
+                                                     target_presentation="stated_and_cot"),
+                         seed=0)
     cfg = CorpusConfig(derived=draw(st.sampled_from(["stated", "cot", "both"])),
                        group=draw(st.sampled_from(["fact", "subject"])),
                        multiplicity=draw(st.integers(1, 2)),

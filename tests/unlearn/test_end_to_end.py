@@ -79,8 +79,8 @@ def test_forget_docs_are_every_rendered_form(trained):
     fs = forget_set(ctx.corpus, ctx.split.forget)
     kinds = {(t, d["kind"]) for d in fs.docs for x in d["facts"] for t in fs.targets
              if x["id"] == t}
-    for t in fs.targets.tolist():  # derived = both: statement, QA and CoT for every target
-        assert {(t, "statement"), (t, "qa"), (t, "cot")} <= kinds
+    for t in fs.targets.tolist():  # target_presentation = stated: statement and QA only
+        assert {(t, "statement"), (t, "qa")} <= kinds and (t, "cot") not in kinds
     with_premise = forget_set(ctx.corpus, ctx.split.forget, include_cot_premise_docs=True)
     assert len(with_premise.docs) >= len(fs.docs)
     assert all(d["kind"] in ("qa", "cot") for d in fs.pair_docs)
