@@ -228,7 +228,7 @@ def default_config():
                           tensorboard=False, checkpoint_every=0,
                           stop_at={"direct": 0.99, "cot": 0.95}),
         unlearn=UnlearnConfig(methods=("NPO",), deep=(False,), controls=("filter",),
-                              tune_lrs=(1e-3,), tune_steps=(10, 30), progress=False,
+                              tune_lrs=(1e-3,), tune_epochs=(5, 15), progress=False,
                               device="cpu"),
         probes=ProbesConfig(probes=("direct", "cot"), n_boot=1000),
     )

@@ -116,11 +116,17 @@ class EvalSets:
     cot: tuple  # CoT questions on held-out derived facts (rule demonstrated elsewhere)
 
 
-def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0) -> EvalSets:
-    """Pick the in-loop evaluation questions from a corpus's eval documents."""
+def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0,
+              avoid=()) -> EvalSets:
+    """Pick the in-loop evaluation questions from a corpus's eval documents.
+
+    Early stopping must not select on the facts the report scores: the forget and
+    validation targets and ``avoid`` (the utility probe's retained facts) are never asked.
+    """
+    skip = set(split.forget.tolist()) | set(split.validation.tolist()) | {int(f) for f in avoid}
     trained = {f["id"] for d in corpus.train if d["kind"] in ("statement", "qa")
-               for f in d["facts"] if f["role"] in ("stated", "answer")}
-    held = set(split.held_out.tolist())
+               for f in d["facts"] if f["role"] in ("stated", "answer")} - skip
+    held = set(split.held_out.tolist()) - skip
     direct, cot = [], []
     for d in corpus.eval:
         ans = [f["id"] for f in d["facts"] if f["role"] == "answer"]
@@ -138,6 +144,14 @@ def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0) -> EvalS
         return tuple(docs[i] for i in sorted(rng.choice(len(docs), limit, replace=False)))
 
     return EvalSets(direct=sample(direct), cot=sample(cot))
+
+
+def _scored(cfg: ExperimentConfig, corpus, split: Split) -> set[int]:
+    """The retained facts the utility probe will score (kept out of early stopping)."""
+    from kgtest.probes.probes import utility_retain_facts
+
+    kept = utility_retain_facts(corpus, split, cfg.probes.utility_limit, cfg.seeds()["probes"])
+    return set(kept["direct"]) | set(kept["cot"])
 
 
 def make_eval_fn(tokenizer, sets: EvalSets):
@@ -202,7 +216,7 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
         tok = corpus_tokenizer(cfg, corpus)
         seeds = cfg.seeds()
         model = build_model(cfg.model, tok, seed=seeds["model"])
-        sets = eval_sets(corpus, split, seed=seeds["eval"])
+        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=_scored(cfg, corpus, split))
         train_cfg = replace(cfg.train, seed=seeds["batches"])
         if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
             train_cfg = replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
@@ -374,7 +388,7 @@ def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: i
         models = [build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed + m, "model"))
                   for m in range(members)]
         seeds = cfg.seeds()
-        sets = eval_sets(corpus, split, seed=seeds["eval"])
+        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=_scored(cfg, corpus, split))
         res = train_ensemble(models, tok, list(corpus.train),
                              replace(cfg.train, seed=seeds["batches"]), tmp,
                              eval_fn=make_eval_fn(tok, sets))

@@ -248,6 +248,44 @@ def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path 
     return _save(fig, path)
 
 
+def _tuning_frontier(runs: Sequence[Path], path: Path) -> Path | None:
+    """Every tuning grid point (validation forget vs retain accuracy) per variant, the
+    chosen point circled: the trade-off frontier each method was chosen from."""
+    grids = []
+    for run in runs:
+        for f in sorted(run.rglob("unlearn.json")):
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            tun = data.get("tuning") or {}
+            if tun.get("grid") and "retain_acc" in tun["grid"][0]:
+                grids.append((f"{data.get('method')}{'_deep' if data.get('deep') else ''}",
+                              tun))
+    if not grids:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    colours = _colours(list(dict.fromkeys(v for v, _ in grids)))
+    for v, tun in grids:
+        g = tun["grid"]
+        ax.scatter([p["retain_acc"] for p in g], [p["forget_acc"] for p in g], s=18,
+                   color=colours[v], alpha=0.6, label=v)
+        c = tun["choice"]
+        ax.scatter([c["retain_acc"]], [c["forget_acc"]], s=90, facecolors="none",
+                   edgecolors=colours[v])
+    level, retain_min = grids[0][1].get("level"), grids[0][1].get("retain_min")
+    if level is not None:
+        ax.axhline(level, ls="--", color="grey", lw=0.8)
+    if retain_min is not None:
+        ax.axvline(retain_min, ls="--", color="grey", lw=0.8)
+    ax.set_xlabel("validation: retain direct accuracy")
+    ax.set_ylabel("validation: forget direct accuracy")
+    ax.set_title("tuning grid (admissible: below and right of the dashes)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
 def write_plots(agg, records, runs, out: Path, *, n_boot: int, seed: int,
                 control: str = "filter") -> list[Path]:
     """Every plot that has data; returns the files written."""
@@ -256,5 +294,6 @@ def write_plots(agg, records, runs, out: Path, *, n_boot: int, seed: int,
             _by_proofs(records, out / "proof_count.png", n_boot, seed),
             _forget_utility(agg, out / "forget_vs_utility.png"),
             _curves(runs, "train_log.jsonl", out / "training.png", "training"),
-            _curves(runs, "unlearn_log.jsonl", out / "unlearning.png", "unlearning")]
+            _curves(runs, "unlearn_log.jsonl", out / "unlearning.png", "unlearning"),
+            _tuning_frontier(runs, out / "tuning_frontier.png")]
     return [p for p in made if p is not None]

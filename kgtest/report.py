@@ -310,9 +310,16 @@ def _tuning(run_dirs: Sequence[Path]) -> list[dict]:
                 "variant": f"{data.get('method', '?')}{'_deep' if data.get('deep') else ''}",
                 "lr": f"{data.get('lr', ''):g}" if isinstance(data.get("lr"), float)
                 else str(data.get("lr", "")),
+                "epochs": str(data.get("epochs", "")),
                 "steps": str(data.get("steps", "")),
-                "level reached": ("yes" if tuning.get("reached") else "no") if tuning
-                else "not tuned",
+                "forgetting level (val acc ≤ level)": (
+                    f"{pct(choice, 'forget_acc')} ≤ {tuning['level']:.2f}: "
+                    f"{'yes' if tuning.get('reached') else 'NO'}")
+                if tuning.get("level") is not None else "not tuned",
+                "utility kept (val retain ≥ min)": (
+                    f"{pct(choice, 'retain_acc')} ≥ {tuning['retain_min']:.2f}: "
+                    f"{'yes' if tuning.get('kept') else 'NO'}")
+                if tuning.get("retain_min") is not None else "",
                 "grid points": str(len(tuning.get("grid", []))) if tuning else "",
                 "validation retain": pct(choice, "retain_acc"),
                 "forget direct before → after":

@@ -196,7 +196,7 @@ def test_demo_smoke(tmp_path, capsys):
                "--set", "model.preset=tiny", "--set", "train.steps=60",
                "--set", "train.progress=false", "--set", "train.stop_at={}",
                "--set", 'unlearn.methods=["NPO"]', "--set", "unlearn.deep=[false]",
-               "--set", 'unlearn.controls=["filter"]', "--set", "unlearn.tune_steps=[5]",
+               "--set", 'unlearn.controls=["filter"]', "--set", "unlearn.tune_epochs=[2]",
                "--set", "unlearn.tune_lrs=[1e-3]", "--set", "unlearn.progress=false",
                "--set", 'probes.probes=["direct", "cot", "latent"]',
                "--set", "probes.n_boot=100"])

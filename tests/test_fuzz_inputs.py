@@ -149,7 +149,7 @@ BASE = {
 KEYS = ["run.name", "run.seed", "world.params.n_entities", "world.params.hops",
         "world.zipf", "split.n_forget", "split.held_out_fraction", "corpus.multiplicity",
         "model.n_layer", "model.dropout", "train.steps", "train.lr", "train.threads",
-        "train.betas", "train.stop_at", "unlearn.tune_lrs", "unlearn.tune_steps",
+        "train.betas", "train.stop_at", "unlearn.tune_lrs", "unlearn.tune_epochs",
         "unlearn.params.NPO.beta", "probes.quantize_bits", "probes.relearn.steps",
         "probes.relearn.lr", "probes.n_boot", "train.stpes", "nosuch.key", "world"]
 NASTY = st.one_of(

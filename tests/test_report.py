@@ -93,8 +93,9 @@ def test_report_writes_summary_and_plots(tmp_path):
         + json.dumps({"step": 50, "eval/direct": 0.9}) + "\n")
     (run / "npo").mkdir()
     (run / "npo" / "unlearn.json").write_text(json.dumps(
-        {"method": "NPO", "deep": False, "lr": 1e-4, "steps": 40,
-         "tuning": {"reached": True, "grid": [{}, {}], "choice": {"retain_acc": 0.9}},
+        {"method": "NPO", "deep": False, "lr": 1e-4, "epochs": 5.0, "steps": 40,
+         "tuning": {"reached": True, "kept": True, "level": 0.15, "retain_min": 0.9,
+                    "grid": [{}, {}], "choice": {"forget_acc": 0.1, "retain_acc": 0.9}},
          "before": {"forget_acc": 1.0, "retain_acc": 1.0},
          "after": {"forget_acc": 0.1, "retain_acc": 0.9}, "history": [1, 2]}))
     (run / "npo" / "unlearn_log.jsonl").write_text(
@@ -108,7 +109,8 @@ def test_report_writes_summary_and_plots(tmp_path):
     assert "filter (control)" in text and "original (control)" in text
     assert "| direct | 8 / 2 / 2 |" in text  # gated in / out / n.a.
     # tuning from unlearn.json
-    assert "| run | NPO | 0.0001 | 40 | yes | 2 | 0.90 | 1.00 → 0.10 | 1.00 → 0.90 |" in text
+    assert ("| run | NPO | 0.0001 | 5.0 | 40 | 0.10 ≤ 0.15: yes | 0.90 ≥ 0.90: yes | 2 | 0.90 "
+            "| 1.00 → 0.10 | 1.00 → 0.90 |") in text
     for name in ("rates", "proof_count", "forget_vs_utility", "training", "unlearning"):
         png = run / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plots/{name}.png" in text

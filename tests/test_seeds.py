@@ -13,7 +13,7 @@ SPEC = Path(__file__).parent / "data" / "tiny.toml"
 # a seconds-scale version of the tiny run: every stage that draws random numbers still runs
 SMALL = ["train.steps=40", "train.stop_at={}", "train.eval_every=0",
          'unlearn.methods=["NPO"]', "unlearn.deep=[false]", 'unlearn.controls=["filter"]',
-         "unlearn.tune_lrs=[1e-3]", "unlearn.tune_steps=[5]", "unlearn.control_steps=20",
+         "unlearn.tune_lrs=[1e-3]", "unlearn.tune_epochs=[2]", "unlearn.control_steps=20",
          'probes.probes=["direct", "relearn", "utility"]', "probes.n_boot=50",
          "probes.relearn.steps=[5]"]
 

@@ -83,7 +83,7 @@ from kgtest.errors import InputError
 from kgtest.symbolic.closure import Closure
 
 __all__ = ["CorpusConfig", "Corpus", "render", "check_hygiene", "HygieneError", "KINDS",
-           "ROLES", "PARTS"]
+           "ROLES", "PARTS", "split_statements"]
 
 KINDS = ("statement", "qa", "cot", "in_context", "unknown")
 ROLES = ("stated", "question", "answer", "premise")
@@ -295,8 +295,18 @@ class Corpus:
                 f"{self.surface.kind}, {len(self.dropped)} facts dropped)")
 
 
-def _split_statements(surface: Surface, text: str) -> list[str]:
+def split_statements(surface: Surface, text: str) -> list[str]:
+    """The sentences of a statement passage (:meth:`Surface.join`'s inverse).
+
+    >>> from kgtest.symbolic.facts import Vocab
+    >>> from kgtest.corpus.surface import symbolic_surface
+    >>> split_statements(symbolic_surface(Vocab(["a", "b"]), Vocab(["p"])), "a p b . b p a")
+    ['a p b', 'b p a']
+    """
     return re.split(r"(?<=\.) ", text) if surface.natural else text.split(" . ")
+
+
+_split_statements = split_statements
 
 
 class _Chains:

@@ -29,6 +29,7 @@ kgtest.errors.InputError: --set gama: not an [unlearn] key nor a hyperparameter 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
@@ -57,11 +58,13 @@ from kgtest.unlearn.data import (
     direct_accuracy,
     direct_docs,
     forget_set,
+    majority_floor,
+    method_docs,
     retain_docs,
 )
 from kgtest.unlearn.loop import unlearn
 from kgtest.unlearn.methods import METHODS
-from kgtest.unlearn.tune import tune
+from kgtest.unlearn.tune import epochs_to_steps, tune
 
 __all__ = ["RunContext", "load_run", "apply_overrides", "method_params", "unlearn_run",
            "control_run"]
@@ -229,12 +232,25 @@ def method_params(cfg: UnlearnConfig, method: str):
 
 # --- unlearning --------------------------------------------------------------------------------
 
+def _utility_facts(ctx: RunContext) -> set[int]:
+    """The retained facts the utility probe will score (its direct and CoT samples)."""
+    from kgtest.probes.probes import utility_retain_facts
+
+    probes = ctx.config.get("probes") or {}
+    sample = utility_retain_facts(ctx.corpus, ctx.split, int(probes.get("utility_limit", 100)),
+                                  stage_seed(ctx.seed, "probes"))
+    return set(sample["direct"]) | set(sample["cot"])
+
+
 def _retain_eval(ctx: RunContext, avoid: set, limit: int, seed: int) -> tuple:
-    """Direct-probe documents of a seeded sample of retained facts stated in training."""
+    """Direct-probe documents of a seeded sample of retained facts stated in training,
+    disjoint from ``avoid`` and from the utility probe's facts (so tuning never selects on
+    what the report scores as utility)."""
     corpus, labels = ctx.corpus, ctx.split.labels
     stated = sorted({x["id"] for d in corpus.train if d["kind"] in ("statement", "qa")
                      for x in d["facts"] if x["role"] in OWN_ROLES})
-    pool = [f for f in stated if labels[f] == "retain" and f not in avoid]
+    scored = _utility_facts(ctx)
+    pool = [f for f in stated if labels[f] == "retain" and f not in avoid and f not in scored]
     rng = np.random.default_rng(seed)
     if len(pool) > limit:
         pool = sorted(rng.choice(pool, limit, replace=False).tolist())
@@ -247,14 +263,30 @@ def _forget(ctx: RunContext, cfg: UnlearnConfig, targets, deep: bool):
         kw = dict(closure=ctx.closure, kb=ctx.kb, fixed=ctx.fixed,
                   restarts=cfg.deletion_restarts, time_limit=cfg.deletion_time_limit,
                   seed=stage_seed(ctx.unlearn_seed(cfg), "deletion"))
-    return forget_set(ctx.corpus, targets, deep=deep,
+    return forget_set(ctx.corpus, targets, deep=deep, kinds=cfg.forget_kinds,
                       include_cot_premise_docs=cfg.include_cot_premise_docs, **kw)
+
+
+def _tune(ctx: RunContext, cfg: UnlearnConfig, model, tok, val, retain, method, hp, name,
+          retain_eval, loop_kw):
+    """Tune on the validation targets; warnings go to stderr (and the record)."""
+    floor = float(np.mean(majority_floor(ctx.corpus.facts, val.targets)))
+    tuning = tune(model, tok, val, retain, method, hp,
+                  forget_eval=direct_docs(ctx.corpus, val.targets), retain_eval=retain_eval,
+                  floor=floor, margin=cfg.level_margin, utility_floor=cfg.utility_floor,
+                  lrs=cfg.tune_lrs, epochs=cfg.tune_epochs, name=name, **loop_kw)
+    for line in tuning.warnings:
+        print(f"kgtest: warning: {line}", file=sys.stderr)
+    return tuning
 
 
 def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: bool = False):
     """Tune (on validation targets) and unlearn (the forget targets) one method.
 
-    Returns the unlearned model, its tokenizer and the ``unlearn.json`` record.
+    Every method forgets the same units (:func:`~kgtest.unlearn.data.method_docs`); the
+    number of steps is ``epochs`` of the forget set (tuned on the validation set, so each
+    document gets the same updates). Returns the unlearned model, its tokenizer and the
+    ``unlearn.json`` record.
     """
     t_start = time.perf_counter()
     spec = METHODS.get(method)
@@ -272,39 +304,39 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
     retain = retain_docs(ctx.corpus, avoid)
     useed = ctx.unlearn_seed(cfg)
     retain_eval = _retain_eval(ctx, avoid, cfg.retain_eval, stage_seed(useed, "retain"))
-    etype = ctx.world.entity_type if "world" in ctx.config else None
-    loop_kw = dict(batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
-                   weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=useed,
-                   device=cfg.device, progress=cfg.progress)
-    tuning = None
-    lr, steps = cfg.lr, cfg.steps
+    loop_kw = dict(retain_batch_size=cfg.retain_batch_size, weight_decay=cfg.weight_decay,
+                   grad_clip=cfg.grad_clip, seed=useed, device=cfg.device,
+                   progress=cfg.progress)
+    tuning, lr, epochs = None, cfg.lr, cfg.epochs
     if cfg.tune:
-        tuning = tune(model, tok, val, retain, method, hp,
-                      forget_eval=direct_docs(ctx.corpus, val.targets),
-                      retain_eval=retain_eval,
-                      chance=chance_level(ctx.corpus, val.targets, etype),
-                      margin=cfg.level_margin, lrs=cfg.tune_lrs, steps=cfg.tune_steps,
-                      **loop_kw)
-        lr, steps = tuning.choice["lr"], tuning.choice["steps"]
+        tuning = _tune(ctx, cfg, model, tok, val, retain, method, hp,
+                       f"{method}{'_deep' if deep else ''}", retain_eval,
+                       dict(loop_kw, batch_size=cfg.batch_size))
+        lr, epochs = tuning.choice["lr"], tuning.choice["epochs"]
     t_tuned = time.perf_counter()
+    docs, idk = method_docs(fs, spec.pairs)
+    steps = epochs_to_steps(epochs, len(docs), cfg.batch_size)
     forget_eval = direct_docs(ctx.corpus, fs.targets)
     before = {"forget_acc": direct_accuracy(model, tok, forget_eval),
               "retain_acc": direct_accuracy(model, tok, retain_eval)}
-    docs, idk = (fs.pair_docs, fs.idk_docs) if spec.pairs else (fs.docs, None)
     res = unlearn(model, tok, docs, retain, method, hp, idk_docs=idk, lr=lr, steps=steps,
-                  **loop_kw)
+                  batch_size=cfg.batch_size, **loop_kw)
     after = {"forget_acc": direct_accuracy(model, tok, forget_eval),
              "retain_acc": direct_accuracy(model, tok, retain_eval)}
+    etype = ctx.world.entity_type if "world" in ctx.config else None
     record = {
         "method": method, "deep": deep, "hyperparameters": res.hyperparameters,
-        "lr": lr, "steps": steps, "tuned": tuning is not None,
+        "lr": lr, "epochs": epochs, "steps": steps, "tuned": tuning is not None,
         "tuning": tuning.to_json() if tuning else None,
+        "warnings": list(tuning.warnings) if tuning else [],
         "forget_set": fs.summary(),
         "validation_set": val.summary() if val else None,
         "n_retain_docs": len(retain), "n_retain_eval": len(retain_eval),
+        "retain_eval_facts": sorted(int(x["id"]) for d in retain_eval for x in d["facts"]),
         "trainable_parameters": res.trainable,
         "before": before, "after": after,
         "chance": chance_level(ctx.corpus, fs.targets, etype),
+        "floor": float(np.mean(majority_floor(ctx.corpus.facts, fs.targets))),
         "history": res.history,
         "seconds": {"tune": round(t_tuned - t_start, 3), "unlearn": round(res.seconds, 3),
                     "total": round(time.perf_counter() - t_start, 3)},
@@ -327,7 +359,8 @@ def _curve_log(record: dict) -> str:
     lr = (tuning.get("choice") or {}).get("lr")
     for g in tuning.get("grid") or []:
         if g.get("lr") == lr:
-            rows.append({"step": g["steps"], "val_forget_acc": g["forget_acc"],
+            rows.append({"step": g["steps"], "epochs": g.get("epochs"),
+                         "val_forget_acc": g["forget_acc"],
                          "val_retain_acc": g["retain_acc"]})
     return "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["step"]))
 
@@ -422,10 +455,12 @@ def control_run(run, kind: str, cfg: UnlearnConfig | None = None, *,
                                      seed=stage_seed(ctx.unlearn_seed(cfg), "deletion"))
             filtered, dropped, checked = control_corpus(ctx.corpus, ctx.split, kind,
                                                         deletion=sets)
-            train_cfg = replace(ctx.section(TrainConfig, "train"), steps=steps,
-                                progress=cfg.progress)
+            train_cfg = ctx.section(TrainConfig, "train")
+            train_cfg = replace(train_cfg, steps=steps, progress=cfg.progress,
+                                seed=stage_seed(ctx.seed, "batches") if train_cfg.seed is None
+                                else train_cfg.seed)  # the original's batch order
             stream = in_context_stream(ctx.closure, filtered, ctx.split,
-                                       seed=stage_seed(ctx.seed, "icl"))
+                                       seed=stage_seed(ctx.seed, "icl"))  # as the original's
             res = train_control(filtered, tok, model_cfg, train_cfg, tmp, init_seed=init_seed,
                                 extra=stream)
             record.update({

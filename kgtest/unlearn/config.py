@@ -1,6 +1,11 @@
 """The ``[unlearn]`` section of an experiment spec: methods, tuning grid, controls.
 
-Every field has a default, so ``[unlearn]`` may be left out. Per-method hyperparameters
+Every field has a default, so ``[unlearn]`` may be left out. Unlearning runs for a number of
+*epochs of the forget set* (``tune_epochs``, ``epochs``), so that the validation and the
+reported forget sets get the same updates per document; ``forget_kinds`` narrows which
+rendered kinds are forgotten (every method forgets the same documents); a tuned point must
+reach ``floor + level_margin`` on the validation targets and keep ``utility_floor`` of the
+original's retain accuracy (see :mod:`kgtest.unlearn.tune`). Per-method hyperparameters
 go in ``params``, one table per method (``[unlearn.params.NPO] beta = 0.2``); names and
 types are checked against the method's signature (see :mod:`kgtest.unlearn.methods`).
 
@@ -9,8 +14,8 @@ Examples
 >>> from kgtest.config import build
 >>> cfg = build(UnlearnConfig, {"methods": ["NPO"], "tune_lrs": [1e-4]}, where="spec.toml",
 ...             section="unlearn")
->>> cfg.methods, cfg.tune_lrs, cfg.level_margin
-(('NPO',), (0.0001,), 0.05)
+>>> cfg.methods, cfg.tune_lrs, cfg.tune_epochs, cfg.utility_floor
+(('NPO',), (0.0001,), (1.0, 2.0, 4.0, 8.0), 0.9)
 >>> build(UnlearnConfig, {"controls": ["filtr"]}, where="spec.toml", section="unlearn")
 Traceback (most recent call last):
 ...
@@ -36,8 +41,16 @@ def _positive(value) -> str | None:
     return "must be > 0" if value is not None and value <= 0 else None
 
 
-def _steps_grid(values) -> str | None:
-    return _all_positive(values) or in_range(1, MAX_STEPS)(values)
+def _epochs_grid(values) -> str | None:
+    return _all_positive(values) or in_range(0, MAX_STEPS)(values)
+
+
+def _epochs_grid_one(value) -> str | None:
+    return _epochs_grid([value])
+
+
+def _fraction(value) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "must be in [0, 1]"
 
 
 def _all_positive(values) -> str | None:
@@ -56,14 +69,17 @@ class UnlearnConfig:
     params: dict = field(default_factory=dict)  # per method: {NPO = {beta = 0.2}, ...}
     retain_loss: Literal["nll", "kl"] = "nll"  # retain term of methods that have one
     include_cot_premise_docs: bool = False  # also forget CoT documents using a target as premise
-    tune: bool = True  # tune lr x steps on the validation targets (False: use lr, steps)
+    forget_kinds: tuple[str, ...] | None = None  # statement, qa, cot, in_context (None: all)
+    tune: bool = True  # tune lr x epochs on the validation targets (False: use lr, epochs)
     tune_lrs: tuple[float, ...] = field(default=(1e-4, 3e-4, 1e-3),
                                         metadata={"check": _all_positive})  # grid: rates
-    tune_steps: tuple[int, ...] = field(default=(10, 25, 50, 100),
-                                        metadata={"check": _steps_grid})  # grid: steps
-    level_margin: float = field(default=0.05, metadata={"check": nonneg})  # aim: acc <= chance+m
+    tune_epochs: tuple[float, ...] = field(default=(1.0, 2.0, 4.0, 8.0),
+                                           metadata={"check": _epochs_grid})  # forget-set epochs
+    level_margin: float = field(default=0.05, metadata={"check": nonneg})  # acc <= floor + m
+    utility_floor: float = field(default=0.9, metadata={"check": _fraction})  # keep retain >=
+    # utility_floor x the original's retain direct accuracy
     lr: float = field(default=3e-4, metadata={"check": _positive})  # used when tune = false
-    steps: int = field(default=50, metadata={"check": in_range(1, MAX_STEPS)})  # tune = false
+    epochs: float = field(default=2.0, metadata={"check": _epochs_grid_one})  # tune = false
     batch_size: int = field(default=16, metadata={"check": _positive})  # forget docs per step
     retain_batch_size: int = field(default=16, metadata={"check": _positive})  # retain docs/step
     weight_decay: float = field(default=0.0, metadata={"check": nonneg})  # AdamW, all params
@@ -81,6 +97,12 @@ class UnlearnConfig:
         bad = [c for c in self.controls if c not in CONTROLS]
         if bad:
             raise ValueError(f"unknown control {bad[0]!r} (known: {', '.join(CONTROLS)})")
+        kinds = ("statement", "qa", "cot", "in_context")
+        if self.forget_kinds is not None:
+            bad = [k for k in self.forget_kinds if k not in kinds]
+            if bad or not self.forget_kinds:
+                raise ValueError(f"forget_kinds: unknown or empty kinds {bad} (known: "
+                                 f"{', '.join(kinds)})")
         from kgtest.unlearn.methods import METHODS  # lazy: the methods import torch
 
         for name in self.methods:

@@ -2,13 +2,30 @@
 
 - :func:`deletion_sets`: for deep unlearning, the smallest minimal deletion set of each
   target found by the symbolic core (:func:`kgtest.symbolic.deletion.minimal_deletion_sets`).
-- :func:`forget_set`: the training documents to forget for some target facts: every
-  rendered form of each (statements in every variant, QA, CoT and in-context documents
-  answering it), optionally the documents that use one as a premise; plus the
-  ``(true answer, 'unknown')`` pairs of the documents that ask a question.
-- :func:`retain_docs`: training documents that mention none of a set of facts.
-- :func:`direct_docs`, :func:`direct_accuracy`, :func:`chance_level`: the direct probe
-  (greedy answer to ``Q s r ?``, exact match) on chosen facts, and its chance level.
+- :func:`forget_set`: what one unlearning run forgets: the training documents that render
+  a forgotten fact (of the kinds in ``kinds``: by default every kind it was trained in) and,
+  for deep runs, every document that *uses* a deleted fact (CoT chains, in-context
+  premises). **Every method gets the same documents**: each becomes one *forget unit* per
+  forgotten fact it renders, and a unit has two aligned forms,
+
+  ``docs``       ``(prompt, completion)`` for likelihood methods (GradAscent, GradDiff,
+                 NPO, SimNPO, RMU): a statement's loss is masked to the target's sentence
+                 (in a subject document, the sentences before it are the prompt, the ones
+                 after it are dropped); a question, chain or in-context document is kept
+                 as it is (loss on its completion);
+  ``pair_docs``  the same unit as a pair at the object position, for pair methods
+                 (IdkSFT, IdkDPO): a statement is cut before its object (the completion is
+                 the object), a question keeps its prompt; ``idk_docs`` answers the same
+                 prompts ``unknown``.
+
+  :func:`method_docs` is what a method is given. Each unit records ``source`` (the
+  training document's id) and ``fact`` (the forgotten fact it is masked to).
+- :func:`retain_docs`: training documents that mention none of a set of facts; subject
+  documents lose only those facts' sentences, so the retain loss never sees a target's
+  sentence and still sees its neighbours.
+- :func:`direct_docs`, :func:`direct_accuracy`, :func:`chance_level`,
+  :func:`majority_floor`: the direct probe (greedy answer to ``Q s r ?``, exact match) on
+  chosen facts, its chance level and its most-frequent-object floor.
 
 Examples
 --------
@@ -23,11 +40,16 @@ Examples
 >>> fs = forget_set(corpus, [2])
 >>> [d["text"] for d in fs.docs]
 ['a g c', 'Q a g ? A c', 'Q a g ? T a p b . b p c . A c']
->>> [(p["text"], q["text"]) for p, q in zip(fs.pair_docs, fs.idk_docs)][0]
-('Q a g ? A c', 'Q a g ? A unknown')
+>>> for p, q in zip(fs.pair_docs, fs.idk_docs):
+...     print(repr(p["prompt"]), repr(p["completion"]), repr(q["completion"]))
+'a g ' 'c' 'unknown'
+'Q a g ? A ' 'c' 'unknown'
+'Q a g ? T ' 'a p b . b p c . A c' 'unknown'
+>>> forget_set(corpus, [2], kinds=("statement", "qa")).n_by_kind
+{'qa': 1, 'statement': 1}
 >>> fs = forget_set(corpus, [2], deep=True, closure=c)
->>> fs.extra, [c.named(f) for f in fs.facts]
-(1, [('a', 'p', 'b'), ('a', 'g', 'c')])
+>>> fs.extra, [c.named(f) for f in fs.facts], fs.n_using
+(1, [('a', 'p', 'b'), ('a', 'g', 'c')], 0)
 """
 
 from __future__ import annotations
@@ -37,23 +59,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kgtest.corpus.render import Corpus
+from kgtest.corpus.render import Corpus, split_statements
 from kgtest.corpus.surface import UNKNOWN
 from kgtest.errors import InputError
 from kgtest.probes.scoring import greedy_complete
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.deletion import minimal_deletion_sets
 
-__all__ = ["ForgetSet", "deletion_sets", "forget_set", "retain_docs", "direct_docs",
+__all__ = ["ForgetSet", "deletion_sets", "forget_set", "method_docs", "retain_docs",
+           "direct_docs", "FORGET_KINDS",
            "direct_accuracy", "chance_level", "majority_floor", "check_targets"]
 
 #: Roles in which a document renders a fact itself (rather than using it).
 OWN_ROLES = ("stated", "answer")
+#: Training document kinds a forget set may take (``unlearn.forget_kinds``).
+FORGET_KINDS = ("statement", "qa", "cot", "in_context")
 
 
 @dataclass(frozen=True)
 class ForgetSet:
-    """The documents and facts one unlearning run forgets.
+    """The documents and facts one unlearning run forgets (see the module docstring).
 
     Attributes
     ----------
@@ -63,13 +88,20 @@ class ForgetSet:
         Every fact forgotten: the targets plus, when deep, their deletion sets (sorted).
     extra : int
         ``m - k``: facts beyond the targets (what deep unlearning cost).
+    docs, pair_docs, idk_docs : tuple of dict
+        Forget units, aligned: the likelihood form, the pair form, and the pair form
+        answered ``unknown``. Each has ``source`` (training document id) and ``fact``.
+    source_ids : tuple of int
+        Distinct training documents the units come from, sorted.
+    n_by_kind : dict
+        Training documents forgotten, by kind.
+    n_using : int
+        Of them, documents that only *use* a forgotten fact (a CoT step, an in-context
+        premise): what deep unlearning adds beyond the documents stating a deleted fact.
     deletion_sets : dict
         Target -> the smallest minimal deletion set found (deep only; includes the target).
-    docs : tuple of dict
-        Training documents rendering a forgotten fact (and using one, if asked).
-    pair_docs, idk_docs : tuple of dict
-        The question-form documents among ``docs`` (non-empty prompt, a forgotten fact as
-        answer) and the same prompts answered ``unknown``, aligned.
+    kinds : tuple of str
+        The document kinds forgotten.
     """
 
     targets: np.ndarray
@@ -78,14 +110,28 @@ class ForgetSet:
     docs: tuple
     pair_docs: tuple
     idk_docs: tuple
+    source_ids: tuple = ()
+    n_by_kind: dict = field(default_factory=dict)
+    n_using: int = 0
     deletion_sets: dict = field(default_factory=dict)
+    kinds: tuple = FORGET_KINDS
 
     def summary(self) -> dict:
         """JSON-able ids and counts (for ``unlearn.json``)."""
         return {"targets": self.targets.tolist(), "facts": self.facts.tolist(),
-                "extra_facts": self.extra, "n_docs": len(self.docs),
-                "n_pairs": len(self.pair_docs), "doc_ids": [d["id"] for d in self.docs],
+                "extra_facts": self.extra, "kinds": list(self.kinds),
+                "n_docs": len(self.source_ids), "n_units": len(self.docs),
+                "n_by_kind": self.n_by_kind, "n_using": self.n_using,
+                "doc_ids": list(self.source_ids),
                 "deletion_sets": {str(k): v for k, v in self.deletion_sets.items()}}
+
+
+def method_docs(fs: ForgetSet, pairs: bool) -> tuple[tuple, tuple | None]:
+    """``(forget documents, idk documents or None)`` for a method: the same units for all.
+
+    ``pairs``: the method's ``MethodSpec.pairs`` (IdkSFT, IdkDPO).
+    """
+    return (fs.pair_docs, fs.idk_docs) if pairs else (fs.docs, None)
 
 
 def check_targets(corpus: Corpus, targets: Iterable[int], *, what: str = "targets"
@@ -133,10 +179,59 @@ def _idk_text(corpus: Corpus) -> str:
     return corpus.unknown[0]["completion"] if corpus.unknown else UNKNOWN
 
 
+def _sentences(corpus: Corpus, doc: dict) -> list[str]:
+    """A statement document's sentences, one per fact it claims."""
+    if len(doc["facts"]) == 1:
+        return [doc["text"]]
+    sents = split_statements(corpus.surface, doc["text"])
+    if len(sents) != len(doc["facts"]):
+        raise InputError(f"unlearn: training document {doc['id']}: {len(sents)} sentences "
+                         f"for {len(doc['facts'])} facts")
+    return sents
+
+
+def _cut_object(corpus: Corpus, sentence: str, fact: int, inverse: bool) -> tuple[str, str]:
+    """A statement sentence cut at its object: ``(before, object)`` (inverse: object first)."""
+    obj = corpus.surface.entity_display[int(corpus.facts[fact, 2])]
+    if inverse and sentence.startswith(obj):
+        return "", obj
+    for tail in (obj + ".", obj):
+        if sentence.endswith(tail):
+            return sentence[: len(sentence) - len(tail)], obj
+    return "", sentence  # defensive: no object at the end, the whole sentence is the answer
+
+
+def _units(corpus: Corpus, doc: dict, wanted: set, idk: str) -> list[tuple[dict, dict, dict]]:
+    """A forget document's units: (likelihood form, pair form, idk form) per forgotten fact."""
+    base = {"source": doc["id"], "kind": doc["kind"]}
+    if doc["kind"] != "statement":
+        fact = next((x["id"] for x in doc["facts"] if x["id"] in wanted
+                     and x["role"] in OWN_ROLES), None)
+        if fact is None:
+            fact = next(x["id"] for x in doc["facts"] if x["id"] in wanted)
+        unit = {**base, "prompt": doc["prompt"], "completion": doc["completion"],
+                "text": doc["text"], "fact": int(fact), "facts": list(doc["facts"])}
+        return [(unit, unit, {**unit, "completion": idk, "text": doc["prompt"] + idk})]
+    out = []
+    sents = _sentences(corpus, doc)
+    sep = " " if corpus.surface.natural else " . "
+    for i, (x, sent) in enumerate(zip(doc["facts"], sents, strict=True)):
+        if x["id"] not in wanted:
+            continue
+        before = sep.join(sents[:i]) + sep if i else ""
+        unit = {**base, "prompt": before, "completion": sent, "text": before + sent,
+                "fact": int(x["id"]), "facts": [dict(x)]}
+        head, obj = _cut_object(corpus, sent, x["id"], bool(doc.get("inverse")))
+        pair = {**unit, "prompt": before + head, "completion": obj, "text": before + head + obj}
+        out.append((unit, pair, {**pair, "completion": idk, "text": before + head + idk}))
+    return out
+
+
 def forget_set(corpus: Corpus, targets: Iterable[int], *, deep: bool = False,
                closure: Closure | None = None, kb=None, fixed=None,
-               include_cot_premise_docs: bool = False, restarts: int = 100,
-               time_limit: float | None = 5.0, seed: int = 0) -> ForgetSet:
+               kinds: Sequence[str] | None = None, include_cot_premise_docs: bool = False,
+               restarts: int = 100, time_limit: float | None = 5.0, seed: int = 0
+               ) -> ForgetSet:
     """The forget set of some target facts (see the module docstring).
 
     Parameters
@@ -146,16 +241,25 @@ def forget_set(corpus: Corpus, targets: Iterable[int], *, deep: bool = False,
         Closure fact ids.
     deep : bool
         Also forget the smallest minimal deletion set of each target (needs ``closure``;
-        ``kb`` and ``fixed`` as in :func:`deletion_sets`).
+        ``kb`` and ``fixed`` as in :func:`deletion_sets`), and every document that uses a
+        forgotten fact as a premise (CoT chains, in-context premises).
+    kinds : sequence of str, optional
+        Document kinds to forget (:data:`FORGET_KINDS`); None: every kind.
     include_cot_premise_docs : bool
-        Also forget documents that use a forgotten fact as a premise (CoT, in-context).
+        Also forget documents that use a forgotten fact as a premise when not deep.
 
     Raises
     ------
     InputError
-        No targets, targets not in the world, or no training document renders them.
+        No targets, targets not in the world, an unknown kind, or no training document of
+        those kinds renders them.
     """
     targets = check_targets(corpus, targets)
+    kinds = FORGET_KINDS if kinds is None else tuple(kinds)
+    bad = [k for k in kinds if k not in FORGET_KINDS]
+    if bad or not kinds:
+        raise InputError(f"unlearn.forget_kinds: unknown or empty kinds {bad} (known: "
+                         f"{', '.join(FORGET_KINDS)})")
     sets: dict[int, list[int]] = {}
     facts = targets
     if deep:
@@ -166,25 +270,36 @@ def forget_set(corpus: Corpus, targets: Iterable[int], *, deep: bool = False,
         facts = np.unique(np.concatenate([targets, *[np.asarray(s, dtype=np.int64)
                                                       for s in sets.values()]]))
     wanted = set(facts.tolist())
-    roles = OWN_ROLES + (("premise",) if include_cot_premise_docs else ())
-    docs = tuple(d for d in corpus.train
-                 if any(x["id"] in wanted and x["role"] in roles for x in d["facts"]))
+    roles = OWN_ROLES + (("premise",) if deep or include_cot_premise_docs else ())
+    docs = [d for d in corpus.train if d["kind"] in kinds
+            and any(x["id"] in wanted and x["role"] in roles for x in d["facts"])]
     if not docs:
-        raise InputError(f"unlearn: no training document renders the targets "
-                         f"{targets.tolist()[:10]}: nothing to forget (the forget set is "
-                         f"empty)")
+        raise InputError(f"unlearn: no training document of kinds {', '.join(kinds)} renders "
+                         f"the targets {targets.tolist()[:10]}: nothing to forget (the "
+                         f"forget set is empty)")
     idk = _idk_text(corpus)
-    pairs = tuple(d for d in docs if d["prompt"] and any(
-        x["id"] in wanted and x["role"] == "answer" for x in d["facts"]))
-    idk_docs = tuple({**d, "completion": idk, "text": d["prompt"] + idk} for d in pairs)
+    units = [u for d in docs for u in _units(corpus, d, wanted, idk)]
+    using = sum(1 for d in docs if not any(x["id"] in wanted and x["role"] in OWN_ROLES
+                                           for x in d["facts"]))
+    by_kind: dict[str, int] = {}
+    for d in docs:
+        by_kind[d["kind"]] = by_kind.get(d["kind"], 0) + 1
     return ForgetSet(targets=targets, facts=facts, extra=len(facts) - len(targets),
-                     docs=docs, pair_docs=pairs, idk_docs=idk_docs, deletion_sets=sets)
+                     docs=tuple(u[0] for u in units), pair_docs=tuple(u[1] for u in units),
+                     idk_docs=tuple(u[2] for u in units),
+                     source_ids=tuple(sorted(d["id"] for d in docs)),
+                     n_by_kind=dict(sorted(by_kind.items())), n_using=using,
+                     deletion_sets=sets, kinds=kinds)
 
 
 def retain_docs(corpus: Corpus, avoid: Iterable[int]) -> tuple:
-    """Training documents that mention none of ``avoid`` in any role."""
-    bad = {int(f) for f in avoid}
-    return tuple(d for d in corpus.train if bad.isdisjoint(x["id"] for x in d["facts"]))
+    """Training documents that mention none of ``avoid`` in any role; a subject document
+    loses only the sentences of ``avoid`` facts (:meth:`Corpus.filter` with
+    ``rewrite_groups``), so the retain loss never sees a forgotten fact's sentence."""
+    avoid = [int(f) for f in avoid]
+    if not avoid:
+        return tuple(corpus.train)
+    return corpus.filter(avoid, rewrite_groups=True).train
 
 
 def direct_docs(corpus: Corpus, facts: Iterable[int]) -> tuple:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: trained model answers every target directly (direct accuracy 1.0 on stated facts).
 TINY = ["model.preset=tiny", "train.steps=1500", "train.progress=false",
         "train.tensorboard=false", "world.params.n_entities=20", "train.lr=3e-3",
-        "corpus.derived=both"]
+        "corpus.derived=both", "split.n_forget=10", "split.n_validation=5"]
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,8 @@ from kgtest.model import load_model
 from kgtest.symbolic.deletion import deep_unlearns, is_minimal
 from kgtest.unlearn import UnlearnConfig, forget_set, retain_docs, tune, unlearn
 from kgtest.unlearn.api import _retain_eval, control_run, method_params, unlearn_run
-from kgtest.unlearn.data import chance_level, direct_accuracy, direct_docs
+from kgtest.unlearn.data import direct_accuracy, direct_docs, majority_floor
+from kgtest.unlearn.tune import epochs_to_steps
 
 torch.set_num_threads(1)
 
@@ -83,7 +85,11 @@ def test_forget_docs_are_every_rendered_form(trained):
         assert {(t, "statement"), (t, "qa")} <= kinds and (t, "cot") not in kinds
     with_premise = forget_set(ctx.corpus, ctx.split.forget, include_cot_premise_docs=True)
     assert len(with_premise.docs) >= len(fs.docs)
-    assert all(d["kind"] in ("qa", "cot") for d in fs.pair_docs)
+    # one unit per forgotten fact a document renders, in both forms, for every method
+    assert [(d["source"], d["fact"]) for d in fs.pair_docs] == [
+        (d["source"], d["fact"]) for d in fs.docs]
+    assert all(p["completion"] in d["completion"] for p, d in zip(fs.pair_docs, fs.docs,
+                                                                  strict=True))
     assert {d["completion"] for d in fs.idk_docs} == {"unknown"}
 
 
@@ -109,28 +115,38 @@ def test_tuning_chooses_on_validation_and_reports_failure(trained, sets):
     model, tok = load_model(ctx.model_dir)
     val = forget_set(ctx.corpus, ctx.split.validation)
     assert set(val.targets.tolist()).isdisjoint(ctx.split.forget.tolist())
+    floor = float(np.mean(majority_floor(ctx.corpus.facts, val.targets)))
     kw = dict(forget_eval=direct_docs(ctx.corpus, val.targets), retain_eval=retain_eval,
-              chance=chance_level(ctx.corpus, val.targets), progress=False, device="cpu")
-    res = tune(model, tok, val, retain, "IdkSFT", {}, lrs=(3e-4, 1e-3), steps=(5, 20), **kw)
-    assert [(p["lr"], p["steps"]) for p in res.grid] == [(3e-4, 5), (3e-4, 20), (1e-3, 5),
-                                                         (1e-3, 20)]
-    assert res.reached and res.choice["forget_acc"] <= res.level
-    best = max(p["retain_acc"] for p in res.grid if p["forget_acc"] <= res.level)
-    assert res.choice["retain_acc"] == best
+              floor=floor, progress=False, device="cpu")
+    res = tune(model, tok, val, retain, "IdkSFT", {}, lrs=(3e-4, 1e-3), epochs=(3, 12), **kw)
+    assert [(p["lr"], p["epochs"]) for p in res.grid] == [(3e-4, 3), (3e-4, 12), (1e-3, 3),
+                                                          (1e-3, 12)]
+    n = len(val.docs)
+    assert [p["steps"] for p in res.grid[:2]] == [epochs_to_steps(e, n, 16) for e in (3, 12)]
+    assert res.level == pytest.approx(floor + 0.05)
+    assert res.retain_min == pytest.approx(0.9 * res.original["retain_acc"])
+    ok = [p for p in res.grid if p["reached"] and p["kept"]]
+    assert res.admissible == bool(ok)
+    if ok:  # the admissible point with the best retain accuracy
+        assert res.choice["retain_acc"] == max(p["retain_acc"] for p in ok)
+        assert not res.warnings
     assert res.original == {"forget_acc": 1.0, "retain_acc": 1.0}
-    weak = tune(model, tok, val, retain, "GradAscent", {}, lrs=(1e-6,), steps=(1,), **kw)
+    weak = tune(model, tok, val, retain, "GradAscent", {}, lrs=(1e-6,), epochs=(0.1,), **kw)
     assert not weak.reached and weak.choice["forget_acc"] == 1.0  # reported, with its point
+    assert weak.warnings and "forgetting level" in weak.warnings[0]
 
 
 @pytest.mark.slow
 def test_unlearn_run_writes_checkpoint_and_record(trained):
     run, ctx = trained
-    cfg = UnlearnConfig(tune_lrs=(1e-3,), tune_steps=(10, 20), progress=False)
+    cfg = UnlearnConfig(tune_lrs=(1e-3,), tune_epochs=(5, 10), progress=False)
     out = unlearn_run(run, cfg, "NPO", deep=True, overrides=["beta=0.2"])
     rec = json.loads((out / "unlearn.json").read_text())
     assert out.name.startswith("unlearn-npo-deep-")
     assert rec["method"] == "NPO" and rec["deep"] and rec["hyperparameters"]["beta"] == 0.2
-    assert len(rec["tuning"]["grid"]) == 2 and rec["steps"] in (10, 20)
+    assert len(rec["tuning"]["grid"]) == 2 and rec["epochs"] in (5, 10)
+    n = rec["forget_set"]["n_units"]
+    assert rec["steps"] == epochs_to_steps(rec["epochs"], n, cfg.batch_size)
     assert rec["forget_set"]["targets"] == ctx.split.forget.tolist()
     assert rec["forget_set"]["extra_facts"] > 0
     assert rec["validation_set"]["targets"] == ctx.split.validation.tolist()
