@@ -157,8 +157,14 @@ def family_tree(p: FamilyParams, ctx: SampleContext) -> World:
 
     planted = []
     families = [(pw, kids) for pw, kids in f.children.items() if kids]
+    if ctx.n_planted and not families and f.children:
+        # no couple had children (a small Poisson draw): the first founders get one, so a
+        # requested target can always be planted (only a world without couples cannot)
+        (h, w), = list(f.children)[:1]
+        families = [((h, w), [f.child_of(h, w)])]
     if ctx.n_planted and not families:
-        raise InputError("key 'world.n_planted': the family tree has no children to plant on")
+        raise InputError("key 'world.n_planted': the family tree has no couple to plant on "
+                         "(world.params.n_families = 0)")
     for i in (rng.permutation(max(len(families), 1)).tolist() * ctx.n_planted)[: ctx.n_planted]:
         (p1, p2), kids = families[i]
         x = kids[int(rng.integers(len(kids)))]

@@ -143,3 +143,11 @@ def test_world_from_tsv_bad_line_names_file_and_line(tmp_path):
     (tmp_path / "r.dl").write_text("p(X, Y) :- parent(X, Y).\n")
     with pytest.raises(InputError, match=r"f\.tsv:2:"):
         world_from_tsv(tmp_path / "f.tsv", tmp_path / "r.dl")
+
+
+def test_family_plants_even_when_no_couple_had_children(small_config):
+    """Seed 359 draws no children at all (found by the property test above): the first
+    founders get one, so the planted target still has exactly its proof count."""
+    w = sample_world(small_config("family_tree", n_planted=1, planted_proofs=1), seed=359)
+    c = w.close()
+    assert c.proof_count[c.index(w.planted)].tolist() == [1]
