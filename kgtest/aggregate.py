@@ -3,12 +3,12 @@
 :func:`aggregate` turns tidy rows (:mod:`kgtest.records`) into one line per
 (variant, probe, setting):
 
-- ``rate``: the fraction of **gated-in** facts answered correctly (SCIENCE.md: only
+- ``rate``: the fraction of **gated-in** facts answered correctly (docs/science.md: only
   targets the original knew count), ``k`` of ``n`` (``k/n`` is printed in every cell),
   with a 95% interval ``lo``, ``hi``;
 - ``excess``: ``rate(variant) - rate(filter control)`` on the same facts, with a paired
   interval: the headline **excess re-derivation**;
-- the floors (SCIENCE.md, "Floors"): ``floor`` is the mean per-target most-frequent-object
+- the floors (docs/science.md, "Floors"): ``floor`` is the mean per-target most-frequent-object
   rate (the ``floor`` column of the rows), ``floor_never`` the never-trained model's rate
   on the same probe and setting (same treatment, attack included), with its ``k/n``;
 - ``n_in``, ``n_out``, ``n_na``: facts gated in, gated out, and not applicable;
@@ -16,7 +16,7 @@
   ``mean_score`` (for ``utility_loss``, where ``correct`` is None, the interval is on it);
   ``n_broken``: CoT answers that are right but whose chain does not verify.
 
-Intervals (SCIENCE.md, "Intervals"):
+Intervals (docs/science.md, "Intervals"):
 
 - one run: the **Wilson** score interval of ``k/n`` (:func:`wilson`), never zero width at
   ``0/n`` or ``n/n``; the excess: **Newcombe's** paired-difference interval built from
@@ -28,7 +28,7 @@ Intervals (SCIENCE.md, "Intervals"):
 CoT rows yield two lines: ``cot`` counts an answer only if its chain verifies
 (:func:`kgtest.probes.probes.verify_chain`), ``cot_answer`` (the row's ``answer_correct``)
 counts the answer alone. For relearn probes, a ``setting = "worst"`` line per variant
-repeats the grid point with the highest recovery (SCIENCE.md: report the worst case over
+repeats the grid point with the highest recovery (docs/science.md: report the worst case over
 the attack grid).
 
 Examples

@@ -20,7 +20,7 @@ fact id (what :func:`kgtest.strategies.targets` draws) or as a ``(subject, relat
 object)`` name triple. Fact ids are ids in ``closure_of(world)``; ids below
 ``len(world.facts)`` are the world's base facts, in order.
 
-**What the model "knows" (``kb``).** Deep unlearning (SCIENCE.md) deletes a set ``U`` from
+**What the model "knows" (``kb``).** Deep unlearning (docs/science.md) deletes a set ``U`` from
 a knowledge base ``KB`` and asks whether the target is still in ``closure(KB \\ U)``.
 Fixed facts (``world.fixed``) are always kept and never deleted. Two choices of ``KB``
 are common and every deletion helper takes ``kb=``:

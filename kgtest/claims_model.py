@@ -584,7 +584,7 @@ def rate(records: Sequence[dict], *, variant: str, probe: str, setting: str = ""
     variant, probe, setting : str
         Which cell (``setting`` ``""`` for the plain probes).
     gated : bool
-        Only facts the original knew (the SCIENCE.md rule), or all.
+        Only facts the original knew (the docs/science.md rule), or all.
     facts : iterable of int, optional
         Restrict to these fact ids.
     n_boot, seed, level

@@ -45,7 +45,7 @@ from kgtest.symbolic.facts import atomic_write_text
 __all__ = ["bootstrap", "aggregate", "report", "CONTROLS", "summary_markdown", "warnings",
            "label", "columns", "DISPLAY"]
 
-#: Column id -> what a table header says (the definitions of SCIENCE.md, "Probes").
+#: Column id -> what a table header says (the definitions of docs/science.md, "Probes").
 DISPLAY = {
     "cot": "cot (verified chain)", "cot_answer": "cot (answer only)",
     "latent": "latent (targets never stated)", "implied": "implied (held-out facts)",
@@ -152,7 +152,7 @@ def summary_markdown(agg: list[dict], records: Sequence[dict], *, command: str =
            "only if its chain verifies against what that variant was trained on; `latent` is "
            "the direct question on targets the variant never saw stated; `implied` asks "
            "held-out derived facts (a capability, not the targets). Relearn columns are the "
-           "worst case over the attack grid. Under the table: the floors (SCIENCE.md).", ""]
+           "worst case over the attack grid. Under the table: the floors (docs/science.md).", ""]
     body = [[_name(v)] + [cell_text(by[v, c]) if (v, c) in by else "" for c in cols]
             for v in variants]
     md += [_table(["variant"] + [_head(c) for c in cols],

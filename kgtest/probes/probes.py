@@ -2,7 +2,7 @@
 
 A probe is a registered function ``probe(model, tokenizer, facts, ctx) -> list[dict]``
 that asks a batch of closure facts and returns one :func:`~kgtest.records.new_row` per
-fact (SCIENCE.md, "Probes"). ``ctx`` is a :class:`ProbeContext`: the corpus, split and
+fact (docs/science.md, "Probes"). ``ctx`` is a :class:`ProbeContext`: the corpus, split and
 world the model came from, plus the run's identity (run id, variant, seeds).
 
 =============  ===========================================================  =====
@@ -296,7 +296,7 @@ def _latent_facts(ctx: ProbeContext, facts) -> list[int]:
 def latent(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """Direct questions on facts never seen stated (targets) and on held-out facts.
 
-    SCIENCE.md, "latent": the direct question on a fact the model never saw stated and
+    docs/science.md, "latent": the direct question on a fact the model never saw stated and
     can only get by composition. Rows ``latent``: the asked targets the variant was not
     trained on (every target of the filter, ignorance and never-trained controls; any
     target rendered as ``implied``), and on an unlearning method the targets presented

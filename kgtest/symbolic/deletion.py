@@ -1,6 +1,6 @@
 """Minimal deletion sets: what must be forgotten so that a fact cannot be re-derived.
 
-Deep unlearning (Wu et al. 2024, SCIENCE.md): a model knows a set of facts ``KB`` and
+Deep unlearning (Wu et al. 2024, docs/science.md): a model knows a set of facts ``KB`` and
 some *fixed* attribute facts (gender, say) that take part in derivations but are never
 deleted. A set ``U ⊆ KB`` **deep-unlearns** a target ``t`` iff ``t`` is not in
 ``closure((KB ∪ fixed) \\ U)``. A **minimal deletion set** is one that is
@@ -30,7 +30,7 @@ inclusion-minimal: putting back any one of its members makes ``t`` derivable aga
    is proven. A time budget bounds it; ``proven_minimum`` says whether it finished.
 
 :func:`deep_unlearns` and :func:`is_minimal` check a given set; :func:`recall_accuracy`
-scores an unlearned set against minimal sets as SCIENCE.md defines.
+scores an unlearned set against minimal sets as docs/science.md defines.
 
 Examples
 --------
@@ -655,7 +655,7 @@ def recall_accuracy(
 ) -> tuple[float, float]:
     """Recall and accuracy of an unlearned set ``U'`` against minimal deletion sets.
 
-    As SCIENCE.md (Wu et al. 2024): recall = max over minimal sets ``M`` of
+    As docs/science.md (Wu et al. 2024): recall = max over minimal sets ``M`` of
     ``|M ∩ U'| / |M|``; accuracy = ``1 - |U' \\ M| / (|KB| - |M|)`` for the ``M`` that
     achieves the recall (ties go to the higher accuracy; the published code takes the
     first). Accuracy is 1.0 when ``|KB| == |M|``.

@@ -1,6 +1,6 @@
 """``dual_use``: two domains, benign and harmful, with different facts and shared rules.
 
-Claim 3 of SCIENCE.md: a capability (applying a rule) used in a harmful domain is the same
+Claim 3 of docs/science.md: a capability (applying a rule) used in a harmful domain is the same
 capability used in a benign one. Each domain gets its own ``n_entities`` entities (named
 ``<domain-initial>_<name>``, disjoint across domains) and its own functional facts over the
 *same* base relations; the rules file (``generators/dual_use.dl``) is shared, so every rule
