@@ -435,7 +435,7 @@ def test_unlearning_stops_in_one_line_when_the_loss_is_nan(trained_run, tmp_path
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     rc, _, err = run_cli(["unlearn", run, "--method", "GradAscent", "--set", "tune=false",
-                          "--set", "steps=5", "--set", "lr=1e30", "--set", "grad_clip=0",
+                          "--set", "epochs=8", "--set", "lr=1e30", "--set", "grad_clip=0",
                           "--set", "progress=false"], capsys)
     assert_refused_in_one_line(rc, err)
     assert "unlearn GradAscent: the loss became" in err

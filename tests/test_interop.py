@@ -148,7 +148,7 @@ def test_export_forget_retain_is_what_the_methods_unlearn(tiny_run, tmp_path):
                                           split="train"))
 
     forget, docs = load("forget"), load("forget_docs")
-    assert {r["doc_id"] for r in docs} == {d["id"] for d in fs.docs}
+    assert {r["doc_id"] for r in docs} == {d["source"] for d in fs.docs}
     assert [(r["question"], r["answer"]) for r in forget] == \
         [(d["prompt"], d["completion"]) for d in fs.pair_docs]
     assert {r["answer"] for r in load("forget_idk")} == {fs.idk_docs[0]["completion"]}
@@ -213,7 +213,7 @@ def test_json_output_of_build_commands(tmp_path, capsys):
                  str(tmp_path / "c"), "--json", "--set", "world.params.n_entities=12"]) == 0
     corpus = json.loads(capsys.readouterr().out)
     assert corpus["train_documents"] == sum(corpus["by_kind"].values())
-    assert corpus["split"]["forget"] == 10
+    assert corpus["split"]["forget"] == 20  # experiments/quickstart.toml: n_forget
 
 
 @pytest.mark.slow
@@ -243,7 +243,7 @@ def test_register_a_custom_method_and_probe(tiny_run):
 
     try:
         run, run_dir = tiny_run
-        cfg = UnlearnConfig(methods=("HalfAscent",), tune=False, steps=3, lr=1e-3,
+        cfg = UnlearnConfig(methods=("HalfAscent",), tune=False, epochs=1, lr=1e-3,
                             progress=False, params={"HalfAscent": {"scale": 0.25}})
         stage = unlearn_run(run_dir, cfg, "HalfAscent")
         info = json.loads((stage / "unlearn.json").read_text())

@@ -36,7 +36,7 @@ from kgtest.stages import (
 
 DATA = Path(__file__).parent / "data"
 SPEC_TEXT = (DATA / "sweep_tiny.toml").read_text().split("[sweep]")[0]
-FAST = ["train.steps=20", "train.eval_every=10", "unlearn.steps=2", "probes.n_boot=20"]
+FAST = ["train.steps=20", "train.eval_every=10", "unlearn.epochs=1", "probes.n_boot=20"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

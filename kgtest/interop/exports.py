@@ -173,20 +173,25 @@ def _token_counter(ctx):
 
 # --- forget / retain sets ---------------------------------------------------------------------
 
+def _doc_id(d: dict) -> int:
+    """A training document's id; a forget unit (one fact of a document) names its source."""
+    return int(d["id"] if "id" in d else d["source"])
+
+
 def _qa(ctx, docs) -> list[dict]:
     """TOFU-style rows: question = prompt, answer = completion, plus the fact asked."""
     out = []
     for d in docs:
-        fact = _answer_fact(d) if d["prompt"] else None
-        if fact is None:
+        fact = d.get("fact", _answer_fact(d) if d["prompt"] else None)
+        if fact is None or not d["prompt"]:
             continue
         out.append({"question": d["prompt"], "answer": d["completion"], "kind": d["kind"],
-                    "doc_id": int(d["id"]), **_fact_columns(ctx, fact)})
+                    "doc_id": _doc_id(d), **_fact_columns(ctx, fact)})
     return out
 
 
 def _texts(docs) -> list[dict]:
-    return [{"text": d["text"], "kind": d["kind"], "doc_id": int(d["id"]),
+    return [{"text": d["text"], "kind": d["kind"], "doc_id": _doc_id(d),
              "facts": [int(x["id"]) for x in d["facts"]]} for d in docs]
 
 
