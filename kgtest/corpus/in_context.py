@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kgtest.config import in_range, nonneg
 from kgtest.symbolic.closure import Closure
 
 __all__ = ["InContextConfig", "Contexts", "InContextStream", "copy_baselines", "format_doc",
@@ -62,12 +63,8 @@ __all__ = ["InContextConfig", "Contexts", "InContextStream", "copy_baselines", "
 Triple = tuple[int, int, int]
 
 
-def _fraction(value) -> str | None:
-    return None if 0.0 <= value <= 1.0 else "must be in [0, 1]"
-
-
-def _nonneg(value) -> str | None:
-    return None if value >= 0 else "must be >= 0"
+_fraction = in_range(0.0, 1.0)  # the shared checks of kgtest.config, not new copies
+_nonneg = nonneg
 
 
 @dataclass(frozen=True)
