@@ -34,7 +34,7 @@ import numpy as np
 from kgtest.config import nonneg
 from kgtest.errors import InputError
 from kgtest.symbolic.rules import Atom, Rule, Term
-from kgtest.worlds.registry import SAMPLERS, SampleContext, WorldBuilder, zipf_weights
+from kgtest.worlds.registry import SAMPLERS, SampleContext, WorldBuilder, planted_ks, zipf_weights
 from kgtest.worlds.world import World
 
 __all__ = ["CompositionParams", "random_composition", "FunctionalFacts", "chain_rules"]
@@ -138,13 +138,14 @@ class FunctionalFacts:
             if stype == t and rel != skip:
                 self._edges(rel, np.array([entity]))
 
-    def plant(self, chains: list, n: int, k: int) -> list[tuple[int, int, int]]:
-        """Plant ``n`` targets ``h(x, z)`` with exactly ``k`` bridges, on random chain rules."""
+    def plant(self, chains: list, n: int, k) -> list[tuple[int, int, int]]:
+        """Plant ``n`` targets ``h(x, z)`` with exactly ``k`` bridges, on random chain rules
+        (``k``: one count, or a list cycled over the targets)."""
         if n and not chains:
             raise InputError("key 'world.n_planted': no rule of the form "
                              "h(X, Z) :- a(X, Y), b(Y, Z) over base relations to plant on")
-        out = []
-        for i in self.rng.integers(0, len(chains), size=n).tolist() if n else []:
+        out, ks = [], planted_ks(n, k)
+        for j, i in enumerate(self.rng.integers(0, len(chains), size=n).tolist() if n else []):
             _, h, a, rel_b = chains[i]
             (xt, yt), (_, zt) = self.relations[a], self.relations[rel_b]
             if len(self.pools[zt]) == 0:
@@ -152,7 +153,7 @@ class FunctionalFacts:
             x = self._fresh(xt)
             z = int(self._objects(zt, 1)[0])
             self._fill(x, skip=a)
-            for _ in range(k):
+            for _ in range(ks[j]):
                 y = self._fresh(yt)
                 self.b.add(x, a, y, domain=self.domain)
                 self.b.add(y, rel_b, z, domain=self.domain)

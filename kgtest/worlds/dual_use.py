@@ -92,5 +92,5 @@ def dual_use(p: DualUseParams, ctx: SampleContext) -> World:
     chains = chain_rules(ctx.rules, set(p.base_relations))
     planted = []
     for i in range(ctx.n_planted):  # alternate domains
-        planted += cores[i % 2].plant(chains, 1, ctx.planted_proofs)
+        planted += cores[i % 2].plant(chains, 1, ctx.proofs_of(i))
     return b.build(ctx.rules, planted=planted, name=ctx.name)

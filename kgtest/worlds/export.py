@@ -189,9 +189,10 @@ def describe_world(world: World, closure: Closure) -> str:
     lines.append("relations: " + ", ".join(
         f"{r} {v['base']}+{v['derived']}" for r, v in s["by_relation"].items()))
     if s["planted"]:
-        k = int(closure.proof_count[closure.index(world.planted)[0]])
+        ks = sorted({int(k) for k in closure.proof_count[closure.index(world.planted)]})
         ex = "; ".join(f"{r}({a}, {b})" for a, r, b in s["planted"][:3])
-        lines.append(f"planted: {len(s['planted'])} targets with exactly {k} proofs, e.g. {ex}")
+        lines.append(f"planted: {len(s['planted'])} targets with exactly "
+                     f"{' or '.join(map(str, ks))} proofs, e.g. {ex}")
     lines.append(f"rules ({len(closure.rules)}):")
     shown = closure.rules[:12]
     lines += [f"  {r}" for r in shown]

@@ -41,7 +41,14 @@ import numpy as np
 from kgtest.config import nonneg
 from kgtest.errors import InputError
 from kgtest.worlds.composition import fraction
-from kgtest.worlds.registry import SAMPLERS, SampleContext, WorldBuilder, invent_names, zipf_weights
+from kgtest.worlds.registry import (
+    SAMPLERS,
+    SampleContext,
+    WorldBuilder,
+    invent_names,
+    planted_ks,
+    zipf_weights,
+)
 from kgtest.worlds.world import World
 
 __all__ = ["FamilyParams", "family_tree", "FAMILY_RELATIONS"]
@@ -127,9 +134,10 @@ def family_tree(p: FamilyParams, ctx: SampleContext) -> World:
     """
     if ctx.rules is None:
         raise InputError("key 'world.rules': family_tree needs a rules file (e.g. family.dl)")
-    if ctx.n_planted and ctx.planted_proofs not in (1, 2):
+    bad = [k for k in planted_ks(ctx.n_planted, ctx.planted_proofs) if k not in (1, 2)]
+    if bad:
         raise InputError(f"key 'world.planted_proofs': family_tree plants siblings, who share "
-                         f"1 (half) or 2 (full) parents; got {ctx.planted_proofs}")
+                         f"1 (half) or 2 (full) parents; got {bad[0]}")
     rng, f = ctx.rng, _Family(ctx.rng)
     couples = [f.marry(f.person(True), f.person(False)) for _ in range(p.n_families)]
     for gen in range(1, p.generations + 1):
@@ -165,10 +173,11 @@ def family_tree(p: FamilyParams, ctx: SampleContext) -> World:
     if ctx.n_planted and not families:
         raise InputError("key 'world.n_planted': the family tree has no couple to plant on "
                          "(world.params.n_families = 0)")
-    for i in (rng.permutation(max(len(families), 1)).tolist() * ctx.n_planted)[: ctx.n_planted]:
+    picks = (rng.permutation(max(len(families), 1)).tolist() * ctx.n_planted)[: ctx.n_planted]
+    for j, i in enumerate(picks):
         (p1, p2), kids = families[i]
         x = kids[int(rng.integers(len(kids)))]
-        if ctx.planted_proofs == 2:  # a full sibling of x
+        if ctx.proofs_of(j) == 2:  # a full sibling of x
             c = f.child_of(p1, p2)
         else:  # a half sibling: one of x's parents with a new partner
             shared = (p1, p2)[int(rng.integers(2))]

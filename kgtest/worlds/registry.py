@@ -50,6 +50,7 @@ __all__ = [
     "zipf_weights",
     "invent_names",
     "check_planted",
+    "planted_ks",
 ]
 
 
@@ -111,8 +112,23 @@ class SampleContext:
     rules: tuple[Rule, ...] | None  # from the spec's rules file; None = the sampler's own
     zipf: float = 0.0  # Zipf exponent for entity frequency (0 = uniform)
     n_planted: int = 0  # how many targets to plant
-    planted_proofs: int = 2  # exact proof count of each planted target
+    planted_proofs: int | tuple[int, ...] = 2  # exact proof count per target (a list cycles)
     name: str = "world"  # label for the World
+
+    def proofs_of(self, i: int) -> int:
+        """The exact proof count of the ``i``-th planted target (see :func:`planted_ks`)."""
+        return planted_ks(i + 1, self.planted_proofs)[i]
+
+
+def planted_ks(n: int, planted_proofs) -> list[int]:
+    """Proof count of each of ``n`` planted targets: an int for all, or a list cycled.
+
+    >>> planted_ks(6, [1, 2, 4]), planted_ks(2, 3)
+    ([1, 2, 4, 1, 2, 4], [3, 3])
+    """
+    ks = [int(planted_proofs)] if isinstance(planted_proofs, (int, np.integer)) \
+        else [int(k) for k in planted_proofs]
+    return [ks[i % len(ks)] for i in range(n)] if ks else []
 
 
 def zipf_weights(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
@@ -246,8 +262,11 @@ class WorldBuilder:
         )
 
 
-def check_planted(world: World, k: int, closure: Closure | None = None) -> Closure:
+def check_planted(world: World, k, closure: Closure | None = None) -> Closure:
     """Check that every planted target has exactly ``k`` independent derivations.
+
+    ``k`` is one count for every target, or a list cycled over the targets in planting
+    order (:func:`planted_ks`).
 
     *Independent* means the derivations' premise sets are pairwise disjoint once fixed
     attribute facts (which are never deleted) are set aside. Returns the closure.
@@ -262,7 +281,8 @@ def check_planted(world: World, k: int, closure: Closure | None = None) -> Closu
     c = world.close() if closure is None else closure
     ids = c.index(world.planted)
     fixed = world.fixed_mask(c)
-    for row, fid in zip(world.planted, ids.tolist(), strict=True):
+    ks = planted_ks(len(ids), k)
+    for row, fid, k in zip(world.planted, ids.tolist(), ks, strict=True):
         s, r, o = world.entities.name(row[0]), world.relations.name(row[1]), row[2]
         what = f"planted target {r}({s}, {world.entities.name(o)})"
         if fid < 0 or fid < c.n_base:

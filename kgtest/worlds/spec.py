@@ -8,7 +8,7 @@ sampler's own sizes::
     sampler = "family_tree"
     rules = "family.dl"        # relative to this spec file
     n_planted = 4              # targets planted with exactly planted_proofs derivations
-    planted_proofs = 2
+    planted_proofs = 2         # or a list cycled over the targets: [1, 2, 4, 8]
     zipf = 0.0                 # Zipf exponent of entity frequency; 0 = uniform
 
     [world.params]             # checked against the sampler's parameter dataclass
@@ -48,7 +48,10 @@ __all__ = ["WorldConfig", "load_world_spec", "check_world_config"]
 
 
 def _positive(value) -> str | None:
-    return "must be >= 1" if value < 1 else None
+    vals = value if isinstance(value, tuple) else (value,)
+    if not vals:
+        return "must be >= 1 or a non-empty list of counts >= 1"
+    return "must be >= 1" if min(vals) < 1 else None
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class WorldConfig:
     name: str = ""  # label of the world; load_world_spec uses the spec file's stem
     description: str = ""  # one line for the catalogue and describe_world
     n_planted: int = field(default=0, metadata={"check": nonneg})  # targets to plant
-    planted_proofs: int = field(default=2, metadata={"check": _positive})  # exact k per target
+    # exact k per target; a list ([1, 2, 4, 8]) is cycled over the planted targets
+    planted_proofs: int | tuple[int, ...] = field(default=2, metadata={"check": _positive})
     zipf: float = field(default=0.0, metadata={"check": nonneg})  # entity-frequency exponent
     extra_relations: tuple[str, ...] = ()  # rule-head relations beyond the sampler's own
     params: dict = field(default_factory=dict)  # [world.params]: the sampler's own sizes

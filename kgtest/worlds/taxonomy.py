@@ -133,7 +133,7 @@ def taxonomy(p: TaxonomyParams, ctx: SampleContext) -> World:
                     state(k, int(props[j]))
 
     planted = []
-    for _ in range(ctx.n_planted):
+    for i in range(ctx.n_planted):
         prop = int(props[rng.choice(len(props), p=prop_w)]) if len(props) else -1
         hosts = [k for k in kinds if prop not in inherited[k]]
         if not hosts:  # every kind has it: plant a new property
@@ -142,7 +142,7 @@ def taxonomy(p: TaxonomyParams, ctx: SampleContext) -> World:
         if not hosts:
             raise InputError("key 'world.n_planted': the taxonomy has no kinds to plant on")
         mixins = []
-        for _ in range(ctx.planted_proofs):
+        for _ in range(ctx.proofs_of(i)):
             y = add_kind([hosts[int(rng.integers(len(hosts)))]])
             state(y, prop)
             mixins.append(y)

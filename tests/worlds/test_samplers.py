@@ -63,9 +63,19 @@ def test_planted_targets_have_exactly_k_independent_proofs(small_config, max_k, 
         assert len(prem) == len(set(prem))
 
 
+@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+def test_a_list_of_planted_proofs_cycles_over_the_targets(small_config, max_k, sampler):
+    ks = [1, 2] if max_k[sampler] < 3 else [1, 3, 2]
+    w = sample_world(small_config(sampler, n_planted=5, planted_proofs=tuple(ks)), seed=3)
+    c = w.close()
+    assert c.proof_count[c.index(w.planted)].tolist() == (ks * 5)[:5]
+
+
 def test_family_refuses_more_than_two_planted_proofs(small_config):
     with pytest.raises(InputError, match="planted_proofs.*1 \\(half\\) or 2 \\(full\\)"):
         sample_world(small_config("family_tree", n_planted=1, planted_proofs=3), seed=0)
+    with pytest.raises(InputError, match="planted_proofs.*got 4"):
+        sample_world(small_config("family_tree", n_planted=2, planted_proofs=(1, 4)), seed=0)
 
 
 def test_family_gender_is_fixed_and_kinship_is_derived(small_config):

@@ -114,3 +114,9 @@ def test_extra_relations_let_rules_define_new_heads(tmp_path):
 def test_set_override_errors_name_the_key():
     with pytest.raises(InputError, match="key 'world.planted_proofs' must be >= 1"):
         load_world_spec(GENERATORS / "taxonomy.toml", ["world.planted_proofs=0"])
+    with pytest.raises(InputError, match="key 'world.planted_proofs' must be >= 1"):
+        load_world_spec(GENERATORS / "taxonomy.toml", ["world.planted_proofs=[1, 0]"])
+    with pytest.raises(InputError, match="key 'world.planted_proofs' must be >= 1 or a non-empty"):
+        load_world_spec(GENERATORS / "taxonomy.toml", ["world.planted_proofs=[]"])
+    cfg = load_world_spec(GENERATORS / "taxonomy.toml", ["world.planted_proofs=[1, 4]"])
+    assert cfg.planted_proofs == (1, 4)
