@@ -22,6 +22,13 @@ that this holds, and a split where it cannot is an :class:`InputError` naming
 ``split.target_presentation``. ``stated_and_cot``: targets train like every other derived
 fact (with ``corpus.derived = "both"``, their own chain too), so CoT after unlearning
 measures the suppression of a memorised chain, not re-derivation.
+Targets can also be chosen by how connected they are (claim 2, the tail): ``target_freq``
+``"rare"`` keeps facts whose rarer entity is among the least frequent (frequency of an
+entity = the closure facts that mention it, as subject or object; a fact's = its rarer
+entity's, as the records' ``entity_freq`` counts documents): at or below the
+``freq_quantile`` quantile of the eligible facts; ``"frequent"`` at or above the
+``1 - freq_quantile`` quantile. ``target_uses = "none"`` keeps facts that are a premise of
+no derivation (nothing is derived from them), ``"some"`` facts that are.
 Targets and their premises are never held out. A derived fact is held out when its rules
 are not *demonstrated* on its subject (``demo_fraction``: each rule is demonstrated on a
 seeded fraction of the entities that are subjects of its facts), or by the random
@@ -53,13 +60,13 @@ from typing import Literal
 
 import numpy as np
 
-from kgtest.config import nonneg, to_dict
+from kgtest.config import in_range, nonneg, to_dict
 from kgtest.errors import InputError
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.facts import atomic_write_text
 
 __all__ = ["SplitConfig", "Split", "choose_split", "LABELS", "TARGET_CATEGORIES",
-           "PRESENTATIONS", "demonstrations"]
+           "PRESENTATIONS", "demonstrations", "fact_frequency"]
 
 #: Split labels, from lowest to highest priority.
 LABELS = ("retain", "held_out", "validation_premise", "premise", "validation", "forget")
@@ -88,6 +95,10 @@ class SplitConfig:
     demo_fraction: float = field(default=1.0, metadata={"check": _fraction})  # rule demo subjects
     rule_demo_fraction: dict = field(default_factory=dict)  # per head relation overrides
     target_presentation: Literal["stated", "stated_and_cot"] = "stated"  # targets: no own CoT
+    target_freq: Literal["any", "rare", "frequent"] = "any"  # by their rarer entity's frequency
+    freq_quantile: float = field(default=0.25,  # the rare / frequent quantile cut
+                                 metadata={"check": in_range(0.01, 1.0)})
+    target_uses: Literal["any", "none", "some"] = "any"  # premise of no / some derivation
     seed: int = 0  # used when choose_split gets no seed argument
 
     def __post_init__(self):
@@ -245,6 +256,47 @@ def demonstrations(closure: Closure, target: int, usable: np.ndarray,
     return cand.astype(np.int64)
 
 
+def fact_frequency(closure: Closure) -> np.ndarray:
+    """``(N,)`` per fact, the frequency of its rarer entity: how many closure facts mention
+    that entity (as subject or object; a self-loop counts once).
+
+    Examples
+    --------
+    >>> from kgtest.symbolic.rules import parse_rules
+    >>> from kgtest.worlds.world import World
+    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("d", "q", "b")],
+    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+    >>> c = w.close()
+    >>> {" ".join(c.named(f)): int(n) for f, n in enumerate(fact_frequency(c))}
+    {'a p b': 2, 'b p c': 2, 'd q b': 1, 'a g c': 2}
+    """
+    F = closure.facts
+    if not len(F):
+        return np.zeros(0, dtype=np.int64)
+    n_ent = int(F[:, [0, 2]].max()) + 1
+    loops = F[:, 0] == F[:, 2]
+    deg = np.bincount(F[:, 0], minlength=n_ent) + np.bincount(F[~loops, 2], minlength=n_ent)
+    return np.minimum(deg[F[:, 0]], deg[F[:, 2]]).astype(np.int64)
+
+
+def _by_connection(closure: Closure, eligible: np.ndarray, cfg: SplitConfig) -> np.ndarray:
+    """``eligible`` narrowed by ``target_uses`` and ``target_freq`` (module docstring)."""
+    out = eligible.copy()
+    if cfg.target_uses != "any":
+        used = np.zeros(len(out), dtype=bool)
+        p = closure.deriv_premises.ravel() if closure.n_derivations else np.zeros(0, int)
+        used[p[p >= 0]] = True
+        out &= ~used if cfg.target_uses == "none" else used
+    if cfg.target_freq != "any" and out.any():
+        freq = fact_frequency(closure)
+        vals = freq[out]
+        if cfg.target_freq == "rare":
+            out &= freq <= np.quantile(vals, cfg.freq_quantile, method="higher")
+        else:
+            out &= freq >= np.quantile(vals, 1 - cfg.freq_quantile, method="lower")
+    return out
+
+
 def _draw_stated(rng, pool: np.ndarray, k: int, closure: Closure, pairs, taken: np.ndarray,
                  derived: np.ndarray) -> np.ndarray:
     """Draw ``k`` targets from ``pool`` so that every derived target (these and ``taken``)
@@ -352,12 +404,17 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
     eligible &= ~world.fixed_mask(closure) & (proofs >= cfg.min_proofs)
     if cfg.max_proofs is not None:
         eligible &= proofs <= cfg.max_proofs
+    eligible = _by_connection(closure, eligible, cfg)
     pool = np.flatnonzero(eligible)
     what = (f"{'/'.join(cfg.targets_from)} facts, not fixed, with proof count in "
             f"[{cfg.min_proofs}, {cfg.max_proofs if cfg.max_proofs is not None else 'inf'}]")
     if "base" not in cfg.targets_from or len(cfg.targets_from) > 1:
         what += (f" and derived depth in [{cfg.min_depth}, "
                  f"{cfg.max_depth if cfg.max_depth is not None else 'inf'}]")
+    if cfg.target_freq != "any":
+        what += f", target_freq = {cfg.target_freq} (freq_quantile {cfg.freq_quantile:g})"
+    if cfg.target_uses != "any":
+        what += f", target_uses = {cfg.target_uses}"
     if cfg.n_forget > len(pool):
         raise _fail(where, "n_forget", f"asked for {cfg.n_forget} forget targets but only "
                     f"{len(pool)} facts are eligible ({what}); lower it or widen the categories")

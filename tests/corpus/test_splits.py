@@ -168,3 +168,54 @@ def test_json_round_trip(tmp_path, world, closure):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(InputError, match="not a kgtest split"):
         Split.load(tmp_path / "bad.json")
+
+
+def _zipf_world(seed: int = 0) -> World:
+    from kgtest.worlds.samplers import sample_world
+    from kgtest.worlds.spec import WorldConfig
+
+    return sample_world(WorldConfig(zipf=1.5, params={"n_entities": 30, "n_relations": 3,
+                                                      "n_derived": 2, "hops": 2}), seed=seed)
+
+
+@pytest.mark.parametrize("freq", ["rare", "frequent"])
+@pytest.mark.parametrize("uses", ["none", "some"])
+def test_targets_by_frequency_and_uses(freq, uses):
+    from kgtest.corpus.splits import fact_frequency
+
+    world = _zipf_world()
+    c = world.close()
+    cfg = SplitConfig(n_forget=3, n_validation=2, targets_from=("base",), target_freq=freq,
+                      freq_quantile=0.5, target_uses=uses)
+    sp = choose_split(c, world, cfg, seed=1)
+    used = np.isin(np.arange(len(c)), c.deriv_premises.ravel())
+    fq = fact_frequency(c)
+    base = fq[:c.n_base]
+    cut = np.quantile(base[~used[:c.n_base]] if uses == "none" else base[used[:c.n_base]],
+                      0.5, method="higher" if freq == "rare" else "lower")
+    for t in np.concatenate([sp.forget, sp.validation]).tolist():
+        assert c.is_base[t] and used[t] == (uses == "some")
+        assert fq[t] <= cut if freq == "rare" else fq[t] >= cut
+
+
+def test_frequency_of_a_fact_is_its_rarer_entity_s():
+    from kgtest.corpus.splits import fact_frequency
+
+    world = _zipf_world(2)
+    c = world.close()
+    F = c.facts
+    deg = {e: int(((F[:, 0] == e) | (F[:, 2] == e)).sum()) for e in np.unique(F[:, [0, 2]])}
+    assert fact_frequency(c).tolist() == [min(deg[s], deg[o]) for s, _, o in F.tolist()]
+
+
+def test_bad_frequency_settings_name_the_key():
+    for bad, key in [({"target_freq": "tail"}, "split.target_freq"),
+                     ({"target_uses": "never"}, "split.target_uses"),
+                     ({"freq_quantile": 0.0}, "split.freq_quantile")]:
+        with pytest.raises(InputError, match=key.replace(".", r"\.")):
+            build(SplitConfig, bad, where="spec.toml", section="split")
+    world = _zipf_world()
+    cfg = SplitConfig(n_forget=10_000, n_validation=0, targets_from=("base",),
+                      target_freq="rare")
+    with pytest.raises(InputError, match="target_freq = rare"):
+        choose_split(world.close(), world, cfg, seed=0)
