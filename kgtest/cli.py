@@ -30,6 +30,7 @@ EXAMPLES = {
     "run": "kgtest run experiments/quickstart.toml --out runs --set run.seed=1",
     "report": "kgtest report runs/quickstart-seed0 runs/quickstart-seed1 --out runs/report",
     "sweep": "kgtest sweep experiments/sweep.toml --backend local --jobs 2 --out runs/sweep",
+    "pack": "kgtest pack runs/framing --out experiments/results/framing",
 }
 
 
@@ -165,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--control", default="filter", help="control for excess re-derivation")
     _add_json(rp)
     rp.set_defaults(func=cmd_report)
+
+    pk = _parser_for(sub, "pack", "copy finished runs' records (gzipped) and small files, no "
+                     "weights, into a folder `kgtest report` reads back", "pack")
+    pk.add_argument("run_dirs", nargs="+", help="run folders, or one `kgtest sweep` folder")
+    pk.add_argument("--out", required=True, help="packed folder (replaced if it exists)")
+    _add_json(pk)
+    pk.set_defaults(func=cmd_pack)
 
     dm = _parser_for(sub, "demo", "run the quickstart experiment and describe it", "demo")
     dm.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
@@ -528,14 +536,29 @@ def cmd_report(args) -> int:
         print(f"report: {summary}")
         return 0
 
+    from kgtest.records import records_path
+
     for d in args.run_dirs:
-        if not (Path(d) / "records.jsonl").exists():
+        if records_path(d) is None:
             raise InputError(f"{d}: no records.jsonl (not a finished `kgtest run` folder)")
     summary = report(args.run_dirs, args.out, control=args.control)
     if args.json:
         return _summary_json(summary)
     print(summary.read_text())
     print(f"report: {summary}")
+    return 0
+
+
+def cmd_pack(args) -> int:
+    from kgtest.pack import pack
+
+    out = pack(args.run_dirs, args.out)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in files)
+    if args.json:
+        return _emit_json({"out": str(out), "files": len(files), "bytes": size})
+    print(f"packed {len(files)} files ({size / 1024:.0f} KiB) into {out}/ "
+          f"(kgtest report {out} regenerates the summary)")
     return 0
 
 

@@ -118,11 +118,13 @@ from pathlib import Path
 from kgtest.errors import InputError
 from kgtest.symbolic.facts import atomic_write_text
 
-__all__ = ["COLUMNS", "RECORDS", "REQUIRED", "ROW_KEY", "new_row", "write_records",
-           "read_records", "read_runs", "schema_markdown"]
+__all__ = ["COLUMNS", "RECORDS", "RECORDS_GZ", "REQUIRED", "ROW_KEY", "new_row",
+           "write_records", "read_records", "read_runs", "records_path", "schema_markdown"]
 
 #: Where a run folder keeps its records.
 RECORDS = "records.jsonl"
+#: The same rows gzip-compressed: how ``kgtest pack`` keeps committed results small.
+RECORDS_GZ = "records.jsonl.gz"
 
 #: Column name -> (type, default). The module docstring says what each means.
 COLUMNS: dict[str, tuple[type, object]] = {
@@ -273,8 +275,41 @@ def _parse_record(line: str) -> dict:
     return new_row(**{k: v for k, v in raw.items() if k in COLUMNS})
 
 
+def records_path(run_dir: str | os.PathLike) -> Path | None:
+    """The records file of a run folder: ``records.jsonl``, else ``records.jsonl.gz``
+    (a packed run, see :mod:`kgtest.pack`), else None.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> records_path(d) is None
+    True
+    >>> write_records([new_row(run_id="r", variant="NPO", probe="direct", fact=1)], d).name
+    'records.jsonl'
+    >>> records_path(d).name
+    'records.jsonl'
+    """
+    p = Path(run_dir)
+    for name in (RECORDS, RECORDS_GZ):
+        if (p / name).is_file():
+            return p / name
+    return None
+
+
+def _read_lines(path: Path) -> list[str]:
+    if path.name.endswith(".gz"):
+        import gzip
+
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return f.read().splitlines()
+    with path.open(encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
 def read_records(run_dir: str | os.PathLike, *, seen: dict | None = None) -> list[dict]:
-    """Rows of ``RUN/records.jsonl`` (a folder) or of a ``.jsonl`` file, as full rows.
+    """Rows of ``RUN/records.jsonl`` (a folder; ``records.jsonl.gz`` when that is all it
+    has) or of a ``.jsonl`` / ``.jsonl.gz`` file, as full rows.
 
     Every line is checked: a JSON object with the :data:`REQUIRED` keys, each known
     column of its type (no NaN or infinite score), and no second row for the same
@@ -300,14 +335,13 @@ def read_records(run_dir: str | os.PathLike, *, seen: dict | None = None) -> lis
     kgtest.errors.InputError: ...records.jsonl:1: bad record ('score' must be a finite number, ...
     """
     p = Path(run_dir)
-    path = p / RECORDS if p.is_dir() else p
+    path = (records_path(p) or p / RECORDS) if p.is_dir() else p
     seen = {} if seen is None else seen
     rows = []
     try:
-        with path.open(encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        why = getattr(err, "strerror", None) or "not UTF-8 text"
+        lines = _read_lines(path)
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        why = getattr(err, "strerror", None) or "not UTF-8 text or a damaged gzip file"
         raise InputError(f"{path}: cannot read records ({why}); is this a run folder?"
                          ) from None
     for lineno, line in enumerate(lines, start=1):

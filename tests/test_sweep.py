@@ -461,3 +461,31 @@ def test_two_sweeps_on_one_folder_the_second_exits_naming_the_first(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.slow
+def test_packed_sweep_reports_the_same_rows_without_weights(local_sweep, tmp_path):
+    """`kgtest pack` keeps what the report reads (gzipped records, stage JSONs) and no
+    weights; the packed folder's report equals the original's, row for row."""
+    from kgtest.cli import main
+    from kgtest.pack import pack
+
+    _, out, _, _, _ = local_sweep
+    packed = pack([out], tmp_path / "packed")
+    files = [p for p in packed.rglob("*") if p.is_file()]
+    assert (packed / "sweep.json").exists()
+    assert sum(p.name == "records.jsonl.gz" for p in files) == 2  # the failed run has none
+    assert not any(p.suffix in (".pt", ".safetensors", ".bin") for p in files)
+    assert not any(p.name in ("records.jsonl", "train.jsonl", "tokenizer.json") for p in files)
+    assert any(p.name == "unlearn.json" for p in files)
+    assert any(p.name == "metrics.json" for p in files)
+    a = sweep_report(out, tmp_path / "a", n_boot=50)
+    b = sweep_report(packed, tmp_path / "b", n_boot=50)
+    rows = [json.loads((r.parent / "cells" / "cell00" / "summary.json").read_text())
+            for r in (a, b)]
+    assert rows[0] == rows[1] and rows[0]
+    again = pack([out], tmp_path / "packed")  # repacking replaces, byte for byte
+    assert sorted(p.read_bytes() for p in again.rglob("*.gz")) == sorted(
+        p.read_bytes() for p in files if p.suffix == ".gz")
+    assert main(["pack", str(tmp_path / "a"), "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from kgtest.errors import InputError
+from kgtest.records import records_path
 from kgtest.stages import RunBusy, lock_holder, run_lock
 from kgtest.sweep.backends import BACKENDS
 from kgtest.sweep.job import ERROR, STATUS, is_finished, read_status, run_state
@@ -269,7 +270,7 @@ def sweep_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
 
     def finished(e):
         folder = sweep_dir / e["dir"]
-        return (folder / "records.jsonl").exists() and is_finished(folder)
+        return records_path(folder) is not None and is_finished(folder)
 
     if not any(finished(e) for e in data["runs"]):
         raise InputError(f"{sweep_dir}: no finished runs yet ({data.get('counts', {})})")
