@@ -24,7 +24,8 @@ probe               str        ``direct``, ``statement``, ``paraphrase``, ``cot`
                                ``in_context``, ``latent`` (targets the variant never saw
                                stated), ``implied`` (held-out derived facts), ``relearn``,
                                ``relearn_premises``, ``quantize``, ``utility_direct``,
-                               ``utility_cot``, ``utility_rule``, ``utility_loss``
+                               ``utility_cot``, ``utility_rule``, ``utility_loss``,
+                               ``kb`` (every trained fact), ``kb_recall`` (per target)
 setting             str        probe setting: ``""``; ``int8``/``int4`` or ``int4/g32``
                                (quantize: bits, group size); ``steps=50,lr=0.001`` (relearn
                                grid point); ``inverse`` / ``held_template`` (paraphrase)
@@ -47,6 +48,7 @@ gated_in            bool       the original model knew this fact by ``gate``; on
 gate                str        the original's probe that gates the row: ``direct``, ``cot``,
                                the in-context probe itself (``in_context``,
                                ``in_context[counterfactual]``, ``in_context_cot``),
+                               ``kb`` (the original's ``kb`` row: it knew the fact),
                                or ``none`` (``utility_loss``: always gated in)
 applicable          bool       False when the probe cannot ask this fact (no premises, no
                                inverse statements...): such rows never count
@@ -93,6 +95,13 @@ majority_floor      float      in-context: chance that the relation's most frequ
                                object is right (``kgtest.unlearn.data.majority_floor``)
 memorised           bool       in_context[counterfactual]: the model gave the memorised
                                object, not the one the context implies
+kb_recall           float      kb_recall: max over the target's minimal deletion sets M of
+                               ``|M ∩ U'| / |M|``, U' = KB facts this variant lost
+kb_accuracy         float      kb_recall: ``1 - |U' \\ M| / (|KB| - |M|)`` (Wu et al. 2024)
+kb_size             int        kb_recall: ``|KB|``, trained non-fixed facts the original knew
+kb_unlearned        int        kb_recall: ``|U'|`` (less the other forget targets)
+min_set_size        int        kb_recall: size of the target's smallest minimal deletion set
+sym_recall          float      kb_recall: recall of the facts the variant was asked to delete
 ==================  =========  ==============================================================
 
 Examples
@@ -149,6 +158,8 @@ COLUMNS: dict[str, tuple[type, object]] = {
     "quant_diff": (float, None),
     "copy_last": (bool, None), "copy_rate": (float, None), "majority_floor": (float, None),
     "memorised": (bool, None),
+    "kb_recall": (float, None), "kb_accuracy": (float, None), "kb_size": (int, None),
+    "kb_unlearned": (int, None), "min_set_size": (int, None), "sym_recall": (float, None),
 }
 
 

@@ -387,6 +387,10 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
     text = summary_markdown(agg, records, command=command, tuning=_tuning(runs),
                             plots=[str(p.relative_to(out)) for p in plots], control=control,
                             warn=warnings(runs))
+    from kgtest.probes.kb_recall import kb_recall_markdown  # Wu et al.: model-level recall
+
+    text += "\n".join(["", *kb_recall_markdown(agg, records, out / "plots", n_boot=n_boot,
+                                                seed=seed)])
     text += run_info_markdown(runs)  # versions, git commit, reproduce command (run.json)
     atomic_write_text(out / "summary.json", json.dumps(
         [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in a.items()}

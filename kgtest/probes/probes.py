@@ -451,5 +451,6 @@ def evaluate(variants: Mapping[str, Any], ctx: ProbeContext,
 
 # importing these registers the relearn and quantize probes
 from kgtest.probes import in_context as _in_context  # noqa: E402, F401
+from kgtest.probes import kb_recall as _kb_recall  # noqa: E402, F401
 from kgtest.probes import quantize as _quantize  # noqa: E402, F401
 from kgtest.probes import relearn as _relearn  # noqa: E402, F401
