@@ -53,8 +53,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["wilson", "newcombe_paired", "bootstrap", "aggregate", "CONTROLS", "ATTACKS",
-           "UTILITY", "COT_PROBES"]
+__all__ = ["wilson", "newcombe_paired", "bootstrap", "aggregate", "aggregate_by", "CONTROLS",
+           "ATTACKS", "UTILITY", "COT_PROBES"]
 
 #: Control variants, listed first in tables.
 CONTROLS = ("original", "filter", "ignorance", "never_trained")
@@ -321,3 +321,50 @@ def _add_never_floor(out: list[dict]) -> None:
         a["floor_never"] = nt["rate"] if nt else float("nan")
         a["floor_never_k"] = nt["k"] if nt else None
         a["floor_never_n"] = nt["n_in"] if nt else None
+
+
+def aggregate_by(records: Sequence[dict], by: str = "trained", *, variant: str = "original",
+                 n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[dict]:
+    """One variant's rate over **every** applicable fact (gated or not), per probe,
+    setting and value of the column ``by``.
+
+    The gate is what :func:`aggregate` counts by; this cut ignores it, so it answers what
+    the original model itself knows: QA on subjects whose QA was never trained
+    (``by="trained"``: ``statement`` vs ``statement+qa``), inverse questions on facts
+    stated only forward, two-hop questions on held-out facts. Intervals as in
+    :func:`aggregate` (Wilson for one run, else the two-level bootstrap).
+
+    Returns
+    -------
+    list of dict
+        Keys ``probe setting value rate lo hi interval k n chance floor n_runs``, sorted.
+
+    Examples
+    --------
+    >>> from kgtest.records import new_row
+    >>> rows = [new_row(run_id="r", variant="original", probe="direct", fact=f, correct=f < 3,
+    ...                 trained="statement+qa" if f < 4 else "statement", chance=0.1)
+    ...         for f in range(8)]
+    >>> [(a["value"], a["k"], a["n"]) for a in aggregate_by(rows, n_boot=100)]
+    [('statement', 0, 4), ('statement+qa', 3, 4)]
+    """
+    cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(dict))  # key -> run -> fact
+    for r in _with_answer_lines(records):
+        if r["variant"] == variant and _value(r) is not None and r["correct"] is not None:
+            key = (r["probe"], r["setting"] or "", str(r.get(by)))
+            cells[key][r["run_id"]][r["fact"]] = r
+    out = []
+    for (probe, setting, value), runs in sorted(cells.items()):
+        groups = [{f: _value(r) for f, r in run.items()} for run in runs.values()]
+        est, lo, hi, how = _rate_interval(groups, "rate", n_boot, seed, level)
+        rows = [r for run in runs.values() for r in run.values()]
+        chances = [r["chance"] for r in rows if r["chance"] is not None]
+        floors = [r["floor"] for r in rows if r.get("floor") is not None]
+        out.append({"probe": probe, "setting": setting, "value": value, "rate": est,
+                    "lo": lo, "hi": hi, "interval": how,
+                    "k": int(sum(v for g in groups for v in g.values())),
+                    "n": sum(len(g) for g in groups),
+                    "chance": float(np.mean(chances)) if chances else float("nan"),
+                    "floor": float(np.mean(floors)) if floors else float("nan"),
+                    "n_runs": len(runs)})
+    return out

@@ -332,7 +332,7 @@ def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, trained: Tr
     """Probe every variant and report: ``RUN/records-<key>/`` with the records, the summary
     (``summary.md``, ``summary.json``) and ``plots/``."""
     from kgtest.probes.context import ProbeContext
-    from kgtest.probes.probes import evaluate
+    from kgtest.probes.probes import asked, evaluate
     from kgtest.records import read_records, write_records
     from kgtest.report import report
 
@@ -355,7 +355,8 @@ def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, trained: Tr
             batch_size=cfg.probes.batch_size)
         with probe_progress(len(variants) * len(cfg.probes.probes),
                             lambda msg: log(f"      {msg}")) as plog:  # a bar on a terminal
-            rows = evaluate(variants, ctx, probes=cfg.probes.probes, log=plog)
+            rows = evaluate(variants, ctx, probes=cfg.probes.probes, log=plog,
+                            facts=asked(ctx, cfg.probes.facts))
         write_records(rows, tmp)
         report([run_dir], tmp, records=read_records(tmp), command=command,
                control=cfg.probes.control, n_boot=cfg.probes.n_boot,

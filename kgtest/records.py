@@ -57,6 +57,10 @@ derived             bool       derived by a rule (else a base fact)
 presentation        str        how training showed it: ``stated``, ``cot``, ``both``,
                                ``implied`` (never shown)
 tags                str        ``base``/``derived`` plus ``planted``, ``fixed``
+trained             str        kinds of the original's training documents stating or
+                               answering it, joined by ``+`` in the order ``statement``,
+                               ``inverse`` (object first), ``qa``, ``cot``, ``in_context``
+                               ("" if none)
 proofs              int        distinct one-step derivations (proof count)
 depth               int        shortest derivation depth (0: base)
 entity_freq         int        min(subject_freq, object_freq): the rarer entity's count
@@ -146,6 +150,7 @@ COLUMNS: dict[str, tuple[type, object]] = {
     "gated_in": (bool, False), "gate": (str, "direct"), "applicable": (bool, True),
     "output": (str, None),
     "derived": (bool, None), "presentation": (str, ""), "tags": (str, ""),
+    "trained": (str, ""),
     "proofs": (int, None), "depth": (int, None), "entity_freq": (int, None),
     "subject_freq": (int, None), "object_freq": (int, None), "rules": (str, ""),
     "domain": (str, ""), "split": (str, ""),

@@ -35,6 +35,7 @@ from kgtest.aggregate import (  # noqa: F401  (bootstrap, aggregate: the public 
     CONTROLS,
     UTILITY,
     aggregate,
+    aggregate_by,
     bootstrap,
 )
 from kgtest.errors import InputError
@@ -128,7 +129,8 @@ def _floor_rows(by: dict, variants: list[str], cols: list[str]) -> list[list[str
 
 def summary_markdown(agg: list[dict], records: Sequence[dict], *, command: str = "",
                      tuning: Sequence[dict] = (), plots: Sequence[str] = (),
-                     control: str = "filter", warn: Sequence[str] = ()) -> str:
+                     control: str = "filter", warn: Sequence[str] = (), n_boot: int = 2000,
+                     seed: int = 0) -> str:
     """The text of ``summary.md`` (see :func:`report`)."""
     by = {(a["variant"], label(a)): a for a in agg}
     variants = order(a["variant"] for a in agg)
@@ -166,6 +168,7 @@ def summary_markdown(agg: list[dict], records: Sequence[dict], *, command: str =
             for v in variants if v != control]
     md += [_table(["variant"] + [_head(c) for c in cols], body), ""]
     md += _cot_section(by, variants)
+    md += _exposure_section(records, n_boot=n_boot, seed=seed)
     md += ["## Gating", "", "Facts gated in / gated out / not applicable per probe (the "
            "original model's answers decide; the same facts for every variant).", ""]
     ref = variants[0]
@@ -189,6 +192,26 @@ def summary_markdown(agg: list[dict], records: Sequence[dict], *, command: str =
     if plots:
         md += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     return "\n".join(md)
+
+
+def _exposure_section(records: Sequence[dict], *, n_boot: int, seed: int) -> list[str]:
+    """The original on every asked fact, gate ignored, by how training showed the fact."""
+    cut = aggregate_by(records, "trained", n_boot=n_boot, seed=seed)
+    if not cut:
+        return []
+    body = [[label(a), a["value"] or "never (implied)",
+             cell_text({**a, "metric": "rate", "n_in": a["n"]}),
+             f"{a['chance']:.3f}" if not np.isnan(a["chance"]) else "–",
+             f"{a['floor']:.3f}" if not np.isnan(a["floor"]) else "–"] for a in cut]
+    return ["## The original model on every asked fact, by training exposure", "",
+            "Every applicable asked fact, gated or not (the original's own knowledge: QA on "
+            "subjects whose QA was never trained, inverse questions on facts stated only "
+            "forward, two-hop questions on held-out facts), by the `trained` column: the "
+            "kinds of training documents that stated or answered the fact. `rate [95% "
+            "interval] k/n` (" + ("Wilson" if len({r["run_id"] for r in records}) == 1
+                                  else "two-level bootstrap over seeds, then facts") + ").",
+            "", _table(["probe", "trained as", "original: rate", "chance",
+                        "floor: most frequent object"], body), ""]
 
 
 def _cot_section(by: dict, variants: list[str]) -> list[str]:
@@ -386,7 +409,7 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
     command = command or "kgtest report " + " ".join(str(d) for d in runs)
     text = summary_markdown(agg, records, command=command, tuning=_tuning(runs),
                             plots=[str(p.relative_to(out)) for p in plots], control=control,
-                            warn=warnings(runs))
+                            warn=warnings(runs), n_boot=n_boot, seed=seed)
     from kgtest.probes.kb_recall import kb_recall_markdown  # Wu et al.: model-level recall
 
     text += "\n".join(["", *kb_recall_markdown(agg, records, out / "plots", n_boot=n_boot,

@@ -239,3 +239,27 @@ def test_heatmap_is_drawn_even_when_nothing_is_gated_in(tmp_path):
     report([tmp_path], n_boot=50)
     assert (tmp_path / "plots" / "rates.png").exists()
     assert not (tmp_path / "plots" / "excess.png").exists()  # no filter control: no excess
+
+
+def test_exposure_section_counts_every_fact_of_the_original_gate_or_not(tmp_path):
+    from kgtest.aggregate import aggregate_by
+
+    # the original knows its QA-trained facts and 1 of 4 statement-only ones; the gate
+    # (its own direct answer) would make every counted row correct
+    rows = [new_row(run_id=f"s{s}", variant="original", probe="direct", fact=f,
+                    correct=f < 4 or f == 4 + s % 4, gated_in=f < 4 or f == 4 + s % 4,
+                    trained="statement+qa" if f < 4 else "statement", chance=0.05, floor=0.1)
+            for s in range(5) for f in range(8)]
+    rows += [new_row(run_id="s0", variant="filter", probe="direct", fact=f, correct=True,
+                     trained="statement") for f in range(4, 8)]  # other variants: not counted
+    cut = {a["value"]: a for a in aggregate_by(rows, n_boot=200)}
+    assert (cut["statement"]["k"], cut["statement"]["n"]) == (5, 20)
+    assert cut["statement"]["rate"] == 0.25 and cut["statement"]["lo"] < 0.25 < cut[
+        "statement"]["hi"]
+    assert (cut["statement+qa"]["k"], cut["statement+qa"]["n"]) == (20, 20)
+    assert cut["statement+qa"]["lo"] < 1.0  # pooled Wilson, never zero width
+    write_records(rows, tmp_path)
+    text = report([tmp_path], n_boot=200).read_text()
+    section = text.split("## The original model on every asked fact")[1].split("\n## ")[0]
+    assert "| direct | statement | 0.25 [" in section and "] 5/20 | 0.050 | 0.100 |" in section
+    assert "] 20/20 |" in section

@@ -17,8 +17,12 @@ in-context document follows), ``probe`` (on evaluation documents), ``target``
 
 What is trained, per fact category:
 
-- base facts: statements (``multiplicity`` copies), and QA documents for the facts of a
-  seeded ``qa_fraction`` of subjects;
+- base facts: statements (``multiplicity`` copies; one per document with ``group =
+  "fact"``, all of a subject's together with ``"subject"``, and with ``"chain"`` the
+  stated premises of each held-out derived fact's chain together, the facts in no such
+  chain one per document), and QA documents for the facts of a seeded ``qa_fraction`` of
+  subjects; with ``inverse``, the stated facts of a seeded ``inverse_fraction`` of
+  subjects are also stated object first;
 - derived facts not held out: ``derived = "stated"`` (statements + QA, memorised),
   ``"cot"`` (chain-of-thought documents) or ``"both"``;
 - held-out derived facts: nothing, ever (implied only);
@@ -107,9 +111,12 @@ class CorpusConfig:
     derived: Literal["stated", "cot", "both"] = "cot"  # how non-held-out derived facts train
     qa_fraction: float = field(default=1.0, metadata={"check": _fraction})  # subjects with QA
     multiplicity: int = field(default=1, metadata={"check": in_range(1, 1000)})  # k per fact
-    group: Literal["fact", "subject"] = "fact"  # a document per statement, or per subject
+    group: Literal["fact", "subject", "chain"] = "fact"  # a document per statement, per
+    # subject, or per held-out derived fact (its chain's premises together: "chain")
     permute: bool = False  # shuffle statement order in each copy of a subject document
-    inverse: bool = False  # also state every stated fact object first ("o ~r s")
+    inverse: bool = False  # also state stated facts object first ("o ~r s")
+    inverse_fraction: float = field(default=1.0, metadata={"check": _fraction}
+                                    )  # with inverse: the seeded fraction of subjects inverted
     held_out_templates: int = field(default=1, metadata={"check": _positive})  # paraphrase
     unknown: bool = True  # render 'unknown' documents for forget and validation targets
     in_context: bool = True  # render in-context probe documents for derived facts
@@ -444,10 +451,13 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
     train: list[dict] = []
     # --- statements -------------------------------------------------------------------
     stated_ids = np.flatnonzero(stated)
-    if cfg.group == "fact":
+    if cfg.group in ("fact", "chain"):
+        groups = _chain_groups(chains, split.held_out, stated) if cfg.group == "chain" else []
+        grouped = {f for g in groups for f in g}
+        groups += [[f] for f in stated_ids.tolist() if f not in grouped]
         for c in range(k):
-            train.extend(_doc("statement", "", stmt(f, c), [(f, "stated")], variant=c)
-                         for f in stated_ids.tolist())
+            train.extend(_doc("statement", "", surface.join([stmt(f, c) for f in g]),
+                              [(f, "stated") for f in g], variant=c) for g in groups)
     else:
         subj = F[stated_ids, 0]
         order = np.argsort(subj, kind="stable")
@@ -459,7 +469,7 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
                 text = surface.join([stmt(f, c) for f in g])
                 train.append(_doc("statement", "", text, [(f, "stated") for f in g], variant=c))
     if cfg.inverse:
-        for f in stated_ids.tolist():
+        for f in _inverted(F, stated_ids, cfg.inverse_fraction, seed).tolist():
             s, r, o = FL[f]
             train.append(_doc("statement", "", surface.inverse_statement(s, r, o),
                               [(f, "stated")], variant=0, inverse=True))
@@ -528,6 +538,29 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
         presentation=tuple(presentation.tolist()), depth=closure.depth.astype(np.int64),
         proofs=closure.proof_count.copy(), tags=tuple(tags), config=cfg, seed=int(seed),
     )
+
+
+def _chain_groups(chains: _Chains, held_out: np.ndarray, stated: np.ndarray
+                  ) -> list[list[int]]:
+    """``corpus.group = "chain"``: per held-out derived fact, the stated steps of its chain
+    (its premises, for a two-hop fact), as one document's facts; each chain once."""
+    out: dict[tuple[int, ...], None] = {}
+    for f in held_out.tolist():
+        steps = [p for p in chains.steps(int(f)) if stated[p]]
+        if len(steps) > 1:
+            out.setdefault(tuple(dict.fromkeys(steps)))
+    return [list(g) for g in out]
+
+
+def _inverted(F: np.ndarray, stated_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The stated facts rendered inverted too: those of a seeded ``fraction`` of subjects
+    (its own generator, so the rest of the corpus is the same for every fraction)."""
+    if fraction >= 1:
+        return stated_ids
+    subjects = np.unique(F[stated_ids, 0])
+    rng = np.random.default_rng([int(seed), 0x1A7E])
+    keep = rng.choice(subjects, int(round(fraction * len(subjects))), replace=False)
+    return stated_ids[np.isin(F[stated_ids, 0], keep)]
 
 
 def _cot_doc(surface: Surface, FL: list, chains: _Chains, f: int, c: int, stmt,

@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from kgtest.config import in_range, nonneg
 from kgtest.errors import InputError
@@ -30,6 +31,8 @@ class ProbesConfig:
     """Which probes run on every variant, and their knobs."""
 
     probes: tuple[str, ...] = DEFAULT_PROBES  # registered probe names, run on every variant
+    facts: Literal["targets", "held_out", "base"] = "targets"  # what the probes ask: the
+    # forget targets, the held-out derived facts, or every base fact (kgtest.probes.probes.asked)
     relearn: RelearnConfig = field(default_factory=RelearnConfig)  # [probes.relearn] grid
     quantize_bits: tuple[int, ...] = field(default=(8, 4), metadata={"check": in_range(2, 16)}
                                            )  # round-to-nearest weight widths (2..16 bits)

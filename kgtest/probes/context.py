@@ -35,6 +35,9 @@ from kgtest.records import new_row
 __all__ = ["ProbeContext", "PromptLeak", "Ask", "ask", "check_prompt"]
 
 
+#: The ``trained`` column's document kinds, in the order it lists them.
+TRAINED_KINDS = ("statement", "inverse", "qa", "cot", "in_context")
+
 #: Controls retrained from scratch on a filtered corpus (what they dropped is ``removed``).
 RETRAINED = ("filter", "ignorance")
 
@@ -171,10 +174,15 @@ class ProbeContext:
         c, corpus, w = self.closure, self.corpus, self.world
         n, F = len(c), corpus.facts
         freq = np.zeros(len(corpus.surface.entity_names), dtype=np.int64)
+        kinds: list[set] = [set() for _ in range(n)]
         for d in corpus.train:  # documents mentioning each entity (once per document)
             ents = {int(F[x["id"], k]) for x in d["facts"] for k in (0, 2)
                     if x["role"] != "question"}
             freq[list(ents)] += 1
+            kind = "inverse" if d.get("inverse") else d["kind"]
+            for x in d["facts"]:
+                if x["role"] in ("stated", "answer"):
+                    kinds[x["id"]].add(kind)
         domain = np.zeros(n, dtype=np.int64)
         domain[: len(w.domain)] = w.domain
         for f in range(c.n_base, n):  # derived ids are in depth order: premises come first
@@ -190,6 +198,7 @@ class ProbeContext:
             out.append({
                 "derived": not bool(c.is_base[f]), "presentation": corpus.presentation[f],
                 "tags": corpus.tags[f], "proofs": int(corpus.proofs[f]),
+                "trained": "+".join(k for k in TRAINED_KINDS if k in kinds[f]),
                 "depth": int(corpus.depth[f]), "subject_freq": int(freq[s]),
                 "object_freq": int(freq[o]), "entity_freq": int(min(freq[s], freq[o])),
                 "rules": ";".join(rules[i] for i in c.rules_of(f)),

@@ -11,8 +11,9 @@ probe          what is asked                                                gate
 direct         ``Q s r ? A`` -> greedy answer; log-prob and rank of the      direct
                true object among all entities of its type
 statement      ``s r`` cut before the object                                 direct
-paraphrase     held-out question template (natural), or the inverse          direct
-               statement ``o ~r`` (symbolic with ``corpus.inverse``); else
+paraphrase     held-out question template (natural), and the inverse         direct
+               statement cut before the subject (``o ~r``; with
+               ``corpus.inverse``); symbolic without inverse statements:
                rows with ``applicable = False``
 cot            ``Q s r ? T`` -> the model's chain and answer; counts only    cot
                if the chain verifies (:func:`verify_chain`)
@@ -67,7 +68,7 @@ from kgtest.probes.scoring import answer_logprobs, greedy_complete
 from kgtest.registry import Registry, first_doc_line
 
 __all__ = ["PROBES", "DEFAULT_PROBES", "Probe", "ProbeContext", "PromptLeak", "Ask",
-           "ask", "check_prompt", "verify_chain", "equivalent", "evaluate"]
+           "ask", "check_prompt", "verify_chain", "equivalent", "evaluate", "asked", "ASKED"]
 
 #: Probes :func:`evaluate` runs when none are named (all of them).
 DEFAULT_PROBES = ("direct", "statement", "paraphrase", "cot", "in_context", "latent",
@@ -117,18 +118,34 @@ def statement(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
 
 @PROBES.register("paraphrase")
 def paraphrase(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
-    """A held-out question template (natural), or the inverse statement (symbolic)."""
+    """A held-out question template (natural), and the inverse statement (with
+    ``corpus.inverse``)."""
     sf, F = ctx.corpus.surface, ctx.corpus.facts
     if sf.natural:
         items = [Ask(int(f), sf.qa_prompt(int(F[f, 0]), int(F[f, 1]), 0, held=True),
                      int(F[f, 2])) for f in facts]
-        return ask(model, tokenizer, ctx, items, "paraphrase", setting="held_template")
+        rows = ask(model, tokenizer, ctx, items, "paraphrase", setting="held_template")
+        return rows + (_inverse(model, tokenizer, facts, ctx) if ctx.corpus.config.inverse
+                       else [])
     if not ctx.corpus.config.inverse:
         return _na_rows(ctx, facts, "paraphrase")  # no unseen surface to ask with: say so
-    e, rel = sf.entity_display, sf.relation_display
-    items = [Ask(int(f), f"{e[F[f, 2]]} ~{rel[F[f, 1]]} ", int(F[f, 0]), {"floor": None})
-             for f in facts]  # the answer is the subject: the object floor does not apply
-    return ask(model, tokenizer, ctx, items, "paraphrase", setting="inverse")
+    return _inverse(model, tokenizer, facts, ctx)
+
+
+def _inverse(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
+    """The inverse statement cut before the subject: ``o ~r`` / ``"O is the r of"``.
+
+    Asked on every fact, whether or not its own inverse was trained (the ``trained``
+    column says): a fact stated only forward asks the reversal curse."""
+    sf, F = ctx.corpus.surface, ctx.corpus.facts
+    items = []
+    for f in facts:
+        s, r, o = F[f].tolist()
+        prompt = sf.inverse_statement(s, r, o)[: -len(sf.entity_display[s]) - sf.natural]
+        items.append(Ask(int(f), prompt, s, {"floor": None}))  # the answer is the subject:
+    # the object floor does not apply; a natural inverse statement ends in "."
+    return ask(model, tokenizer, ctx, items, "paraphrase", setting="inverse",
+               suffix="." if sf.natural else "")
 
 
 def _split_answer(ctx: ProbeContext, text: str) -> tuple[str, str, str] | None:
@@ -367,6 +384,33 @@ def utility(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
 
 
 # --- running probes over variants ----------------------------------------------------------
+
+#: What ``probes.facts`` may name (:func:`asked`).
+ASKED = ("targets", "held_out", "base")
+
+
+def asked(ctx: ProbeContext, which: str = "targets") -> list[int]:
+    """The facts the probes ask (``probes.facts``).
+
+    ``targets``: the split's forget targets (the default: re-derivation). ``held_out``:
+    the held-out derived facts, never in any document (two-hop questions on facts learned
+    only through their premises). ``base``: every base fact (storage and extraction:
+    QA on subjects whose QA was never trained, inverse questions).
+
+    Examples
+    --------
+    >>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
+    >>> asked(ctx), asked(ctx, "base")
+    ([2], [0, 1])
+    """
+    if which not in ASKED:
+        raise InputError(f"probes.facts: unknown {which!r} (known: {', '.join(ASKED)})")
+    if which == "targets":
+        return ctx.split.forget.tolist()
+    if which == "held_out":
+        return ctx.split.held_out.tolist()
+    return np.flatnonzero(ctx.closure.is_base).tolist()
+
 
 _GATE_SOURCES = {"direct": ("direct", "latent", "implied", "utility_direct"),
                  "cot": ("cot", "utility_cot", "utility_rule")}

@@ -429,3 +429,41 @@ def test_build_corpus_and_failed_builds_leave_nothing(tmp_path):
     assert not bad.exists() or not any(bad.iterdir())
     with pytest.raises(InputError, match="corpus.surfac"):
         configs_from_spec({"corpus": {"surfac": "natural"}}, "spec.toml")
+
+
+def test_chain_group_puts_each_held_out_facts_premises_in_one_document():
+    w, c, sp = setup()
+    assert len(sp.held_out)
+    flat = render(c, w, sp, CorpusConfig(multiplicity=2), seed=0)
+    chain = render(c, w, sp, CorpusConfig(group="chain", multiplicity=2), seed=0)
+    assert check_hygiene(chain, sp) == len(chain.train)
+    docs = [d for d in chain.train if d["kind"] == "statement"]
+    grouped = [[x["id"] for x in d["facts"]] for d in docs if len(d["facts"]) > 1]
+    assert grouped
+    held = sp.held_out.tolist()  # each group is the premises of a held-out two-hop fact
+    assert all(any(c.derivable(h, g) for h in held) for g in grouped)
+    assert sum(any(c.derivable(h, g) for g in grouped) for h in held) >= len(held) // 2
+    in_groups = {f for g in grouped for f in g}  # grouped facts get no document of their own
+    singles = [d["facts"][0]["id"] for d in docs if len(d["facts"]) == 1]
+    assert not in_groups & set(singles)
+    stated = {x["id"] for d in flat.train if d["kind"] == "statement" for x in d["facts"]}
+    assert in_groups | set(singles) == stated  # every stated fact is still stated
+    assert all(sum(d["variant"] == v for d in docs) == len(docs) // 2 for v in (0, 1))
+    others = lambda corpus: [d["text"] for d in corpus.train  # noqa: E731
+                             if d["kind"] != "statement"]
+    assert others(chain) == others(flat)
+
+def test_inverse_fraction_inverts_a_seeded_share_of_subjects_and_nothing_else():
+    w, c, sp = setup()
+    full = render(c, w, sp, CorpusConfig(inverse=True), seed=0)
+    half = render(c, w, sp, CorpusConfig(inverse=True, inverse_fraction=0.5), seed=0)
+    inv = lambda corpus: {x["id"] for d in corpus.train if d.get("inverse")  # noqa: E731
+                          for x in d["facts"]}
+    subj = lambda ids: {int(c.facts[f, 0]) for f in ids}  # noqa: E731
+    assert inv(half) < inv(full)
+    assert len(subj(inv(half))) == round(0.5 * len(subj(inv(full))))
+    assert {f for f in inv(full) if int(c.facts[f, 0]) in subj(inv(half))} == inv(half)
+    rest = lambda corpus: [d["text"] for d in corpus.train if not d.get("inverse")]  # noqa
+    assert rest(half) == rest(full)  # the rest of the corpus does not depend on the fraction
+    with pytest.raises(InputError, match="corpus.inverse_fraction"):
+        build(CorpusConfig, {"inverse_fraction": 1.5}, where="spec.toml", section="corpus")

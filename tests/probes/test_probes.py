@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -420,3 +421,18 @@ def test_relearn_base_option_asks_the_targets_base_premises():
     ctx = _toy_context()  # a p b (0), b p c (1) => a g c (2), the forget target
     assert _asked(ctx, [2], RelearnConfig()) == [2]
     assert _asked(ctx, [2], RelearnConfig(facts="base")) == [0, 1]
+
+
+def test_asked_facts_by_probes_facts_and_a_bad_value_is_one_line(tmp_path):
+    from kgtest.experiment import load_experiment
+    from kgtest.probes.probes import asked
+
+    ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z)
+    assert asked(ctx) == ctx.split.forget.tolist() == [2]
+    assert asked(ctx, "base") == [0, 1] and asked(ctx, "held_out") == []
+    with pytest.raises(InputError, match="probes.facts"):
+        asked(ctx, "all")
+    with pytest.raises(InputError, match="key 'probes.facts'"):
+        load_experiment(Path(__file__).parents[2] / "experiments" / "quickstart.toml",
+                        ["probes.facts=every"])
+    assert "trained" in COLUMNS and ctx.categories[0]["trained"] == "statement+qa"
