@@ -263,8 +263,23 @@ def nonneg(value) -> str | None:
 
 
 def to_dict(cfg) -> dict:
-    """A config dataclass as plain JSON-able data (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    """A config dataclass as plain JSON-able data (tuples become lists).
+
+    A field declared with ``metadata={"quiet_default": True}`` is left out while it has
+    its default, so adding such a field changes no existing stage key or config file.
+    """
+    data = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    _drop_quiet_defaults(cfg, data)
+    return data
+
+
+def _drop_quiet_defaults(cfg, data: dict) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("quiet_default") and value == f.default:
+            data.pop(f.name, None)
+        elif dataclasses.is_dataclass(value) and isinstance(data.get(f.name), dict):
+            _drop_quiet_defaults(value, data[f.name])
 
 
 def config_hash(*parts: Any, length: int = 12) -> str:

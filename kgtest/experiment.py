@@ -69,8 +69,14 @@ class ExperimentConfig:
     def key(self, *sections: str) -> str:
         """Hash of the run seed and the named sections: a stage folder's key."""
         world = dataclasses.replace(self.world, base_dir="") if "world" in sections else None
-        parts = [self.run.seed] + [world if s == "world" else getattr(self, s)
-                                   for s in sections]
+        model = self.model
+        if model.init_from and "model" in sections:  # the checkpoint's content, not its path
+            from kgtest.pretrained import checkpoint_identity
+
+            model = dataclasses.replace(
+                model, init_from="sha256:" + checkpoint_identity(model.init_from))
+        parts = [self.run.seed] + [world if s == "world" else model if s == "model"
+                                   else getattr(self, s) for s in sections]
         return config_hash(*parts)
 
     def seeds(self) -> dict[str, int]:
@@ -96,8 +102,9 @@ def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
     ------
     InputError
         ``<file>: <what>`` for a missing file, bad TOML, an unknown section or key, a
-        wrong type, an impossible value, or a rules file that is missing or names
-        relations the world lacks.
+        wrong type, an impossible value, a rules file that is missing or names
+        relations the world lacks, or a ``model.init_from`` that is not a causal-LM
+        checkpoint folder (a relative one is resolved against the spec's folder).
     """
     p = Path(path)
     where = str(p)
@@ -120,4 +127,10 @@ def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
     world = dataclasses.replace(sections["world"], base_dir=str(p.parent.resolve()))
     check_world_config(world, where=where)
     sections["world"] = world
+    if sections["model"].init_from:  # relative to the spec's folder, as world.rules
+        from kgtest.pretrained import check_checkpoint
+
+        path = check_checkpoint(p.parent / Path(sections["model"].init_from).expanduser(),
+                                where=f"{where}: model.init_from")
+        sections["model"] = dataclasses.replace(sections["model"], init_from=path)
     return ExperimentConfig(**sections, source=where, overrides=tuple(overrides))

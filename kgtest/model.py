@@ -6,7 +6,8 @@ attention, so any Hugging Face tool loads a saved checkpoint as it is::
     AutoModelForCausalLM.from_pretrained(dir); AutoTokenizer.from_pretrained(dir)
 
 Sizes come from a named preset (``tiny`` for tests, ``small`` for the CPU default,
-``base`` for a GPU) or explicit fields, which override the preset's.
+``base`` for a GPU) or explicit fields, which override the preset's. ``init_from`` starts
+from an existing checkpoint instead (:mod:`kgtest.pretrained`).
 
 Examples
 --------
@@ -27,7 +28,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -72,8 +73,15 @@ class ModelConfig:
     d_ff: int | None = None  # MLP hidden width (None: from the preset)
     max_len: int | None = None  # longest sequence in tokens, bos/eos included (None: preset)
     dropout: float = 0.0  # residual/attention/embedding dropout (0: memorisation wants none)
+    init_from: str = field(default="", metadata={"quiet_default": True})  # a local HF causal
+    # LM checkpoint to fine-tune ("": train from scratch); kgtest.pretrained
 
     def __post_init__(self):
+        if self.init_from:  # arch and sizes are the checkpoint's (kgtest.pretrained)
+            given = [n for n in _MAX_SIZE if getattr(self, n) is not None]
+            if given:
+                raise InputError(f"model.{given[0]}: the sizes come from model.init_from's "
+                                 f"checkpoint; remove model.{given[0]}")
         if self.preset not in PRESETS:
             raise InputError(f"unknown model preset {self.preset!r} "
                              f"(known: {', '.join(sorted(PRESETS))})")
@@ -89,6 +97,10 @@ class ModelConfig:
                                  f"got {value}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"model: dropout must be in [0, 1), got {self.dropout}")
+
+    def __repr__(self) -> str:  # init_from only when set: keys of runs from scratch unchanged
+        shown = [f for f in fields(self) if f.name != "init_from" or self.init_from]
+        return f"ModelConfig({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     def sizes(self) -> dict[str, int]:
         """The resolved sizes: the preset's, overridden by explicit fields.
@@ -124,6 +136,8 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast,
     """A freshly initialised causal LM sized by ``cfg``, with its vocabulary from ``tokenizer``.
 
     The global RNG is left untouched: initialisation draws from a forked, seeded RNG.
+    With ``cfg.init_from``, the checkpoint there instead, its embeddings resized to
+    ``tokenizer`` (:func:`kgtest.pretrained.load_pretrained`).
 
     Parameters
     ----------
@@ -141,6 +155,10 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast,
     >>> type(m).__name__, m.config._attn_implementation
     ('LlamaForCausalLM', 'sdpa')
     """
+    if cfg.init_from:  # fine-tune an existing checkpoint (its embeddings resized)
+        from kgtest.pretrained import load_pretrained
+
+        return load_pretrained(cfg, tokenizer, seed=seed)
     config = _hf_config(cfg, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -246,6 +264,8 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu",
 
 def _check_expected(model: PreTrainedModel, cfg: ModelConfig, path: Path) -> None:
     """Refuse a checkpoint whose architecture or sizes are not the run's."""
+    if cfg.init_from:  # the sizes are those of the checkpoint the run started from
+        return
     arch = getattr(model.config, "model_type", "")
     if arch != cfg.arch:
         raise InputError(f"{path}: config.json says model_type {arch!r}, the run trained "

@@ -180,9 +180,14 @@ def make_eval_fn(tokenizer, sets: EvalSets):
 
 def corpus_tokenizer(cfg: ExperimentConfig, corpus):
     """The run's tokenizer: word-level (symbolic) or BPE (natural) over every document part,
-    so entities seen only in probes still have ids."""
+    so entities seen only in probes still have ids; with ``model.init_from``, that
+    checkpoint's tokenizer plus every entity name as a token."""
     from kgtest.corpus.tokenizer import build_tokenizer
 
+    if cfg.model.init_from:
+        from kgtest.pretrained import pretrained_tokenizer
+
+        return pretrained_tokenizer(cfg.model.init_from, corpus.surface.entity_display)
     texts = [d["text"] for part in ("train", "eval", "unknown", "in_context")
              for d in corpus.part(part)]
     return build_tokenizer(texts, kind="word" if cfg.corpus.surface == "symbolic" else "bpe")

@@ -10,9 +10,10 @@
 
 Axes form a grid (their product) unless listed together in ``zip``. :func:`load_sweep`
 writes the spec without its ``[sweep]`` table to ``SWEEP_DIR/experiment.toml`` (with a
-relative ``world.rules`` made absolute), turns each grid point into ``--set`` overrides of
-that file, and loads every run's config with :func:`kgtest.experiment.load_experiment`
-before anything is launched, so a bad axis key or value is one error naming the spec.
+relative ``world.rules`` and ``model.init_from`` made absolute), turns each grid point
+into ``--set`` overrides of that file, and loads every run's config with
+:func:`kgtest.experiment.load_experiment` before anything is launched, so a bad axis
+key or value is one error naming the spec.
 Each run is keyed by a hash of its fully resolved config (:func:`resolved_key`).
 
 Examples
@@ -275,6 +276,9 @@ def load_sweep(spec: str | os.PathLike, out: str | os.PathLike, overrides=()) ->
     rules = data.get("world", {}).get("rules")
     if isinstance(rules, str) and rules and not Path(rules).is_absolute():
         data["world"]["rules"] = str((spec.parent / rules).resolve())
+    init = data.get("model", {}).get("init_from")
+    if isinstance(init, str) and init and not Path(init).expanduser().is_absolute():
+        data["model"]["init_from"] = str((spec.parent / init).resolve())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     experiment = out / "experiment.toml"
