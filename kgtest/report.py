@@ -130,8 +130,9 @@ def _floor_rows(by: dict, variants: list[str], cols: list[str]) -> list[list[str
 def summary_markdown(agg: list[dict], records: Sequence[dict], *, command: str = "",
                      tuning: Sequence[dict] = (), plots: Sequence[str] = (),
                      control: str = "filter", warn: Sequence[str] = (), n_boot: int = 2000,
-                     seed: int = 0) -> str:
-    """The text of ``summary.md`` (see :func:`report`)."""
+                     seed: int = 0, cuts: str = "") -> str:
+    """The text of ``summary.md`` (see :func:`report`); ``cuts``: the sections of
+    :func:`kgtest.cuts.cuts_markdown`, placed after the attack sections."""
     by = {(a["variant"], label(a)): a for a in agg}
     variants = order(a["variant"] for a in agg)
     runs = sorted({r["run_id"] for r in records})
@@ -184,6 +185,7 @@ def summary_markdown(agg: list[dict], records: Sequence[dict], *, command: str =
                 for v in variants]
         md += [_table(["variant"] + ucols, body), ""]
     md += _attack_sections(records, by, variants)
+    md += [cuts] if cuts else []
     if tuning:
         keys = list(dict.fromkeys(k for t in tuning for k in t))
         md += ["## Tuning choices", "", "From each variant's `unlearn.json` (chosen on the "
@@ -395,6 +397,7 @@ def report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | N
 
 def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: int,
             seed: int, records: Sequence[dict] | None) -> Path:
+    from kgtest.cuts import cuts_markdown, proof_cost_plot
     from kgtest.plots import write_plots
 
     if records is None:
@@ -404,12 +407,15 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
     agg = aggregate(records, control=control, n_boot=n_boot, seed=seed)
     plots = write_plots(agg, records, runs, out / "plots", n_boot=n_boot, seed=seed,
                         control=control)
+    plots += [p for p in [proof_cost_plot(records, runs, out / "plots" / "proof_cost.png",
+                                          control=control, n_boot=n_boot, seed=seed)] if p]
     if not command and (runs[0] / "command.txt").is_file():
         command = (runs[0] / "command.txt").read_text(encoding="utf-8").strip()
     command = command or "kgtest report " + " ".join(str(d) for d in runs)
     text = summary_markdown(agg, records, command=command, tuning=_tuning(runs),
                             plots=[str(p.relative_to(out)) for p in plots], control=control,
-                            warn=warnings(runs), n_boot=n_boot, seed=seed)
+                            warn=warnings(runs), n_boot=n_boot, seed=seed, cuts=cuts_markdown(
+                                records, runs, control=control, n_boot=n_boot, seed=seed))
     from kgtest.probes.kb_recall import kb_recall_markdown  # Wu et al.: model-level recall
 
     text += "\n".join(["", *kb_recall_markdown(agg, records, out / "plots", n_boot=n_boot,
