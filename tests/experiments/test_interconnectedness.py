@@ -26,6 +26,7 @@ def test_the_full_spec_is_a_valid_sweep_of_at_least_five_seeds(tmp_path):
     assert set(cfg.unlearn.controls) == {"filter", "ignorance", "never_trained"}
 
 
+@pytest.mark.slow  # ~30 CPU s: the whole pipeline, shrunk
 def test_tiny_variant_runs_and_reports_by_proof_count(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "sweep"

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from kgtest.experiment import load_experiment
@@ -32,6 +33,7 @@ def test_the_full_spec_sweeps_two_kinds_of_target_over_five_seeds(tmp_path):
     assert len(cfg.probes.relearn.steps) >= 2
 
 
+@pytest.mark.slow  # ~30 CPU s: the whole pipeline, shrunk
 def test_tiny_variant_runs_with_rare_isolated_targets_and_reports_the_cuts(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "sweep"
