@@ -18,7 +18,7 @@ from kgtest.sweep import load_sweep, run_sweep, sweep_report
 SPEC = Path(__file__).parents[2] / "experiments" / "tail.toml"
 SHRINK = ["sweep.seed=[0]", 'sweep.split.target_freq=["rare"]',
           'sweep.split.target_uses=["none"]', "train.steps=20", "train.eval_every=20",
-          "unlearn.tune_lrs=[1e-3]", "unlearn.tune_epochs=[1]", 'unlearn.methods=["NPO"]',
+          "unlearn.tune_lrs=[1e-3]", "unlearn.tune_epochs=[1]",
           "probes.relearn.steps=[2]", "probes.relearn.lr=[1e-3]", "probes.n_boot=50"]
 
 
