@@ -31,13 +31,14 @@ from pathlib import Path
 
 from kgtest.config import apply_overrides, build, check_name, check_seed, config_hash, load_toml
 from kgtest.corpus.render import CorpusConfig
-from kgtest.corpus.splits import SplitConfig
+from kgtest.corpus.splits import SplitConfig, target_rule_ids
 from kgtest.errors import InputError
 from kgtest.model import ModelConfig
 from kgtest.probes.config import ProbesConfig
 from kgtest.seeds import run_seeds
 from kgtest.train import TrainConfig
 from kgtest.unlearn.config import UnlearnConfig
+from kgtest.worlds.samplers import world_rules
 from kgtest.worlds.spec import WorldConfig, check_world_config
 
 __all__ = ["RunConfig", "ExperimentConfig", "load_experiment"]
@@ -92,6 +93,20 @@ class ExperimentConfig:
                          attack=self.probes.seed, bootstrap=self.probes.seed)
 
 
+def _check_target_scope(split: SplitConfig, world, where: str) -> None:
+    """``split.target_domain`` / ``target_rules`` name a domain and rules the world has
+    (rules of a sampler that writes its own are checked when the split is drawn)."""
+    if split.target_domain is not None:
+        domains = tuple(getattr(world.sampler_params(), "domains", ("default",)))
+        if split.target_domain not in domains:
+            raise InputError(f"{where}: key 'split.target_domain': unknown domain "
+                             f"{split.target_domain!r} (the world's domains: "
+                             f"{', '.join(domains)})")
+    rules = world_rules(world, where=where) if split.target_rules else None
+    if rules is not None:
+        target_rule_ids(rules, split.target_rules, where=where)
+
+
 SECTIONS = ("run", "world", "split", "corpus", "model", "train", "unlearn", "probes")
 
 
@@ -126,6 +141,7 @@ def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
             raise InputError(msg if msg.startswith(where) else f"{where}: {msg}") from None
     world = dataclasses.replace(sections["world"], base_dir=str(p.parent.resolve()))
     check_world_config(world, where=where)
+    _check_target_scope(sections["split"], world, where)
     sections["world"] = world
     if sections["model"].init_from:  # relative to the spec's folder, as world.rules
         from kgtest.pretrained import check_checkpoint

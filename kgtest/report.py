@@ -399,6 +399,7 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
             seed: int, records: Sequence[dict] | None) -> Path:
     from kgtest.cuts import cuts_markdown, proof_cost_plot
     from kgtest.plots import write_plots
+    from kgtest.report_cuts import cut_sections
 
     if records is None:
         records = read_runs(runs)  # checked: types, no NaN, no run counted twice
@@ -415,7 +416,9 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
     text = summary_markdown(agg, records, command=command, tuning=_tuning(runs),
                             plots=[str(p.relative_to(out)) for p in plots], control=control,
                             warn=warnings(runs), n_boot=n_boot, seed=seed, cuts=cuts_markdown(
-                                records, runs, control=control, n_boot=n_boot, seed=seed))
+                                records, runs, control=control, n_boot=n_boot, seed=seed)
+                            + "\n".join(cut_sections(records, runs, control=control,
+                                                      n_boot=n_boot, seed=seed)))
     from kgtest.probes.kb_recall import kb_recall_markdown  # Wu et al.: model-level recall
 
     text += "\n".join(["", *kb_recall_markdown(agg, records, out / "plots", n_boot=n_boot,

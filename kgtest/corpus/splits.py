@@ -29,6 +29,14 @@ entity's, as the records' ``entity_freq`` counts documents): at or below the
 ``freq_quantile`` quantile of the eligible facts; ``"frequent"`` at or above the
 ``1 - freq_quantile`` quantile. ``target_uses = "none"`` keeps facts that are a premise of
 no derivation (nothing is derived from them), ``"some"`` facts that are.
+``target_domain`` and ``target_rules`` narrow where targets (forget and validation) are
+drawn from, e.g. a rule's applications in one domain of a ``dual_use`` world (claim 3):
+``target_domain = "harmful"`` keeps facts of that domain (a derived fact's domain is the
+one its shortest derivations' premises share, :func:`kgtest.worlds.export.fact_domains`;
+a fact mixing domains is in none), ``target_rules = ["yields"]`` keeps derived facts with
+a derivation by a rule of that head relation (``"0:yields"`` names one rule by its index, as
+the records' ``rules`` column writes it). Both are checked against the world: an unknown
+domain or rule is an :class:`InputError` listing the known ones (:func:`target_rule_ids`).
 Targets and their premises are never held out. A derived fact is held out when its rules
 are not *demonstrated* on its subject (``demo_fraction``: each rule is demonstrated on a
 seeded fraction of the entities that are subjects of its facts), or by the random
@@ -66,7 +74,8 @@ from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.facts import atomic_write_text
 
 __all__ = ["SplitConfig", "Split", "choose_split", "LABELS", "TARGET_CATEGORIES",
-           "PRESENTATIONS", "demonstrations", "fact_frequency"]
+           "PRESENTATIONS", "demonstrations", "fact_frequency",
+           "target_rule_ids"]
 
 #: Split labels, from lowest to highest priority.
 LABELS = ("retain", "held_out", "validation_premise", "premise", "validation", "forget")
@@ -99,6 +108,9 @@ class SplitConfig:
     freq_quantile: float = field(default=0.25,  # the rare / frequent quantile cut
                                  metadata={"check": in_range(0.01, 1.0)})
     target_uses: Literal["any", "none", "some"] = "any"  # premise of no / some derivation
+    target_domain: str | None = None  # targets only from this world domain (None: any)
+    target_rules: tuple[str, ...] = ()  # targets only among these rules' facts ("yields",
+    # every rule with that head, or "2:yields", as the records' `rules` column); (): any
     seed: int = 0  # used when choose_split gets no seed argument
 
     def __post_init__(self):
@@ -109,6 +121,10 @@ class SplitConfig:
         for lo, hi in (("min_proofs", "max_proofs"), ("min_depth", "max_depth")):
             if getattr(self, hi) is not None and getattr(self, hi) < getattr(self, lo):
                 raise ValueError(f"split.{hi} < split.{lo}")
+        if self.target_domain is not None and not self.target_domain.strip():
+            raise ValueError("split.target_domain must name a domain (or be left out)")
+        if any(not str(r).strip() for r in self.target_rules):
+            raise ValueError("split.target_rules: empty rule name")
         for rel, frac in self.rule_demo_fraction.items():
             if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
                 raise ValueError(f"split.rule_demo_fraction.{rel} must be a number in [0, 1], "
@@ -297,6 +313,59 @@ def _by_connection(closure: Closure, eligible: np.ndarray, cfg: SplitConfig) -> 
     return out
 
 
+def target_rule_ids(rules, names, *, where: str = "") -> np.ndarray:
+    """Indices of the rules that ``names`` select (``split.target_rules``).
+
+    A name is a head relation (every rule deriving it) or ``"i:head"``, rule ``i`` of the
+    rules list, as the records' ``rules`` column writes it.
+
+    Raises
+    ------
+    InputError
+        A name that selects no rule, listing the accepted names.
+
+    Examples
+    --------
+    >>> from kgtest.symbolic.rules import parse_rules
+    >>> rules = parse_rules("g(X, Z) :- p(X, Y), p(Y, Z).\\nh(X, Y) :- p(Y, X).")
+    >>> target_rule_ids(rules, ["h"]).tolist(), target_rule_ids(rules, ["0:g"]).tolist()
+    ([1], [0])
+    >>> target_rule_ids(rules, ["q"])
+    Traceback (most recent call last):
+    ...
+    kgtest.errors.InputError: key 'split.target_rules': 'q' names no rule (known: g, h, 0:g, 1:h)
+    """
+    heads = [r.head.relation for r in rules]
+    known = {h: [i for i, x in enumerate(heads) if x == h] for h in heads}
+    known |= {f"{i}:{h}": [i] for i, h in enumerate(heads)}
+    out = set()
+    for name in names:
+        if name not in known:
+            raise _fail(where, "target_rules", f"{name!r} names no rule (known: "
+                        f"{', '.join(known) or 'none'})")
+        out.update(known[name])
+    return np.asarray(sorted(out), dtype=np.int64)
+
+
+def _target_scope(closure: Closure, world, cfg: SplitConfig, where: str) -> np.ndarray:
+    """``(N,)`` bool: the facts ``target_domain`` and ``target_rules`` allow as targets."""
+    ok = np.ones(len(closure), dtype=bool)
+    if cfg.target_domain is not None:
+        from kgtest.worlds.export import fact_domains  # lazy: export draws with matplotlib
+
+        names = list(getattr(world, "domain_names", ("default",)))
+        if cfg.target_domain not in names:
+            raise _fail(where, "target_domain", f"unknown domain {cfg.target_domain!r} "
+                        f"(the world's domains: {', '.join(names)})")
+        ok &= fact_domains(world, closure) == names.index(cfg.target_domain)
+    if cfg.target_rules:
+        ids = target_rule_ids(closure.rules, cfg.target_rules, where=where)
+        by_rule = np.zeros(len(closure), dtype=bool)
+        by_rule[closure.deriv_head[np.isin(closure.deriv_rule, ids)]] = True
+        ok &= by_rule & ~closure.is_base
+    return ok
+
+
 def _draw_stated(rng, pool: np.ndarray, k: int, closure: Closure, pairs, taken: np.ndarray,
                  derived: np.ndarray) -> np.ndarray:
     """Draw ``k`` targets from ``pool`` so that every derived target (these and ``taken``)
@@ -366,7 +435,8 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
     InputError
         More targets than eligible facts (naming ``split.n_forget`` or
         ``split.n_validation``), or a held-out fact whose rules are demonstrated on no
-        entity (naming ``split.demo_fraction`` or ``split.rule_demo_fraction.<relation>``).
+        entity (naming ``split.demo_fraction`` or ``split.rule_demo_fraction.<relation>``),
+        or a ``split.target_domain`` / ``split.target_rules`` the world lacks.
 
     Examples
     --------
@@ -404,10 +474,15 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
     eligible &= ~world.fixed_mask(closure) & (proofs >= cfg.min_proofs)
     if cfg.max_proofs is not None:
         eligible &= proofs <= cfg.max_proofs
+    eligible &= _target_scope(closure, world, cfg, where)  # before the frequency quantile
     eligible = _by_connection(closure, eligible, cfg)
     pool = np.flatnonzero(eligible)
     what = (f"{'/'.join(cfg.targets_from)} facts, not fixed, with proof count in "
             f"[{cfg.min_proofs}, {cfg.max_proofs if cfg.max_proofs is not None else 'inf'}]")
+    if cfg.target_domain is not None:
+        what += f", in domain {cfg.target_domain!r}"
+    if cfg.target_rules:
+        what += f", derived by rules {', '.join(cfg.target_rules)}"
     if "base" not in cfg.targets_from or len(cfg.targets_from) > 1:
         what += (f" and derived depth in [{cfg.min_depth}, "
                  f"{cfg.max_depth if cfg.max_depth is not None else 'inf'}]")
