@@ -108,9 +108,11 @@ class SplitConfig:
     freq_quantile: float = field(default=0.25,  # the rare / frequent quantile cut
                                  metadata={"check": in_range(0.01, 1.0)})
     target_uses: Literal["any", "none", "some"] = "any"  # premise of no / some derivation
-    target_domain: str | None = None  # targets only from this world domain (None: any)
-    target_rules: tuple[str, ...] = ()  # targets only among these rules' facts ("yields",
-    # every rule with that head, or "2:yields", as the records' `rules` column); (): any
+    target_domain: str | None = field(default=None, metadata={"quiet_default": True})  # targets
+    # only from this world domain (None: any)
+    target_rules: tuple[str, ...] = field(default=(), metadata={"quiet_default": True})  # targets
+    # only among these rules' facts ("yields": every rule with that head; "2:yields": rule 2,
+    # as the records' `rules` column writes it); (): any
     seed: int = 0  # used when choose_split gets no seed argument
 
     def __post_init__(self):
