@@ -9,6 +9,8 @@ registers itself with ``@SAMPLERS.register(name, ...)`` above its definition:
 ``family_tree``         genealogies with gender and kinship rules (:mod:`~.family`)
 ``taxonomy``            is-a hierarchy with property inheritance (:mod:`~.taxonomy`)
 ``dual_use``            benign and harmful domains with shared rules (:mod:`~.dual_use`)
+``edu_relat``           EDU-RELAT itself (Wu et al. 2024), whole or a connected part
+                        (:mod:`~.edu_relat`)
 =====================  ===================================================================
 
 Every sampler is deterministic given its seed (one ``numpy.random.Generator``, never the
@@ -39,7 +41,13 @@ import numpy as np
 from kgtest.errors import InputError
 from kgtest.symbolic.facts import read_tsv
 from kgtest.symbolic.rules import Rule, check_body_relations, read_rules
-from kgtest.worlds import composition, dual_use, family, taxonomy  # noqa: F401 (registration)
+from kgtest.worlds import (  # noqa: F401 (registration)
+    composition,
+    dual_use,
+    edu_relat,
+    family,
+    taxonomy,
+)
 from kgtest.worlds.registry import SAMPLERS, SampleContext, WorldBuilder, check_planted
 from kgtest.worlds.world import World
 

@@ -1,5 +1,5 @@
-"""experiments/deep_unlearning.toml: a tiny variant runs every control and method and
-reports what the README row cites (model-level recall/accuracy beside the symbolic)."""
+"""experiments/deep_unlearning.toml (EDU-RELAT itself): a tiny variant runs every control
+and method and reports what the README row cites (model-level recall beside the symbolic)."""
 
 from __future__ import annotations
 
@@ -14,22 +14,22 @@ from kgtest.records import COLUMNS
 from kgtest.sweep import load_sweep
 
 SPEC = Path(__file__).parents[2] / "experiments" / "deep_unlearning.toml"
-TINY = ["world.params.generations=1", "split.n_forget=3", "split.n_validation=2",
+TINY = ["world.params.people=20", "split.n_forget=3", "split.n_validation=2",
         "train.steps=5", "train.batch_size=8", "train.eval_every=5", "sweep.seed=[0]",
         "unlearn.tune_lrs=[1e-3]", "unlearn.tune_epochs=[1]", 'unlearn.methods=["NPO"]']
 
 
-def test_spec_sweeps_five_seeds_of_every_method_and_control(tmp_path):
+def test_edu_relat_spec_sweeps_five_seeds_of_every_method_and_control(tmp_path):
     sweep = load_sweep(SPEC, tmp_path)
     assert sorted(r.axes["run.seed"] for r in sweep.runs) == [0, 1, 2, 3, 4]
     cfg = load_experiment(tmp_path / "experiment.toml", sweep.runs[0].overrides)
-    assert cfg.probes.probes == ("direct", "kb_recall") and cfg.world.sampler == "family_tree"
+    assert cfg.probes.probes == ("direct", "kb_recall") and cfg.world.sampler == "edu_relat"
     assert set(cfg.unlearn.controls) == {"filter", "ignorance", "never_trained"}
     assert tuple(cfg.unlearn.deep) == (False, True) and len(cfg.unlearn.methods) >= 2
 
 
 @pytest.mark.slow  # one tiny run with three controls and two variants: ~20 s of CPU
-def test_tiny_deep_unlearning_reports_model_level_recall(tmp_path):
+def test_tiny_edu_relat_deep_unlearning_reports_model_level_recall(tmp_path):
     sweep = load_sweep(SPEC, tmp_path / "sweep", overrides=TINY)
     (run,) = sweep.runs
     cfg = load_experiment(tmp_path / "sweep" / "experiment.toml", run.overrides)
