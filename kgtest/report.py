@@ -399,7 +399,7 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
             seed: int, records: Sequence[dict] | None) -> Path:
     from kgtest.cuts import cuts_markdown, proof_cost_plot
     from kgtest.plots import write_plots
-    from kgtest.report_cuts import cut_sections
+    from kgtest.report_cuts import cut_sections, domain_plot
 
     if records is None:
         records = read_runs(runs)  # checked: types, no NaN, no run counted twice
@@ -410,6 +410,8 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
                         control=control)
     plots += [p for p in [proof_cost_plot(records, runs, out / "plots" / "proof_cost.png",
                                           control=control, n_boot=n_boot, seed=seed)] if p]
+    plots += [p for p in [domain_plot(records, out / "plots" / "by_domain.png",
+                                      control=control, n_boot=n_boot, seed=seed)] if p]
     if not command and (runs[0] / "command.txt").is_file():
         command = (runs[0] / "command.txt").read_text(encoding="utf-8").strip()
     command = command or "kgtest report " + " ".join(str(d) for d in runs)

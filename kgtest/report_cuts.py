@@ -15,6 +15,9 @@ docs/science.md need beyond the main tables:
   grid points of one seed and over the seeds at one grid point, how often seeds chose the
   same point, and the reported targets' direct accuracy after unlearning across seeds.
 
+:func:`domain_plot` draws claim 3's figure, ``plots/by_domain.png``: the forget targets
+still answered per variant beside utility per domain.
+
 Examples
 --------
 >>> from kgtest.records import new_row
@@ -39,12 +42,13 @@ import numpy as np
 from kgtest.aggregate import aggregate, wilson
 from kgtest.report import _PROBE_ORDER, _table, cell_text, columns, label, order
 
-__all__ = ["cut_sections", "domain_section", "stability_section", "stability_rows"]
+__all__ = ["cut_sections", "domain_section", "domain_plot", "stability_section",
+           "stability_rows"]
 
 
-def _domain_table(records: Sequence[dict], domains: list[str], cols: list[str] | None,
-                  *, control: str, n_boot: int, seed: int) -> list[str]:
-    """Rows (variant, domain), one column per probe, ``rate [lo, hi] k/n`` cells."""
+def _by_domain(records: Sequence[dict], domains: list[str], *, control: str, n_boot: int,
+               seed: int) -> tuple[dict, list[str]]:
+    """``(variant, domain, column) -> aggregate line``, and the columns in table order."""
     by, main, util = {}, [], []
     for d in domains:
         agg = aggregate([r for r in records if r["domain"] == d], control=control,
@@ -52,9 +56,17 @@ def _domain_table(records: Sequence[dict], domains: list[str], cols: list[str] |
         by.update({(a["variant"], d, label(a)): a for a in agg})
         main += columns(agg, utility=False)
         util += columns(agg, utility=True)
-    if cols is None:  # the main table's columns, then the utility table's, in their order
-        cols = sorted(set(main + util),
-                      key=lambda c: (c in util, _PROBE_ORDER.get(c.split("[")[0], 99), c))
+    # the main table's columns, then the utility table's, in the report's order
+    cols = sorted(set(main + util),
+                  key=lambda c: (c in util, _PROBE_ORDER.get(c.split("[")[0], 99), c))
+    return by, cols
+
+
+def _domain_table(records: Sequence[dict], domains: list[str], cols: list[str] | None,
+                  *, control: str, n_boot: int, seed: int) -> list[str]:
+    """Rows (variant, domain), one column per probe, ``rate [lo, hi] k/n`` cells."""
+    by, found = _by_domain(records, domains, control=control, n_boot=n_boot, seed=seed)
+    cols = found if cols is None else cols
     cols = [c for c in cols if any(k[2] == c for k in by)]
     body = [[v, d] + [cell_text(by[v, d, c]) if (v, d, c) in by else "" for c in cols]
             for v in order(k[0] for k in by) for d in domains
@@ -101,6 +113,45 @@ def domain_section(records: Sequence[dict], *, control: str = "filter", n_boot: 
                "(for a derived relation, `utility_cot` asks its chain; `utility_direct` the "
                "stated fact).", ""] + table
     return md + [""]
+
+
+def domain_plot(records: Sequence[dict], path: Path, *, control: str = "filter",
+                n_boot: int = 2000, seed: int = 0) -> Path | None:
+    """Left: the forget targets still answered per variant (direct, verified CoT, latent);
+    right: utility per domain (retained facts direct, rule use by CoT), 95% intervals.
+
+    None when the rows name fewer than two domains (claim 3's figure, ``by_domain.png``).
+    """
+    from kgtest.plots import _colours, _err, _plt, _save
+
+    domains = sorted({r["domain"] for r in records if r["domain"]})
+    if len(domains) < 2:
+        return None
+    by, _ = _by_domain(records, domains, control=control, n_boot=n_boot, seed=seed)
+    variants = order(k[0] for k in by)
+    forget_dom = sorted({r["domain"] for r in records if r["split"] == "forget"})
+    plt = _plt()
+    fig, (ax_f, ax_u) = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True)
+    x = np.arange(len(variants))
+    panels = ((ax_f, [(p, d) for p in ("direct", "cot", "latent") for d in forget_dom],
+               "forget targets still answered"),
+              (ax_u, [(p, d) for p in ("utility_direct", "utility_cot") for d in domains],
+               "utility (retained facts) by domain"))
+    for ax, bars, title in panels:
+        colour = _colours([f"{p} ({d})" for p, d in bars])
+        w = 0.8 / max(1, len(bars))
+        for i, (p, d) in enumerate(bars):
+            lines = [by.get((v, d, p)) for v in variants]
+            ys = [a["rate"] if a and not np.isnan(a["rate"]) else np.nan for a in lines]
+            err = np.array([_err(a) if a else (0.0, 0.0) for a in lines]).T
+            ax.bar(x - 0.4 + w * (i + 0.5), np.nan_to_num(ys), w, yerr=err, capsize=2,
+                   color=colour[f"{p} ({d})"], label=f"{p} ({d})")
+        ax.set_xticks(x, variants, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    ax_f.set_ylabel("rate among gated-in facts [95% CI]")
+    return _save(fig, path)
 
 
 def _grids(run_dirs: Sequence[Path]) -> dict[str, list[dict]]:

@@ -82,3 +82,4 @@ def test_report_writes_both_sections(tmp_path):
     text = report([run], n_boot=50).read_text()
     assert "## By domain" in text and "## Stability over the tuning grid and seeds" in text
     assert text.index("## By domain") < text.index("## Tuning choices")
+    assert (run / "plots" / "by_domain.png").stat().st_size > 0 and "by_domain.png" in text
