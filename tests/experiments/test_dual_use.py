@@ -30,7 +30,7 @@ def test_full_spec_targets_harmful_applications_over_five_seeds(tmp_path):
     assert set(cfg.unlearn.controls) == {"filter", "ignorance", "never_trained"}
 
 
-@pytest.mark.slow  # one tiny seed end to end, every control: 1-4 min on 2 busy cores
+@pytest.mark.slow  # one tiny seed, every control: 36 s alone (half: world drawing, plots)
 def test_tiny_variant_runs_and_cuts_by_domain(tmp_path):
     sweep = load_sweep(SPEC, tmp_path, SHRINK)
     (one,) = sweep.runs

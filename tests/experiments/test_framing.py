@@ -32,7 +32,7 @@ def test_full_spec_compares_both_framings_over_five_seeds(tmp_path):
     assert set(cfg.unlearn.controls) == {"filter", "ignorance", "never_trained"}
 
 
-@pytest.mark.slow  # one tiny seed end to end, every control: 1-4 min on 2 busy cores
+@pytest.mark.slow  # one tiny seed, 6 methods, every control: 233 s vs dual_use 99 s (busy cores)
 def test_tiny_variant_runs_and_reports_stability(tmp_path):
     sweep = load_sweep(SPEC, tmp_path, SHRINK)
     (one,) = sweep.runs
