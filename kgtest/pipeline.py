@@ -114,6 +114,10 @@ class EvalSets:
 
     direct: tuple  # QA on facts stated in training
     cot: tuple  # CoT questions on held-out derived facts (rule demonstrated elsewhere)
+    # with split.ood_fraction > 0, the latent (no CoT) question on held-out derived facts,
+    # in distribution and out of it (Split.ood): Wang et al.'s grokking curves
+    latent_id: tuple = ()
+    latent_ood: tuple = ()
 
 
 def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0,
@@ -127,13 +131,16 @@ def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0,
     trained = {f["id"] for d in corpus.train if d["kind"] in ("statement", "qa")
                for f in d["facts"] if f["role"] in ("stated", "answer")} - skip
     held = set(split.held_out.tolist()) - skip
-    direct, cot = [], []
+    ood = set(split.ood.tolist())
+    direct, cot, latent = [], [], {False: [], True: []}
     for d in corpus.eval:
         ans = [f["id"] for f in d["facts"] if f["role"] == "answer"]
         if not ans:
             continue
         if d.get("probe") == "direct" and ans[0] in trained:
             direct.append(d)
+        elif d.get("probe") == "direct" and ans[0] in held and ood:
+            latent[ans[0] in ood].append(d)
         elif d.get("probe") == "cot" and ans[0] in held:
             cot.append(d)
     rng = np.random.default_rng(seed)
@@ -143,7 +150,8 @@ def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0,
             return tuple(docs)
         return tuple(docs[i] for i in sorted(rng.choice(len(docs), limit, replace=False)))
 
-    return EvalSets(direct=sample(direct), cot=sample(cot))
+    return EvalSets(direct=sample(direct), cot=sample(cot), latent_id=sample(latent[False]),
+                    latent_ood=sample(latent[True]))
 
 
 def _scored(cfg: ExperimentConfig, corpus, split: Split) -> set[int]:
@@ -155,7 +163,8 @@ def _scored(cfg: ExperimentConfig, corpus, split: Split) -> set[int]:
 
 
 def make_eval_fn(tokenizer, sets: EvalSets):
-    """``eval_fn(model) -> {"direct": acc, "cot": acc}`` for :func:`kgtest.train.train`."""
+    """``eval_fn(model) -> {"direct": acc, "cot": acc}`` for :func:`kgtest.train.train`,
+    plus ``latent_id`` and ``latent_ood`` where ``sets`` has them (``split.ood_fraction``)."""
     from kgtest.probes.scoring import greedy_complete
 
     def accuracy(model, docs, max_new: int) -> float:
@@ -170,6 +179,9 @@ def make_eval_fn(tokenizer, sets: EvalSets):
         if sets.cot:
             longest = max(len(tokenizer(d["completion"])["input_ids"]) for d in sets.cot)
             out["cot"] = accuracy(model, sets.cot, longest + 4)
+        for name in ("latent_id", "latent_ood"):
+            if getattr(sets, name):
+                out[name] = accuracy(model, getattr(sets, name), 8)
         return out
 
     return eval_fn
@@ -240,6 +252,8 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
             "stopped_early": result.stopped_early, "tokens": result.tokens,
             "seconds": result.seconds, **{f"acc_{k}": v for k, v in result.metrics.items()},
             "n_eval_direct": len(sets.direct), "n_eval_cot": len(sets.cot),
+            **{f"n_eval_{k}": len(getattr(sets, k)) for k in ("latent_id", "latent_ood")
+               if getattr(sets, k)},
             "seeds": seed_strings({k: seeds[k] for k in ("model", "batches", "eval")}),
         }
         atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1) + "\n")

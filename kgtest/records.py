@@ -56,7 +56,8 @@ output              str        the model's greedy text (the chain, for CoT probe
 derived             bool       derived by a rule (else a base fact)
 presentation        str        how training showed it: ``stated``, ``cot``, ``both``,
                                ``implied`` (never shown)
-tags                str        ``base``/``derived`` plus ``planted``, ``fixed``
+tags                str        ``base``/``derived`` plus ``planted``, ``fixed``, ``ood``
+                               (out of distribution: ``split.ood_fraction``)
 trained             str        kinds of the original's training documents stating or
                                answering it, joined by ``+`` in the order ``statement``,
                                ``inverse`` (object first), ``qa``, ``cot``, ``in_context``

@@ -38,6 +38,7 @@ from kgtest.aggregate import (  # noqa: F401  (bootstrap, aggregate: the public 
     aggregate_by,
     bootstrap,
 )
+from kgtest.anchors import anchor_sections
 from kgtest.errors import InputError
 from kgtest.interop.runinfo import run_info_markdown
 from kgtest.records import read_runs
@@ -412,6 +413,9 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
                                           control=control, n_boot=n_boot, seed=seed)] if p]
     plots += [p for p in [domain_plot(records, out / "plots" / "by_domain.png",
                                       control=control, n_boot=n_boot, seed=seed)] if p]
+    extra = anchor_sections(records, runs, agg=agg, plots_dir=out / "plots", n_boot=n_boot,
+                            seed=seed)
+    plots += sorted((out / "plots").glob("latent_curve.png"))
     if not command and (runs[0] / "command.txt").is_file():
         command = (runs[0] / "command.txt").read_text(encoding="utf-8").strip()
     command = command or "kgtest report " + " ".join(str(d) for d in runs)
@@ -420,7 +424,8 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
                             warn=warnings(runs), n_boot=n_boot, seed=seed, cuts=cuts_markdown(
                                 records, runs, control=control, n_boot=n_boot, seed=seed)
                             + "\n".join(cut_sections(records, runs, control=control,
-                                                      n_boot=n_boot, seed=seed)))
+                                                      n_boot=n_boot, seed=seed))
+                            + "\n".join(["", *extra]))
     from kgtest.probes.kb_recall import kb_recall_markdown  # Wu et al.: model-level recall
 
     text += "\n".join(["", *kb_recall_markdown(agg, records, out / "plots", n_boot=n_boot,

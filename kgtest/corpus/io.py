@@ -208,7 +208,7 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
         depth.append(int(d))
         proofs.append(int(p))
         c = cat.split(",")
-        tags.append(",".join(x for x in c if x in ("base", "derived", "planted", "fixed")))
+        tags.append(",".join(x for x in c if x in ("base", "derived", "planted", "fixed", "ood")))
         pres.append(next((x for x in c if x in ("stated", "cot", "both", "implied")), ""))
     parts = {part: _read_jsonl(root / f"{part}.jsonl") for part in PARTS}
     return Corpus(

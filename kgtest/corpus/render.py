@@ -160,7 +160,9 @@ class Corpus:
     depth, proofs : (N,) int arrays
         The closure's depth and proof count per fact.
     tags : tuple of str
-        Per fact: ``base`` or ``derived``, plus ``planted`` and ``fixed`` where they apply.
+        Per fact: ``base`` or ``derived``, plus ``planted``, ``fixed`` and ``ood`` (a
+        fact of the split's out-of-distribution set, :mod:`kgtest.corpus.splits`) where
+        they apply.
     config : CorpusConfig
     seed : int
     dropped : frozenset of int
@@ -528,9 +530,10 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
         ids = closure.index(world.planted)
         planted[ids[ids >= 0]] = True
     fixed = world.fixed_mask(closure)
+    ood = split.mask("ood") | (is_base & np.isin(F[:, 0], split.ood_entities))
     for f in range(n):
         t = ["base" if is_base[f] else "derived"]
-        t += ["planted"] * bool(planted[f]) + ["fixed"] * bool(fixed[f])
+        t += ["planted"] * bool(planted[f]) + ["fixed"] * bool(fixed[f]) + ["ood"] * bool(ood[f])
         tags.append(",".join(t))
     return Corpus(
         train=tuple(train), eval=tuple(evals), unknown=tuple(unknown),

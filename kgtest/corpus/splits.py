@@ -37,6 +37,17 @@ a fact mixing domains is in none), ``target_rules = ["yields"]`` keeps derived f
 a derivation by a rule of that head relation (``"0:yields"`` names one rule by its index, as
 the records' ``rules`` column writes it). Both are checked against the world: an unknown
 domain or rule is an :class:`InputError` listing the known ones (:func:`target_rule_ids`).
+
+``ood_fraction`` (default 0) reproduces the out-of-distribution split of Wang et al. (2024,
+"Grokked Transformers are Implicit Reasoners"): a seeded fraction of the entities that are
+subjects of base facts become **OOD entities**. Their base facts train as statements like
+any other (they are seen *atomically*), but every derived fact with an OOD premise in any
+of its derivations (an OOD entity's base fact, or such a derived fact in turn) is held
+out: no trained derived fact ever uses an OOD entity's fact as a premise. Those held-out
+derived facts are ``Split.ood``; the other held-out facts are the in-distribution test
+set. OOD facts are never targets. Records tag both kinds of OOD facts ``ood``
+(:mod:`kgtest.records`, column ``tags``).
+
 Targets and their premises are never held out. A derived fact is held out when its rules
 are not *demonstrated* on its subject (``demo_fraction``: each rule is demonstrated on a
 seeded fraction of the entities that are subjects of its facts), or by the random
@@ -75,7 +86,7 @@ from kgtest.symbolic.facts import atomic_write_text
 
 __all__ = ["SplitConfig", "Split", "choose_split", "LABELS", "TARGET_CATEGORIES",
            "PRESENTATIONS", "demonstrations", "fact_frequency",
-           "target_rule_ids"]
+           "target_rule_ids", "ood_facts"]
 
 #: Split labels, from lowest to highest priority.
 LABELS = ("retain", "held_out", "validation_premise", "premise", "validation", "forget")
@@ -113,6 +124,8 @@ class SplitConfig:
     target_rules: tuple[str, ...] = field(default=(), metadata={"quiet_default": True})  # targets
     # only among these rules' facts ("yields": every rule with that head; "2:yields": rule 2,
     # as the records' `rules` column writes it); (): any
+    ood_fraction: float = field(default=0.0, metadata={"check": _fraction, "quiet_default": True})  # OOD entities:
+    # their facts train only atomically, never as a premise of a trained derived fact
     seed: int = 0  # used when choose_split gets no seed argument
 
     def __post_init__(self):
@@ -155,6 +168,8 @@ class Split:
     premise: np.ndarray
     validation_premise: np.ndarray
     held_out: np.ndarray
+    ood: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    ood_entities: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     demo_entities: dict = field(default_factory=dict)
     config: SplitConfig = field(default_factory=SplitConfig)
     seed: int = 0
@@ -189,6 +204,7 @@ class Split:
         }
         for name in LABELS[1:]:
             data[name] = getattr(self, name).tolist()
+        data["ood"], data["ood_entities"] = self.ood.tolist(), self.ood_entities.tolist()
         data["demo_entities"] = {str(k): v.tolist() for k, v in self.demo_entities.items()}
         if closure is not None:
             data["forget_named"] = [list(t) for t in closure.named_all(self.forget)]
@@ -201,6 +217,8 @@ class Split:
             arr = {k: np.asarray(data[k], dtype=np.int64) for k in LABELS[1:]}
             return cls(
                 n_facts=int(data["n_facts"]),
+                ood=np.asarray(data.get("ood", []), dtype=np.int64),
+                ood_entities=np.asarray(data.get("ood_entities", []), dtype=np.int64),
                 demo_entities={int(k): np.asarray(v, dtype=np.int64)
                                for k, v in data.get("demo_entities", {}).items()},
                 config=SplitConfig(**{k: tuple(v) if isinstance(v, list) else v
@@ -416,6 +434,55 @@ def _check_demonstrated(closure: Closure, demos: dict, where: str) -> None:
                     f"\"stated_and_cot\"")
 
 
+def ood_facts(closure: Closure, entities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Facts out of distribution for a set of OOD entities (Wang et al. 2024).
+
+    Returns ``(base, derived)``: ``(N,)`` bool masks of the base facts whose subject is an
+    OOD entity, and of the derived facts with an OOD premise in any of their derivations
+    (a base fact of the first mask or, for deeper rules, such a derived fact).
+
+    Examples
+    --------
+    >>> from kgtest.symbolic.rules import parse_rules
+    >>> from kgtest.worlds.world import World
+    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
+    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+    >>> c = w.close()
+    >>> base, derived = ood_facts(c, np.array([c.entities.get("c")]))
+    >>> [c.named(f) for f in np.flatnonzero(base)], [c.named(f) for f in np.flatnonzero(derived)]
+    ([('c', 'p', 'd')], [('b', 'g', 'd')])
+    """
+    n = len(closure)
+    base = closure.is_base & np.isin(closure.facts[:, 0], entities)
+    bad = base.copy()
+    if closure.n_derivations:
+        prem = closure.deriv_premises  # (D, max body) fact ids, -1 padded
+        while True:  # deeper rules: a derived OOD fact taints what it derives in turn
+            uses = (np.where(prem >= 0, bad[np.maximum(prem, 0)], False)).any(1)
+            new = np.zeros(n, dtype=bool)
+            new[closure.deriv_head[uses]] = True
+            new &= ~closure.is_base
+            if not (new & ~bad).any():
+                break
+            bad |= new
+    return base, bad & ~closure.is_base
+
+
+def _draw_ood(closure: Closure, world, frac: float, seed: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OOD entities (a ``frac`` of the base facts' non-fixed subjects, at least one) and
+    their masks (:func:`ood_facts`); a generator of its own, so that ``frac = 0`` draws the
+    same split as before the option existed."""
+    n = len(closure)
+    if frac <= 0:
+        z = np.zeros(n, dtype=bool)
+        return np.zeros(0, dtype=np.int64), z, z
+    subj = np.unique(closure.facts[closure.is_base & ~world.fixed_mask(closure), 0])
+    k = min(len(subj), max(1, int(round(frac * len(subj)))))
+    ents = np.sort(np.random.default_rng([seed, 0x00D]).choice(subj, k, replace=False))
+    return (ents.astype(np.int64), *ood_facts(closure, ents))
+
+
 def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
                  seed: int | None = None, *, where: str = "") -> Split:
     """Choose forget/validation targets and held-out facts over a closure.
@@ -473,7 +540,8 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
         eligible |= planted & depth_ok
     if "base" in cfg.targets_from:
         eligible |= closure.is_base
-    eligible &= ~world.fixed_mask(closure) & (proofs >= cfg.min_proofs)
+    ood_ents, ood_base, ood_derived = _draw_ood(closure, world, cfg.ood_fraction, seed)
+    eligible &= ~world.fixed_mask(closure) & (proofs >= cfg.min_proofs) & ~ood_derived
     if cfg.max_proofs is not None:
         eligible &= proofs <= cfg.max_proofs
     eligible &= _target_scope(closure, world, cfg, where)  # before the frequency quantile
@@ -558,6 +626,7 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
     demonstrated = np.zeros(n, dtype=bool)
     demonstrated[ph[demo_pair]] = True
     held = derived & ~demonstrated & ~protected
+    held |= ood_derived  # never a target, nor a target's premise (a target would use it)
 
     rule_demo = np.zeros(len(closure.rules), dtype=np.int64)  # demonstrations per rule
     np.add.at(rule_demo, pr[~held[ph] & ~is_target[ph]], 1)
@@ -569,7 +638,7 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
         rule = closure.rules[closure.rules_of(f)[0]]
         rel = rule.head.relation
         key = (f"rule_demo_fraction.{rel}" if rel in cfg.rule_demo_fraction
-               else "demo_fraction")
+               else "ood_fraction" if ood_derived[f] else "demo_fraction")
         raise _fail(where, key, f"rule '{rule}' is demonstrated on no entity, yet "
                     f"{int((held & ~fact_ok).sum())} of its facts (e.g. "
                     f"{' '.join(closure.named(f))}) would be held out; a held-out rule needs "
@@ -608,6 +677,8 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
         premise=premise.astype(np.int64),
         validation_premise=vpremise.astype(np.int64),
         held_out=np.flatnonzero(held).astype(np.int64),
+        ood=np.flatnonzero(ood_derived).astype(np.int64),
+        ood_entities=ood_ents,
         demo_entities=demo_entities,
         config=cfg,
         seed=int(seed),
