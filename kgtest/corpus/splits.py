@@ -124,8 +124,10 @@ class SplitConfig:
     target_rules: tuple[str, ...] = field(default=(), metadata={"quiet_default": True})  # targets
     # only among these rules' facts ("yields": every rule with that head; "2:yields": rule 2,
     # as the records' `rules` column writes it); (): any
-    ood_fraction: float = field(default=0.0, metadata={"check": _fraction, "quiet_default": True})  # OOD entities:
-    # their facts train only atomically, never as a premise of a trained derived fact
+    ood_fraction: float = field(default=0.0, metadata={"check": _fraction,  # OOD entities:
+                                                       "quiet_default": True})
+    # a fraction of entities whose facts train only atomically, never as a premise of a
+    # trained derived fact (Wang et al.'s OOD split; module docstring)
     seed: int = 0  # used when choose_split gets no seed argument
 
     def __post_init__(self):
