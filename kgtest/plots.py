@@ -286,6 +286,47 @@ def _tuning_frontier(runs: Sequence[Path], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def exposure_by_cell(cuts: dict[str, list[dict]], path: Path) -> Path | None:
+    """Bars of :func:`kgtest.aggregate.aggregate_by` lines, one colour per sweep cell.
+
+    ``cuts`` maps a cell's label to its lines; each x position is one ``probe[setting]``
+    and ``trained`` value, with the 95% interval as an error bar, ``k/n`` above it and
+    chance as a black tick. None when no cell has a line.
+    """
+    keys = list(dict.fromkeys((label(a), a["value"]) for lines in cuts.values()
+                              for a in lines))
+    if not keys:
+        return None
+    plt = _plt()
+    cells = list(cuts)
+    width = 0.8 / len(cells)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(keys) * max(1, len(cells)) ** 0.5),
+                                    4.2))
+    colours = _colours(cells)
+    for j, cell in enumerate(cells):
+        by = {(label(a), a["value"]): a for a in cuts[cell]}
+        first = True
+        for i, key in enumerate(keys):
+            a = by.get(key)
+            if a is None:
+                continue
+            x = i - 0.4 + width * (j + 0.5)
+            ax.bar(x, a["rate"], width, color=colours[cell], label=cell if first else None,
+                   yerr=np.array(_err(a)).reshape(2, 1), capsize=3)
+            first = False
+            ax.text(x, min(a["hi"] + 0.02, 1.05), f"{a['k']}/{a['n']}", ha="center",
+                    fontsize=7)
+            if not np.isnan(a["chance"]):
+                ax.hlines(a["chance"], x - width / 2, x + width / 2, colors="black")
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([f"{p}\n{v or 'never trained'}" for p, v in keys], fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("original: rate over every asked fact")
+    ax.set_title("by training exposure (black tick: chance; bars: 95% interval)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
 def write_plots(agg, records, runs, out: Path, *, n_boot: int, seed: int,
                 control: str = "filter") -> list[Path]:
     """Every plot that has data; returns the files written."""

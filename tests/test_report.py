@@ -263,3 +263,18 @@ def test_exposure_section_counts_every_fact_of_the_original_gate_or_not(tmp_path
     section = text.split("## The original model on every asked fact")[1].split("\n## ")[0]
     assert "| direct | statement | 0.25 [" in section and "] 5/20 | 0.050 | 0.100 |" in section
     assert "] 20/20 |" in section
+
+
+def test_exposure_by_cell_draws_one_bar_group_per_cut_and_none_without_lines(tmp_path):
+    from kgtest.aggregate import aggregate_by
+    from kgtest.plots import exposure_by_cell
+
+    def cut(k):
+        return aggregate_by([new_row(run_id="r", variant="original", probe="direct", fact=f,
+                                     correct=f < k, trained="statement", chance=0.1)
+                             for f in range(6)], n_boot=50)
+
+    path = exposure_by_cell({"group=fact": cut(1), "group=chain": cut(4)},
+                            tmp_path / "plots" / "exposure.png")
+    assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
+    assert exposure_by_cell({"a": []}, tmp_path / "none.png") is None

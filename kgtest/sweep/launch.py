@@ -229,6 +229,26 @@ def _embed(markdown: str, prefix: str) -> str:
     return "\n".join(lines)
 
 
+def _exposure_figure(sweep_dir: Path, cells: dict, finished, out: Path, *, n_boot: int,
+                     seed: int) -> list[str]:
+    """``plots/exposure.png``: each cell's original on every asked fact, by training
+    exposure (the cells' "by training exposure" sections side by side)."""
+    from kgtest.aggregate import aggregate_by
+    from kgtest.plots import exposure_by_cell
+    from kgtest.records import read_runs
+
+    cuts = {}
+    for label, entries in cells.items():
+        done = [sweep_dir / e["dir"] for e in entries if finished(e)]
+        if done:
+            cuts[label] = aggregate_by(read_runs(done), n_boot=n_boot, seed=seed)
+    path = exposure_by_cell(cuts, out / "plots" / "exposure.png") if len(cuts) > 1 else None
+    if path is None:
+        return []
+    return ["The original model on every asked fact, by training exposure, per cell (the "
+            "cells' sections of that name):", "", "![exposure](plots/exposure.png)", ""]
+
+
 def sweep_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                  control: str = "filter", n_boot: int = 2000, seed: int = 0) -> Path:
     """Aggregate every finished run of a sweep, with intervals across seeds per cell.
@@ -290,12 +310,13 @@ def sweep_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         embedded = _embed(summary.read_text(), cell_out.relative_to(out).as_posix())
         parts += [f"## Cell {i:02d}: {label}", "", embedded, ""]
     unfinished = [e for e in data["runs"] if not finished(e)]
+    figure = _exposure_figure(sweep_dir, cells, finished, out, n_boot=n_boot, seed=seed)
     lines = ["# kgtest sweep report", "",
              f"Sweep `{data['spec']}` ({data['backend']} backend): {len(data['runs'])} runs, "
              f"{len(data['runs']) - len(unfinished)} finished. Intervals are across seeds "
              "(and facts) within each cell.", "", "Reproduce with:", "", "```",
              f"kgtest report {sweep_dir}", "```", "",
-             "| cell | finished | seeds | report |", "|---|---|---|---|", *rows, ""]
+             "| cell | finished | seeds | report |", "|---|---|---|---|", *rows, "", *figure]
     if unfinished:
         lines += ["## Failed or unfinished runs", "", "| run | status | error |", "|---|---|---|"]
         for e in unfinished:
