@@ -323,10 +323,11 @@ def _add_never_floor(out: list[dict]) -> None:
         a["floor_never_n"] = nt["n_in"] if nt else None
 
 
-def aggregate_by(records: Sequence[dict], by: str = "trained", *, variant: str = "original",
-                 n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[dict]:
+def aggregate_by(records: Sequence[dict], by: str | Sequence[str] = "trained", *,
+                 variant: str = "original", n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> list[dict]:
     """One variant's rate over **every** applicable fact (gated or not), per probe,
-    setting and value of the column ``by``.
+    setting and value of the column ``by`` (several columns: ``value`` is a tuple).
 
     The gate is what :func:`aggregate` counts by; this cut ignores it, so it answers what
     the original model itself knows: QA on subjects whose QA was never trained
@@ -347,11 +348,15 @@ def aggregate_by(records: Sequence[dict], by: str = "trained", *, variant: str =
     ...         for f in range(8)]
     >>> [(a["value"], a["k"], a["n"]) for a in aggregate_by(rows, n_boot=100)]
     [('statement', 0, 4), ('statement+qa', 3, 4)]
+    >>> aggregate_by(rows, ("trained", "tags"), n_boot=100)[0]["value"]
+    ('statement', '')
     """
     cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(dict))  # key -> run -> fact
     for r in _with_answer_lines(records):
         if r["variant"] == variant and _value(r) is not None and r["correct"] is not None:
-            key = (r["probe"], r["setting"] or "", str(r.get(by)))
+            value = (str(r.get(by)) if isinstance(by, str)
+                     else tuple(str(r.get(b)) for b in by))
+            key = (r["probe"], r["setting"] or "", value)
             cells[key][r["run_id"]][r["fact"]] = r
     out = []
     for (probe, setting, value), runs in sorted(cells.items()):

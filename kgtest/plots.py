@@ -319,7 +319,11 @@ def exposure_by_cell(cuts: dict[str, list[dict]], path: Path) -> Path | None:
             if not np.isnan(a["chance"]):
                 ax.hlines(a["chance"], x - width / 2, x + width / 2, colors="black")
     ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels([f"{p}\n{v or 'never trained'}" for p, v in keys], fontsize=8)
+    def name(v) -> str:
+        v = v if isinstance(v, tuple) else (v,)
+        return "\n".join([v[0] or "never trained", *v[1:]])
+
+    ax.set_xticklabels([f"{p}\n{name(v)}" for p, v in keys], fontsize=8)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("original: rate over every asked fact")
     ax.set_title("by training exposure (black tick: chance; bars: 95% interval)", fontsize=9)

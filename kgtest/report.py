@@ -199,10 +199,10 @@ def summary_markdown(agg: list[dict], records: Sequence[dict], *, command: str =
 
 def _exposure_section(records: Sequence[dict], *, n_boot: int, seed: int) -> list[str]:
     """The original on every asked fact, gate ignored, by how training showed the fact."""
-    cut = aggregate_by(records, "trained", n_boot=n_boot, seed=seed)
+    cut = aggregate_by(records, ("trained", "tags"), n_boot=n_boot, seed=seed)
     if not cut:
         return []
-    body = [[label(a), a["value"] or "never (implied)",
+    body = [[label(a), a["value"][0] or "never (implied)", a["value"][1],
              cell_text({**a, "metric": "rate", "n_in": a["n"]}),
              f"{a['chance']:.3f}" if not np.isnan(a["chance"]) else "–",
              f"{a['floor']:.3f}" if not np.isnan(a["floor"]) else "–"] for a in cut]
@@ -210,10 +210,11 @@ def _exposure_section(records: Sequence[dict], *, n_boot: int, seed: int) -> lis
             "Every applicable asked fact, gated or not (the original's own knowledge: QA on "
             "subjects whose QA was never trained, inverse questions on facts stated only "
             "forward, two-hop questions on held-out facts), by the `trained` column: the "
-            "kinds of training documents that stated or answered the fact. `rate [95% "
+            "kinds of training documents that stated or answered the fact, and its `tags` "
+            "(`ood`: a held-out fact with an OOD entity's premise). `rate [95% "
             "interval] k/n` (" + ("Wilson" if len({r["run_id"] for r in records}) == 1
                                   else "two-level bootstrap over seeds, then facts") + ").",
-            "", _table(["probe", "trained as", "original: rate", "chance",
+            "", _table(["probe", "trained as", "tags", "original: rate", "chance",
                         "floor: most frequent object"], body), ""]
 
 

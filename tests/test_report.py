@@ -261,7 +261,7 @@ def test_exposure_section_counts_every_fact_of_the_original_gate_or_not(tmp_path
     write_records(rows, tmp_path)
     text = report([tmp_path], n_boot=200).read_text()
     section = text.split("## The original model on every asked fact")[1].split("\n## ")[0]
-    assert "| direct | statement | 0.25 [" in section and "] 5/20 | 0.050 | 0.100 |" in section
+    assert "| direct | statement |  | 0.25 [" in section and "] 5/20 | 0.050 | 0.100 |" in section
     assert "] 20/20 |" in section
 
 

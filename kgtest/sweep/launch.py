@@ -241,7 +241,8 @@ def _exposure_figure(sweep_dir: Path, cells: dict, finished, out: Path, *, n_boo
     for label, entries in cells.items():
         done = [sweep_dir / e["dir"] for e in entries if finished(e)]
         if done:
-            cuts[label] = aggregate_by(read_runs(done), n_boot=n_boot, seed=seed)
+            cuts[label] = aggregate_by(read_runs(done), ("trained", "tags"), n_boot=n_boot,
+                                       seed=seed)
     path = exposure_by_cell(cuts, out / "plots" / "exposure.png") if len(cuts) > 1 else None
     if path is None:
         return []
