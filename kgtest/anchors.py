@@ -11,7 +11,7 @@ records (docs/science.md, "Results the testbed must reproduce"):
     after the treatment, i.e. recovery as a fraction of pre-unlearning accuracy on those
     facts, with its interval and ``k/n``; beside it the ratio of accuracies over every
     evaluated target, ungated (the variant's pooled accuracy after the treatment over the
-    original's before unlearning), the form the papers quote.
+    original's before unlearning), the form the papers quote. Plot ``plots/recovery.png``.
 ``## Latent composition in and out of distribution`` (anchor 3: Wang et al. 2024). The
     direct question, without chain of thought, on held-out compositions in distribution
     (``implied`` rows without the ``ood`` tag) and out of it (``ood``: compositions whose
@@ -37,6 +37,7 @@ True
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,8 +45,8 @@ import numpy as np
 
 from kgtest.aggregate import CONTROLS, aggregate
 
-__all__ = ["anchor_sections", "recovery_section", "ood_section", "latent_curve",
-           "curve_section", "latent_curve_plot", "CURVE_KEYS"]
+__all__ = ["anchor_sections", "recovery_section", "recovery_plot", "ood_section",
+           "latent_curve", "curve_section", "latent_curve_plot", "CURVE_KEYS"]
 
 #: In-loop metrics of the training curve (``train_log.jsonl``) and their labels.
 CURVE_KEYS = {"eval/direct": "trained facts (direct)",
@@ -62,6 +63,18 @@ def _cell(a: dict | None) -> str:
 def _variants(names) -> list[str]:
     rank = {v: i for i, v in enumerate(CONTROLS)}
     return sorted(set(names), key=lambda v: (rank.get(v, len(rank)), v))
+
+
+def _treatments(by: dict) -> list[str]:
+    """Column ids of the attacks: quantize settings, widest first, then relearn worst cases."""
+    cols = {c for _, c in by if c.startswith("quantize[")
+            or (c.startswith("relearn") and c.endswith("[worst]"))}
+
+    def key(c: str):
+        bits = re.search(r"int(\d+)", c)
+        return (c.startswith("relearn"), -int(bits.group(1)) if bits else 0, c)
+
+    return sorted(cols, key=key)
 
 
 def recovery_section(agg: Sequence[dict]) -> list[str]:
@@ -84,8 +97,7 @@ def recovery_section(agg: Sequence[dict]) -> list[str]:
     """
     by = {(a["variant"], a["probe"] + (f"[{a['setting']}]" if a["setting"] else "")): a
           for a in agg}
-    treat = sorted({c for _, c in by if c.startswith(("relearn", "quantize"))
-                    and (not c.startswith("relearn") or c.endswith("[worst]"))})
+    treat = _treatments(by)
     if not treat:
         return []
     cols = ["direct"] + treat
@@ -112,6 +124,42 @@ def recovery_section(agg: Sequence[dict]) -> list[str]:
             f"before unlearning ({pre} targets).", "",
             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             + ["| " + " | ".join(r) + " |" for r in body] + [""])
+
+
+def recovery_plot(agg: Sequence[dict], path: Path) -> Path | None:
+    """Grouped bars of :func:`recovery_section`: per variant, the share of the facts the
+    original knew that it answers after each treatment, with 95% intervals."""
+    from kgtest.plots import _plt, _save
+
+    by = {(a["variant"], a["probe"] + (f"[{a['setting']}]" if a["setting"] else "")): a
+          for a in agg}
+    treat = _treatments(by)
+    if not treat:
+        return None
+    cols = ["direct"] + treat
+    names = [v for v in _variants(v for v, _ in by) if v != "original"]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.2))
+    width = 0.8 / len(cols)
+    for j, c in enumerate(cols):
+        xs, ys, err = [], [], [[], []]
+        for i, v in enumerate(names):
+            a = by.get((v, c))
+            if a is None or np.isnan(a["rate"]):
+                continue
+            xs.append(i + (j - (len(cols) - 1) / 2) * width)
+            ys.append(a["rate"])
+            err[0].append(max(0.0, a["rate"] - a["lo"]))
+            err[1].append(max(0.0, a["hi"] - a["rate"]))
+        label = "after unlearning (direct)" if c == "direct" else c
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=label)
+    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("forget targets answered / known before")
+    ax.set_title("recovery of pre-unlearning accuracy (95% intervals)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
 
 
 def _ood_rows(records: Sequence[dict]) -> list[dict]:
@@ -230,10 +278,16 @@ def anchor_sections(records: Sequence[dict], run_dirs: Sequence[Path], *,
                     n_boot: int = 2000, seed: int = 0) -> list[str]:
     """Every anchor section that has data (module docstring), as Markdown lines.
 
-    With ``plots_dir``, also writes ``latent_curve.png`` there (its name is cited).
+    With ``plots_dir``, also writes ``latent_curve.png`` and ``recovery.png`` there (where
+    they have data).
     """
     agg = aggregate(records, n_boot=n_boot, seed=seed) if agg is None else agg
     curve = latent_curve(run_dirs)
     plot = latent_curve_plot(curve, plots_dir / "latent_curve.png") if plots_dir else None
+    if plots_dir:
+        for name, made in (("latent_curve.png", plot),
+                           ("recovery.png", recovery_plot(agg, plots_dir / "recovery.png"))):
+            if made is None:  # no data: no stale plot from an earlier report either
+                (plots_dir / name).unlink(missing_ok=True)
     return (recovery_section(agg) + ood_section(records, n_boot=n_boot, seed=seed)
             + curve_section(curve, f"plots/{plot.name}" if plot else None))

@@ -416,7 +416,8 @@ def _report(runs: list[Path], out: Path, *, command: str, control: str, n_boot: 
                                       control=control, n_boot=n_boot, seed=seed)] if p]
     extra = anchor_sections(records, runs, agg=agg, plots_dir=out / "plots", n_boot=n_boot,
                             seed=seed)
-    plots += sorted((out / "plots").glob("latent_curve.png"))
+    plots += [p for p in (out / "plots" / n for n in ("recovery.png", "latent_curve.png"))
+              if p.is_file()]
     if not command and (runs[0] / "command.txt").is_file():
         command = (runs[0] / "command.txt").read_text(encoding="utf-8").strip()
     command = command or "kgtest report " + " ".join(str(d) for d in runs)

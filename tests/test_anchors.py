@@ -10,6 +10,7 @@ from kgtest.anchors import (
     curve_section,
     latent_curve,
     ood_section,
+    recovery_plot,
     recovery_section,
 )
 from kgtest.records import new_row, write_records
@@ -23,7 +24,7 @@ def _rows(variant, probe, setting, correct, gated=None, run="r0", **kw):
             for f, (c, g) in enumerate(zip(correct, gated, strict=True))]
 
 
-def test_recovery_is_the_share_of_facts_known_before():
+def test_recovery_is_the_share_of_facts_known_before(tmp_path):
     # the original knew 4 of 5 targets; NPO forgets them, relearning brings 3 back (and
     # the one the original never knew: it counts in the ungated ratio only)
     gate = [True, True, True, True, False]
@@ -41,6 +42,8 @@ def test_recovery_is_the_share_of_facts_known_before():
     assert cells[3].endswith("3/4 (1.00)")  # relearn worst: 3 of 4 known; 4/5 over 4/5
     assert "0.80 over 5 targets" in text
     assert recovery_section(aggregate(rows[:10], n_boot=100)) == []  # no attack, no section
+    assert recovery_plot(aggregate(rows, n_boot=100), tmp_path / "r.png").stat().st_size > 1000
+    assert recovery_plot(aggregate(rows[:10], n_boot=100), tmp_path / "s.png") is None
 
 
 def test_ood_section_cuts_by_tag_and_counts_every_fact():
