@@ -63,7 +63,10 @@ _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 def _is_checkpoint(folder: Path) -> bool:
-    return any(p.suffix in _WEIGHTS for p in folder.iterdir() if p.is_file())
+    """A model folder (weights beside its config); a stage folder that only keeps a
+    resumable ``checkpoint.pt`` is not one: its logs and metrics are kept, the .pt is not."""
+    return any(p.suffix in _WEIGHTS and p.name != "checkpoint.pt"
+               for p in folder.iterdir() if p.is_file())
 
 
 def _gzip_copy(src: Path, dst: Path) -> None:
