@@ -33,20 +33,24 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from kgtest.config import nonneg
+from kgtest.config import in_range
 from kgtest.errors import InputError
 from kgtest.symbolic.edu_relat import load_edu_relat
 from kgtest.worlds.registry import SAMPLERS, SampleContext, WorldBuilder
 from kgtest.worlds.world import World
 
-__all__ = ["EduRelatParams", "edu_relat"]
+__all__ = ["EduRelatParams", "edu_relat", "PEOPLE"]
+
+#: People in EDU-RELAT (checked against the bundled data when a world is built).
+PEOPLE = 100
 
 
 @dataclass(frozen=True)
 class EduRelatParams:
     """Which part of EDU-RELAT to keep ([world.params] in a spec)."""
 
-    people: int = field(default=0, metadata={"check": nonneg})  # 0: all 100; k: a connected k
+    people: int = field(default=0, metadata={"check": in_range(0, PEOPLE)}
+                        )  # 0: all 100 people; k: a connected part of k of them
 
 
 def edu_relat_relations(p: EduRelatParams) -> tuple[str, ...]:
@@ -78,8 +82,8 @@ def edu_relat(p: EduRelatParams, ctx: SampleContext) -> World:
     Raises
     ------
     InputError
-        ``world.n_planted`` or ``world.zipf`` set (the data is given, not sampled), or
-        ``people`` above the 100 people EDU-RELAT has.
+        ``world.n_planted`` or ``world.zipf`` set (the data is given, not sampled).
+        (``people`` outside [0, 100] is refused when the spec loads.)
     """
     if ctx.n_planted:
         raise InputError("key 'world.n_planted': edu_relat plants nothing (its targets are "
@@ -89,9 +93,8 @@ def edu_relat(p: EduRelatParams, ctx: SampleContext) -> World:
                          "use 0")
     data = load_edu_relat()
     people = sorted({x for s, _, o in data.facts for x in (s, o)})
-    if p.people > len(people):
-        raise InputError(f"key 'world.params.people': EDU-RELAT has {len(people)} people, "
-                         f"got {p.people}")
+    if len(people) != PEOPLE:  # a corrupted copy of the bundled data
+        raise ValueError(f"bundled EDU-RELAT has {len(people)} people, expected {PEOPLE}")
     keep = set(people)
     if p.people:
         keep = _connected(data.facts, people[int(ctx.rng.integers(len(people)))], p.people)

@@ -52,6 +52,7 @@ def test_refuses_what_it_cannot_do(key, value, match):
         sample_world(WorldConfig(sampler="edu_relat", **{key: value}), seed=0)
 
 
-def test_refuses_more_people_than_edu_relat_has():
-    with pytest.raises(InputError, match="world.params.people.*100 people"):
-        _world(people=101)
+@pytest.mark.parametrize("people", [-1, 101])
+def test_refuses_people_outside_edu_relat_when_the_spec_loads(people):
+    with pytest.raises(InputError, match=r"world.params.people' must be"):
+        WorldConfig(sampler="edu_relat", params={"people": people}).sampler_params()
