@@ -30,7 +30,8 @@ A claim then reads like a symbolic one, with a budget you choose::
 **What happens to a world** (:func:`model_records`): its closure is split (``n_forget``
 derived forget targets, ``n_validation`` tuning targets, a ``held_out_fraction`` of
 derived facts never shown), rendered as a symbolic corpus with derived facts both stated
-and demonstrated as chains of thought, and a tiny GPT-2 is trained on it (stopping early
+and demonstrated as chains of thought (targets stated only: their own chain is never
+shown, their rule is, on other entities), and a tiny GPT-2 is trained on it (stopping early
 once direct recall and CoT on held-out facts reach ``stop_at``). The controls are
 retrained from the same initialisation for the same number of steps (``filter``: no
 document mentions a target); each method is tuned on the validation targets and then
@@ -196,6 +197,8 @@ def composition_world(n_entities: int, n_relations: int, rules: Sequence[tuple[i
 
 #: Share of the non-target derived facts never shown: the original's CoT is measured on them.
 HELD_OUT_FRACTION = 0.2
+#: Retained facts the utility probe reserves (and NPO's tuning therefore avoids).
+UTILITY_LIMIT = 20
 
 
 def default_config():
@@ -203,9 +206,12 @@ def default_config():
 
     A tiny GPT-2 (2 layers, d = 32), at most 1500 steps at lr 3e-3, stopping once direct
     recall >= 0.99 and CoT on held-out facts >= 0.95; 6 forget and 3 validation targets,
-    20% of the other derived facts held out; derived facts stated *and* shown as CoT;
-    NPO (plain, not deep) tuned over lr 1e-3 x steps {10, 30}; the filter control; the
-    direct and CoT probes. Returns an :class:`~kgtest.experiment.ExperimentConfig`.
+    20% of the other derived facts held out; derived facts stated *and* shown as CoT,
+    except the targets, which are stated only (``split.target_presentation = "stated"``:
+    their rule is demonstrated on other entities); NPO (plain, not deep) tuned over lr
+    1e-3 x {5, 15} epochs of the forget set under the utility floor, with 20 retained
+    facts reserved for the utility probe; the filter control; the direct and CoT probes.
+    Returns an :class:`~kgtest.experiment.ExperimentConfig`.
 
     Examples
     --------
@@ -230,7 +236,11 @@ def default_config():
         unlearn=UnlearnConfig(methods=("NPO",), deep=(False,), controls=("filter",),
                               tune_lrs=(1e-3,), tune_epochs=(5, 15), progress=False,
                               device="cpu"),
-        probes=ProbesConfig(probes=("direct", "cot"), n_boot=1000),
+        # utility_limit: the utility probe's facts are kept out of NPO's tuning sample;
+        # with the default 100 they would be every retained fact of a claim-sized world,
+        # leaving tuning no retained fact to check its utility floor on
+        probes=ProbesConfig(probes=("direct", "cot"), n_boot=1000,
+                            utility_limit=UTILITY_LIMIT),
     )
 
 

@@ -16,6 +16,8 @@ in ``REFUTED_BY`` (found by this file's own search), NPO leaves chain of thought
 than direct recall, so it is an xfail that replays that world first.
 """
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import HealthCheck, Phase, example, given, note, seed, settings
@@ -69,6 +71,30 @@ def test_a_world_with_one_fact_per_rule_is_refused_with_a_reason(world):
                                          "its rule|demonstrated on another entity)"):
         model_records(world, n_forget=1, n_validation=0)
     assert "n_forget" in check_trainable(world, n_forget=2, n_validation=0)
+
+
+@seed(SEED)
+@BUDGET
+@given(world=WORLDS)
+def test_npo_tuning_has_retained_facts_to_check_its_utility_floor_on(world, tmp_path_factory):
+    """On the claims' worlds (the same three the slow claims draw), NPO's tuning has
+    retained facts to check its utility floor on: the utility probe reserves
+    ``probes.utility_limit`` of them; with the library default (100) it reserved every
+    one and retain accuracy was NaN, so no grid point could be admissible."""
+    from kgtest.claims_model import default_config
+    from kgtest.corpus.io import build_corpus
+    from kgtest.probes.probes import utility_retain_facts
+    from kgtest.seeds import stage_seed
+
+    cfg = default_config()
+    split = dataclasses.replace(cfg.split, **SETUP)
+    corpus, sp = build_corpus(world, split, cfg.corpus, tmp_path_factory.mktemp("c"), seed=0)
+    reserved = utility_retain_facts(corpus, sp, cfg.probes.utility_limit, stage_seed(0, "probes"))
+    stated = {x["id"] for d in corpus.train if d["kind"] in ("statement", "qa")
+              for x in d["facts"] if x["role"] in ("stated", "answer")}
+    pool = {f for f in stated if sp.labels[f] == "retain"} - set(reserved["direct"]) - set(
+        reserved["cot"])
+    assert len(pool) >= 20, f"only {len(pool)} retained facts left for NPO's utility floor"
 
 
 # --- the claims (slow: three tiny models per world) -----------------------------------------
