@@ -80,6 +80,7 @@ from typing import Literal
 import numpy as np
 
 from kgtest.config import in_range, nonneg, to_dict
+from kgtest.corpus.ood import draw_ood, ood_facts
 from kgtest.errors import InputError
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.facts import atomic_write_text
@@ -436,55 +437,6 @@ def _check_demonstrated(closure: Closure, demos: dict, where: str) -> None:
                     f"\"stated_and_cot\"")
 
 
-def ood_facts(closure: Closure, entities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Facts out of distribution for a set of OOD entities (Wang et al. 2024).
-
-    Returns ``(base, derived)``: ``(N,)`` bool masks of the base facts whose subject is an
-    OOD entity, and of the derived facts with an OOD premise in any of their derivations
-    (a base fact of the first mask or, for deeper rules, such a derived fact).
-
-    Examples
-    --------
-    >>> from kgtest.symbolic.rules import parse_rules
-    >>> from kgtest.worlds.world import World
-    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
-    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
-    >>> c = w.close()
-    >>> base, derived = ood_facts(c, np.array([c.entities.get("c")]))
-    >>> [c.named(f) for f in np.flatnonzero(base)], [c.named(f) for f in np.flatnonzero(derived)]
-    ([('c', 'p', 'd')], [('b', 'g', 'd')])
-    """
-    n = len(closure)
-    base = closure.is_base & np.isin(closure.facts[:, 0], entities)
-    bad = base.copy()
-    if closure.n_derivations:
-        prem = closure.deriv_premises  # (D, max body) fact ids, -1 padded
-        while True:  # deeper rules: a derived OOD fact taints what it derives in turn
-            uses = (np.where(prem >= 0, bad[np.maximum(prem, 0)], False)).any(1)
-            new = np.zeros(n, dtype=bool)
-            new[closure.deriv_head[uses]] = True
-            new &= ~closure.is_base
-            if not (new & ~bad).any():
-                break
-            bad |= new
-    return base, bad & ~closure.is_base
-
-
-def _draw_ood(closure: Closure, world, frac: float, seed: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """OOD entities (a ``frac`` of the base facts' non-fixed subjects, at least one) and
-    their masks (:func:`ood_facts`); a generator of its own, so that ``frac = 0`` draws the
-    same split as before the option existed."""
-    n = len(closure)
-    if frac <= 0:
-        z = np.zeros(n, dtype=bool)
-        return np.zeros(0, dtype=np.int64), z, z
-    subj = np.unique(closure.facts[closure.is_base & ~world.fixed_mask(closure), 0])
-    k = min(len(subj), max(1, int(round(frac * len(subj)))))
-    ents = np.sort(np.random.default_rng([seed, 0x00D]).choice(subj, k, replace=False))
-    return (ents.astype(np.int64), *ood_facts(closure, ents))
-
-
 def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
                  seed: int | None = None, *, where: str = "") -> Split:
     """Choose forget/validation targets and held-out facts over a closure.
@@ -542,7 +494,7 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
         eligible |= planted & depth_ok
     if "base" in cfg.targets_from:
         eligible |= closure.is_base
-    ood_ents, ood_base, ood_derived = _draw_ood(closure, world, cfg.ood_fraction, seed)
+    ood_ents, ood_base, ood_derived = draw_ood(closure, world, cfg.ood_fraction, seed)
     eligible &= ~world.fixed_mask(closure) & (proofs >= cfg.min_proofs) & ~ood_derived
     if cfg.max_proofs is not None:
         eligible &= proofs <= cfg.max_proofs
