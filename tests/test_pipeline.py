@@ -1,0 +1,80 @@
+"""The caching promise: a changed setting recomputes its stage and every stage after it,
+and nothing before it.
+
+One seconds-scale run (the sweep test's tiny spec cut to 20 training steps) is built,
+then rerun in the same folder with one setting changed at a time; each stage is a folder
+``<stage>-<key>`` whose ``.done`` marker's modification time says whether it was rebuilt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kgtest.experiment import load_experiment
+from kgtest.pipeline import run_experiment
+
+DATA = Path(__file__).parent / "data"
+SPEC_TEXT = (DATA / "sweep_tiny.toml").read_text().split("[sweep]")[0]
+FAST = ["train.steps=20", "train.eval_every=10", "unlearn.epochs=1", "probes.n_boot=20",
+        "train.threads=1"]
+STAGES = ("world", "corpus", "model", "control-filter", "unlearn-npo", "records")
+
+
+def _stages(run: Path) -> dict[str, set[tuple[str, int]]]:
+    """Stage prefix -> {(folder name, build time in ns)} of the finished stage folders."""
+    out: dict[str, set[tuple[str, int]]] = {s: set() for s in STAGES}
+    for d in run.iterdir():
+        if not d.is_dir():
+            continue
+        prefix = next((s for s in STAGES if d.name.startswith(s + "-")), None)
+        if prefix is not None:
+            files = [p for p in d.rglob("*") if p.is_file()]
+            out[prefix].add((d.name, min(p.stat().st_mtime_ns for p in files)))
+    return out
+
+
+def _run(spec: Path, run: Path, *changes: str) -> dict[str, set[tuple[str, int]]]:
+    cfg = load_experiment(spec, [*FAST, *changes])
+    run_experiment(cfg, run, log=lambda m: None)
+    return _stages(run)
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    spec = tmp / "spec.toml"
+    spec.write_text(SPEC_TEXT)
+    run = tmp / "run"
+    return spec, run, _run(spec, run)
+
+
+def _new(before: dict, after: dict) -> set[str]:
+    """Stages that gained a folder (a rebuilt stage gets a new key, hence a new folder)."""
+    return {s for s in STAGES if after[s] - before[s]}
+
+
+@pytest.mark.slow
+def test_each_stage_ran_once(first):
+    _, _, stages = first
+    assert all(len(stages[s]) == 1 for s in STAGES), stages
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, rebuilt", [
+    ("probes.n_boot=30", {"records"}),
+    ("probes.probes=[\"direct\", \"utility\"]", {"records"}),
+    ("unlearn.epochs=2", {"unlearn-npo", "records"}),
+    ("train.lr=0.002", {"model", "control-filter", "unlearn-npo", "records"}),
+    ("split.n_validation=3", {"corpus", "model", "control-filter", "unlearn-npo", "records"}),
+    ("world.params.n_entities=22", set(STAGES)),
+])
+def test_a_change_rebuilds_its_stage_and_what_follows_only(first, change, rebuilt):
+    spec, run, before = first
+    after = _run(spec, run, change)
+    assert _new(before, after) == rebuilt
+    for s in set(STAGES) - rebuilt:  # the earlier stages were reused, not rewritten
+        assert before[s] <= after[s]
+    again = _run(spec, run)  # back to the first settings: every stage is found, none rebuilt
+    assert again == after
