@@ -17,7 +17,8 @@ folder (or from every run of a ``kgtest sweep`` folder, keeping its layout and
 It leaves out what can be rebuilt or is large: model checkpoints (any folder holding a
 ``config.json`` beside weights, and ``checkpoint.pt``), tokenizer files, the corpus
 documents (``train.jsonl``, ``eval.jsonl``...), ``records.jsonl`` itself (kept as ``.gz``),
-parquet copies and plots (``kgtest report`` redraws them).
+parquet copies, ``summary.json`` and plots (``kgtest report`` rewrites them), and the
+``records-<key>/`` stage folder's own copies of what the run folder publishes.
 
 The output is written to a temporary folder beside ``out`` and renamed into place, so an
 interrupted pack leaves the previous one intact.
@@ -57,7 +58,7 @@ _SUFFIXES = {".json", ".jsonl", ".toml", ".txt", ".md", ".dl", ".tsv"}
 _SKIP_NAMES = {  # rebuilt from the spec, or large: corpus documents, tokenizers
     "train.jsonl", "eval.jsonl", "unknown.jsonl", "in_context.jsonl", "derivations.jsonl",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-    "records.parquet", "error.txt",
+    "records.parquet", "error.txt", "summary.json",  # summary.json: `kgtest report` rewrites it
 }
 _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -89,7 +90,7 @@ def _pack_run(src: Path, dst: Path) -> int:
     for root, dirs, files in os.walk(src):
         here = Path(root)
         dirs[:] = sorted(d for d in dirs if d not in ("plots", "__pycache__")
-                         and not d.startswith((".", "tmp"))
+                         and not d.startswith((".", "tmp", "records-"))
                          and not _is_checkpoint(here / d))
         for name in sorted(files):
             path = here / name

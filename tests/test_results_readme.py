@@ -1,7 +1,8 @@
 """The README numbers are what `kgtest report` computes from the committed records.
 
 Every table row in ``README.md`` or ``experiments/README.md`` that links a packed results
-folder (``experiments/results/<name>``, written by ``kgtest pack``) is checked: each
+folder (``experiments/results/<name>``, written by ``kgtest pack``), and every row of a
+table whose introducing paragraph links one (no heading between), is checked: each
 ``k/n`` count in its "ours"/"kgtest" column (or, in a table without one, anywhere in the
 row) must appear in the ``summary.md`` files that ``kgtest report`` regenerates from that
 folder. A number typed by hand, or left behind after a rerun, fails here.
@@ -25,14 +26,19 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-def _claims() -> list[tuple[str, int, str, list[str]]]:
-    """(readme name, line number, results folder, k/n counts) for each linked row."""
+def _claims() -> list[tuple[str, int, str, list[str], bool]]:
+    """(readme name, line number, results folder, k/n counts, the row itself links) for
+    each row linked to a results folder."""
     out = []
     for readme in READMES:
         header: list[str] | None = None
+        intro: set[str] = set()  # results linked since the last heading, outside tables
         for i, line in enumerate(readme.read_text(encoding="utf-8").splitlines(), 1):
             if not line.startswith("|"):
                 header = None
+                if line.startswith("#"):
+                    intro = set()
+                intro |= {m for m in LINK.findall(line) if (RESULTS / m).is_dir()}
                 continue
             cells = _cells(line)
             if header is None:
@@ -40,14 +46,15 @@ def _claims() -> list[tuple[str, int, str, list[str]]]:
                 continue
             if set("".join(cells)) <= set("-: "):
                 continue
-            names = {m for m in LINK.findall(line) if (RESULTS / m).is_dir()}
+            own = {m for m in LINK.findall(line) if (RESULTS / m).is_dir()}
+            names = own or intro
             if not names:
                 continue
             col = next((j for j, h in enumerate(header)
                         if h.startswith(("ours", "kgtest"))), None)
             text = cells[col] if col is not None and col < len(cells) else line
             for name in sorted(names):
-                out.append((readme.name, i, name, COUNT.findall(text)))
+                out.append((readme.name, i, name, COUNT.findall(text), bool(own)))
     return out
 
 
@@ -67,8 +74,11 @@ def _report_text(name: str, tmp: Path) -> str:
 
 def test_linked_rows_quote_counts():
     """A linked row with no k/n in it cannot be checked: every result row quotes counts."""
-    for readme, line, name, counts in _claims():
-        assert counts, f"{readme}:{line}: row linking results/{name} quotes no k/n"
+    claims = _claims()
+    for readme, line, name, counts, own in claims:
+        assert counts or not own, f"{readme}:{line}: row linking results/{name} quotes no k/n"
+    for name in {c[2] for c in claims}:  # a linked table quotes counts somewhere
+        assert any(c[3] for c in claims if c[2] == name), f"results/{name}: no k/n quoted"
 
 
 @pytest.mark.slow
@@ -77,7 +87,7 @@ def test_readme_counts_equal_the_regenerated_report(name, tmp_path):
     if name == "(none)":
         pytest.skip("no README row links a results folder yet")
     text = _report_text(name, tmp_path)
-    for readme, line, linked, counts in _claims():
+    for readme, line, linked, counts, _ in _claims():
         if linked != name:
             continue
         missing = [c for c in counts if c not in text]
