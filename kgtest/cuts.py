@@ -10,7 +10,9 @@ each only when its data is there:
   targets differ in proof count.
 - **By entity frequency** (claim 2, ``experiments/tail.toml``): the same per bin of
   ``entity_freq`` (training documents mentioning the target's rarer entity), in powers of
-  two (``1``, ``2–3``, ``4–7``, ...); only when the targets fall in two bins or more.
+  two (``1``, ``2–3``, ``4–7``, ...); only when the targets span a 4x range of
+  frequencies or more (two bins at least one bin apart: two neighbouring bins of a world
+  without a frequency skew, such as the quickstart's ``16–31`` and ``32–63``, are noise).
 - **Collateral on neighbours**: the utility probe's retained facts (``utility_direct``)
   split into *neighbours* (a fact sharing its subject or object with a forget target of
   the same run) and the others, with the excess over the control: below 0, the variant
@@ -128,7 +130,8 @@ def _proof_section(records, control, n_boot, seed) -> list[str]:
 
 def _frequency_section(records, control, n_boot, seed) -> list[str]:
     rows = _targets(records)
-    if len({freq_bin(r["entity_freq"]) for r in rows}) < 2:
+    lows = {max(_bin_key(freq_bin(r["entity_freq"])), 1) for r in rows}
+    if not lows or max(lows) < 4 * min(lows):
         return []
     groups = _group(rows, lambda r: freq_bin(r["entity_freq"]), _bin_key)
     return ["## By entity frequency", "",
