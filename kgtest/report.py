@@ -254,17 +254,20 @@ def _attack_sections(records, by: dict, variants: list[str]) -> list[str]:
                                  f"{np.mean([r['audit_derivable'] for r in rs]):.2f}",
                                  w["worst_of"] if w else ""])
         md += [_table(["variant", "attack", "derivable", "worst grid point"], body), ""]
-    diffs = {}
+    per_run = {}  # one value per (variant, setting, run): every fact's row repeats it
     for r in records:
         if r["probe"] == "quantize" and r["quant_diff"] is not None:
-            diffs[(r["variant"], r["setting"])] = (r["weight_diff"], r["quant_diff"])
+            per_run[(r["variant"], r["setting"], r["run_id"])] = (r["weight_diff"],
+                                                                  r["quant_diff"])
+    diffs = {k[:2]: tuple(np.mean([v for kk, v in per_run.items() if kk[:2] == k[:2]], 0))
+             for k in per_run}  # mean over runs
     if diffs:
         settings = sorted({s for _, s in diffs})
         md += ["## Quantization: weights the unlearning changed", "",
                "Fraction of quantized weights whose value differs from the original's at the "
                "same width (Zhang et al.: where unlearning moves weights less than a "
                "quantization step, quantizing restores the original); `fp`: full-precision "
-               "weights that differ at all.", ""]
+               "weights that differ at all. Mean over runs.", ""]
         body = []
         for v in variants:
             if v == "original" or not any((v, s) in diffs for s in settings):
