@@ -8,7 +8,7 @@ worlds with run seeds 0..4 (each seed changes the split, initialisation, batch o
 unlearning seed; seed 0 is what the test runs) and prints, per world and seed, the
 numbers the tests read. One line of JSON per run goes to ``--out``.
 
-Run (about 80 s of CPU per world and seed on one thread; hold the compute lock)::
+Run (about 60 s of CPU per world and seed on one thread; hold the compute lock)::
 
     python tests/claims/spread.py --seeds 0 1 2 3 4 --jobs 2 --out spread.jsonl
 """

@@ -2,20 +2,23 @@
 
 Budget (docs/claims.md): 3 worlds per claim. Per world, one training of the original (a
 tiny GPT-2, at most 1500 steps), one of the filter control (as many steps), and NPO
-tuned on 3 validation targets: about 45 s per world on one CPU thread. Both claims draw
+tuned on 3 validation targets: 60 to 100 s per world on one CPU thread. Both claims draw
 from the same strategy with the same ``@seed``, and :func:`model_records` caches a world's
-records in the process, so the worlds are trained once for the file: 2 to 4 minutes in
+records in the process, so the worlds are trained once for the file: 3 to 6 minutes in
 all on a shared 2-core machine. Shrinking is off (each shrink step would train three
 models); a failure prints the world (``describe``), the rates of every variant and a
 ``@reproduce_failure`` blob.
-``pytest -s`` prints one line per world. Two fast tests check the strategy and the
-refusal of degenerate worlds.
+``pytest -s`` prints one line per world. Three fast tests check the strategy, the
+refusal of degenerate worlds and NPO's tuning sample.
 
-The first claim holds on every world tried. The second is refuted: on the world recorded
-in ``REFUTED_BY`` (found by this file's own search), NPO leaves chain of thought no better
-than direct recall, so it is an xfail that replays that world first.
+Under the current definitions (targets stated only, CoT verified) neither claim holds on
+every world and seed: ``tests/claims/spread.py`` retrained the three worlds with run seeds
+0..4 (16 forget targets each; table in docs/claims.md). The first claim held on 8 of 14
+runs: its precondition (the original re-derives >= 5 of its 16 targets by verified CoT)
+failed on 5 (1 to 9 targets re-derived), and its interval missed chance on 2, so it is a
+non-strict xfail until the original's CoT is stronger. The second is refuted: NPO's CoT never
+recovered more than its direct recall (REFUTED_BY, replayed first).
 """
-
 import dataclasses
 
 import pytest
@@ -39,7 +42,7 @@ from kgtest.strategies import worlds
 WORLDS = composition_worlds(min_entities=16, max_entities=30, max_relations=4, min_rules=2,
                             max_rules=3)
 #: 8 forget targets per world: the rows each rate is over.
-SETUP = {"n_forget": 8, "n_validation": 3}
+SETUP = {"n_forget": 16, "n_validation": 3}
 #: 3 worlds, no deadline, no shrinking, no example database (a CI run is the same every
 #: time), every health check off (one example takes tens of seconds by design).
 BUDGET = settings(max_examples=3, deadline=None, database=None, print_blob=True,
@@ -118,19 +121,26 @@ def _line(world, what: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.xfail(raises=AssertionError, strict=False,
-                   reason="not re-established under issue 11/12 definitions: with targets "
-                          "stated only and CoT verified, the original itself re-derived only "
-                          "4 of 8 forget targets by verified CoT on the first world drawn "
-                          "(22 entities, 2 rules), below this test's n >= 5 precondition; "
-                          "needs more targets per world (open item of issue 11, item 5)")
+                   reason="not established under stated-only targets and verified CoT: over "
+                          "3 worlds x 5 seeds (tests/claims/spread.py, 16 targets per world) "
+                          "the original re-derived 1 to 9 of 16 targets by verified CoT, below "
+                          "the n >= 5 precondition on 5 of 14 runs (seed 0, the test's: 1 of "
+                          "16 on the 17-entity world); docs/claims.md")
 @seed(SEED)
 @BUDGET
 @given(WORLDS)
 def test_filter_control_rederives_targets_by_cot_above_chance(world):
-    """TRUE on every world tried: the filter control never saw a forget target, yet with
+    """NOT ESTABLISHED at this budget (held under the old definitions, where targets were
+    also trained as chains): the filter control never saw a forget target, yet with
     chain of thought it re-derives more of them than chance (the lower end of the 95%
     interval of its CoT rate is above 1 / candidates): knowing the premises and the rule
-    (demonstrated on other entities) is enough to bring a filtered fact back."""
+    (demonstrated on other entities) is enough to bring a filtered fact back.
+
+    Spread (tests/claims/spread.py, run seeds 0..4, 2-core AMD EPYC, 16 targets per
+    world, 14 runs): the interval was above chance on 12 (filter CoT 0.14 to 1.00; missed:
+    0/1 and 0.143 [0.026, 0.513] vs chance 0.059), the precondition n >= 5 failed on 5 (the
+    original's verified CoT on its targets: 1, 1, 3 of 16 on the 22-entity world, 1 and 3
+    of 16 on the 17-entity one); both held on 8 of 14."""
     records = _records(world)
     r = rate(records, variant="filter", probe="cot")
     print(_line(world, f"filter CoT {r}"))
@@ -139,8 +149,11 @@ def test_filter_control_rederives_targets_by_cot_above_chance(world):
 
 
 #: The world this file's search found against the second claim (hypothesis 6.170.17,
-#: seed SEED): 22 entities, r1_r1 and r0_r2. NPO: direct 0/8 and CoT 0/8 on the forget
-#: targets the original knew both ways (the filter control: 3/8 both ways).
+#: seed SEED): 22 entities, r1_r1 and r0_r2. Under the current definitions (16 targets,
+#: stated only; verified CoT; run seed 0): NPO direct 0/8 and CoT 0/8 on the targets the
+#: original knew both ways (the filter control: CoT 2/8). Over run seeds 0..4 on the three
+#: worlds (tests/claims/spread.py) NPO's CoT - direct never had its interval above 0
+#: (largest 0.143 [-0.286, 0.571]).
 REFUTED_BY = composition_world(22, 3, [(1, 1), (0, 2)], edge_seed=31352908)
 
 
@@ -153,8 +166,9 @@ REFUTED_BY = composition_world(22, 3, [(1, 1), (0, 2)], edge_seed=31352908)
 @example(REFUTED_BY)
 @given(WORLDS)
 def test_cot_brings_back_more_than_direct_after_npo(world):
-    """FALSE as stated: after NPO unlearns the forget targets (every rendered form, CoT
-    included), asking with chain of thought recovers more of them than asking directly:
+    """FALSE as stated: after NPO unlearns the forget targets (every form they were
+    trained in: statement and QA; their rule is shown by CoT on other entities only),
+    asking with chain of thought recovers more of them than asking directly:
     the paired difference CoT - direct, over the targets the original knew both ways, has
     the lower end of its 95% interval above 0."""
     records = _records(world)
