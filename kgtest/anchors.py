@@ -218,8 +218,9 @@ def latent_curve(run_dirs: Sequence[Path]) -> dict[str, dict[int, list[float]]]:
                     e = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                for k in CURVE_KEYS:
-                    if isinstance(e.get(k), (int, float)) and isinstance(e.get("step"), int):
+                for k in CURVE_KEYS:  # NaN: an empty evaluation set (nothing asked)
+                    if (isinstance(e.get(k), (int, float)) and isinstance(e.get("step"), int)
+                            and np.isfinite(e[k])):
                         out[k].setdefault(e["step"], []).append(float(e[k]))
     return {k: v for k, v in out.items() if v}
 

@@ -76,9 +76,11 @@ def test_latent_curve_table_and_plot(tmp_path):
     for i, v in enumerate((0.2, 0.4)):
         _log(tmp_path / f"run{i}", [{"step": 50, "loss": 1.0},
                                     {"step": 100, "eval/direct": 0.9, "eval/latent_id": v,
-                                     "eval/latent_ood": 0.0}])
+                                     "eval/latent_ood": 0.0},
+                                    {"step": 150, "eval/direct": float("nan")}])
     curve = latent_curve([tmp_path / "run0", tmp_path / "run1"])
     assert curve["eval/latent_id"] == {100: [0.2, 0.4]}
+    assert curve["eval/direct"] == {100: [0.9, 0.9]}  # NaN (nothing asked) is left out
     text = "\n".join(curve_section(curve, "plots/latent_curve.png"))
     assert "| 100 | 0.90 [0.90, 0.90] (2) | 0.30 [0.20, 0.40] (2) | 0.00 [0.00, 0.00] (2) |" \
         in text
