@@ -293,7 +293,7 @@ def proof_cost_plot(records: Sequence[dict], runs: Sequence[str | Path], path: P
     """Re-derivation and deletion cost against proof count (None without both).
 
     Left: per variant, the ``probe`` rate on the forget targets against proof count k
-    (95% intervals as in the report). Right: the smallest minimal deletion set per target
+    (95% intervals as in the report; ``direct`` when no two k have gated-in ``probe`` rows). Right: the smallest minimal deletion set per target
     against k (mean, min and max over targets).
     """
     from kgtest.plots import _colours, _plt, _save
@@ -301,6 +301,9 @@ def proof_cost_plot(records: Sequence[dict], runs: Sequence[str | Path], path: P
 
     rows = [r for r in _targets(records) if r["proofs"] is not None]
     ks = sorted({r["proofs"] for r in rows if r["gated_in"] and r["probe"] == probe})
+    if len(ks) < 2 and probe != "direct":  # e.g. the original re-derived no target by CoT
+        probe = "direct"
+        ks = sorted({r["proofs"] for r in rows if r["gated_in"] and r["probe"] == probe})
     by_k, _ = _deletion_stats(records, [Path(r) for r in runs])
     if len(ks) < 2 or not by_k:
         return None
