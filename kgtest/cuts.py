@@ -293,7 +293,8 @@ def proof_cost_plot(records: Sequence[dict], runs: Sequence[str | Path], path: P
     """Re-derivation and deletion cost against proof count (None without both).
 
     Left: per variant, the ``probe`` rate on the forget targets against proof count k
-    (95% intervals as in the report; ``direct`` when no two k have gated-in ``probe`` rows). Right: the smallest minimal deletion set per target
+    (95% intervals as in the report; ``direct`` when no two k have gated-in ``probe``
+    rows). Right: the smallest minimal deletion set per target
     against k (mean, min and max over targets).
     """
     from kgtest.plots import _colours, _plt, _save
