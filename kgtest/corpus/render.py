@@ -115,8 +115,8 @@ class CorpusConfig:
     # subject, or per held-out derived fact (its chain's premises together: "chain")
     permute: bool = False  # shuffle statement order in each copy of a subject document
     inverse: bool = False  # also state stated facts object first ("o ~r s")
-    inverse_fraction: float = field(default=1.0, metadata={"check": _fraction}
-                                    )  # with inverse: the seeded fraction of subjects inverted
+    inverse_fraction: float = field(default=1.0, metadata={  # with inverse: the seeded
+        "check": _fraction, "quiet_default": True})  # fraction of subjects inverted
     held_out_templates: int = field(default=1, metadata={"check": _positive})  # paraphrase
     unknown: bool = True  # render 'unknown' documents for forget and validation targets
     in_context: bool = True  # render in-context probe documents for derived facts

@@ -116,10 +116,13 @@ class SplitConfig:
     demo_fraction: float = field(default=1.0, metadata={"check": _fraction})  # rule demo subjects
     rule_demo_fraction: dict = field(default_factory=dict)  # per head relation overrides
     target_presentation: Literal["stated", "stated_and_cot"] = "stated"  # targets: no own CoT
-    target_freq: Literal["any", "rare", "frequent"] = "any"  # by their rarer entity's frequency
+    target_freq: Literal["any", "rare", "frequent"] = field(
+        default="any", metadata={"quiet_default": True})  # by their rarer entity's frequency
     freq_quantile: float = field(default=0.25,  # the rare / frequent quantile cut
-                                 metadata={"check": in_range(0.01, 1.0)})
-    target_uses: Literal["any", "none", "some"] = "any"  # premise of no / some derivation
+                                 metadata={"check": in_range(0.01, 1.0),
+                                           "quiet_default": True})
+    target_uses: Literal["any", "none", "some"] = field(
+        default="any", metadata={"quiet_default": True})  # premise of no / some derivation
     target_domain: str | None = field(default=None, metadata={"quiet_default": True})  # targets
     # only from this world domain (None: any)
     target_rules: tuple[str, ...] = field(default=(), metadata={"quiet_default": True})  # targets
