@@ -463,6 +463,13 @@ class _Loop:
             last = step == cfg.steps
             if step % cfg.log_every == 0 or last:
                 flush(live)
+                bad = [m for m in live if not math.isfinite(self.final_loss[m])]
+                if bad:  # checked per log window: no device sync on every step
+                    bar.close()
+                    raise InputError(f"train: the loss of ensemble member(s) "
+                                     f"{', '.join(map(str, bad))} became "
+                                     f"{self.final_loss[bad[0]]} by step {step} (lr "
+                                     f"{cfg.lr:g}); lower train.lr or set train.grad_clip")
                 self.log({"step": step, "loss": [self.final_loss[m] for m in range(M)],
                           "active": len(live), "lr": self.sched.get_last_lr()[0],
                           "tokens": self.tokens_seen,

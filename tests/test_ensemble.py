@@ -169,3 +169,20 @@ def test_bad_members_are_input_errors(tmp_path):
                    build_model(ModelConfig(preset="tiny", n_layer=3), TOK)])
     with pytest.raises(InputError, match="dropout"):
         StackedLM([build_model(ModelConfig(preset="tiny", dropout=0.1), TOK)])
+
+
+def test_a_member_whose_loss_becomes_nan_stops_the_run_with_one_line(tmp_path, monkeypatch):
+    """As the ordinary loop: a non-finite loss is an InputError naming the member, not a
+    NaN checkpoint saved with exit status 0."""
+    real = StackedLM.losses
+
+    def poisoned(self, x, flat):
+        out = real(self, x, flat)
+        return out * torch.tensor([1.0, float("nan")])  # member 1 only
+
+    monkeypatch.setattr(StackedLM, "losses", poisoned)
+    with pytest.raises(InputError, match=r"member\(s\) 1 became nan by step 2"):
+        train_ensemble(members(seeds=(0, 1)), TOK, DOCS,
+                       quiet(**{**CFG, "steps": 5, "log_every": 2}),
+                       tmp_path)
+    assert not list(tmp_path.glob("member-*"))  # nothing saved
