@@ -41,7 +41,6 @@ LONG_MODULES = {
     "kgtest/claims_model.py": "h1",
     "kgtest/cli.py": "h4",
     "kgtest/corpus/render.py": "h4",
-    "kgtest/corpus/splits.py": "h4",
     "kgtest/symbolic/deletion.py": "h3",
     "kgtest/train.py": "h1",
 }
@@ -50,7 +49,6 @@ LONG_FUNCTIONS = {
     "kgtest/claims_model.py:model_records": "h1",
     "kgtest/cli.py:build_parser": "h4",
     "kgtest/corpus/render.py:render": "h4",
-    "kgtest/corpus/splits.py:choose_split": "h4",
     "kgtest/ensemble.py:_Loop.run": "h2",
     "kgtest/probes/scoring.py:greedy_complete": "h4",
     "kgtest/strategies.py:worlds": "h4",

@@ -22,21 +22,8 @@ that this holds, and a split where it cannot is an :class:`InputError` naming
 ``split.target_presentation``. ``stated_and_cot``: targets train like every other derived
 fact (with ``corpus.derived = "both"``, their own chain too), so CoT after unlearning
 measures the suppression of a memorised chain, not re-derivation.
-Targets can also be chosen by how connected they are (claim 2, the tail): ``target_freq``
-``"rare"`` keeps facts whose rarer entity is among the least frequent (frequency of an
-entity = the closure facts that mention it, as subject or object; a fact's = its rarer
-entity's, as the records' ``entity_freq`` counts documents): at or below the
-``freq_quantile`` quantile of the eligible facts; ``"frequent"`` at or above the
-``1 - freq_quantile`` quantile. ``target_uses = "none"`` keeps facts that are a premise of
-no derivation (nothing is derived from them), ``"some"`` facts that are.
-``target_domain`` and ``target_rules`` narrow where targets (forget and validation) are
-drawn from, e.g. a rule's applications in one domain of a ``dual_use`` world (claim 3):
-``target_domain = "harmful"`` keeps facts of that domain (a derived fact's domain is the
-one its shortest derivations' premises share, :func:`kgtest.worlds.export.fact_domains`;
-a fact mixing domains is in none), ``target_rules = ["yields"]`` keeps derived facts with
-a derivation by a rule of that head relation (``"0:yields"`` names one rule by its index, as
-the records' ``rules`` column writes it). Both are checked against the world: an unknown
-domain or rule is an :class:`InputError` listing the known ones (:func:`target_rule_ids`).
+Which facts may be targets (by category, depth, proof count, how connected they are, a
+world domain or a rule) and the draw of the targets are :mod:`kgtest.corpus.targets`.
 
 ``ood_fraction`` (default 0) reproduces the out-of-distribution split of Wang et al. (2024,
 "Grokked Transformers are Implicit Reasoners"): a seeded fraction of the entities that are
@@ -81,6 +68,16 @@ import numpy as np
 
 from kgtest.config import in_range, nonneg, to_dict
 from kgtest.corpus.ood import draw_ood, ood_facts
+from kgtest.corpus.targets import (
+    demonstrations,
+    draw_targets,
+    eligible_targets,
+    fact_frequency,
+    head_rules,
+    premises_of,
+    split_error,
+    target_rule_ids,
+)
 from kgtest.errors import InputError
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.facts import atomic_write_text
@@ -249,195 +246,15 @@ class Split:
         return cls.from_json(data, where=str(p))
 
 
-def _premises_of(closure: Closure, targets: np.ndarray) -> np.ndarray:
-    """Fact ids in any one-step derivation of any target."""
-    if len(targets) == 0 or closure.n_derivations == 0:
-        return np.zeros(0, dtype=np.int64)
-    rows = np.isin(closure.deriv_head, targets)
-    p = closure.deriv_premises[rows].ravel()
-    return np.unique(p[p >= 0])
-
-
-def _head_rules(closure: Closure) -> tuple[np.ndarray, np.ndarray]:
-    """Unique ``(head, rule)`` pairs of the closure's derivations, as two aligned arrays."""
-    if closure.n_derivations == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return z, z
-    pairs = np.unique(np.stack([closure.deriv_head, closure.deriv_rule.astype(np.int64)], 1)
-                      .reshape(-1, 2), axis=0)
-    pairs = pairs[~closure.is_base[pairs[:, 0]]]
-    return pairs[:, 0], pairs[:, 1]
-
-
-def demonstrations(closure: Closure, target: int, usable: np.ndarray,
-                   pairs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Facts that demonstrate a rule of ``target`` on another entity.
-
-    They are derived by a rule that derives ``target``, have another subject, and are
-    ``usable`` (an ``(N,)`` bool mask: e.g. neither a target nor held out). Empty for a
-    base fact.
-
-    Examples
-    --------
-    >>> from kgtest.symbolic.rules import parse_rules
-    >>> from kgtest.worlds.world import World
-    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
-    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
-    >>> c = w.close()
-    >>> t = next(f for f in range(len(c)) if c.named(f) == ("a", "g", "c"))
-    >>> [c.named(f) for f in demonstrations(c, t, np.ones(len(c), dtype=bool))]
-    [('b', 'g', 'd')]
-    """
-    ph, pr = _head_rules(closure) if pairs is None else pairs
-    rules = pr[ph == target]
-    if not len(rules):
-        return np.zeros(0, dtype=np.int64)
-    cand = np.unique(ph[np.isin(pr, rules)])
-    F = closure.facts
-    cand = cand[(F[cand, 0] != F[target, 0]) & np.asarray(usable)[cand]]
-    return cand.astype(np.int64)
-
-
-def fact_frequency(closure: Closure) -> np.ndarray:
-    """``(N,)`` per fact, the frequency of its rarer entity: how many closure facts mention
-    that entity (as subject or object; a self-loop counts once).
-
-    Examples
-    --------
-    >>> from kgtest.symbolic.rules import parse_rules
-    >>> from kgtest.worlds.world import World
-    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("d", "q", "b")],
-    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
-    >>> c = w.close()
-    >>> {" ".join(c.named(f)): int(n) for f, n in enumerate(fact_frequency(c))}
-    {'a p b': 2, 'b p c': 2, 'd q b': 1, 'a g c': 2}
-    """
-    F = closure.facts
-    if not len(F):
-        return np.zeros(0, dtype=np.int64)
-    n_ent = int(F[:, [0, 2]].max()) + 1
-    loops = F[:, 0] == F[:, 2]
-    deg = np.bincount(F[:, 0], minlength=n_ent) + np.bincount(F[~loops, 2], minlength=n_ent)
-    return np.minimum(deg[F[:, 0]], deg[F[:, 2]]).astype(np.int64)
-
-
-def _by_connection(closure: Closure, eligible: np.ndarray, cfg: SplitConfig) -> np.ndarray:
-    """``eligible`` narrowed by ``target_uses`` and ``target_freq`` (module docstring)."""
-    out = eligible.copy()
-    if cfg.target_uses != "any":
-        used = np.zeros(len(out), dtype=bool)
-        p = closure.deriv_premises.ravel() if closure.n_derivations else np.zeros(0, int)
-        used[p[p >= 0]] = True
-        out &= ~used if cfg.target_uses == "none" else used
-    if cfg.target_freq != "any" and out.any():
-        freq = fact_frequency(closure)
-        vals = freq[out]
-        if cfg.target_freq == "rare":
-            out &= freq <= np.quantile(vals, cfg.freq_quantile, method="higher")
-        else:
-            out &= freq >= np.quantile(vals, 1 - cfg.freq_quantile, method="lower")
-    return out
-
-
-def target_rule_ids(rules, names, *, where: str = "") -> np.ndarray:
-    """Indices of the rules that ``names`` select (``split.target_rules``).
-
-    A name is a head relation (every rule deriving it) or ``"i:head"``, rule ``i`` of the
-    rules list, as the records' ``rules`` column writes it.
-
-    Raises
-    ------
-    InputError
-        A name that selects no rule, listing the accepted names.
-
-    Examples
-    --------
-    >>> from kgtest.symbolic.rules import parse_rules
-    >>> rules = parse_rules("g(X, Z) :- p(X, Y), p(Y, Z).\\nh(X, Y) :- p(Y, X).")
-    >>> target_rule_ids(rules, ["h"]).tolist(), target_rule_ids(rules, ["0:g"]).tolist()
-    ([1], [0])
-    >>> target_rule_ids(rules, ["q"])
-    Traceback (most recent call last):
-    ...
-    kgtest.errors.InputError: key 'split.target_rules': 'q' names no rule (known: g, h, 0:g, 1:h)
-    """
-    heads = [r.head.relation for r in rules]
-    known = {h: [i for i, x in enumerate(heads) if x == h] for h in heads}
-    known |= {f"{i}:{h}": [i] for i, h in enumerate(heads)}
-    out = set()
-    for name in names:
-        if name not in known:
-            raise _fail(where, "target_rules", f"{name!r} names no rule (known: "
-                        f"{', '.join(known) or 'none'})")
-        out.update(known[name])
-    return np.asarray(sorted(out), dtype=np.int64)
-
-
-def _target_scope(closure: Closure, world, cfg: SplitConfig, where: str) -> np.ndarray:
-    """``(N,)`` bool: the facts ``target_domain`` and ``target_rules`` allow as targets."""
-    ok = np.ones(len(closure), dtype=bool)
-    if cfg.target_domain is not None:
-        from kgtest.worlds.export import fact_domains  # lazy: export draws with matplotlib
-
-        names = list(getattr(world, "domain_names", ("default",)))
-        if cfg.target_domain not in names:
-            raise _fail(where, "target_domain", f"unknown domain {cfg.target_domain!r} "
-                        f"(the world's domains: {', '.join(names)})")
-        ok &= fact_domains(world, closure) == names.index(cfg.target_domain)
-    if cfg.target_rules:
-        ids = target_rule_ids(closure.rules, cfg.target_rules, where=where)
-        by_rule = np.zeros(len(closure), dtype=bool)
-        by_rule[closure.deriv_head[np.isin(closure.deriv_rule, ids)]] = True
-        ok &= by_rule & ~closure.is_base
-    return ok
-
-
-def _draw_stated(rng, pool: np.ndarray, k: int, closure: Closure, pairs, taken: np.ndarray,
-                 derived: np.ndarray) -> np.ndarray:
-    """Draw ``k`` targets from ``pool`` so that every derived target (these and ``taken``)
-    keeps a demonstration of its rule on another entity that is not a target."""
-    is_t = taken.copy()
-    chosen: list[int] = []
-    for c in rng.permutation(pool).tolist():
-        if len(chosen) == k:
-            break
-        if not derived[c]:
-            chosen.append(c)
-            is_t[c] = True
-            continue
-        is_t[c] = True
-        ok = len(demonstrations(closure, c, ~is_t, pairs)) > 0
-        for o in (np.flatnonzero(is_t & derived).tolist() if ok else ()):
-            if o != c and not len(demonstrations(closure, o, ~is_t, pairs)):
-                ok = False
-                break
-        if ok:
-            chosen.append(c)
-        else:
-            is_t[c] = False
-    return np.sort(np.asarray(chosen, dtype=np.int64))
-
-
-def _fail(where: str, key: str, msg: str) -> InputError:
-    return InputError(f"{where + ': ' if where else ''}key 'split.{key}': {msg}")
-
-
-def _few_demonstrated(got: int, want: int, what: str) -> str:
-    return (f"asked for {want} {what} targets but only {got} can be drawn with "
-            f"split.target_presentation = \"stated\" (each derived target's rule must stay "
-            f"demonstrated on another entity that is not a target); lower it, or use "
-            f"\"stated_and_cot\"")
-
-
 def _check_demonstrated(closure: Closure, demos: dict, where: str) -> None:
     bad = [t for t, ids in demos.items() if not len(ids)]
     if bad:
         t = bad[0]
-        raise _fail(where, "target_presentation", f"{len(bad)} targets (e.g. "
-                    f"{' '.join(closure.named(t))}) have no rule demonstrated on another "
-                    f"entity (every other fact of their rules is a target or held out); "
-                    f"raise split.demo_fraction, lower split.n_forget / n_validation, or use "
-                    f"\"stated_and_cot\"")
+        raise split_error(where, "target_presentation", f"{len(bad)} targets (e.g. "
+                          f"{' '.join(closure.named(t))}) have no rule demonstrated on "
+                          f"another entity (every other fact of their rules is a target or "
+                          f"held out); raise split.demo_fraction, lower split.n_forget / "
+                          f"n_validation, or use \"stated_and_cot\"")
 
 
 def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
@@ -479,154 +296,26 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
     seed = cfg.seed if seed is None else seed
     rng = np.random.default_rng(seed)
     n = len(closure)
-    derived = ~closure.is_base
-    depth, proofs = closure.depth, closure.proof_count
-
-    # --- targets ------------------------------------------------------------------------
-    planted = np.zeros(n, dtype=bool)
-    if len(world.planted):
-        ids = closure.index(world.planted)
-        planted[ids[ids >= 0]] = True
-    depth_ok = depth >= cfg.min_depth
-    if cfg.max_depth is not None:
-        depth_ok &= depth <= cfg.max_depth
-    eligible = np.zeros(n, dtype=bool)
-    if "derived" in cfg.targets_from:
-        eligible |= derived & depth_ok
-    if "planted" in cfg.targets_from:
-        eligible |= planted & depth_ok
-    if "base" in cfg.targets_from:
-        eligible |= closure.is_base
-    ood_ents, ood_base, ood_derived = draw_ood(closure, world, cfg.ood_fraction, seed)
-    eligible &= ~world.fixed_mask(closure) & (proofs >= cfg.min_proofs) & ~ood_derived
-    if cfg.max_proofs is not None:
-        eligible &= proofs <= cfg.max_proofs
-    eligible &= _target_scope(closure, world, cfg, where)  # before the frequency quantile
-    eligible = _by_connection(closure, eligible, cfg)
-    pool = np.flatnonzero(eligible)
-    what = (f"{'/'.join(cfg.targets_from)} facts, not fixed, with proof count in "
-            f"[{cfg.min_proofs}, {cfg.max_proofs if cfg.max_proofs is not None else 'inf'}]")
-    if cfg.target_domain is not None:
-        what += f", in domain {cfg.target_domain!r}"
-    if cfg.target_rules:
-        what += f", derived by rules {', '.join(cfg.target_rules)}"
-    if "base" not in cfg.targets_from or len(cfg.targets_from) > 1:
-        what += (f" and derived depth in [{cfg.min_depth}, "
-                 f"{cfg.max_depth if cfg.max_depth is not None else 'inf'}]")
-    if cfg.target_freq != "any":
-        what += f", target_freq = {cfg.target_freq} (freq_quantile {cfg.freq_quantile:g})"
-    if cfg.target_uses != "any":
-        what += f", target_uses = {cfg.target_uses}"
-    if cfg.n_forget > len(pool):
-        raise _fail(where, "n_forget", f"asked for {cfg.n_forget} forget targets but only "
-                    f"{len(pool)} facts are eligible ({what}); lower it or widen the categories")
-    stated_only = cfg.target_presentation == "stated"
-    pairs = _head_rules(closure)
-    if stated_only:
-        forget = _draw_stated(rng, pool, cfg.n_forget, closure, pairs, np.zeros(n, bool),
-                              derived)
-        if len(forget) < cfg.n_forget:
-            raise _fail(where, "n_forget", _few_demonstrated(len(forget), cfg.n_forget,
-                                                             "forget"))
-    else:
-        forget = np.sort(rng.choice(pool, cfg.n_forget, replace=False)).astype(np.int64)
-    premise = _premises_of(closure, forget)
-    # validation: away from the forget targets, their premises and what they help derive
-    taboo = np.zeros(n, dtype=bool)
-    taboo[forget] = taboo[premise] = True
-    if closure.n_derivations and len(forget):
-        uses = np.isin(closure.deriv_premises, forget).any(1)
-        taboo[closure.deriv_head[uses]] = True
-    vpool = np.flatnonzero(eligible & ~taboo)
-    if cfg.n_validation > len(vpool):
-        raise _fail(where, "n_validation", f"asked for {cfg.n_validation} validation targets "
-                    f"but only {len(vpool)} eligible facts remain after the {cfg.n_forget} "
-                    f"forget targets and their premises ({what})")
-    if stated_only:
-        validation = _draw_stated(rng, vpool, cfg.n_validation, closure, pairs,
-                                  np.isin(np.arange(n), forget), derived)
-        if len(validation) < cfg.n_validation:
-            raise _fail(where, "n_validation", _few_demonstrated(
-                len(validation), cfg.n_validation, "validation"))
-    else:
-        validation = np.sort(rng.choice(vpool, cfg.n_validation, replace=False)
-                             ).astype(np.int64)
+    ood_ents, _, ood_derived = draw_ood(closure, world, cfg.ood_fraction, seed)
+    eligible, what = eligible_targets(closure, world, cfg, ood_derived, where=where)
+    forget, validation = draw_targets(rng, closure, eligible, what, cfg, where=where)
+    premise, vpremise = premises_of(closure, forget), premises_of(closure, validation)
     is_target = np.zeros(n, dtype=bool)
-    if stated_only:  # targets demonstrate nothing: their chains never train
+    if cfg.target_presentation == "stated":  # targets demonstrate nothing: no chain trains
         is_target[forget] = is_target[validation] = True
-    vpremise = _premises_of(closure, validation)
     protected = np.zeros(n, dtype=bool)
     for ids in (forget, premise, validation, vpremise):
         protected[ids] = True
-
-    # --- demonstrations -----------------------------------------------------------------
-    ph, pr = pairs  # (head, rule) pairs for derived heads
-    heads = sorted({r.head.relation for r in closure.rules})
-    for rel in cfg.rule_demo_fraction:
-        if rel not in heads:
-            raise _fail(where, f"rule_demo_fraction.{rel}", "no rule derives this relation "
-                        f"(rule heads: {', '.join(heads) or 'none'})")
-    demo_pair = np.ones(len(ph), dtype=bool)
-    demo_entities = {}
-    for ri, rule in enumerate(closure.rules):
-        frac = cfg.rule_demo_fraction.get(rule.head.relation, cfg.demo_fraction)
-        sel = pr == ri
-        if frac >= 1 or not sel.any():
-            continue
-        subjects = np.unique(closure.facts[ph[sel], 0])
-        if stated_only and (sel & ~is_target[ph]).any():  # demonstrate on non-targets
-            subjects = np.unique(closure.facts[ph[sel & ~is_target[ph]], 0])
-        k = 0 if frac <= 0 else max(1, int(round(frac * len(subjects))))
-        demo = np.sort(rng.choice(subjects, k, replace=False)).astype(np.int64)
-        demo_entities[ri] = demo
-        demo_pair[sel] = np.isin(closure.facts[ph[sel], 0], demo)
-    demonstrated = np.zeros(n, dtype=bool)
-    demonstrated[ph[demo_pair]] = True
-    held = derived & ~demonstrated & ~protected
+    pairs = head_rules(closure)
+    demonstrated, demo_entities = _demonstrate(rng, closure, cfg, pairs, is_target, where)
+    held = ~closure.is_base & ~demonstrated & ~protected
     held |= ood_derived  # never a target, nor a target's premise (a target would use it)
-
-    rule_demo = np.zeros(len(closure.rules), dtype=np.int64)  # demonstrations per rule
-    np.add.at(rule_demo, pr[~held[ph] & ~is_target[ph]], 1)
-    fact_ok = np.zeros(n, dtype=bool)
-    fact_ok[ph[rule_demo[pr] > 0]] = True
-    bad = np.flatnonzero(held & ~fact_ok)
-    if len(bad):
-        f = int(bad[0])
-        rule = closure.rules[closure.rules_of(f)[0]]
-        rel = rule.head.relation
-        key = (f"rule_demo_fraction.{rel}" if rel in cfg.rule_demo_fraction
-               else "ood_fraction" if ood_derived[f] else "demo_fraction")
-        raise _fail(where, key, f"rule '{rule}' is demonstrated on no entity, yet "
-                    f"{int((held & ~fact_ok).sum())} of its facts (e.g. "
-                    f"{' '.join(closure.named(f))}) would be held out; a held-out rule needs "
-                    f"demonstrations on other entities (raise the fraction above 0)")
-
-    # --- random held-out facts, never a rule's (or a target's) last demonstration -----------
+    rule_demo = _check_held(closure, cfg, pairs, held, is_target, ood_derived, where)
     demos = {t: demonstrations(closure, t, ~is_target & ~held, pairs)
-             for t in np.flatnonzero(is_target & derived).tolist()}
+             for t in np.flatnonzero(is_target & ~closure.is_base).tolist()}
     _check_demonstrated(closure, demos, where)
-    needed = np.zeros(n, dtype=np.int64)  # targets a fact demonstrates
-    for ids in demos.values():
-        needed[ids] += 1
-    left = {t: len(ids) for t, ids in demos.items()}
     if cfg.held_out_fraction > 0:
-        cands = rng.permutation(np.flatnonzero(derived & ~held & ~protected))
-        want = int(round(cfg.held_out_fraction * len(cands)))
-        order = np.argsort(ph, kind="stable")
-        starts = np.searchsorted(ph[order], np.arange(n + 1))
-        taken = 0
-        for f in cands.tolist():
-            if taken >= want:
-                break
-            rules = pr[order[starts[f] : starts[f + 1]]]
-            users = [t for t, ids in demos.items() if needed[f] and f in ids]
-            if (rule_demo[rules] > 1).all() and all(left[t] > 1 for t in users):
-                held[f] = True
-                rule_demo[rules] -= 1
-                for t in users:
-                    left[t] -= 1
-                taken += 1
-
+        _hold_at_random(rng, closure, cfg, pairs, held, held | protected, rule_demo, demos)
     return Split(
         n_facts=n,
         forget=forget,
@@ -640,3 +329,87 @@ def choose_split(closure: Closure, world, cfg: SplitConfig | None = None,
         config=cfg,
         seed=int(seed),
     )
+
+
+def _demonstrate(rng, closure: Closure, cfg: SplitConfig, pairs, is_target: np.ndarray,
+                 where: str) -> tuple[np.ndarray, dict]:
+    """Draw the subjects each rule is demonstrated on (``demo_fraction``, per relation
+    ``rule_demo_fraction``; on non-targets when there are some).
+
+    Returns the ``(N,)`` bool mask of the derived facts with a demonstrated derivation, and
+    rule index -> demonstrated entities for the rules demonstrated on only some subjects.
+    """
+    ph, pr = pairs  # (head, rule) pairs for derived heads
+    heads = sorted({r.head.relation for r in closure.rules})
+    for rel in cfg.rule_demo_fraction:
+        if rel not in heads:
+            raise split_error(where, f"rule_demo_fraction.{rel}", "no rule derives this "
+                              f"relation (rule heads: {', '.join(heads) or 'none'})")
+    demo_pair = np.ones(len(ph), dtype=bool)
+    demo_entities = {}
+    for ri, rule in enumerate(closure.rules):
+        frac = cfg.rule_demo_fraction.get(rule.head.relation, cfg.demo_fraction)
+        sel = pr == ri
+        if frac >= 1 or not sel.any():
+            continue
+        subjects = np.unique(closure.facts[ph[sel], 0])
+        if cfg.target_presentation == "stated" and (sel & ~is_target[ph]).any():
+            subjects = np.unique(closure.facts[ph[sel & ~is_target[ph]], 0])
+        k = 0 if frac <= 0 else max(1, int(round(frac * len(subjects))))
+        demo = np.sort(rng.choice(subjects, k, replace=False)).astype(np.int64)
+        demo_entities[ri] = demo
+        demo_pair[sel] = np.isin(closure.facts[ph[sel], 0], demo)
+    demonstrated = np.zeros(len(closure), dtype=bool)
+    demonstrated[ph[demo_pair]] = True
+    return demonstrated, demo_entities
+
+
+def _check_held(closure: Closure, cfg: SplitConfig, pairs, held: np.ndarray,
+                is_target: np.ndarray, ood_derived: np.ndarray, where: str) -> np.ndarray:
+    """Demonstrations per rule (``(R,)`` int); a held-out fact whose rules have none is an
+    :class:`InputError` naming the fraction to raise."""
+    ph, pr = pairs
+    rule_demo = np.zeros(len(closure.rules), dtype=np.int64)  # demonstrations per rule
+    np.add.at(rule_demo, pr[~held[ph] & ~is_target[ph]], 1)
+    fact_ok = np.zeros(len(closure), dtype=bool)
+    fact_ok[ph[rule_demo[pr] > 0]] = True
+    bad = np.flatnonzero(held & ~fact_ok)
+    if len(bad):
+        f = int(bad[0])
+        rule = closure.rules[closure.rules_of(f)[0]]
+        rel = rule.head.relation
+        key = (f"rule_demo_fraction.{rel}" if rel in cfg.rule_demo_fraction
+               else "ood_fraction" if ood_derived[f] else "demo_fraction")
+        raise split_error(where, key, f"rule '{rule}' is demonstrated on no entity, yet "
+                          f"{int((held & ~fact_ok).sum())} of its facts (e.g. "
+                          f"{' '.join(closure.named(f))}) would be held out; a held-out rule "
+                          f"needs demonstrations on other entities (raise the fraction above 0)")
+    return rule_demo
+
+
+def _hold_at_random(rng, closure: Closure, cfg: SplitConfig, pairs, held: np.ndarray,
+                    kept: np.ndarray, rule_demo: np.ndarray, demos: dict) -> None:
+    """Hold out a random ``held_out_fraction`` of the derived facts not in ``kept``, in
+    place, never a rule's (or a target's, ``demos``) last demonstration."""
+    n = len(closure)
+    ph, pr = pairs
+    needed = np.zeros(n, dtype=np.int64)  # targets a fact demonstrates
+    for ids in demos.values():
+        needed[ids] += 1
+    left = {t: len(ids) for t, ids in demos.items()}
+    cands = rng.permutation(np.flatnonzero(~closure.is_base & ~kept))
+    want = int(round(cfg.held_out_fraction * len(cands)))
+    order = np.argsort(ph, kind="stable")
+    starts = np.searchsorted(ph[order], np.arange(n + 1))
+    taken = 0
+    for f in cands.tolist():
+        if taken >= want:
+            break
+        rules = pr[order[starts[f] : starts[f + 1]]]
+        users = [t for t, ids in demos.items() if needed[f] and f in ids]
+        if (rule_demo[rules] > 1).all() and all(left[t] > 1 for t in users):
+            held[f] = True
+            rule_demo[rules] -= 1
+            for t in users:
+                left[t] -= 1
+            taken += 1
