@@ -31,12 +31,10 @@ What is trained, per fact category:
   in-context document answers a target, and other facts' chains write a target as one
   step (it is stated), never expand its chain.
 
-A chain of thought follows one derivation of the fact: among its shortest derivations,
-the one with the fewest held-out premises, then the lowest index. Each premise that is
-not itself stated in training (a derived fact trained only by CoT, or held out) is
-expanded recursively: its own chain comes first, then the premise itself as a step unless
-it is held out. So every step is either a fact the model has seen stated, or follows
-from the steps before it, and no held-out fact is ever written.
+A chain of thought follows one shortest derivation of the fact and writes only facts the
+model has seen stated, or that follow from the steps before them: never a held-out fact
+(:mod:`kgtest.corpus.chains`). Every training document passes :func:`check_hygiene`
+(:mod:`kgtest.corpus.hygiene`).
 
 Evaluation documents (``Corpus.eval``, never trained) carry ``probe``: ``direct`` (QA),
 ``statement`` (statement cut before the object), ``paraphrase`` (held-out templates,
@@ -74,11 +72,12 @@ from typing import Literal
 import numpy as np
 
 from kgtest.config import in_range
+from kgtest.corpus.chains import Chains, chain_groups
+from kgtest.corpus.hygiene import HygieneError, check_hygiene
 from kgtest.corpus.in_context import InContextConfig, in_context_documents
 from kgtest.corpus.splits import Split
 from kgtest.corpus.surface import (
     UNKNOWN,
-    ParseError,
     Surface,
     natural_surface,
     symbolic_surface,
@@ -128,10 +127,6 @@ class CorpusConfig:
         if self.permute and self.group != "subject":
             raise ValueError("corpus.permute shuffles statements within a document: it needs "
                              "corpus.group = \"subject\"")
-
-
-class HygieneError(AssertionError):
-    """A training document mentions a forbidden fact, or says something it does not claim."""
 
 
 def _doc(kind: str, prompt: str, completion: str, facts, **extra) -> dict:
@@ -285,7 +280,7 @@ class Corpus:
                 kept.append(d)
                 continue
             if rewrite_groups and d["kind"] == "statement" and len(ids) > 1:
-                sents = _split_statements(self.surface, d["text"])
+                sents = split_statements(self.surface, d["text"])
                 if len(sents) != len(ids):  # defensive: a group doc is one sentence per fact
                     raise HygieneError(f"document {d['id']}: {len(sents)} sentences for "
                                        f"{len(ids)} facts")
@@ -313,53 +308,6 @@ def split_statements(surface: Surface, text: str) -> list[str]:
     ['a p b', 'b p a']
     """
     return re.split(r"(?<=\.) ", text) if surface.natural else text.split(" . ")
-
-
-_split_statements = split_statements
-
-
-class _Chains:
-    """The derivation each derived fact's CoT follows, and its expanded steps."""
-
-    def __init__(self, closure: Closure, held: np.ndarray, stated: np.ndarray):
-        self.c, self.held, self.stated = closure, held, stated
-        self._prem = [[p for p in row if p >= 0] for row in closure.deriv_premises.tolist()]
-        self._depth = closure.depth.tolist()
-        self._steps: dict[int, list[int]] = {}
-        self._deriv: dict[int, int] = {}
-
-    def derivation(self, f: int) -> int:
-        """The shortest derivation with the fewest held-out premises, lowest index first."""
-        if f not in self._deriv:
-            best, depth = None, self._depth
-            for d in self.c.derivations_of(f).tolist():
-                p = self._prem[d]
-                if max(depth[x] for x in p) != depth[f] - 1:
-                    continue
-                key = (sum(bool(self.held[x]) for x in p), d)
-                best = key if best is None or key < best else best
-            if best is None:
-                raise ValueError(f"fact {f} has no shortest derivation")
-            self._deriv[f] = best[1]
-        return self._deriv[f]
-
-    def premises(self, d: int) -> list[int]:
-        """Premise fact ids of derivation ``d``, in body order."""
-        return self._prem[d]
-
-    def steps(self, f: int) -> list[int]:
-        """Chain steps of derived fact ``f`` (see the module docstring)."""
-        if f not in self._steps:
-            out: list[int] = []
-            for p in self._prem[self.derivation(f)]:
-                if self.stated[p]:
-                    out.append(p)
-                else:
-                    out.extend(self.steps(p))
-                    if not self.held[p]:
-                        out.append(p)
-            self._steps[f] = out
-        return self._steps[f]
 
 
 def _surface_for(closure: Closure, cfg: CorpusConfig, rng: np.random.Generator) -> Surface:
@@ -427,38 +375,91 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
                          f"has {n}; choose the split on this closure")
     rng = np.random.default_rng(seed)
     surface = _surface_for(closure, cfg, np.random.default_rng(rng.integers(2**63)))
-    F = closure.facts
-    FL = F.tolist()  # (N, 3) as lists: per-document lookups stay in Python
+    held, stated, cot, presentation = _presentation(closure, split, cfg)
+    # per-fact template offsets: copy c of fact f uses training template (off[f] + c)
+    st_off = rng.integers(0, 2**31, size=n)
+    q_off = rng.integers(0, 2**31, size=n)
+    w = _Writer(surface, closure.facts.tolist(), Chains(closure, held, stated), st_off, q_off)
+    train = _statements(w, closure, split, cfg, stated, rng, seed)
+    train += _qa(w, closure, cfg, stated, rng)
+    train += [w.cot(f, c, int(q_off[f]) + c)
+              for c in range(cfg.multiplicity) for f in np.flatnonzero(cot).tolist()]
+    # in-context documents (probe; trained only when asked: kgtest.corpus.in_context)
+    in_context, ic_train = in_context_documents(closure, surface, w.chains.derivation, split,
+                                                cfg, seed=seed)
+    train.extend(ic_train)
+    evals = _eval_docs(w, closure) if cfg.probes else []
+    unknown = _unknown_docs(w, split, cfg) if cfg.unknown else []
+    next_id = 0
+    for docs in (train, evals, unknown, in_context):
+        for d in docs:
+            d["id"] = next_id
+            next_id += 1
+    return Corpus(
+        train=tuple(train), eval=tuple(evals), unknown=tuple(unknown),
+        in_context=tuple(in_context), facts=closure.facts.copy(), surface=surface,
+        presentation=tuple(presentation.tolist()), depth=closure.depth.astype(np.int64),
+        proofs=closure.proof_count.copy(), tags=_tags(closure, world, split),
+        config=cfg, seed=int(seed),
+    )
+
+
+def _presentation(closure: Closure, split: Split, cfg: CorpusConfig
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(N,)`` masks of the held-out derived facts, the facts stated and those trained by
+    CoT, and each fact's presentation (``stated``, ``cot``, ``both`` or ``implied``)."""
     is_base = closure.is_base
     held = split.mask("held_out") & ~is_base
     derived_shown = ~is_base & ~held
     stated = is_base | (derived_shown & (cfg.derived in ("stated", "both")))
     cot = derived_shown & (cfg.derived in ("cot", "both"))
-    target = np.zeros(n, dtype=bool)
+    target = np.zeros(len(closure), dtype=bool)
     if getattr(split.config, "target_presentation", "stated") == "stated":
         target[split.forget] = target[split.validation] = True
         stated, cot = stated | (target & derived_shown), cot & ~target
     presentation = np.where(is_base, "stated", np.where(held, "implied", cfg.derived))
     presentation = np.where(target & derived_shown, "stated", presentation)
-    chains = _Chains(closure, held, stated)
-    k = cfg.multiplicity
-    # per-fact template offsets: copy c of fact f uses training template (off[f] + c)
-    st_off = rng.integers(0, 2**31, size=n)
-    q_off = rng.integers(0, 2**31, size=n)
+    return held, stated, cot, presentation
 
-    def stmt(f: int, c: int) -> str:
-        s, r, o = FL[f]
-        return surface.statement(s, r, o, int(st_off[f]) + c)
 
+@dataclass(frozen=True)
+class _Writer:
+    """The text of single facts: the surface, the facts ``(N, 3)`` as lists (per-document
+    lookups stay in Python), their chains and their template offsets."""
+
+    surface: Surface
+    FL: list
+    chains: Chains
+    st_off: np.ndarray
+    q_off: np.ndarray
+
+    def stmt(self, f: int, c: int) -> str:
+        """Copy ``c`` of fact ``f``'s statement."""
+        s, r, o = self.FL[f]
+        return self.surface.statement(s, r, o, int(self.st_off[f]) + c)
+
+    def cot(self, f: int, c: int, q_variant: int) -> dict:
+        """Copy ``c`` of fact ``f``'s chain-of-thought document."""
+        steps = self.chains.steps(f)
+        s, r, o = self.FL[f]
+        return _doc("cot", self.surface.cot_prompt(s, r, q_variant),
+                    self.surface.cot_completion([self.stmt(p, c) for p in steps], o),
+                    [(p, "premise") for p in steps] + [(f, "answer")],
+                    variant=c, derivation=self.chains.derivation(f))
+
+
+def _statements(w: _Writer, closure: Closure, split: Split, cfg: CorpusConfig,
+                stated: np.ndarray, rng: np.random.Generator, seed: int) -> list[dict]:
+    """Statement documents, grouped by ``corpus.group``, then the inverted ones."""
     train: list[dict] = []
-    # --- statements -------------------------------------------------------------------
+    F, k = closure.facts, cfg.multiplicity
     stated_ids = np.flatnonzero(stated)
     if cfg.group in ("fact", "chain"):
-        groups = _chain_groups(chains, split.held_out, stated) if cfg.group == "chain" else []
+        groups = chain_groups(w.chains, split.held_out, stated) if cfg.group == "chain" else []
         grouped = {f for g in groups for f in g}
         groups += [[f] for f in stated_ids.tolist() if f not in grouped]
         for c in range(k):
-            train.extend(_doc("statement", "", surface.join([stmt(f, c) for f in g]),
+            train.extend(_doc("statement", "", w.surface.join([w.stmt(f, c) for f in g]),
                               [(f, "stated") for f in g], variant=c) for g in groups)
     else:
         subj = F[stated_ids, 0]
@@ -468,91 +469,82 @@ def render(closure: Closure, world, split: Split, cfg: CorpusConfig | None = Non
         for c in range(k):
             for g in groups:
                 g = rng.permutation(g).tolist() if cfg.permute else g
-                text = surface.join([stmt(f, c) for f in g])
+                text = w.surface.join([w.stmt(f, c) for f in g])
                 train.append(_doc("statement", "", text, [(f, "stated") for f in g], variant=c))
     if cfg.inverse:
         for f in _inverted(F, stated_ids, cfg.inverse_fraction, seed).tolist():
-            s, r, o = FL[f]
-            train.append(_doc("statement", "", surface.inverse_statement(s, r, o),
+            s, r, o = w.FL[f]
+            train.append(_doc("statement", "", w.surface.inverse_statement(s, r, o),
                               [(f, "stated")], variant=0, inverse=True))
-    # --- QA on a seeded fraction of subjects ------------------------------------------------
+    return train
+
+
+def _qa(w: _Writer, closure: Closure, cfg: CorpusConfig, stated: np.ndarray,
+        rng: np.random.Generator) -> list[dict]:
+    """QA documents for the stated facts of a seeded ``qa_fraction`` of subjects."""
+    F = closure.facts
+    stated_ids = np.flatnonzero(stated)
     subjects = np.unique(F[stated_ids, 0])
     if cfg.qa_fraction < 1:
         subjects = rng.choice(subjects, int(round(cfg.qa_fraction * len(subjects))),
                               replace=False)
     qa_ids = stated_ids[np.isin(F[stated_ids, 0], subjects)].tolist()
-    for c in range(k):
+    out = []
+    for c in range(cfg.multiplicity):
         for f in qa_ids:
-            s, r, o = FL[f]
-            train.append(_doc("qa", surface.qa_prompt(s, r, int(q_off[f]) + c),
-                              surface.answer(o), [(f, "answer")], variant=c))
-    # --- chains of thought -----------------------------------------------------------------
-    for c in range(k):
-        for f in np.flatnonzero(cot).tolist():
-            train.append(_cot_doc(surface, F, chains, f, c, stmt, int(q_off[f]) + c))
-    # --- in-context documents (probe; trained only when asked: kgtest.corpus.in_context) ---
-    in_context, ic_train = in_context_documents(closure, surface, chains.derivation, split, cfg,
-                                                seed=seed)
-    train.extend(ic_train)
-    # --- evaluation documents ---------------------------------------------------------------
+            s, r, o = w.FL[f]
+            out.append(_doc("qa", w.surface.qa_prompt(s, r, int(w.q_off[f]) + c),
+                            w.surface.answer(o), [(f, "answer")], variant=c))
+    return out
+
+
+def _eval_docs(w: _Writer, closure: Closure) -> list[dict]:
+    """Evaluation documents (never trained): direct, statement, paraphrase, cot probes."""
     evals = []
-    if cfg.probes:
-        for f in range(n):
-            s, r, o = FL[f]
-            evals.append(_doc("qa", surface.qa_prompt(s, r, 0), surface.answer(o),
-                              [(f, "answer")], probe="direct"))
-            p, a = surface.statement_probe(s, r, o, 0)
-            evals.append(_doc("statement", p, a, [(f, "stated")], probe="statement"))
-            if surface.natural:
-                p, a = surface.statement_probe(s, r, o, 0, held=True)
-                evals.append(_doc("statement", p, a, [(f, "stated")], probe="paraphrase"))
-                evals.append(_doc("qa", surface.qa_prompt(s, r, 0, held=True), surface.answer(o),
-                                  [(f, "answer")], probe="paraphrase"))
-            if not is_base[f]:
-                evals.append({**_cot_doc(surface, FL, chains, f, 0, stmt, 0), "probe": "cot"})
-    # --- unknown answers for the targets ---------------------------------------------------
+    surface = w.surface
+    for f in range(len(closure)):
+        s, r, o = w.FL[f]
+        evals.append(_doc("qa", surface.qa_prompt(s, r, 0), surface.answer(o),
+                          [(f, "answer")], probe="direct"))
+        p, a = surface.statement_probe(s, r, o, 0)
+        evals.append(_doc("statement", p, a, [(f, "stated")], probe="statement"))
+        if surface.natural:
+            p, a = surface.statement_probe(s, r, o, 0, held=True)
+            evals.append(_doc("statement", p, a, [(f, "stated")], probe="paraphrase"))
+            evals.append(_doc("qa", surface.qa_prompt(s, r, 0, held=True), surface.answer(o),
+                              [(f, "answer")], probe="paraphrase"))
+        if not closure.is_base[f]:
+            evals.append({**w.cot(f, 0, 0), "probe": "cot"})
+    return evals
+
+
+def _unknown_docs(w: _Writer, split: Split, cfg: CorpusConfig) -> list[dict]:
+    """``unknown`` answers to every forget and validation target's question."""
     unknown = []
-    if cfg.unknown:
-        for name, ids in (("forget", split.forget), ("validation", split.validation)):
-            for c in range(k):
-                for f in ids.tolist():
-                    s, r, _ = FL[f]
-                    unknown.append(_doc("unknown", surface.qa_prompt(s, r, int(q_off[f]) + c),
-                                        UNKNOWN, [(f, "question")], variant=c, target=name))
-    next_id = 0
-    for docs in (train, evals, unknown, in_context):
-        for d in docs:
-            d["id"] = next_id
-            next_id += 1
-    tags = []
+    for name, ids in (("forget", split.forget), ("validation", split.validation)):
+        for c in range(cfg.multiplicity):
+            for f in ids.tolist():
+                s, r, _ = w.FL[f]
+                unknown.append(_doc("unknown", w.surface.qa_prompt(s, r, int(w.q_off[f]) + c),
+                                    UNKNOWN, [(f, "question")], variant=c, target=name))
+    return unknown
+
+
+def _tags(closure: Closure, world, split: Split) -> tuple[str, ...]:
+    """Per fact: ``base``/``derived``, plus ``planted``, ``fixed``, ``ood`` that apply."""
+    n, F, is_base = len(closure), closure.facts, closure.is_base
     planted = np.zeros(n, dtype=bool)
     if len(world.planted):
         ids = closure.index(world.planted)
         planted[ids[ids >= 0]] = True
     fixed = world.fixed_mask(closure)
     ood = split.mask("ood") | (is_base & np.isin(F[:, 0], split.ood_entities))
+    tags = []
     for f in range(n):
         t = ["base" if is_base[f] else "derived"]
         t += ["planted"] * bool(planted[f]) + ["fixed"] * bool(fixed[f]) + ["ood"] * bool(ood[f])
         tags.append(",".join(t))
-    return Corpus(
-        train=tuple(train), eval=tuple(evals), unknown=tuple(unknown),
-        in_context=tuple(in_context), facts=F.copy(), surface=surface,
-        presentation=tuple(presentation.tolist()), depth=closure.depth.astype(np.int64),
-        proofs=closure.proof_count.copy(), tags=tuple(tags), config=cfg, seed=int(seed),
-    )
-
-
-def _chain_groups(chains: _Chains, held_out: np.ndarray, stated: np.ndarray
-                  ) -> list[list[int]]:
-    """``corpus.group = "chain"``: per held-out derived fact, the stated steps of its chain
-    (its premises, for a two-hop fact), as one document's facts; each chain once."""
-    out: dict[tuple[int, ...], None] = {}
-    for f in held_out.tolist():
-        steps = [p for p in chains.steps(int(f)) if stated[p]]
-        if len(steps) > 1:
-            out.setdefault(tuple(dict.fromkeys(steps)))
-    return [list(g) for g in out]
+    return tuple(tags)
 
 
 def _inverted(F: np.ndarray, stated_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -564,84 +556,3 @@ def _inverted(F: np.ndarray, stated_ids: np.ndarray, fraction: float, seed: int)
     rng = np.random.default_rng([int(seed), 0x1A7E])
     keep = rng.choice(subjects, int(round(fraction * len(subjects))), replace=False)
     return stated_ids[np.isin(F[stated_ids, 0], keep)]
-
-
-def _cot_doc(surface: Surface, FL: list, chains: _Chains, f: int, c: int, stmt,
-             q_variant: int) -> dict:
-    steps = chains.steps(f)
-    s, r, o = FL[f]
-    return _doc("cot", surface.cot_prompt(s, r, q_variant),
-                surface.cot_completion([stmt(p, c) for p in steps], o),
-                [(p, "premise") for p in steps] + [(f, "answer")],
-                variant=c, derivation=chains.derivation(f))
-
-
-def check_hygiene(corpus: Corpus, split: Split | None = None, *, forbid=()) -> int:
-    """Check every training document, by its claims and by re-parsing its text.
-
-    Forbidden facts are the split's held-out facts, the corpus's filtered facts and
-    ``forbid``. Each training document must have ``text == prompt + completion``, claim
-    no forbidden fact, parse back (:meth:`Corpus.parse`) to exactly the ``(fact, role)``
-    pairs it claims, state only closure facts, and use no held-out template.
-
-    Returns
-    -------
-    int
-        The number of training documents checked.
-
-    Raises
-    ------
-    HygieneError
-        Naming the document id and the fact.
-    """
-    bad = set(corpus.dropped) | {int(f) for f in forbid}
-    if split is not None:
-        bad |= set(split.held_out.tolist())
-    sf = corpus.surface
-
-    def fail(d: dict, msg: str):
-        raise HygieneError(f"training document {d['id']} ({d['kind']}): {msg}; "
-                           f"text {d['text']!r}")
-
-    def name(f: int) -> str:
-        return f"fact {f} {' '.join(corpus.named(f))!r}"
-
-    for d in corpus.train:
-        if d["text"] != d["prompt"] + d["completion"]:
-            fail(d, "text is not prompt + completion")
-        claimed = {(x["id"], x["role"]) for x in d["facts"]}
-        for f, role in sorted(claimed):
-            if f in bad:
-                fail(d, f"claims forbidden {name(f)} as {role!r}")
-        try:
-            mentions = corpus.parse(d)
-        except ParseError as err:
-            fail(d, str(err))
-        said = set()
-        for fid, role, template, (s, r, o) in mentions:
-            if template and template != "inverse":
-                kind, _, idx = template.partition(":")
-                held = sf.statement_held if kind == "statement" else sf.question_held
-                if int(idx) in held[r]:
-                    fail(d, f"uses held-out template {template} for relation "
-                            f"{sf.relation_names[r]!r}")
-            if role == "question":
-                asked = [f for f, rl in claimed if rl == "question"
-                         and corpus.facts[f, 0] == s and corpus.facts[f, 1] == r]
-                if not asked:
-                    fail(d, f"asks about ({sf.entity_names[s]}, {sf.relation_names[r]}) "
-                            f"without claiming it")
-                said.update((f, "question") for f in asked)
-                continue
-            if fid < 0:
-                fail(d, f"states ({sf.entity_names[s]}, {sf.relation_names[r]}, "
-                        f"{sf.entity_names[o]}), which is not a fact of the closure")
-            if fid in bad:
-                fail(d, f"text mentions forbidden {name(fid)} as {role!r}")
-            said.add((fid, role))
-        if said != claimed:
-            extra = sorted(said - claimed)
-            missing = sorted(claimed - said)
-            fail(d, f"text says {[(f, r) for f, r in extra]} not claimed, and claims "
-                    f"{[(f, r) for f, r in missing]} not said")
-    return len(corpus.train)
