@@ -57,7 +57,7 @@ def run_ensemble(mcfg, tok, docs, cfg, seeds, out) -> dict:
     models = [build_model(mcfg, tok, seed=s) for s in seeds]
     res = train_ensemble(models, tok, docs, cfg, out / "ens")
     return {"loop": res.seconds, "total": time.perf_counter() - t0,
-            "cpu": time.process_time() - c0, "tokens": res.tokens * len(seeds),
+            "cpu": time.process_time() - c0, "tokens": sum(res.tokens),
             "final": list(res.final_losses)}
 
 

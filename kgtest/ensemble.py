@@ -11,10 +11,15 @@ Each member is exactly what :func:`kgtest.train.train` would have made from the 
 initial model and the same :class:`~kgtest.train.TrainConfig`, up to floating-point
 summation order:
 
-- **Data.** All members see the same batches in the same order: the order
-  ``cfg.seed`` gives the ordinary loop (the same :func:`~kgtest.batches.epoch_plan`).
-  Seeds differ in the initial weights (``build_model(..., seed=s)``), not in the data
-  order; a member therefore equals ``train(build_model(cfg, tok, seed=s), ..., cfg)``.
+- **Data.** Each member has its own documents, tokenizer and batch order (``docs``,
+  ``tokenizer`` and ``batch_seeds`` may be given per member: M seeds' corpora), or all
+  share one. Member ``m`` draws its batches as the ordinary loop would with
+  ``cfg.seed = batch_seeds[m]`` (its own :func:`~kgtest.batches.epoch_plan`, its own
+  epoch length); a step stacks the members' micro-batches, padded only to that step's
+  longest member batch (padding rows and positions carry no loss). Members whose
+  vocabularies differ in size are padded to the largest, the padding rows masked out of
+  every softmax. A member therefore equals ``train(model_m, tokenizer_m, docs_m,
+  replace(cfg, seed=batch_seeds[m]))``.
 - **Loss.** The sum of the members' losses: members share no weights, so each member's
   gradient is its own loss's gradient.
 - **Optimiser.** One fused AdamW over the stacked weights: AdamW is elementwise, so this
@@ -45,6 +50,17 @@ Examples
 >>> res = train_ensemble(models, tok, docs, cfg, tempfile.mkdtemp())
 >>> res.steps, [d.name for d in res.model_dirs]
 ((5, 5, 5), ['member-0', 'member-1', 'member-2'])
+
+Per-member data: each member its own corpus, tokenizer and batch order.
+
+>>> docs_b = docs + [{"prompt": "", "completion": "c r d"}]
+>>> tok_b = build_tokenizer([d["prompt"] + d["completion"] for d in docs_b])
+>>> pair = [build_model(ModelConfig(preset="tiny"), t, seed=s)
+...         for t, s in ((tok, 0), (tok_b, 1))]
+>>> res = train_ensemble(pair, [tok, tok_b], [docs, docs_b], cfg, tempfile.mkdtemp(),
+...                      batch_seeds=[7, 8])
+>>> res.steps, [m.config.vocab_size for m in pair]  # each keeps its own vocabulary
+((5, 5), [10, 12])
 """
 
 from __future__ import annotations
@@ -118,17 +134,35 @@ class StackedLM(nn.Module):
         self.config = first.config
         self.n = len(models)
         names = [n for n, _ in first.named_parameters()]  # a tied head appears once
-        shapes = {n: p.shape for n, p in first.named_parameters()}
+        self.vocab = [m.get_input_embeddings().weight.shape[0] for m in models]  # (M,)
+        V = max(self.vocab)
+        self.vocab_params = {n for n, p in first.named_parameters()
+                             if p.shape[0] == self.vocab[0]
+                             and ("wte" in n or "embed_tokens" in n or "lm_head" in n)}
+
+        def shapes(model, v):  # parameter shapes with the vocabulary dimension set to v
+            return {n: (v, *p.shape[1:]) if n in self.vocab_params else tuple(p.shape)
+                    for n, p in model.named_parameters()}
+
         for i, m in enumerate(models[1:], 1):
-            theirs = {n: p.shape for n, p in m.named_parameters()}
-            if type(m) is not type(first) or theirs != shapes:
+            if type(m) is not type(first) or shapes(m, V) != shapes(first, V):
                 raise InputError(f"ensemble: model {i} differs from model 0 in architecture "
                                  f"or shape; members must be built from one ModelConfig")
         self.names = names
-        self.params = nn.ParameterDict({
-            _key(n): nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach()
-                                               for m in models]))
-            for n in names})
+
+        def stacked(n):  # (M, ...): vocabulary rows zero-padded to V
+            parts = [dict(m.named_parameters())[n].detach() for m in models]
+            if n in self.vocab_params:
+                parts = [F.pad(p, (0, 0, 0, V - p.shape[0])) for p in parts]
+            return torch.stack(parts)
+
+        self.params = nn.ParameterDict({_key(n): nn.Parameter(stacked(n)) for n in names})
+        # (M, V): 0 on a member's own vocabulary, -inf on its padding rows (None: no padding)
+        mask = torch.zeros(self.n, V)
+        for m, v in enumerate(self.vocab):
+            mask[m, v:] = -torch.inf
+        self.register_buffer("vocab_mask", mask if min(self.vocab) < V else None,
+                             persistent=False)
         if self.arch == "llama":
             self._rotary = [first.model.rotary_emb]  # parameter-free: cos/sin for positions
 
@@ -140,14 +174,21 @@ class StackedLM(nn.Module):
     def write_back(self, model: PreTrainedModel, m: int) -> PreTrainedModel:
         """Copy member ``m``'s weights into ``model`` (same architecture); returns it."""
         for name, p in model.named_parameters():
-            p.copy_(self.weight(name)[m])
+            p.copy_(self.weight(name)[m, :p.shape[0]])  # a padded vocabulary: its own rows
         return model
 
-    # --- the forward pass: (M, ...) weights, a batch shared by all members ----------------
+    # --- the forward pass: (M, ...) weights, one (B, L) batch or one per member ----------
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """Final hidden states ``(M, B * L, D)`` of every member on one ``(B, L)`` batch."""
+        """Final hidden states ``(M, B * L, D)`` on a ``(B, L)`` batch shared by every
+        member or an ``(M, B, L)`` batch (member ``m`` reads ``x[m]``)."""
         return self._gpt2(x) if self.arch == "gpt2" else self._llama(x)
+
+    def _embed(self, table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``(M, B, L, D)`` embeddings of ``x`` (``(B, L)`` shared or ``(M, B, L)``)."""
+        if x.dim() == 2:
+            return table[:, x]
+        return table[torch.arange(self.n, device=x.device)[:, None, None], x]
 
     def _attend(self, q, k, v, B: int, L: int) -> torch.Tensor:
         """Causal SDPA on ``(M, B*L, D)`` q, k, v with M folded into the batch."""
@@ -159,7 +200,7 @@ class StackedLM(nn.Module):
 
     def _gpt2(self, x: torch.Tensor) -> torch.Tensor:
         W, c = self.weight, self.config
-        B, L = x.shape
+        B, L = x.shape[-2:]
         eps, act = c.layer_norm_epsilon, ACT2FN[c.activation_function]
         D = c.n_embd
 
@@ -171,7 +212,7 @@ class StackedLM(nn.Module):
             return torch.baddbmm(W(f"{name}.bias")[:, None], h, W(f"{name}.weight"))
 
         pos = W("transformer.wpe.weight")[:, :L]  # (M, L, D)
-        h = W("transformer.wte.weight")[:, x] + pos[:, None]  # (M, B, L, D)
+        h = self._embed(W("transformer.wte.weight"), x) + pos[:, None]  # (M, B, L, D)
         h = h.reshape(self.n, B * L, D)
         for i in range(c.n_layer):
             p = f"transformer.h.{i}"
@@ -184,7 +225,7 @@ class StackedLM(nn.Module):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         W, c = self.weight, self.config
-        B, L = x.shape
+        B, L = x.shape[-2:]
         D, H, eps = c.hidden_size, c.num_attention_heads, c.rms_norm_eps
         if c.num_key_value_heads != H:
             raise InputError("ensemble: grouped-query attention is not supported")
@@ -198,7 +239,7 @@ class StackedLM(nn.Module):
         def lin(h, name):  # nn.Linear without bias: h @ W.T with W (M, out, in)
             return torch.bmm(h, W(f"{name}.weight").transpose(1, 2))
 
-        h = W("model.embed_tokens.weight")[:, x].reshape(self.n, B * L, D)  # (M, B*L, D)
+        h = self._embed(W("model.embed_tokens.weight"), x).reshape(self.n, B * L, D)
         positions = torch.arange(L, device=x.device)[None]  # (1, L)
         cos, sin = self._rotary[0](h, positions)  # (1, L, hd) each
         for i in range(c.num_hidden_layers):
@@ -222,22 +263,38 @@ class StackedLM(nn.Module):
         return self.weight(name)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Every member's logits ``(M, B, L, V)`` on a ``(B, L)`` batch (for checks)."""
-        B, L = x.shape
+        """Every member's logits ``(M, B, L, V)`` on a ``(B, L)`` or ``(M, B, L)`` batch
+        (for checks; a member's padding vocabulary rows score ``-inf``)."""
+        B, L = x.shape[-2:]
         h = self.hidden(x)  # (M, B*L, D)
-        return torch.bmm(h, self._head().transpose(1, 2)).reshape(self.n, B, L, -1)
+        out = torch.bmm(h, self._head().transpose(1, 2))  # (M, B*L, V)
+        if self.vocab_mask is not None:
+            out = out + self.vocab_mask[:, None]
+        return out.reshape(self.n, B, L, -1)
 
-    def losses(self, x: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        """Each member's summed next-token loss ``(M,)`` at flat positions ``(S,)``.
+    def losses(self, x: torch.Tensor, flat: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Each member's summed next-token loss ``(M,)`` at flat positions.
 
         As :func:`kgtest.train.supervised_loss` with ``reduction="sum"``, per member: the
-        head runs at the supervised positions only.
+        head runs at the supervised positions only. Either ``x`` is ``(B, L)`` and ``flat``
+        ``(S,)``, shared by all members, or ``x`` is ``(M, B, L)`` and ``flat`` ``(M, S)``
+        with ``mask`` ``(M, S)`` saying which of member ``m``'s positions count (members
+        have different numbers of supervised positions; the rest is padding).
         """
-        h = self.hidden(x).index_select(1, flat)  # (M, S, D)
+        h = self.hidden(x)  # (M, B*L, D)
+        if x.dim() == 2:
+            h = h.index_select(1, flat)  # (M, S, D)
+            target = x.reshape(-1).index_select(0, flat + 1).expand(self.n, -1)  # (M, S)
+        else:
+            h = torch.gather(h, 1, flat[..., None].expand(-1, -1, h.shape[-1]))  # (M, S, D)
+            target = torch.gather(x.reshape(self.n, -1), 1, flat + 1)  # (M, S)
         logits = torch.bmm(h, self._head().transpose(1, 2)).float()  # (M, S, V)
-        target = x.reshape(-1).index_select(0, flat + 1)  # (S,): shared by all members
-        ce = F.cross_entropy(logits.transpose(1, 2), target.expand(self.n, -1),
-                             reduction="none")  # (M, S)
+        if self.vocab_mask is not None:
+            logits = logits + self.vocab_mask[:, None]
+        ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (M, S)
+        if mask is not None:
+            ce = torch.where(mask, ce, 0.0)
         return ce.sum(1)
 
 
@@ -281,32 +338,55 @@ class EnsembleResult:
     final_losses: tuple[float, ...]  # mean loss over each member's last log window
     metrics: tuple[dict[str, float], ...]  # each member's latest eval_fn result
     stopped_early: tuple[bool, ...]  # True where every stop_at target was met early
-    tokens: int  # real tokens of the batches the loop ran (each member saw them)
+    tokens: tuple[int, ...]  # real tokens of the batches each member trained on
     seconds: float  # wall time of the loop (no setup, no final save)
     cpu_seconds: float  # CPU time of the process over the loop
     model_dirs: tuple[Path, ...]  # out_dir/member-<m>: ordinary HF checkpoints
 
 
-def train_ensemble(models: Sequence[PreTrainedModel], tokenizer: PreTrainedTokenizerFast,
-                   docs: Sequence[dict], cfg: TrainConfig, out_dir: str | os.PathLike, *,
-                   eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None
-                   ) -> EnsembleResult:
+def _per_member(value, n: int, name: str, single) -> list:
+    """``value`` as a list of n: one per member if it is a sequence of n, else n times."""
+    if isinstance(value, (list, tuple)) and value and single(value[0]):
+        return [value] * n  # a sequence of documents shared by all
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise InputError(f"ensemble: {len(value)} {name} for {n} models (give one, or "
+                             f"one per model)")
+        return list(value)
+    return [value] * n
+
+
+def train_ensemble(models: Sequence[PreTrainedModel],
+                   tokenizer: PreTrainedTokenizerFast | Sequence[PreTrainedTokenizerFast],
+                   docs: Sequence[dict] | Sequence[Sequence[dict]], cfg: TrainConfig,
+                   out_dir: str | os.PathLike, *,
+                   eval_fn: Callable[[PreTrainedModel], dict[str, float]]
+                   | Sequence[Callable] | None = None,
+                   batch_seeds: Sequence[int | None] | None = None) -> EnsembleResult:
     """Train ``models`` together (in place), then save each to ``out_dir/member-<m>``.
 
     Parameters
     ----------
     models : sequence of PreTrainedModel
-        M models of one architecture and shape (e.g. ``build_model(cfg, tok, seed=s)`` for
-        M seeds), without dropout.
-    tokenizer, docs, cfg
+        M models of one architecture and shape, vocabulary size aside (e.g.
+        ``build_model(cfg, tok_s, seed=s)`` for M seeds), without dropout.
+    tokenizer : tokenizer or sequence of M tokenizers
+        One shared, or member ``m``'s own (saved with it).
+    docs : sequence of dict, or a sequence of M sequences of dict
+        The training documents, shared or per member (each member its own corpus).
+    cfg : TrainConfig
         As for :func:`kgtest.train.train` (the same batches, schedule and clipping; the
         ``compile``, ``checkpoint_every`` and ``tensorboard`` settings are not used).
     out_dir : path
-        Gets ``train_log.jsonl`` (per-member losses as lists) and ``member-<m>/``.
-    eval_fn : callable, optional
+        Gets ``train_log.jsonl`` (per-member losses and tokens as lists) and
+        ``member-<m>/``.
+    eval_fn : callable or sequence of M callables, optional
         ``eval_fn(model) -> {"name": value}`` on each active member (an ordinary HF model
         holding its current weights) every ``cfg.eval_every`` steps and at the end; a
         member stops once all its ``cfg.stop_at`` targets are met.
+    batch_seeds : sequence of M ints, optional
+        Member ``m``'s batch order is the ordinary loop's with ``cfg.seed =
+        batch_seeds[m]`` (default: ``cfg.seed`` for all).
 
     Returns
     -------
@@ -330,11 +410,25 @@ def train_ensemble(models: Sequence[PreTrainedModel], tokenizer: PreTrainedToken
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    M = len(models)
     device = resolve_device(cfg.device)
-    corpus = encode_corpus(tokenizer, docs, cfg.answer_only_loss)
+    toks = _per_member(tokenizer, M, "tokenizers", lambda t: False)
+    doc_sets = _per_member(docs, M, "document sets", lambda d: isinstance(d, dict))
+    fns = _per_member(eval_fn, M, "eval functions", lambda f: False)
+    seeds = list(batch_seeds) if batch_seeds is not None else [cfg.seed] * M
+    if len(seeds) != M:
+        raise InputError(f"ensemble: {len(seeds)} batch seeds for {M} models")
+    cache: dict[tuple[int, int], EncodedCorpus] = {}  # one encoding per (tokenizer, docs)
+    corpora = []
+    for tok, ds in zip(toks, doc_sets, strict=True):
+        key = (id(tok), id(ds))
+        if key not in cache:
+            cache[key] = encode_corpus(tok, ds, cfg.answer_only_loss)
+        corpora.append(cache[key])
     max_pos = models[0].config.max_position_embeddings if models else 0
-    if models and corpus.tokens.shape[1] > max_pos:
-        raise InputError(f"train: the longest document has {corpus.tokens.shape[1]} tokens but "
+    longest = max((c.tokens.shape[1] for c in corpora), default=0)
+    if models and longest > max_pos:
+        raise InputError(f"train: the longest document has {longest} tokens but "
                          f"the model takes at most {max_pos} (raise model.max_len)")
     threads_before = torch.get_num_threads()
     if cfg.threads:
@@ -342,7 +436,7 @@ def train_ensemble(models: Sequence[PreTrainedModel], tokenizer: PreTrainedToken
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed or 0)
-            loop = _Loop(models, corpus, cfg, out, device, eval_fn)
+            loop = _Loop(models, corpora, seeds, cfg, out, device, fns)
             seconds, cpu_seconds = loop.run()
     finally:
         torch.set_num_threads(threads_before)
@@ -350,33 +444,98 @@ def train_ensemble(models: Sequence[PreTrainedModel], tokenizer: PreTrainedToken
     for m, model in enumerate(models):
         model.to("cpu")
         loop.stack.write_back(model, m).eval()
-        dirs.append(save_model(model, tokenizer, out / MEMBER_DIR.format(m)))
+        dirs.append(save_model(model, toks[m], out / MEMBER_DIR.format(m)))
     return EnsembleResult(steps=tuple(loop.steps), final_losses=tuple(loop.final_loss),
                           metrics=tuple(loop.metrics), stopped_early=tuple(
                               s and n < cfg.steps for s, n in zip(loop.stopped, loop.steps,
                                                                    strict=True)),
-                          tokens=loop.tokens_seen, seconds=seconds, cpu_seconds=cpu_seconds,
-                          model_dirs=tuple(dirs))
+                          tokens=tuple(loop.tokens_seen), seconds=seconds,
+                          cpu_seconds=cpu_seconds, model_dirs=tuple(dirs))
+
+
+class _Data:
+    """The members' corpora and batch orders: each step's micro-batches, stacked."""
+
+    def __init__(self, corpora: Sequence[EncodedCorpus], seeds: Sequence[int | None],
+                 cfg: TrainConfig, device: torch.device, pad_id: int):
+        self.corpora, self.cfg, self.device, self.pad = corpora, cfg, device, pad_id
+        self.tokens = {id(c): c.tokens.to(device) for c in corpora}  # (N, L_max) per corpus
+        self.gens = [torch.Generator().manual_seed(s or 0) for s in seeds]  # as train()'s
+        self.n_batches = [math.ceil(c.n_docs / cfg.batch_size) for c in corpora]
+        self.plans: list = [None] * len(corpora)
+        # one corpus and one batch order for all: plan once, one (B, L) batch for every member
+        self.shared = len({id(c) for c in corpora}) == 1 and len(set(seeds)) == 1
+
+    def step(self, step: int):
+        """Step ``step``'s micro-batches ``[(x, flat, mask)]``, ``(M,)`` supervised and
+        real token counts. Micro-batch ``j`` stacks every member's ``j``-th length run
+        (a member with fewer runs adds an empty one): ``x`` ``(M, b, L)`` padded to the
+        longest, ``flat`` ``(M, S)`` positions in that padded layout, ``mask`` ``(M, S)``."""
+        M, cfg, device = len(self.corpora), self.cfg, self.device
+        if self.shared:
+            return self._shared_step(step, M)
+        runs, n_sup, n_tok = [], [], []
+        for m, corpus in enumerate(self.corpora):
+            epoch, k = divmod(step, self.n_batches[m])
+            if k == 0 or self.plans[m] is None:
+                self.plans[m] = epoch_plan(corpus, cfg.batch_size, cfg.micro_batches,
+                                           self.gens[m], device)
+            plan = self.plans[m]
+            m_lo, m_hi, sup, real = plan.steps[k]
+            runs.append(plan.micro[m_lo:m_hi])
+            n_sup.append(sup)
+            n_tok.append(real)
+        micro = []
+        for j in range(max(len(r) for r in runs)):
+            parts = [(m, runs[m][j]) for m in range(M) if j < len(runs[m])]
+            b = max(i_hi - i_lo for _, (i_lo, i_hi, _, _, _) in parts)
+            L = max(p[4] for _, p in parts)
+            S = max(f_hi - f_lo for _, (_, _, f_lo, f_hi, _) in parts)
+            x = torch.full((M, b, L), self.pad, dtype=torch.long, device=device)
+            flat = torch.zeros((M, S), dtype=torch.long, device=device)
+            mask = torch.zeros((M, S), dtype=torch.bool, device=device)
+            for m, (i_lo, i_hi, f_lo, f_hi, L_m) in parts:
+                plan = self.plans[m]
+                rows = self.tokens[id(self.corpora[m])].index_select(0, plan.idx[i_lo:i_hi])
+                x[m, :i_hi - i_lo, :L_m] = rows[:, :L_m]
+                f = plan.flat[f_lo:f_hi]  # b' * L_m + t - 1, re-laid out for width L
+                flat[m, :f_hi - f_lo] = f // L_m * L + f % L_m
+                mask[m, :f_hi - f_lo] = True
+            micro.append((x, flat, mask))
+        return micro, n_sup, n_tok
+
+    def _shared_step(self, step: int, M: int):
+        """As :meth:`step` when all members share the data: ``x`` ``(b, L)``, ``flat``
+        ``(S,)`` and no mask."""
+        epoch, k = divmod(step, self.n_batches[0])
+        if k == 0 or self.plans[0] is None:
+            self.plans[0] = epoch_plan(self.corpora[0], self.cfg.batch_size,
+                                       self.cfg.micro_batches, self.gens[0], self.device)
+        plan, tokens = self.plans[0], self.tokens[id(self.corpora[0])]
+        m_lo, m_hi, sup, real = plan.steps[k]
+        micro = [(tokens.index_select(0, plan.idx[i_lo:i_hi])[:, :L], plan.flat[f_lo:f_hi],
+                  None) for i_lo, i_hi, f_lo, f_hi, L in plan.micro[m_lo:m_hi]]
+        return micro, [sup] * M, [real] * M
 
 
 class _Loop:
     """The state of one ensemble run and its steps (used by :func:`train_ensemble`)."""
 
-    def __init__(self, models, corpus: EncodedCorpus, cfg: TrainConfig, out: Path,
-                 device: torch.device, eval_fn):
-        self.models, self.corpus, self.cfg, self.device = models, corpus, cfg, device
-        self.eval_fn, self.log_path = eval_fn, out / LOG
+    def __init__(self, models, corpora: Sequence[EncodedCorpus], seeds, cfg: TrainConfig,
+                 out: Path, device: torch.device, eval_fns):
+        self.models, self.cfg, self.device = models, cfg, device
+        self.eval_fns, self.log_path = eval_fns, out / LOG
         self.stack = StackedLM(models).to(device).train()
         self.params = list(self.stack.parameters())
         self.opt = _optimizer(self.stack, models, cfg, device)
         self.sched = make_scheduler(self.opt, cfg)
-        self.gen = torch.Generator().manual_seed(cfg.seed or 0)  # the ordinary loop's batch order
+        self.data = _Data(corpora, seeds, cfg, device, models[0].config.pad_token_id or 0)
         M = len(models)
         self.steps, self.final_loss = [0] * M, [float("nan")] * M
         self.metrics: list[dict[str, float]] = [{} for _ in range(M)]
         self.stopped = [False] * M
         self.frozen: list[torch.Tensor] | None = None  # weights of stopped members
-        self.tokens_seen = 0
+        self.tokens_seen = [0] * M
         self.log_path.write_text("")
 
     def log(self, entry: dict) -> None:
@@ -387,12 +546,12 @@ class _Loop:
         """eval_fn on each active member (an HF model with its weights); the newly stopped."""
         newly = []
         for m, model in enumerate(self.models):
-            if self.stopped[m]:
+            if self.stopped[m] or self.eval_fns[m] is None:
                 continue
             was = next(model.parameters()).device
             self.stack.write_back(model.to(self.device), m).eval()
             with torch.no_grad():
-                self.metrics[m] = {k: float(v) for k, v in self.eval_fn(model).items()}
+                self.metrics[m] = {k: float(v) for k, v in self.eval_fns[m](model).items()}
             model.to(was)
             self.log({"step": step, "member": m,
                       **{f"eval/{k}": v for k, v in self.metrics[m].items()}})
@@ -410,12 +569,10 @@ class _Loop:
         """Train to cfg.steps or until every member stopped: (wall s, CPU s) of the loop."""
         cfg, device, stack = self.cfg, self.device, self.stack
         M = len(self.models)
-        tokens = self.corpus.tokens.to(device)  # (N, L_max): the whole corpus on the device
-        n_batches = math.ceil(self.corpus.n_docs / cfg.batch_size)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         loss_sum = torch.zeros(M, device=device)  # (M,) summed on the device: no sync a step
         n_sum = [0] * M
-        plan, active = None, torch.ones(M, dtype=torch.bool, device=device)
+        active = torch.ones(M, dtype=torch.bool, device=device)
         bar = tqdm(total=cfg.steps, disable=not cfg.progress, desc=f"train x{M}",
                    dynamic_ncols=True)
 
@@ -431,16 +588,13 @@ class _Loop:
         t0, c0 = time.perf_counter(), time.process_time()
         step = 0
         while step < cfg.steps and not all(self.stopped):
-            epoch, k = divmod(step, n_batches)
-            if k == 0:
-                plan = epoch_plan(self.corpus, cfg.batch_size, cfg.micro_batches, self.gen,
-                                  device)
-            m_lo, m_hi, n_sup, n_tokens = plan.steps[k]
+            micro, n_sup, n_tokens = self.data.step(step)
+            n_sup_t = (n_sup[0] if self.data.shared  # (M,) counts, or one shared count
+                       else torch.tensor(n_sup, dtype=torch.float32, device=device))
             loss = torch.zeros(M, device=device)
-            for i_lo, i_hi, f_lo, f_hi, L in plan.micro[m_lo:m_hi]:
-                x = tokens.index_select(0, plan.idx[i_lo:i_hi])[:, :L]  # (b, L)
+            for x, flat, mask in micro:
                 with autocast:
-                    part = stack.losses(x, plan.flat[f_lo:f_hi]) / n_sup  # (M,)
+                    part = stack.losses(x, flat, mask) / n_sup_t  # (M,)
                 part.sum().backward()  # members share no weights: each gets its own grad
                 loss += part.detach()
             if cfg.grad_clip > 0:
@@ -454,11 +608,11 @@ class _Loop:
                         p.copy_(torch.where(active.view(-1, *[1] * (p.dim() - 1)), p, f))
             loss_sum += loss * active
             step += 1
-            self.tokens_seen += n_tokens
             live = [m for m in range(M) if not self.stopped[m]]
             for m in live:
                 self.steps[m] = step
                 n_sum[m] += 1
+                self.tokens_seen[m] += n_tokens[m]
             bar.update(1)
             last = step == cfg.steps
             if step % cfg.log_every == 0 or last:
@@ -472,11 +626,11 @@ class _Loop:
                                      f"{cfg.lr:g}); lower train.lr or set train.grad_clip")
                 self.log({"step": step, "loss": [self.final_loss[m] for m in range(M)],
                           "active": len(live), "lr": self.sched.get_last_lr()[0],
-                          "tokens": self.tokens_seen,
+                          "tokens": list(self.tokens_seen),
                           "elapsed_s": round(time.perf_counter() - t0, 3)})
                 bar.set_postfix({"loss": f"{sum(self.final_loss) / M:.4f}"})
-            if self.eval_fn is not None and (last or (cfg.eval_every
-                                                      and step % cfg.eval_every == 0)):
+            if any(f is not None for f in self.eval_fns) and (
+                    last or (cfg.eval_every and step % cfg.eval_every == 0)):
                 newly = self.evaluate(step)
                 if newly:
                     flush(newly)

@@ -414,7 +414,7 @@ def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: i
                              eval_fn=make_eval_fn(tok, sets))
         metrics = {"members": members, "steps": list(res.steps),
                    "final_loss": list(res.final_losses), "metrics": list(res.metrics),
-                   "stopped_early": list(res.stopped_early), "tokens": res.tokens,
+                   "stopped_early": list(res.stopped_early), "tokens": list(res.tokens),
                    "seconds": res.seconds}
         atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         _write_config(cfg, tmp)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from kgtest.batches import encode_corpus, epoch_plan
+from kgtest.corpus.tokenizer import build_tokenizer
 from kgtest.ensemble import StackedLM, clip_per_member, train_ensemble
 from kgtest.errors import InputError
 from kgtest.model import ModelConfig, build_model
@@ -26,7 +28,7 @@ from kgtest.train import LOG, supervised_loss, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_distributed import LOSS_RTOL, UPDATE_RTOL, assert_same_update, update_error  # noqa: E402,E501
-from test_train import DOCS, TOK, quiet  # noqa: E402
+from test_train import DOCS, TOK, qa_world, quiet  # noqa: E402
 
 torch.set_num_threads(1)
 SEEDS = (3, 4, 5)
@@ -102,7 +104,7 @@ def test_each_member_equals_its_seed_trained_alone(tmp_path, arch):
     for m, seed in enumerate(SEEDS):
         alone = build_model(ModelConfig(arch=arch, preset="tiny"), TOK, seed=seed)
         ref = train(alone, TOK, DOCS, quiet(**SHORT), tmp_path / f"solo{m}")
-        assert res.tokens == ref.tokens  # the same batches
+        assert res.tokens[m] == ref.tokens  # the same batches
         solo_losses = torch.tensor(losses(ref.model_dir.parent / LOG))  # (steps,)
         torch.testing.assert_close(ens_losses[:, m], solo_losses, rtol=LOSS_RTOL, atol=0)
         assert res.final_losses[m] == pytest.approx(ref.final_loss, rel=LOSS_RTOL)
@@ -176,8 +178,8 @@ def test_a_member_whose_loss_becomes_nan_stops_the_run_with_one_line(tmp_path, m
     NaN checkpoint saved with exit status 0."""
     real = StackedLM.losses
 
-    def poisoned(self, x, flat):
-        out = real(self, x, flat)
+    def poisoned(self, x, flat, mask=None):
+        out = real(self, x, flat, mask)
         return out * torch.tensor([1.0, float("nan")])  # member 1 only
 
     monkeypatch.setattr(StackedLM, "losses", poisoned)
@@ -186,3 +188,42 @@ def test_a_member_whose_loss_becomes_nan_stops_the_run_with_one_line(tmp_path, m
                        quiet(**{**CFG, "steps": 5, "log_every": 2}),
                        tmp_path)
     assert not list(tmp_path.glob("member-*"))  # nothing saved
+
+
+def test_members_with_their_own_corpora_equal_their_solo_runs(tmp_path):
+    """M seeds' data: each member its own documents, tokenizer (vocabulary sizes differ)
+    and batch order; member m equals ``train`` on its own data, per-step losses and
+    updates within the float32 tolerances above (measured on AMD EPYC, 1 thread: losses
+    <= 2e-7 relative, updates <= 2e-5). The corpora differ in size, so the epochs end at
+    different steps and the last batch of an epoch is smaller for one member only."""
+    docs_b, _ = qa_world(n_facts=14, seed=1)  # 28 docs vs 40: other epoch lengths
+    docs_b = docs_b + [{"prompt": "", "completion": "e1 mentor e2 ."},
+                       {"prompt": "Q e1 mentor ? A ", "completion": "e2"}]
+    tok_b = build_tokenizer([d["prompt"] + d["completion"] for d in docs_b],
+                            extra_words=[f"e{i}" for i in range(12)])
+    toks, doc_sets, seeds = [TOK, tok_b, TOK], [DOCS, docs_b, DOCS[:30]], [11, 12, 13]
+    assert len(tok_b) != len(TOK)  # the vocabularies differ in size
+    cfg = quiet(**{**CFG, "steps": 6, "log_every": 1, "batch_size": 12})
+    models = [build_model(ModelConfig(preset="tiny"), t, seed=s)
+              for t, s in zip(toks, SEEDS, strict=True)]
+    init = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+    res = train_ensemble(models, toks, doc_sets, cfg, tmp_path / "ens", batch_seeds=seeds)
+    ens_losses = torch.tensor(losses(tmp_path / "ens" / LOG))  # (steps, M)
+    solos = []
+    for m in range(3):
+        alone = build_model(ModelConfig(preset="tiny"), toks[m], seed=SEEDS[m])
+        ref = train(alone, toks[m], doc_sets[m], replace(cfg, seed=seeds[m]),
+                    tmp_path / f"solo{m}")
+        assert res.tokens[m] == ref.tokens  # its own batches
+        solo_losses = torch.tensor(losses(ref.model_dir.parent / LOG))
+        torch.testing.assert_close(ens_losses[:, m], solo_losses, rtol=LOSS_RTOL, atol=0)
+        assert models[m].config.vocab_size == len(toks[m])
+        for (name, a), b, i in zip(models[m].state_dict().items(),
+                                   alone.state_dict().values(), init[m].values(), strict=True):
+            assert_same_update(name, a, b, i)
+        solos.append(solo_losses)
+    assert res.tokens[0] != res.tokens[1]  # the members really saw different data
+    # teeth: member 0 against member 2's solo (same tokenizer, other data and seed)
+    assert ((ens_losses[1:, 0] - solos[2][1:]).abs() / solos[2][1:]).max() > 100 * LOSS_RTOL
+    loaded = AutoModelForCausalLM.from_pretrained(res.model_dirs[1])
+    assert loaded.config.vocab_size == len(tok_b)  # saved with its own vocabulary
