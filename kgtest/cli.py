@@ -13,6 +13,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+from kgtest.cli_world import (
+    add_dead_rules,
+    cmd_world_build,
+    cmd_world_closure,
+    cmd_world_deletion_set,
+)
 from kgtest.errors import InputError
 from kgtest.interop.cli import add_commands as add_interop_commands
 
@@ -45,6 +51,7 @@ def _parser_for(sub, name: str, help_: str, key: str) -> argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``kgtest`` parser: one small function below adds each subcommand."""
     p = argparse.ArgumentParser(
         prog="kgtest",
         description="kgtest: does unlearning a fact survive reasoning? Worlds, corpora, "
@@ -55,12 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"kgtest {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-
     world = sub.add_parser("world", help="build worlds, closures and deletion sets",
                            description="Symbolic ground truth: worlds, closures, deletion sets.")
     wsub = world.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
     wsub.required = True
+    for add in (_add_world_build, _add_world_closure, _add_world_deletion_set):
+        add(wsub)
+    corpus = sub.add_parser("corpus", help="render a world into training documents",
+                            description="Render a world into a corpus (JSONL) with splits.")
+    csub = corpus.add_subparsers(dest="corpus_command", metavar="CORPUS_COMMAND")
+    csub.required = True
+    _add_corpus_build(csub)
+    for add in (_add_train, _add_unlearn, _add_run, _add_sweep, _add_report, _add_pack,
+                _add_demo):
+        add(sub)
+    add_interop_commands(sub)  # export lm-eval, export forget-retain, probe
+    return p
 
+
+def _add_world_build(wsub) -> None:
     b = _parser_for(wsub, "build", "sample a world from a spec and write it out", "world build")
     b.add_argument("spec", help="world spec (TOML), e.g. generators/family.toml")
     b.add_argument("--out", required=True, help="output folder")
@@ -69,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(b)
     b.set_defaults(func=cmd_world_build)
 
+
+def _add_world_closure(wsub) -> None:
     c = _parser_for(wsub, "closure", "close your own facts under Datalog rules", "world closure")
     c.add_argument("--facts", required=True, help="TSV: subject<TAB>relation<TAB>object")
     c.add_argument("--rules", required=True, help="Datalog rules file (.dl)")
@@ -77,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--explain", action="store_true",
                    help="add columns: kind (base/derived), proof_count (one-step "
                         "derivations of the fact), depth, derivations (JSON)")
-    _add_dead_rules(c)
+    add_dead_rules(c)
     c.set_defaults(func=cmd_world_closure)
 
+
+def _add_world_deletion_set(wsub) -> None:
     d = _parser_for(wsub, "deletion-set", "minimal sets whose deletion makes a target "
                     "underivable (deep unlearning)", "world deletion-set")
     d.add_argument("--facts", required=True,
@@ -93,13 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--restarts", type=int, default=100, help="randomised restarts")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--json", action="store_true", help="print one JSON list of sets")
-    _add_dead_rules(d)
+    add_dead_rules(d)
     d.set_defaults(func=cmd_world_deletion_set)
 
-    corpus = sub.add_parser("corpus", help="render a world into training documents",
-                            description="Render a world into a corpus (JSONL) with splits.")
-    csub = corpus.add_subparsers(dest="corpus_command", metavar="CORPUS_COMMAND")
-    csub.required = True
+
+def _add_corpus_build(csub) -> None:
     cb = _parser_for(csub, "build", "world -> closure -> split -> corpus (JSONL) from an "
                      "experiment spec", "corpus build")
     cb.add_argument("spec", help="experiment spec (TOML) with [world], [split], [corpus]")
@@ -108,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(cb)
     cb.set_defaults(func=cmd_corpus_build)
 
+
+def _add_train(sub) -> None:
     t = _parser_for(sub, "train", "world -> corpus -> trained Hugging Face model", "train")
     t.add_argument("spec", help="experiment spec (TOML)")
     t.add_argument("--out", default="runs", help="runs folder (default: runs)")
@@ -118,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(t)
     t.set_defaults(func=cmd_train)
 
+
+def _add_unlearn(sub) -> None:
     u = _parser_for(sub, "unlearn", "unlearn a trained run's forget targets with one method "
                     "(tuned on the validation targets)", "unlearn")
     u.add_argument("run_dir", help="a run folder made by `kgtest train` or `kgtest run`")
@@ -129,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(u)
     u.set_defaults(func=cmd_unlearn)
 
+
+def _add_run(sub) -> None:
     r = _parser_for(sub, "run", "the whole experiment: world, corpus, training, controls, "
                     "unlearning, probes, report (finished stages are reused)", "run")
     r.add_argument("spec", help="experiment spec (TOML)")
@@ -137,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(r)
     r.set_defaults(func=cmd_run)
 
+
+def _add_sweep(sub) -> None:
     sw = _parser_for(sub, "sweep", "run a sweep spec (an experiment spec plus [sweep] axes) "
                      "on a local process pool, Ray or Slurm; finished runs are skipped, "
                      "failed and missing ones run", "sweep")
@@ -158,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(sw)
     sw.set_defaults(func=cmd_sweep)
 
+
+def _add_report(sub) -> None:
     rp = _parser_for(sub, "report", "re-aggregate runs: summary.md, summary.json, plots",
                      "report")
     rp.add_argument("run_dirs", nargs="+",
@@ -167,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(rp)
     rp.set_defaults(func=cmd_report)
 
+
+def _add_pack(sub) -> None:
     pk = _parser_for(sub, "pack", "copy finished runs' records (gzipped) and small files, no "
                      "weights, into a folder `kgtest report` reads back", "pack")
     pk.add_argument("run_dirs", nargs="+", help="run folders, or one `kgtest sweep` folder")
@@ -174,12 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(pk)
     pk.set_defaults(func=cmd_pack)
 
+
+def _add_demo(sub) -> None:
     dm = _parser_for(sub, "demo", "run the quickstart experiment and describe it", "demo")
     dm.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     _add_set(dm)
     dm.set_defaults(func=cmd_demo)
-    add_interop_commands(sub)  # export lm-eval, export forget-retain, probe
-    return p
 
 
 def _add_json(p: argparse.ArgumentParser) -> None:
@@ -210,173 +244,12 @@ def _version() -> str:
     return __version__
 
 
-def _add_dead_rules(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allow-dead-rules", action="store_true",
-                   help="accept rules whose body names a relation that no fact and no rule "
-                        "head has (they never fire; e.g. EDU-RELAT's published 'newphe')")
-
-
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE", help="override a spec key, e.g. train.steps=100")
 
 
-# --- commands ----------------------------------------------------------------------------
-
-
-def _load_kb(facts_path: str, rules_path: str, fixed_path: str | None = None,
-             masks: bool = True, allow_dead_rules: bool = False):
-    """Read a user KB: returns (closure, kb mask, fixed mask); masks None if not asked."""
-    import numpy as np
-
-    from kgtest.symbolic.closure import forward_chain
-    from kgtest.symbolic.facts import read_facts
-    from kgtest.symbolic.rules import check_body_relations, read_rules
-
-    kb, ents, rels = read_facts(facts_path)
-    if not len(kb):
-        raise InputError(f"{facts_path}: no facts in file")
-    fx = read_facts(fixed_path, ents, rels)[0] if fixed_path else np.zeros((0, 3), np.int64)
-    rules = read_rules(rules_path)
-    if not allow_dead_rules:  # rels: exactly the relations of the facts and fixed facts
-        check_body_relations(rules, rels.names)
-    closure = forward_chain(np.concatenate([kb, fx]), rules, ents, rels)
-    if not masks:
-        return closure, None, None
-    fixed_mask = np.zeros(len(closure), dtype=bool)
-    if len(fx):
-        fixed_mask[closure.index(fx)] = True
-    kb_mask = closure.is_base & ~fixed_mask  # input rows come first, deduplicated
-    return closure, kb_mask, fixed_mask
-
-
-def cmd_world_closure(args) -> int:
-    from kgtest.symbolic.facts import atomic_write_text, facts_tsv_bytes
-
-    closure, _, _ = _load_kb(args.facts, args.rules, masks=False,
-                             allow_dead_rules=args.allow_dead_rules)
-    cols = ["subject", "relation", "object"]
-    extra = []
-    if args.explain:
-        cols += ["kind", "proof_count", "depth", "derivations"]  # as world build's facts.tsv
-        extra = [(["base", "derived"], (~closure.is_base).astype(int)),
-                 (_numerals(closure.proof_count), closure.proof_count),
-                 (_numerals(closure.depth), closure.depth),
-                 (_derivations_json(closure), range(len(closure)))]
-    text = facts_tsv_bytes(closure.facts, closure.entities, closure.relations, extra,
-                           header=cols if args.header else None)
-    if args.out:
-        atomic_write_text(args.out, text)
-        n_derived = len(closure) - closure.n_base
-        print(f"wrote {len(closure)} facts ({n_derived} derived) to {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text)
-        sys.stdout.buffer.flush()
-    return 0
-
-
-def _numerals(values) -> list[str]:
-    return [str(i) for i in range(int(values.max(initial=0)) + 1)]
-
-
-def _derivations_json(closure) -> list[str]:
-    names = closure.named_all()
-    out = []
-    for i in range(len(closure)):
-        derivs = [{"rule": str(closure.rules[closure.deriv_rule[d]]),
-                   "premises": [list(names[p]) for p in closure.premises(d)]}
-                  for d in closure.derivations_of(i).tolist()]
-        out.append(json.dumps(derivs, separators=(",", ":")))
-    return out
-
-
-def _check_seed(seed: int) -> None:
-    from kgtest.config import check_seed
-
-    msg = check_seed(seed)
-    if msg:
-        raise InputError(f"--seed: {msg}, got {seed}")
-
-
-def _parse_target(text: str) -> tuple[str, str, str]:
-    """``"s r o"``, ``"s<TAB>r<TAB>o"`` (names with spaces) or a JSON list ``["s", "r", "o"]``."""
-    text = text.strip()
-    if text.startswith("["):
-        try:
-            parts = json.loads(text)
-        except json.JSONDecodeError:
-            parts = None
-        ok = isinstance(parts, list) and all(isinstance(p, str) and p.strip() for p in parts)
-        parts = parts if ok else []
-    elif "\t" in text:
-        parts = [p.strip() for p in text.split("\t")]
-    else:
-        parts = text.split()
-    if len(parts) != 3 or not all(parts):
-        raise InputError(f"--target: expected 'subject relation object' (tab-separated or a "
-                         f"JSON list when a name has spaces), got {text[:100]!r}")
-    return parts[0], parts[1], parts[2]
-
-
-def cmd_world_deletion_set(args) -> int:
-    from kgtest.symbolic.deletion import minimal_deletion_sets
-
-    if args.count < 1 or args.restarts < 1:
-        raise InputError("--count and --restarts must be >= 1")
-    _check_seed(args.seed)
-    closure, kb_mask, fixed_mask = _load_kb(args.facts, args.rules, args.fixed,
-                                            allow_dead_rules=args.allow_dead_rules)
-    s, r, o = _parse_target(args.target)
-    target = closure.find(s, r, o)
-    if target < 0:
-        raise InputError(f"--target: {s} {r} {o} is not in the closure of {args.facts} "
-                         f"under {args.rules}")
-    if fixed_mask[target]:
-        raise InputError(f"--target: {s} {r} {o} is a fixed fact ({args.fixed}); "
-                         "fixed facts are never deleted")
-    result = minimal_deletion_sets(closure, target, kb=kb_mask, fixed=fixed_mask,
-                                   count=args.count, restarts=args.restarts, seed=args.seed)
-    sets = [closure.named_all(sorted(m)) for m in result.sets[: args.count]]
-    if len(sets) < args.count:
-        print(f"kgtest: note: only {len(sets)} distinct minimal deletion set(s) found for "
-              f"{s} {r} {o} (asked for {args.count}; {args.restarts} restarts)",
-              file=sys.stderr)
-    if args.json:
-        print(json.dumps(_deletion_json(closure, target, result, sets, args.count)))
-    else:
-        for m in sets:
-            print(" ; ".join("\t".join(f) for f in m))
-    return 0
-
-
-def _deletion_json(closure, target: int, result, sets, count: int) -> dict:
-    """The target, each set with its size and whether it is a proven minimum, and how
-    many sets exist beyond those printed."""
-    bound = result.lower_bound if result.proven_minimum else None
-    return {"target": list(closure.named_all([target])[0]), "requested": count,
-            "n_found": result.n_found, "lower_bound": result.lower_bound,
-            "sets": [{"size": len(m), "proven_minimum": bound is not None and len(m) == bound,
-                      "facts": [list(f) for f in m]} for m in sets]}
-
-
-def cmd_world_build(args) -> int:
-    from kgtest.worlds.export import describe_world, write_world
-    from kgtest.worlds.samplers import sample_world
-    from kgtest.worlds.spec import load_world_spec
-
-    _check_seed(args.seed)
-    cfg = load_world_spec(args.spec, overrides=args.overrides)
-    world = sample_world(cfg, seed=args.seed)
-    closure = world.close()
-    write_world(world, closure, args.out)
-    if args.json:
-        return _emit_json({"out": args.out, "entities": len(world.entities),
-                           "facts": len(closure), "base": closure.n_base,
-                           "derived": len(closure) - closure.n_base, "rules": len(closure.rules)})
-    print(describe_world(world, closure))
-    print(f"wrote {args.out}/ (facts.tsv, rules.dl, derivations.jsonl, stats.json, graph.png)")
-    return 0
+# --- commands (the world ones: kgtest.cli_world) -----------------------------------------
 
 
 def cmd_corpus_build(args) -> int:

@@ -1,5 +1,6 @@
 """The command line: outputs, formats, and one-line errors with status 2."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -74,15 +75,27 @@ def test_missing_file_is_one_line(kb, capsys):
     assert rc == 2 and "nope.tsv: cannot read facts file" in err
 
 
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ("kgtest",)):
+    """(command line prefix, parser) of every runnable subcommand (one with no subcommands)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001
+    if not subs:
+        yield " ".join(path), parser
+        return
+    for name, p in subs[0].choices.items():
+        yield from _commands(p, (*path, name))
+
+
 def test_every_command_help_shows_an_example():
-    parser = build_parser()
-    sub = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse internals
-    helps = [parser.format_help(), sub["world"].format_help()]
-    wsub = sub["world"]._subparsers._group_actions[0].choices
-    helps += [p.format_help() for p in wsub.values()]
-    for name, p in wsub.items():
-        assert EXAMPLES[f"world {name}"] in p.format_help()
-    assert all("kgtest" in h for h in helps)
+    commands = dict(_commands(build_parser()))
+    assert {"kgtest world deletion-set", "kgtest run", "kgtest probe"} <= set(commands)
+    assert len(commands) >= 14
+    for command, p in commands.items():
+        text = p.format_help()
+        assert "example:\n" in text, f"{command} --help has no example"
+        example = text.split("example:\n", 1)[1].strip().splitlines()[0]
+        assert example.startswith(command + " "), (command, example)
+    top = build_parser().format_help()
+    assert all(example in top for example in EXAMPLES.values())
 
 
 def test_python_dash_m_entry_point(kb):

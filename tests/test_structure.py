@@ -39,14 +39,12 @@ MAX_FUNCTION_LINES = 80
 #: path (relative to the repository) -> owner, for modules still over MAX_MODULE_LINES
 LONG_MODULES = {
     "kgtest/claims_model.py": "h1",
-    "kgtest/cli.py": "h4",
     "kgtest/symbolic/deletion.py": "h3",
     "kgtest/train.py": "h1",
 }
 #: "path:Qualified.name" -> owner, for functions still over MAX_FUNCTION_LINES
 LONG_FUNCTIONS = {
     "kgtest/claims_model.py:model_records": "h1",
-    "kgtest/cli.py:build_parser": "h4",
     "kgtest/ensemble.py:_Loop.run": "h2",
     "kgtest/probes/scoring.py:greedy_complete": "h4",
     "kgtest/strategies.py:worlds": "h4",
