@@ -267,6 +267,19 @@ def worlds(
     >>> w.meta["planted"]
     [{'fact': ['e0', 'goal0', 'e1'], 'proofs': 2, 'depth': 2, 'stated': False}]
     """
+    _check_world_bounds(min_entities, max_entities, min_relations, max_relations, min_facts,
+                        max_facts, min_rules, max_rules, recursive, planted, planted_proofs,
+                        planted_depth)
+    return _worlds(min_entities, max_entities, min_relations, max_relations, min_facts,
+                   max_facts, min_rules, max_rules, max_body, max_variables, recursive,
+                   inequalities, constants, fixed, planted, tuple(planted_proofs),
+                   tuple(planted_depth), planted_stated)
+
+
+def _check_world_bounds(min_entities, max_entities, min_relations, max_relations, min_facts,
+                        max_facts, min_rules, max_rules, recursive, planted, planted_proofs,
+                        planted_depth) -> None:
+    """:func:`worlds`' arguments, checked before anything is drawn."""
     _check_range("worlds: entities", min_entities, max_entities, least=1)
     _check_range("worlds: relations", min_relations, max_relations, least=1)
     _check_range("worlds: facts", min_facts, max_facts)
@@ -279,10 +292,6 @@ def worlds(
     _check(planted >= 0, f"worlds: planted must be >= 0, got {planted}")
     _check_range("worlds: planted_proofs", *planted_proofs, least=1)
     _check_range("worlds: planted_depth", *planted_depth, least=1)
-    return _worlds(min_entities, max_entities, min_relations, max_relations, min_facts,
-                   max_facts, min_rules, max_rules, max_body, max_variables, recursive,
-                   inequalities, constants, fixed, planted, tuple(planted_proofs),
-                   tuple(planted_depth), planted_stated)
 
 
 def _plant(g: int, a: str, b: str, k: int, d: int):

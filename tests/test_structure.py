@@ -47,8 +47,6 @@ LONG_FUNCTIONS = {
     "kgtest/claims_model.py:model_records": "h1",
     "kgtest/ensemble.py:_Loop.run": "h2",
     "kgtest/probes/scoring.py:greedy_complete": "h4",
-    "kgtest/strategies.py:worlds": "h4",
-    "kgtest/sweep/launch.py:sweep_report": "h4",
     "kgtest/symbolic/closure.py:forward_chain": "h4",
     "kgtest/symbolic/deletion.py:minimal_deletion_sets": "h3",
     "kgtest/train.py:train": "h1",
@@ -56,7 +54,6 @@ LONG_FUNCTIONS = {
     "kgtest/unlearn/loop.py:unlearn": "h1",
     "kgtest/unlearn/tune.py:tune": "h1",
     "kgtest/worlds/export.py:draw_world": "h4",
-    "kgtest/worlds/taxonomy.py:taxonomy": "h4",
 }
 #: (importer, imported) -> owner: import edges that close a cycle today (the edge that
 #: points back up a layer); removing all of them must leave the graph acyclic

@@ -318,16 +318,22 @@ def sweep_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
              "(and facts) within each cell.", "", "Reproduce with:", "", "```",
              f"kgtest report {sweep_dir}", "```", "",
              "| cell | finished | seeds | report |", "|---|---|---|---|", *rows, "", *figure]
-    if unfinished:
-        lines += ["## Failed or unfinished runs", "", "| run | status | error |", "|---|---|---|"]
-        for e in unfinished:
-            err = e.get("error") or read_status(sweep_dir / e["dir"]).get("error") or {}
-            msg = (err.get("message") or "").splitlines()[:1]
-            text = f"{err.get('type', '')}: {msg[0] if msg else ''}" if err else ""
-            state = run_state(sweep_dir / e["dir"])  # the run's own word, not a stale snapshot
-            lines.append(f"| {e['dir']} | {state} | {text.replace('|', '/')} |")
-        lines.append("")
+    lines += _unfinished_table(sweep_dir, unfinished)
     path = out / "summary.md"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "\n".join(lines + parts).rstrip() + "\n")
     return path
+
+
+def _unfinished_table(sweep_dir: Path, unfinished: list[dict]) -> list[str]:
+    """The summary's table of failed or unfinished runs (no lines when there are none)."""
+    if not unfinished:
+        return []
+    lines = ["## Failed or unfinished runs", "", "| run | status | error |", "|---|---|---|"]
+    for e in unfinished:
+        err = e.get("error") or read_status(sweep_dir / e["dir"]).get("error") or {}
+        msg = (err.get("message") or "").splitlines()[:1]
+        text = f"{err.get('type', '')}: {msg[0] if msg else ''}" if err else ""
+        state = run_state(sweep_dir / e["dir"])  # the run's own word, not a stale snapshot
+        lines.append(f"| {e['dir']} | {state} | {text.replace('|', '/')} |")
+    return lines + [""]

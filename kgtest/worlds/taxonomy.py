@@ -79,73 +79,86 @@ def taxonomy(p: TaxonomyParams, ctx: SampleContext) -> World:
     if ctx.rules is None:
         raise InputError("key 'world.rules': taxonomy needs a rules file (e.g. taxonomy.dl)")
     rng = ctx.rng
-    b = WorldBuilder(("kind", "property"))
-    names = iter(invent_names(16, rng))
-
-    def name() -> str:
-        nonlocal names
-        out = next(names, None)
-        if out is None:
-            names = iter(invent_names(256, rng, taken=b.entities.names))
-            out = next(names)
-        return out
-
-    props = b.new_entities((name() for _ in range(p.n_properties)), "property")
+    t = _Kinds(WorldBuilder(("kind", "property")), rng)
+    props = t.b.new_entities((t.name() for _ in range(p.n_properties)), "property")
     prop_w = zipf_weights(len(props), ctx.zipf, rng)
-    parents_of: dict[int, list[int]] = {}
-    inherited: dict[int, set[int]] = {}  # kind -> properties stated on it or any ancestor
-
-    def add_kind(parents: list[int]) -> int:
-        k = b.entity(name(), "kind")
-        parents_of[k] = parents
-        for q in parents:
-            b.add(k, "is_a", q)
-        inherited[k] = set().union(*(inherited[q] for q in parents))
-        return k
-
-    def state(k: int, prop: int) -> None:
-        b.add(k, "has_property", prop)
-        inherited[k].add(prop)
-
-    level = [add_kind([]) for _ in range(p.n_roots)]
-    kinds = list(level)
-    for _ in range(p.depth):
-        if not level:
-            break
-        total = max(int(rng.poisson(p.branching * len(level))), 1)
-        per = rng.multinomial(total, zipf_weights(len(level), ctx.zipf, rng))
-        new = []
-        for q, n in zip(level, per.tolist(), strict=True):
-            for _ in range(n):
-                parents = [q]
-                if len(level) > 1 and rng.random() < p.multi_parent:
-                    other = level[int(rng.integers(len(level)))]
-                    parents += [other] if other != q else []
-                new.append(add_kind(parents))
-        kinds += new
-        level = new
+    kinds = t.forest(p, ctx.zipf)
     if len(props):
         for k in kinds:  # top-down; a kind states only properties it does not inherit
-            inherited[k] |= set().union(*(inherited[q] for q in parents_of[k]))
+            t.inherited[k] |= set().union(*(t.inherited[q] for q in t.parents_of[k]))
             for j in rng.choice(len(props), size=int(rng.poisson(p.properties_per_kind)),
                                 p=prop_w).tolist():
-                if int(props[j]) not in inherited[k]:
-                    state(k, int(props[j]))
+                if int(props[j]) not in t.inherited[k]:
+                    t.state(k, int(props[j]))
+    planted = [t.plant(props, prop_w, kinds, ctx.proofs_of(i)) for i in range(ctx.n_planted)]
+    return t.b.build(ctx.rules, planted=planted, name=ctx.name)
 
-    planted = []
-    for i in range(ctx.n_planted):
+
+class _Kinds:
+    """A taxonomy being built: kinds, their parents, and what each inherits."""
+
+    def __init__(self, b: WorldBuilder, rng):
+        self.b, self.rng = b, rng
+        self._names = iter(invent_names(16, rng))
+        self.parents_of: dict[int, list[int]] = {}
+        self.inherited: dict[int, set[int]] = {}  # kind -> properties on it or an ancestor
+
+    def name(self) -> str:
+        """A fresh invented name (more are drawn when the first batch runs out)."""
+        out = next(self._names, None)
+        if out is None:
+            self._names = iter(invent_names(256, self.rng, taken=self.b.entities.names))
+            out = next(self._names)
+        return out
+
+    def add_kind(self, parents: list[int]) -> int:
+        k = self.b.entity(self.name(), "kind")
+        self.parents_of[k] = parents
+        for q in parents:
+            self.b.add(k, "is_a", q)
+        self.inherited[k] = set().union(*(self.inherited[q] for q in parents))
+        return k
+
+    def state(self, k: int, prop: int) -> None:
+        self.b.add(k, "has_property", prop)
+        self.inherited[k].add(prop)
+
+    def forest(self, p: TaxonomyParams, zipf: float) -> list[int]:
+        """The roots, then ``depth`` levels of sub-kinds (a second parent by chance)."""
+        rng = self.rng
+        level = [self.add_kind([]) for _ in range(p.n_roots)]
+        kinds = list(level)
+        for _ in range(p.depth):
+            if not level:
+                break
+            total = max(int(rng.poisson(p.branching * len(level))), 1)
+            per = rng.multinomial(total, zipf_weights(len(level), zipf, rng))
+            new = []
+            for q, n in zip(level, per.tolist(), strict=True):
+                for _ in range(n):
+                    parents = [q]
+                    if len(level) > 1 and rng.random() < p.multi_parent:
+                        other = level[int(rng.integers(len(level)))]
+                        parents += [other] if other != q else []
+                    new.append(self.add_kind(parents))
+            kinds += new
+            level = new
+        return kinds
+
+    def plant(self, props, prop_w, kinds: list[int], proofs: int) -> tuple[int, int, int]:
+        """A new kind with ``proofs`` new parents that each state a property it lacks."""
+        rng = self.rng
         prop = int(props[rng.choice(len(props), p=prop_w)]) if len(props) else -1
-        hosts = [k for k in kinds if prop not in inherited[k]]
+        hosts = [k for k in kinds if prop not in self.inherited[k]]
         if not hosts:  # every kind has it: plant a new property
-            prop = b.entity(name(), "property")
+            prop = self.b.entity(self.name(), "property")
             hosts = list(kinds)
         if not hosts:
             raise InputError("key 'world.n_planted': the taxonomy has no kinds to plant on")
         mixins = []
-        for _ in range(ctx.proofs_of(i)):
-            y = add_kind([hosts[int(rng.integers(len(hosts)))]])
-            state(y, prop)
+        for _ in range(proofs):
+            y = self.add_kind([hosts[int(rng.integers(len(hosts)))]])
+            self.state(y, prop)
             mixins.append(y)
-        x = add_kind(mixins)
-        planted.append((x, b.relations.add("has_property"), prop))
-    return b.build(ctx.rules, planted=planted, name=ctx.name)
+        x = self.add_kind(mixins)
+        return x, self.b.relations.add("has_property"), prop
