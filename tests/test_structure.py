@@ -53,7 +53,6 @@ LONG_FUNCTIONS = {
     "kgtest/train.py:_Run.run": "h1",
     "kgtest/unlearn/loop.py:unlearn": "h1",
     "kgtest/unlearn/tune.py:tune": "h1",
-    "kgtest/worlds/export.py:draw_world": "h4",
 }
 #: (importer, imported) -> owner: import edges that close a cycle today (the edge that
 #: points back up a layer); removing all of them must leave the graph acyclic

@@ -340,10 +340,41 @@ def draw_world(
     import networkx as nx
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     nodes = _sample_nodes(world, closure, max_nodes)
+    edges, base_ids, der_ids, n_der_all, planted = _drawn_facts(world, closure, nodes,
+                                                                max_derived)
+    g = nx.DiGraph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from({(u, v) for u, v, _ in edges})
+    pos = _layout(nodes, edges)
+    colors = _NodeColors(world, closure, nodes)
+    ent = closure.entities.names
+    fig = Figure(figsize=(13, 10), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=900, edgecolors="#444444",
+                           node_color=[colors(u) for u in g.nodes])
+    nx.draw_networkx_labels(g, pos, ax=ax, labels={u: ent[u] for u in g.nodes}, font_size=9)
+    _draw_edges(ax, g, pos, edges)
+    handles = _edge_legend(planted[der_ids].any()) + colors.legend()
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=9,
+               frameon=False)
+    sampler = world.meta.get("sampler", "")
+    ax.set_title(
+        f"{world.name}{f' ({sampler})' if sampler and sampler != world.name else ''}: "
+        f"{len(nodes)} of {len(world.entities)} entities, {len(base_ids)} stated facts and "
+        f"{len(der_ids)} of {n_der_all} derived facts among them\n"
+        "an arrow X -> Y labelled rel is the fact rel(X, Y)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    _save_png(fig, Path(path))
+
+
+def _drawn_facts(world: World, closure: Closure, nodes: list[int], max_derived: int):
+    """The facts drawn among ``nodes`` as edges: ``(subject, object, kind) -> relation
+    names`` (one edge per ordered pair and kind), the stated and derived fact ids drawn,
+    how many derived facts there were, and the ``(N,)`` planted mask."""
     keep = np.zeros(len(closure.entities), dtype=bool)
     keep[nodes] = True
     f = closure.facts
@@ -356,22 +387,24 @@ def draw_world(
     der_ids = np.flatnonzero(inside & ~closure.is_base)
     n_der_all = len(der_ids)
     der_ids = _pick_derived(closure, der_ids, planted, max_derived)
-
-    # one edge per (ordered pair, kind); its label joins the relations
     edges: dict[tuple[int, int, str], list[str]] = {}
     rel = closure.relations.names
     for fid in [*base_ids.tolist(), *der_ids.tolist()]:
         s, r, o = f[fid].tolist()
         kind = "planted" if planted[fid] else "base" if closure.is_base[fid] else "derived"
         edges.setdefault((s, o, kind), []).append(rel[r])
-    pairs = {(u, v) for u, v, _ in edges}
-    g = nx.DiGraph()
-    g.add_nodes_from(nodes)
-    g.add_edges_from(pairs)
-    skeleton = nx.Graph()  # lay out on the stated facts: derived edges then read as shortcuts
+    return edges, base_ids, der_ids, n_der_all, planted
+
+
+def _layout(nodes: list[int], edges: dict) -> dict:
+    """Node positions: laid out on the stated facts (derived edges then read as shortcuts),
+    each connected piece on its own, side by side."""
+    import networkx as nx
+
+    skeleton = nx.Graph()
     skeleton.add_nodes_from(nodes)
     skeleton.add_edges_from((u, v) for u, v, kind in edges if kind == "base")
-    pos = {}  # each connected piece laid out on its own, side by side
+    pos = {}
     comps = sorted(nx.connected_components(skeleton), key=lambda c: -len(c))
     x0 = 0.0
     for comp in comps:
@@ -382,41 +415,80 @@ def draw_world(
         for u, (x, y) in lay.items():
             pos[u] = np.array([x0 + width / 2 + x, y])
         x0 += width * 1.15
+    return pos
 
-    ent = closure.entities.names
-    attrs: dict[int, list[str]] = {}  # fixed attributes, shown in the node label
-    for s, _, o in world.facts[world.fixed].tolist():
-        if keep[s]:
-            attrs.setdefault(s, []).append(ent[o])
-    type_colors = ["#9ecae1", "#fdd0a2", "#c7e9c0", "#dadaeb", "#fcbba1", "#d9d9d9"]
-    attr_vals = sorted({v for vs in attrs.values() for v in vs})
-    attr_colors = ["#9ecae1", "#fcbba1", "#c7e9c0", "#dadaeb"]
 
-    edom = _entity_domains(world)
-    domain_colors = ["#9ecae1", "#fcbba1", "#c7e9c0", "#dadaeb"]
+class _NodeColors:
+    """A node's colour: by domain (dual-use worlds), else by its fixed attribute, else by
+    its entity type; :meth:`legend` explains whichever is used."""
 
-    def node_color(u: int) -> str:
-        if 1 < len(world.domain_names) <= len(domain_colors):
-            return domain_colors[int(edom[u])]
-        if attrs.get(u) and len(attr_vals) <= len(attr_colors):
-            return attr_colors[attr_vals.index(attrs[u][0])]
-        return type_colors[int(world.entity_type[u]) % len(type_colors)] if u < len(
-            world.entity_type) else type_colors[-1]
+    TYPES = ["#9ecae1", "#fdd0a2", "#c7e9c0", "#dadaeb", "#fcbba1", "#d9d9d9"]
+    ATTRS = ["#9ecae1", "#fcbba1", "#c7e9c0", "#dadaeb"]
+    DOMAINS = ["#9ecae1", "#fcbba1", "#c7e9c0", "#dadaeb"]
 
-    fig = Figure(figsize=(13, 10), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_axis_off()
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=900, edgecolors="#444444",
-                           node_color=[node_color(u) for u in g.nodes])
-    nx.draw_networkx_labels(g, pos, ax=ax, labels={u: ent[u] for u in g.nodes}, font_size=9)
-    styles = {
-        "base": dict(style="solid", edge_color="#333333", width=1.4),
-        "derived": dict(style="dashed", edge_color="#2b8cbe", width=1.2),
-        "planted": dict(style="dashed", edge_color="#d7301f", width=2.4),
-    }
+    def __init__(self, world: World, closure: Closure, nodes: list[int]):
+        keep = np.zeros(len(closure.entities), dtype=bool)
+        keep[nodes] = True
+        ent = closure.entities.names
+        self.world = world
+        self.attrs: dict[int, list[str]] = {}  # fixed attributes, shown in the node label
+        for s, _, o in world.facts[world.fixed].tolist():
+            if keep[s]:
+                self.attrs.setdefault(s, []).append(ent[o])
+        self.attr_vals = sorted({v for vs in self.attrs.values() for v in vs})
+        self.edom = _entity_domains(world)
+        self.by_domain = 1 < len(world.domain_names) <= len(self.DOMAINS)
+
+    def __call__(self, u: int) -> str:
+        if self.by_domain:
+            return self.DOMAINS[int(self.edom[u])]
+        if self.attrs.get(u) and len(self.attr_vals) <= len(self.ATTRS):
+            return self.ATTRS[self.attr_vals.index(self.attrs[u][0])]
+        types = self.world.entity_type
+        return self.TYPES[int(types[u]) % len(self.TYPES)] if u < len(types) else self.TYPES[-1]
+
+    def legend(self) -> list:
+        from matplotlib.patches import Patch
+
+        w = self.world
+        if self.by_domain:
+            return [Patch(fc=self.DOMAINS[i], ec="#444444", label=f"{d} domain")
+                    for i, d in enumerate(w.domain_names)]
+        if self.attr_vals and len(self.attr_vals) <= len(self.ATTRS):
+            return [Patch(fc=self.ATTRS[i], ec="#444444", label=f"{v} (fixed attribute)")
+                    for i, v in enumerate(self.attr_vals)]
+        if len(w.type_names) > 1:
+            return [Patch(fc=self.TYPES[i % len(self.TYPES)], ec="#444444", label=t)
+                    for i, t in enumerate(w.type_names)]
+        return []
+
+
+_EDGE_STYLES = {
+    "base": dict(style="solid", edge_color="#333333", width=1.4),
+    "derived": dict(style="dashed", edge_color="#2b8cbe", width=1.2),
+    "planted": dict(style="dashed", edge_color="#d7301f", width=2.4),
+}
+
+
+def _edge_legend(with_planted: bool) -> list:
+    """Legend entries of the edge kinds drawn."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="#333333", lw=1.4, label="stated (base) fact"),
+               Line2D([], [], color="#2b8cbe", lw=1.2, ls="--", label="derived fact")]
+    if with_planted:
+        handles.append(Line2D([], [], color="#d7301f", lw=2.4, ls="--",
+                              label="planted target (exact proof count)"))
+    return handles
+
+
+def _draw_edges(ax, g, pos: dict, edges: dict) -> None:
+    """Edges by kind, bent where they would overlap, then their labels on top."""
+    import networkx as nx
+
+    pairs = {(u, v) for u, v, _ in edges}
     label_jobs = []
-    for kind, st in styles.items():
+    for kind, st in _EDGE_STYLES.items():
         # bend an edge whose reverse is drawn too, or that shares its pair with a stated fact
         groups: dict[float, list[tuple[int, int]]] = {}
         for u, v, k in edges:
@@ -435,32 +507,10 @@ def draw_world(
             g, pos, ax=ax, edge_labels=labels, font_size=8, connectionstyle=cs,
             font_color=color, node_size=900, rotate=False,
             bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
-    handles = [
-        Line2D([], [], color="#333333", lw=1.4, label="stated (base) fact"),
-        Line2D([], [], color="#2b8cbe", lw=1.2, ls="--", label="derived fact"),
-    ]
-    if planted[der_ids].any():
-        handles.append(Line2D([], [], color="#d7301f", lw=2.4, ls="--",
-                              label="planted target (exact proof count)"))
-    if 1 < len(world.domain_names) <= len(domain_colors):
-        handles += [Patch(fc=domain_colors[i], ec="#444444", label=f"{d} domain")
-                    for i, d in enumerate(world.domain_names)]
-    elif attr_vals and len(attr_vals) <= len(attr_colors):
-        handles += [Patch(fc=attr_colors[i], ec="#444444", label=f"{v} (fixed attribute)")
-                    for i, v in enumerate(attr_vals)]
-    elif len(world.type_names) > 1:
-        handles += [Patch(fc=type_colors[i % len(type_colors)], ec="#444444", label=t)
-                    for i, t in enumerate(world.type_names)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=9,
-               frameon=False)
-    sampler = world.meta.get("sampler", "")
-    ax.set_title(
-        f"{world.name}{f' ({sampler})' if sampler and sampler != world.name else ''}: "
-        f"{len(nodes)} of {len(world.entities)} entities, {len(base_ids)} stated facts and "
-        f"{len(der_ids)} of {n_der_all} derived facts among them\n"
-        "an arrow X -> Y labelled rel is the fact rel(X, Y)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    out = Path(path)
+
+
+def _save_png(fig, out: Path) -> None:
+    """``fig`` as a PNG at ``out``, atomically, with the umask's permissions."""
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
     os.close(fd)
     try:
