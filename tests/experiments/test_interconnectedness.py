@@ -58,3 +58,26 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, bad):
 
     with pytest.raises(InputError, match=bad.split("=")[0].replace(".", r"\.")):
         load_sweep(SPEC, tmp_path, overrides=[bad])
+
+
+DENSITY = SPEC.with_name("density.toml")
+
+
+def test_the_density_spec_sweeps_three_densities_over_five_seeds(tmp_path):
+    sweep = load_sweep(DENSITY, tmp_path)
+    points = {(r.seed, r.axes["world.params.density"]) for r in sweep.runs}
+    assert points == {(s, d) for s in range(5) for d in (0.5, 0.75, 1.0)}
+
+
+@pytest.mark.slow  # ~30 CPU s: the whole pipeline, shrunk
+def test_tiny_density_variant_reports_deletion_sets_per_density(tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "sweep"
+    run_sweep(DENSITY, out, backend="local", jobs=1, progress=False, log=lambda m: None,
+              overrides=SHRINK + ['sweep.world.params.density=[0.5]'])
+    rows = read_runs(sorted((out / "runs").iterdir()))
+    assert {r["variant"] for r in rows} == {"original", "filter", "ignorance",
+                                            "never_trained", "NPO", "NPO_deep"}
+    sweep_report(out)
+    text = (out / "cells" / "cell00" / "summary.md").read_text()
+    assert "## Minimal deletion sets" in text and "| NPO_deep | 1 |" in text
