@@ -321,29 +321,16 @@ def forward_chain(
     entities, relations = entities.copy(), relations.copy()
     rules = tuple(rules)
     compiled = [_compile(r, entities, relations) for r in rules]
-    base = np.asarray(facts, dtype=np.int64).reshape(-1, 3)
-    if len(base) and (base.min() < 0 or base[:, [0, 2]].max() >= len(entities)
-                      or base[:, 1].max() >= len(relations)):
-        raise InputError("forward_chain: fact ids out of range of the vocabularies")
+    base, known = _distinct_input(facts, entities, relations)
     n_ent = len(entities)
-    e = np.int64(max(n_ent, 1))
-    # drop repeated input facts (first occurrence kept) with one sort of the keys
-    keys, order = _stable_sort(fact_keys(base, n_ent))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    kept = np.sort(order[first])  # input rows kept, in input order
-    base = base[kept]
-    known = _KeySet(keys[first], np.searchsorted(kept, order[first]))
-
     idx = _RelIndex(len(relations), n_ent)
     idx.extend(base, 0)
     plans = [(ri, cr, _plan(cr, pos)) for ri, cr in enumerate(compiled)
-             for pos in range(len(cr.atoms))]
+             for pos in range(len(cr.atoms))]  # semi-naive: one plan per delta atom
     can_self = [cr.head_rel in {a[0] for a in cr.atoms} for cr in compiled]
-    all_facts = [base]
-    depths = [np.zeros(len(base), dtype=np.int32)]
-    d_head, d_rule, d_prem = [], [], []
     kmax = max((len(r.atoms) for r in compiled), default=1)
+    all_facts, depths = [base], [np.zeros(len(base), dtype=np.int32)]
+    derivations = []  # per round: (head ids, rule ids, premises)
     old_end, new_end, rnd = 0, len(base), 0
     while new_end > old_end and (max_rounds is None or rnd < max_rounds):
         rnd += 1
@@ -353,54 +340,81 @@ def forward_chain(
         old_end = new_end
         if not outs:
             break
-        hk = np.concatenate([out[0] for _, out in outs])  # (m,) head keys of the round
-        # one sort of the head keys: group equal heads, look the groups up all at once
-        shk, order = _stable_sort(hk)
-        first = np.ones(len(shk), dtype=bool)
-        first[1:] = shk[1:] != shk[:-1]
-        uniq = shk[first]  # sorted distinct head keys
-        uid = known.lookup(uniq)
-        new = uid < 0
-        n_new = int(np.count_nonzero(new))
-        if n_new:  # new facts are numbered in key order
-            new_keys = uniq[new]
-            uid[new] = np.arange(new_end, new_end + n_new)
-            known.add(new_keys, uid[new])
-            r, so = np.divmod(new_keys, e * e)
-            new_triples = np.stack([so // e, r, so % e], axis=1)
+        head_id, new_triples = _intern_heads(outs, known, new_end, n_ent)
+        if len(new_triples):
             idx.extend(new_triples, new_end, by_relation=True)
             all_facts.append(new_triples)
-            depths.append(np.full(n_new, rnd, dtype=np.int32))
-            new_end += n_new
-        head_id = np.empty(len(hk), dtype=np.int64)
-        head_id[order] = uid[np.cumsum(first) - 1]
-        p = np.full((len(hk), kmax), -1, dtype=np.int64)  # premises, padded with -1
-        at = 0
-        for _, (keys, prem) in outs:
-            for col, ids in prem.items():
-                p[at : at + len(keys), col] = ids
-            at += len(keys)
-        rule_id = np.repeat(np.array([ri for ri, _ in outs], dtype=np.int32),
-                            [len(out[0]) for _, out in outs])
-        if any(can_self[ri] for ri, _ in outs):  # a fact never supports itself
-            ok = ~(p == head_id[:, None]).any(1)
-            head_id, p, rule_id = head_id[ok], p[ok], rule_id[ok]
-        d_head.append(head_id)
-        d_rule.append(rule_id)
-        d_prem.append(p)
-
+            depths.append(np.full(len(new_triples), rnd, dtype=np.int32))
+            new_end += len(new_triples)
+        derivations.append(_derivation_rows(outs, head_id, kmax, can_self))
+    d_head, d_rule, d_prem = zip(*derivations, strict=True) if derivations else ((), (), ())
     return Closure(
-        entities=entities,
-        relations=relations,
-        rules=rules,
-        facts=np.concatenate(all_facts),
-        n_base=len(base),
-        depth=np.concatenate(depths),
+        entities=entities, relations=relations, rules=rules, facts=np.concatenate(all_facts),
+        n_base=len(base), depth=np.concatenate(depths),
         deriv_head=np.concatenate(d_head) if d_head else np.zeros(0, dtype=np.int64),
         deriv_rule=np.concatenate(d_rule) if d_rule else np.zeros(0, dtype=np.int32),
         deriv_premises=(np.concatenate(d_prem) if d_prem
                         else np.zeros((0, kmax), dtype=np.int64)),
     )
+
+
+def _distinct_input(facts, entities: Vocab, relations: Vocab) -> tuple[np.ndarray, _KeySet]:
+    """The input facts, checked against the vocabularies, without repeats (first occurrence
+    kept, input order), and the key set that numbers them ``0..n-1``."""
+    base = np.asarray(facts, dtype=np.int64).reshape(-1, 3)
+    if len(base) and (base.min() < 0 or base[:, [0, 2]].max() >= len(entities)
+                      or base[:, 1].max() >= len(relations)):
+        raise InputError("forward_chain: fact ids out of range of the vocabularies")
+    # drop repeated input facts (first occurrence kept) with one sort of the keys
+    keys, order = _stable_sort(fact_keys(base, len(entities)))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    kept = np.sort(order[first])  # input rows kept, in input order
+    return base[kept], _KeySet(keys[first], np.searchsorted(kept, order[first]))
+
+
+def _intern_heads(outs, known: _KeySet, new_end: int, n_ent: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Fact ids of a round's derived heads ``(m,)``, numbering the new ones from
+    ``new_end`` in key order (added to ``known``), and the new facts ``(n_new, 3)``."""
+    e = np.int64(max(n_ent, 1))
+    hk = np.concatenate([out[0] for _, out in outs])  # (m,) head keys of the round
+    # one sort of the head keys: group equal heads, look the groups up all at once
+    shk, order = _stable_sort(hk)
+    first = np.ones(len(shk), dtype=bool)
+    first[1:] = shk[1:] != shk[:-1]
+    uniq = shk[first]  # sorted distinct head keys
+    uid = known.lookup(uniq)
+    new = uid < 0
+    n_new = int(np.count_nonzero(new))
+    new_triples = np.zeros((0, 3), dtype=np.int64)
+    if n_new:  # new facts are numbered in key order
+        new_keys = uniq[new]
+        uid[new] = np.arange(new_end, new_end + n_new)
+        known.add(new_keys, uid[new])
+        r, so = np.divmod(new_keys, e * e)
+        new_triples = np.stack([so // e, r, so % e], axis=1)
+    head_id = np.empty(len(hk), dtype=np.int64)
+    head_id[order] = uid[np.cumsum(first) - 1]
+    return head_id, new_triples
+
+
+def _derivation_rows(outs, head_id: np.ndarray, kmax: int, can_self: list[bool]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A round's derivations: head ids ``(m,)``, rule ids ``(m,)`` and premises
+    ``(m, kmax)`` padded with -1, without those where a fact supports itself."""
+    p = np.full((len(head_id), kmax), -1, dtype=np.int64)  # premises, padded with -1
+    at = 0
+    for _, (keys, prem) in outs:
+        for col, ids in prem.items():
+            p[at : at + len(keys), col] = ids
+        at += len(keys)
+    rule_id = np.repeat(np.array([ri for ri, _ in outs], dtype=np.int32),
+                        [len(out[0]) for _, out in outs])
+    if any(can_self[ri] for ri, _ in outs):  # a fact never supports itself
+        ok = ~(p == head_id[:, None]).any(1)
+        head_id, p, rule_id = head_id[ok], p[ok], rule_id[ok]
+    return head_id, rule_id, p
 
 
 def forward_chain_names(
