@@ -24,7 +24,6 @@ kgtest.errors.InputError: unknown model preset 'huge' (known: base, small, tiny)
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -46,6 +45,7 @@ from transformers import (
 from kgtest.corpus.tokenizer import save_tokenizer
 from kgtest.errors import InputError
 from kgtest.perms import respect_umask
+from kgtest.quiet import quiet_hf
 
 __all__ = ["PRESETS", "ModelConfig", "build_model", "save_model", "load_model",
            "base_model", "hidden_states", "head_logits", "quiet_hf"]
@@ -275,43 +275,6 @@ def _check_expected(model: PreTrainedModel, cfg: ModelConfig, path: Path) -> Non
         if got != value:
             raise InputError(f"{path}: config.json has {_HF_NAMES[cfg.arch][name]} = {got}, "
                              f"the run trained {name} = {value}")
-
-
-@contextlib.contextmanager
-def quiet_hf():
-    """Silence Hugging Face's load/save progress bars and load reports for a block.
-
-    ``from_pretrained`` and ``save_pretrained`` print "Loading weights" / "Writing model
-    shards" bars (and a load report) on stderr whatever kgtest's ``progress`` says; inside
-    this block they do not, so an error after a model load is still one line.
-
-    Examples
-    --------
-    >>> from transformers.utils import logging as hf_logging
-    >>> with quiet_hf():
-    ...     hf_logging.is_progress_bar_enabled()
-    False
-    """
-    from huggingface_hub.utils import (
-        are_progress_bars_disabled,
-        disable_progress_bars,
-        enable_progress_bars,
-    )
-    from transformers.utils import logging as hf_logging
-
-    bars, hub_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
-    level = hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-        if not hub_off:
-            enable_progress_bars()
 
 
 # --- the pieces a fast loop needs: hidden states, then the head at chosen positions only ----

@@ -191,7 +191,7 @@ def pretrained_tokenizer(path: str | os.PathLike,
     from transformers import AutoTokenizer
 
     from kgtest.corpus.tokenizer import BOS, EOS, MODEL_INPUTS, PAD
-    from kgtest.model import quiet_hf
+    from kgtest.quiet import quiet_hf
 
     try:
         with quiet_hf():
@@ -246,7 +246,7 @@ def load_pretrained(cfg, tokenizer: PreTrainedTokenizerFast, seed: int = 0
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from kgtest.model import quiet_hf
+    from kgtest.quiet import quiet_hf
 
     path = check_checkpoint(cfg.init_from)
     try:

@@ -64,7 +64,6 @@ CYCLE_EDGES = {
     ("kgtest.cuts", "kgtest.report"): "h3",
     ("kgtest.plots", "kgtest.report"): "h3",
     ("kgtest.report_cuts", "kgtest.report"): "h3",
-    ("kgtest.model", "kgtest.pretrained"): "h4",
 }
 
 
