@@ -46,7 +46,6 @@ LONG_MODULES = {
 LONG_FUNCTIONS = {
     "kgtest/claims_model.py:model_records": "h1",
     "kgtest/ensemble.py:_Loop.run": "h2",
-    "kgtest/probes/scoring.py:greedy_complete": "h4",
     "kgtest/symbolic/deletion.py:minimal_deletion_sets": "h3",
     "kgtest/train.py:train": "h1",
     "kgtest/train.py:_Run.run": "h1",

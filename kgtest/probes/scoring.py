@@ -111,29 +111,12 @@ def greedy_complete(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
             chunk = [[tokenizer.bos_token_id] + p for p in prompt_ids[start:start + batch_size]]
             ids, mask = _left_pad(chunk, pad)
             ids, mask = ids.to(device), mask.to(device)  # (B, T)
-            B, T = ids.shape
+            T = ids.shape[1]
             if T >= max_pos:
                 raise InputError(f"greedy_complete: a prompt has {T} tokens (with bos); the "
                                  f"model's context is {max_pos}, leaving no room to generate")
-            steps = min(max_new_tokens, max_pos - T)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): real tokens count from 0
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-            cache = _output_cache(out)
-            next_pos = pos[:, -1:] + 1  # (B, 1)
-            gen = torch.full((B, max(steps, 0)), pad, dtype=torch.long, device=device)
-            done = torch.zeros(B, dtype=torch.bool, device=device)
-            for t in range(steps):
-                nxt = out.logits[:, -1].argmax(-1)  # (B,)
-                nxt = torch.where(done, pad, nxt)
-                gen[:, t] = nxt
-                done |= torch.isin(nxt, stop)
-                if t == steps - 1 or bool(done.all()):  # one host sync per token: cheap here
-                    break
-                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, T + t + 1)
-                out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos,
-                            use_cache=True, **{cache_kw: cache})
-                cache = _output_cache(out)
-                next_pos = next_pos + 1
+            gen = _greedy_tokens(model, ids, mask, min(max_new_tokens, max_pos - T), stop, pad,
+                                 cache_kw)
             for row in gen.tolist():
                 kept = []
                 for tok_id in row:  # a finished row is padded after its stop token
@@ -147,6 +130,32 @@ def greedy_complete(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     finally:
         model.train(was_training)
     return results
+
+
+def _greedy_tokens(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, steps: int,
+                   stop: torch.Tensor, pad: int, cache_kw: str) -> torch.Tensor:
+    """``(B, steps)`` greedy tokens after left-padded prompts ``ids`` / ``mask`` ``(B, T)``,
+    one forward pass per token on the KV cache; a row is ``pad`` after its stop token."""
+    B = ids.shape[0]
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): real tokens count from 0
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    cache = _output_cache(out)
+    next_pos = pos[:, -1:] + 1  # (B, 1)
+    gen = torch.full((B, max(steps, 0)), pad, dtype=torch.long, device=ids.device)
+    done = torch.zeros(B, dtype=torch.bool, device=ids.device)
+    for t in range(steps):
+        nxt = out.logits[:, -1].argmax(-1)  # (B,)
+        nxt = torch.where(done, pad, nxt)
+        gen[:, t] = nxt
+        done |= torch.isin(nxt, stop)
+        if t == steps - 1 or bool(done.all()):  # one host sync per token: cheap here
+            break
+        mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, T + t + 1)
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos,
+                    use_cache=True, **{cache_kw: cache})
+        cache = _output_cache(out)
+        next_pos = next_pos + 1
+    return gen
 
 
 def _normalise_candidates(prompts: Sequence[str],
