@@ -25,10 +25,8 @@ class Chains:
 
     Examples
     --------
-    >>> from kgtest.symbolic.rules import parse_rules
     >>> from kgtest.worlds.world import World
-    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
-    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+    >>> w = World.example()  # a p b, b p c, c p d; g(X, Z) :- p(X, Y), p(Y, Z).
     >>> c = w.close()
     >>> chains = Chains(c, np.zeros(len(c), dtype=bool), c.is_base)
     >>> t = next(f for f in range(len(c)) if c.named(f) == ("a", "g", "c"))

@@ -25,10 +25,8 @@ def ood_facts(closure: Closure, entities: np.ndarray) -> tuple[np.ndarray, np.nd
 
     Examples
     --------
-    >>> from kgtest.symbolic.rules import parse_rules
     >>> from kgtest.worlds.world import World
-    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
-    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+    >>> w = World.example()  # a p b, b p c, c p d; g(X, Z) :- p(X, Y), p(Y, Z).
     >>> c = w.close()
     >>> base, derived = ood_facts(c, np.array([c.entities.get("c")]))
     >>> [c.named(f) for f in np.flatnonzero(base)], [c.named(f) for f in np.flatnonzero(derived)]

@@ -43,10 +43,8 @@ whose rules have no demonstration at all is an impossible request: :class:`Input
 
 Examples
 --------
->>> from kgtest.symbolic.rules import parse_rules
 >>> from kgtest.worlds.world import World
->>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
-...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+>>> w = World.example()  # a p b, b p c, c p d; g(X, Z) :- p(X, Y), p(Y, Z).
 >>> c = w.close()
 >>> sp = choose_split(c, w, SplitConfig(n_forget=1, n_validation=0), seed=0)
 >>> [c.named(f) for f in sp.forget], sp.labels[sp.forget[0]]

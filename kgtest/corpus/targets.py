@@ -30,10 +30,8 @@ keeps a demonstration of its rule on another entity that is not a target
 Examples
 --------
 >>> from kgtest.corpus.splits import SplitConfig
->>> from kgtest.symbolic.rules import parse_rules
 >>> from kgtest.worlds.world import World
->>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
-...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+>>> w = World.example()  # a p b, b p c, c p d; g(X, Z) :- p(X, Y), p(Y, Z).
 >>> c = w.close()
 >>> ok, what = eligible_targets(c, w, SplitConfig(), np.zeros(len(c), dtype=bool))
 >>> sorted(c.named(f) for f in np.flatnonzero(ok))
@@ -91,10 +89,8 @@ def demonstrations(closure: Closure, target: int, usable: np.ndarray,
 
     Examples
     --------
-    >>> from kgtest.symbolic.rules import parse_rules
     >>> from kgtest.worlds.world import World
-    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
-    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+    >>> w = World.example()  # a p b, b p c, c p d; g(X, Z) :- p(X, Y), p(Y, Z).
     >>> c = w.close()
     >>> t = next(f for f in range(len(c)) if c.named(f) == ("a", "g", "c"))
     >>> [c.named(f) for f in demonstrations(c, t, np.ones(len(c), dtype=bool))]
@@ -332,10 +328,8 @@ def draw_targets(rng: np.random.Generator, closure: Closure, eligible: np.ndarra
     Examples
     --------
     >>> from kgtest.corpus.splits import SplitConfig
-    >>> from kgtest.symbolic.rules import parse_rules
     >>> from kgtest.worlds.world import World
-    >>> w = World.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
-    ...                      parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."))
+    >>> w = World.example()  # a p b, b p c, c p d; g(X, Z) :- p(X, Y), p(Y, Z).
     >>> c = w.close()
     >>> cfg = SplitConfig(n_forget=1, n_validation=1, target_presentation="stated_and_cot")
     >>> forget, validation = draw_targets(np.random.default_rng(0), c, ~c.is_base, "", cfg)

@@ -26,7 +26,7 @@ import numpy as np
 
 from kgtest.symbolic.closure import Closure, forward_chain
 from kgtest.symbolic.facts import Vocab, encode
-from kgtest.symbolic.rules import Rule
+from kgtest.symbolic.rules import Rule, parse_rules
 
 __all__ = ["World"]
 
@@ -83,6 +83,19 @@ class World:
             raise ValueError("fixed and domain must have one entry per base fact")
         if self.entity_type.shape != (len(self.entities),):
             raise ValueError("entity_type must have one entry per entity")
+
+    @classmethod
+    def example(cls) -> World:
+        """The three-fact chain the docstrings use: ``a p b``, ``b p c``, ``c p d`` and
+        the two-hop rule ``g(X, Z) :- p(X, Y), p(Y, Z).``, whose closure adds ``a g c``
+        and ``b g d``.
+
+        >>> c = World.example().close()
+        >>> [" ".join(c.named(f)) for f in range(len(c))]
+        ['a p b', 'b p c', 'c p d', 'a g c', 'b g d']
+        """
+        return cls.from_names([("a", "p", "b"), ("b", "p", "c"), ("c", "p", "d")],
+                              parse_rules("g(X, Z) :- p(X, Y), p(Y, Z)."), name="example")
 
     @classmethod
     def from_names(
