@@ -33,11 +33,11 @@ import time
 
 import torch
 
+from kgtest.batches import epoch_plan
 from kgtest.corpus.tokenizer import build_tokenizer
 from kgtest.model import ModelConfig, build_model
 from kgtest.train import (
     TrainConfig,
-    _epoch_plan,
     encode_corpus,
     make_optimizer,
     make_scheduler,
@@ -92,7 +92,7 @@ def corpus_loss(model, tok, docs, device, batch_size: int = 256) -> float:
     """Mean answer-only loss over every supervised token of the corpus (one function for both)."""
     model.eval()
     enc = encode_corpus(tok, docs)
-    plan = _epoch_plan(enc, batch_size, 8, torch.Generator().manual_seed(0), device)
+    plan = epoch_plan(enc, batch_size, 8, torch.Generator().manual_seed(0), device)
     tokens = enc.tokens.to(device)
     total, count = 0.0, 0
     for i_lo, i_hi, f_lo, f_hi, L in plan.micro:

@@ -234,7 +234,7 @@ def default_config():
                           tensorboard=False, checkpoint_every=0,
                           stop_at={"direct": 0.99, "cot": 0.95}),
         unlearn=UnlearnConfig(methods=("NPO",), deep=(False,), controls=("filter",),
-                              tune_lrs=(1e-3,), tune_epochs=(5, 15), progress=False,
+                              tune_lrs=(1e-3,), tune_epochs=(5.0, 15.0), progress=False,
                               device="cpu"),
         # utility_limit: the utility probe's facts are kept out of NPO's tuning sample;
         # with the default 100 they would be every retained fact of a claim-sized world,
@@ -344,60 +344,19 @@ def check_trainable(world: World, *, n_forget: int = 6, n_validation: int = 3,
 # --- the pipeline on a given world ------------------------------------------------------------
 
 
-def _context_class():
-    from kgtest.unlearn.api import RunContext
-
-    @dataclasses.dataclass
-    class GivenWorldContext(RunContext):
-        """A :class:`~kgtest.unlearn.api.RunContext` whose world is given, not re-sampled."""
-
-        given_world: World | None = None
-
-        @property
-        def world(self):  # RunContext.world re-samples the [world] section; there is none
-            return self.given_world
-
-    return GivenWorldContext
-
-
 def _write_json(path: Path, data) -> None:
     from kgtest.symbolic.facts import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
-def _train(cfg, run_dir: Path, corpus_dir: Path, key: str) -> Path:
-    """The original model: :func:`kgtest.pipeline.train_stage` on this world's corpus."""
-    from kgtest.pipeline import train_stage
-
-    return train_stage(cfg, run_dir, corpus_dir, key=key)
-
-
-def _control(ctx, cfg, kind: str) -> tuple[Path, list[int]]:
-    """A retrained control: :func:`kgtest.unlearn.api.control_run` on the given world."""
-    from kgtest.unlearn.api import control_run
-
-    stage = control_run(ctx, kind, cfg.unlearn)
-    info = json.loads((stage / "control.json").read_text())
-    return stage / "model", list(info.get("dropped_facts", []))
-
-
-def _unlearn(ctx, cfg, method: str, deep: bool) -> tuple[Path, list[int]]:
-    """One method, tuned on the validation targets: :func:`kgtest.unlearn.api.unlearn_run`."""
-    from kgtest.unlearn.api import unlearn_run
-
-    stage = unlearn_run(ctx, cfg.unlearn, method, deep=deep)
-    info = json.loads((stage / "unlearn.json").read_text())
-    return stage / "model", list(info["forget_set"]["facts"])
-
-
 def _records(world: World, cfg, run_dir: Path, log) -> list[dict]:
+    """The pipeline's stages on a given world: corpus, training, then
+    :func:`kgtest.pipeline.run_variants` (controls, methods, probes)."""
     import torch
 
     from kgtest.corpus.io import build_corpus
-    from kgtest.pipeline import variant_name
-    from kgtest.probes.context import ProbeContext
-    from kgtest.probes.probes import evaluate
+    from kgtest.pipeline import TrainedRun, run_variants, train_stage
     from kgtest.stages import run_stage
 
     wkey = world_key(world)
@@ -411,34 +370,17 @@ def _records(world: World, cfg, run_dir: Path, log) -> list[dict]:
 
     log(f"corpus and training in {run_dir}")
     corpus_dir = run_stage(run_dir, "corpus", keys["corpus"], build_c)
-    model_stage = _train(cfg, run_dir, corpus_dir, keys["model"])
-    config = json.loads((model_stage / "config.json").read_text())
-    ctx = _context_class()(run_dir=run_dir, model_stage=model_stage, corpus_dir=corpus_dir,
-                           config=config, given_world=world)
-    variants: dict[str, Path] = {"original": model_stage / "model"}
-    removed: dict[str, list[int]] = {}
-    for kind in cfg.unlearn.controls:
-        log(f"control {kind}")
-        variants[kind], removed[kind] = _control(ctx, cfg, kind)
-    for method in cfg.unlearn.methods:
-        for deep in cfg.unlearn.deep:
-            name = variant_name(method, deep)
-            log(f"unlearning {name}")
-            variants[name], removed[name] = _unlearn(ctx, cfg, method, deep)
-    run_seeds = cfg.seeds()
-    seeds = {"world": world.meta.get("edge_seed", world.meta.get("seed")),
-             "train": run_seeds["batches"], "unlearn": run_seeds["unlearn"],
-             "attack": run_seeds["attack"], "probes": run_seeds["probes"]}
-    pctx = ProbeContext.from_run(
-        corpus_dir, world, run_id=f"{world.name}-{wkey[:8]}-seed{cfg.run.seed}", seeds=seeds,
-        removed=removed, relearn=cfg.probes.relearn, quantize_bits=cfg.probes.quantize_bits,
-        utility_limit=cfg.probes.utility_limit, batch_size=cfg.probes.batch_size)
-    log(f"probes {', '.join(cfg.probes.probes)} on {', '.join(variants)}")
+    model_stage = train_stage(cfg, run_dir, corpus_dir, key=keys["model"], world=world)
+    trained = TrainedRun(corpus_dir, model_stage / "model", model_stage,
+                         json.loads((model_stage / "metrics.json").read_text()))
     before = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return evaluate(variants, pctx, probes=cfg.probes.probes)
+        return run_variants(cfg, run_dir, world, trained,
+                            run_id=f"{world.name}-{wkey[:8]}-seed{cfg.run.seed}",
+                            world_seed=world.meta.get("edge_seed", world.meta.get("seed")),
+                            log=log)
     finally:
         torch.set_num_threads(before)
 

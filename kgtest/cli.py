@@ -161,6 +161,7 @@ def _add_run(sub) -> None:
                     "unlearning, probes, report (finished stages are reused)", "run")
     r.add_argument("spec", help="experiment spec (TOML)")
     r.add_argument("--out", default="runs", help="runs folder (default: runs)")
+    _add_jobs(r, 1)
     _add_set(r)
     _add_json(r)
     r.set_defaults(func=cmd_run)
@@ -212,8 +213,28 @@ def _add_pack(sub) -> None:
 def _add_demo(sub) -> None:
     dm = _parser_for(sub, "demo", "run the quickstart experiment and describe it", "demo")
     dm.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    _add_jobs(dm, None)
     _add_set(dm)
     dm.set_defaults(func=cmd_demo)
+
+
+def _add_jobs(p: argparse.ArgumentParser, default: int | None) -> None:
+    p.add_argument("--jobs", type=int, default=default,
+                   help="worker processes (one torch thread each) for the controls, "
+                   "unlearning and probes once the original is trained; the records are "
+                   "those of a serial run at one thread (default: "
+                   + ("1, serial)" if default else "the CPU cores, at most 8)"))
+
+
+def _jobs(args) -> int:
+    """``--jobs``, checked (default: the CPU cores this process may use, at most 8)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs = args.jobs if args.jobs is not None else min(8, cores or 1)
+    if not 1 <= jobs <= 64:
+        raise InputError(f"--jobs: must be between 1 and 64, got {jobs}")
+    return jobs
 
 
 def _add_json(p: argparse.ArgumentParser) -> None:
@@ -346,7 +367,8 @@ def cmd_run(args) -> int:
 
     cfg = load_experiment(args.spec, args.overrides)
     summary = run_experiment(cfg, _run_dir(args.out, cfg), command=_command_line(args.argv),
-                             log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
+                             log=(lambda m: print(m, file=sys.stderr)) if args.json else print,
+                             jobs=_jobs(args))
     if args.json:
         return _summary_json(summary)
     print(summary.read_text())
@@ -448,13 +470,14 @@ def cmd_demo(args) -> int:
     if not spec.exists():
         raise InputError(f"{spec}: the quickstart spec is missing (run from a kgtest clone)")
     cfg = load_experiment(spec, args.overrides)
+    jobs = _jobs(args)
     run_dir = Path(args.out)
     print(f"kgtest demo: the quickstart experiment ({spec.relative_to(spec.parents[1])}), "
           f"run folder {run_dir}/", flush=True)
     world_dir = world_stage(cfg, run_dir)
     print((world_dir / "summary.txt").read_text(), flush=True)
     command = "kgtest demo" + "".join(f" --set {o}" for o in args.overrides)
-    summary = run_experiment(cfg, run_dir, command=command)
+    summary = run_experiment(cfg, run_dir, command=command, jobs=jobs)
     print(summary.read_text())
     print(f"report: {summary}\nplots:  {summary.parent / 'plots'}/\n"
           f"world drawing: {world_dir / 'graph.png'}")

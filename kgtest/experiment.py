@@ -41,7 +41,7 @@ from kgtest.unlearn.config import UnlearnConfig
 from kgtest.worlds.samplers import world_rules
 from kgtest.worlds.spec import WorldConfig, check_world_config
 
-__all__ = ["RunConfig", "ExperimentConfig", "load_experiment"]
+__all__ = ["RunConfig", "ExperimentConfig", "load_experiment", "experiment_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,37 @@ def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
     p = Path(path)
     where = str(p)
     data = apply_overrides(load_toml(p), overrides, where=f"{where} (--set)")
+    sections = _sections(data, where)
+    world = dataclasses.replace(sections["world"], base_dir=str(p.parent.resolve()))
+    check_world_config(world, where=where)
+    _check_target_scope(sections["split"], world, where)
+    sections["world"] = world
+    if sections["model"].init_from:  # relative to the spec's folder, as world.rules
+        from kgtest.pretrained import check_checkpoint
+
+        path = check_checkpoint(p.parent / Path(sections["model"].init_from).expanduser(),
+                                where=f"{where}: model.init_from")
+        sections["model"] = dataclasses.replace(sections["model"], init_from=path)
+    return ExperimentConfig(**sections, source=where, overrides=tuple(overrides))
+
+
+def experiment_from_dict(data: dict, *, where: str) -> ExperimentConfig:
+    """An experiment written out by a stage (``config.json``: the sections plus ``source``
+    and ``overrides``), typed and checked again; ``where`` names the file in errors.
+
+    >>> cfg = load_experiment("experiments/quickstart.toml", ["train.steps=7"])
+    >>> from kgtest.config import to_dict
+    >>> data = {"source": cfg.source, "overrides": list(cfg.overrides), **to_dict(cfg)}
+    >>> experiment_from_dict(data, where="config.json") == cfg
+    True
+    """
+    data = dict(data)
+    source, overrides = data.pop("source", ""), tuple(data.pop("overrides", ()))
+    return ExperimentConfig(**_sections(data, where), source=source, overrides=overrides)
+
+
+def _sections(data: dict, where: str) -> dict:
+    """Each section of ``data`` built as its typed dataclass (errors name ``where``)."""
     for key in data:
         if key not in SECTIONS:
             close = difflib.get_close_matches(key, SECTIONS, n=1)
@@ -139,14 +170,4 @@ def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
         except InputError as err:
             msg = str(err)
             raise InputError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-    world = dataclasses.replace(sections["world"], base_dir=str(p.parent.resolve()))
-    check_world_config(world, where=where)
-    _check_target_scope(sections["split"], world, where)
-    sections["world"] = world
-    if sections["model"].init_from:  # relative to the spec's folder, as world.rules
-        from kgtest.pretrained import check_checkpoint
-
-        path = check_checkpoint(p.parent / Path(sections["model"].init_from).expanduser(),
-                                where=f"{where}: model.init_from")
-        sections["model"] = dataclasses.replace(sections["model"], init_from=path)
-    return ExperimentConfig(**sections, source=where, overrides=tuple(overrides))
+    return sections

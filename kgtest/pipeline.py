@@ -2,15 +2,24 @@
 
 ::
 
-    spec -> world -> closure -> split -> corpus -> tokenizer + model -> train
-         -> controls + unlearned variants -> records + report -> published at RUN/
+    cfg      = load_experiment(SPEC)                          (kgtest.experiment)
+    world    = world_of(cfg)                                   sampled once per run
+    world-   = world_stage(cfg, RUN, world)                    closure, drawing, stats
+    corpus-  = corpus_stage(cfg, RUN, world)                   split + rendered documents
+    model-   = train_stage(cfg, RUN, corpus, world=world)      tokenizer, model, training
+    records- = records_stage(cfg, RUN, world, trained)         in it, run_variants: the
+               control-* and unlearn-* stages, then probes -> records, summary, plots,
+               published at the top of RUN/
 
-Each stage writes a folder ``RUN/<stage>-<key>/`` whose key hashes the run seed and the
-config sections the stage depends on, through the one atomic-stage helper
+:func:`run_experiment` runs them all; :func:`train_experiment` the first three;
+:mod:`kgtest.claims_model` calls :func:`train_stage` and :func:`run_variants` on a world
+it is given. Each stage writes a folder ``RUN/<stage>-<key>/`` whose key hashes the run
+seed and the config sections the stage depends on, through the one atomic-stage helper
 :func:`kgtest.stages.run_stage` (built in a temporary folder, marker last, renamed into
 place, the run folder locked), so re-running a spec reuses finished stages and a changed
 setting recomputes only what depends on it. Training resumes from its last checkpoint if
-a run is interrupted. Under ``torchrun``
+a run is interrupted. ``jobs`` > 1 runs the controls, unlearning and probes in worker
+processes (:mod:`kgtest.variants`). Under ``torchrun``
 (``torchrun --nproc_per_node N -m kgtest train SPEC``), rank 0 builds the world and corpus
 stages while the others wait, and every rank trains its shard (DistributedDataParallel).
 
@@ -33,8 +42,6 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from kgtest.config import config_hash, to_dict
 from kgtest.corpus.in_context import in_context_stream
 from kgtest.corpus.io import build_corpus, read_corpus
@@ -43,18 +50,15 @@ from kgtest.distributed import dist_info, run_stage_ranked
 from kgtest.errors import InputError
 from kgtest.experiment import ExperimentConfig
 from kgtest.interop.runinfo import write_run_info
-from kgtest.progress import probe_progress
 from kgtest.seeds import seed_strings, stage_seed
 from kgtest.symbolic.facts import atomic_write_text
+from kgtest.train_eval import eval_sets, make_eval_fn, scored_facts
 from kgtest.worlds.export import describe_world, write_world
 from kgtest.worlds.samplers import sample_world
+from kgtest.worlds.world import World
 
-__all__ = ["world_stage", "corpus_stage", "train_stage", "make_eval_fn", "TrainedRun",
-           "train_experiment"]
-
-
-def _world(cfg: ExperimentConfig):
-    return sample_world(cfg.world, seed=stage_seed(cfg.run.seed, "world"))
+__all__ = ["world_of", "world_stage", "corpus_stage", "train_stage", "TrainedRun",
+           "train_experiment", "run_variants", "run_experiment"]
 
 
 def _write_config(cfg: ExperimentConfig, out: Path) -> None:
@@ -62,11 +66,21 @@ def _write_config(cfg: ExperimentConfig, out: Path) -> None:
     atomic_write_text(out / "config.json", json.dumps(data, indent=1) + "\n")
 
 
-def world_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Path:
-    """Sample and close the world; write facts, rules, derivations, stats and a drawing."""
+def world_of(cfg: ExperimentConfig) -> World:
+    """The run's world: ``cfg.world`` sampled with the run's world seed (once per run)."""
+    return sample_world(cfg.world, seed=stage_seed(cfg.run.seed, "world"))
+
+
+def world_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
+                world: World | None = None) -> Path:
+    """Close the world; write facts, rules, derivations, stats and a drawing.
+
+    ``world`` is :func:`world_of` ``(cfg)``, sampled here when not given.
+    """
 
     def build(tmp: Path) -> None:
-        world = _world(cfg)
+        nonlocal world
+        world = world or world_of(cfg)
         closure = world.close()
         write_world(world, closure, tmp)
         atomic_write_text(tmp / "summary.txt", describe_world(world, closure) + "\n")
@@ -75,116 +89,16 @@ def world_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Path:
     return run_stage_ranked(run_dir, "world", cfg.key("world"), build)
 
 
-def corpus_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Path:
+def corpus_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
+                 world: World | None = None) -> Path:
     """World -> closure -> split -> rendered, hygiene-checked corpus (JSONL)."""
 
     def build(tmp: Path) -> None:
-        build_corpus(_world(cfg), cfg.split, cfg.corpus, tmp, seed=cfg.run.seed,
+        build_corpus(world or world_of(cfg), cfg.split, cfg.corpus, tmp, seed=cfg.run.seed,
                      where=cfg.source)
         _write_config(cfg, tmp)
 
     return run_stage_ranked(run_dir, "corpus", cfg.key("world", "split", "corpus"), build)
-
-
-# --- in-loop evaluation ---------------------------------------------------------------
-
-def final_answer(text: str) -> str:
-    """The answer after the last ``A`` / ``Answer:`` marker of a completion ('' if none).
-
-    >>> final_answer("a r b . b r c . A c"), final_answer("Ann is ... Answer: Bob Ng.")
-    ('c', 'Bob Ng.')
-    """
-    text = " " + text
-    marks = [(text.rfind(m), m) for m in (" A ", " Answer: ")]
-    i, m = max(marks)
-    return text[i + len(m):].strip() if i >= 0 else ""
-
-
-def is_correct(output: str, doc: dict) -> bool:
-    """Greedy output vs a document's completion: exact answer (CoT: the final answer)."""
-    if doc["kind"] == "cot":
-        ans = final_answer(output)
-        return bool(ans) and ans == final_answer(doc["completion"])
-    return output.strip() == doc["completion"].strip()
-
-
-@dataclass(frozen=True)
-class EvalSets:
-    """The documents the in-loop evaluation asks (a fixed, seeded sample)."""
-
-    direct: tuple  # QA on facts stated in training
-    cot: tuple  # CoT questions on held-out derived facts (rule demonstrated elsewhere)
-    # with split.ood_fraction > 0, the latent (no CoT) question on held-out derived facts,
-    # in distribution and out of it (Split.ood): Wang et al.'s grokking curves
-    latent_id: tuple = ()
-    latent_ood: tuple = ()
-
-
-def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0,
-              avoid=()) -> EvalSets:
-    """Pick the in-loop evaluation questions from a corpus's eval documents.
-
-    Early stopping must not select on the facts the report scores: the forget and
-    validation targets and ``avoid`` (the utility probe's retained facts) are never asked.
-    """
-    skip = set(split.forget.tolist()) | set(split.validation.tolist()) | {int(f) for f in avoid}
-    trained = {f["id"] for d in corpus.train if d["kind"] in ("statement", "qa")
-               for f in d["facts"] if f["role"] in ("stated", "answer")} - skip
-    held = set(split.held_out.tolist()) - skip
-    ood = set(split.ood.tolist())
-    direct, cot, latent = [], [], {False: [], True: []}
-    for d in corpus.eval:
-        ans = [f["id"] for f in d["facts"] if f["role"] == "answer"]
-        if not ans:
-            continue
-        if d.get("probe") == "direct" and ans[0] in trained:
-            direct.append(d)
-        elif d.get("probe") == "direct" and ans[0] in held and ood:
-            latent[ans[0] in ood].append(d)
-        elif d.get("probe") == "cot" and ans[0] in held:
-            cot.append(d)
-    rng = np.random.default_rng(seed)
-
-    def sample(docs):
-        if len(docs) <= limit:
-            return tuple(docs)
-        return tuple(docs[i] for i in sorted(rng.choice(len(docs), limit, replace=False)))
-
-    return EvalSets(direct=sample(direct), cot=sample(cot), latent_id=sample(latent[False]),
-                    latent_ood=sample(latent[True]))
-
-
-def _scored(cfg: ExperimentConfig, corpus, split: Split) -> set[int]:
-    """The retained facts the utility probe will score (kept out of early stopping)."""
-    from kgtest.probes.probes import utility_retain_facts
-
-    kept = utility_retain_facts(corpus, split, cfg.probes.utility_limit, cfg.seeds()["probes"])
-    return set(kept["direct"]) | set(kept["cot"])
-
-
-def make_eval_fn(tokenizer, sets: EvalSets):
-    """``eval_fn(model) -> {"direct": acc, "cot": acc}`` for :func:`kgtest.train.train`,
-    plus ``latent_id`` and ``latent_ood`` where ``sets`` has them (``split.ood_fraction``)."""
-    from kgtest.probes.scoring import greedy_complete
-
-    def accuracy(model, docs, max_new: int) -> float:
-        if not docs:
-            return float("nan")
-        outs = greedy_complete(model, tokenizer, [d["prompt"] for d in docs], max_new)
-        hits = [is_correct(o, d) for o, d in zip(outs, docs, strict=True)]
-        return float(np.mean(hits))
-
-    def eval_fn(model) -> dict[str, float]:
-        out = {"direct": accuracy(model, sets.direct, 8)}
-        if sets.cot:
-            longest = max(len(tokenizer(d["completion"])["input_ids"]) for d in sets.cot)
-            out["cot"] = accuracy(model, sets.cot, longest + 4)
-        for name in ("latent_id", "latent_ood"):
-            if getattr(sets, name):
-                out[name] = accuracy(model, getattr(sets, name), 8)
-        return out
-
-    return eval_fn
 
 
 # --- training ---------------------------------------------------------------------------
@@ -216,16 +130,18 @@ class TrainedRun:
 
 
 def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
-                corpus_dir: Path | None = None, *, key: str | None = None) -> Path:
+                corpus_dir: Path | None = None, *, key: str | None = None,
+                world: World | None = None) -> Path:
     """Tokenizer + model + training loop on the corpus's training documents.
 
-    ``key`` overrides the stage key (for corpora built outside :func:`corpus_stage`, such
-    as :mod:`kgtest.claims_model`'s worlds, which no ``[world]`` section describes).
+    ``key`` overrides the stage key and ``world`` the run's world (for corpora built
+    outside :func:`corpus_stage`, such as :mod:`kgtest.claims_model`'s worlds, which no
+    ``[world]`` section describes).
     """
     from kgtest.model import build_model
     from kgtest.train import train
 
-    corpus_dir = corpus_dir or corpus_stage(cfg, run_dir)
+    corpus_dir = corpus_dir or corpus_stage(cfg, run_dir, world)
 
     def build(tmp: Path) -> None:
         corpus = read_corpus(corpus_dir)
@@ -233,12 +149,12 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
         tok = corpus_tokenizer(cfg, corpus)
         seeds = cfg.seeds()
         model = build_model(cfg.model, tok, seed=seeds["model"])
-        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=_scored(cfg, corpus, split))
+        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split))
         train_cfg = replace(cfg.train, seed=seeds["batches"])
         if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
             train_cfg = replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
                                                     if k != "cot"})
-        stream = in_context_stream(_world(cfg).close(), corpus, split,
+        stream = in_context_stream((world or world_of(cfg)).close(), corpus, split,
                                    seed=cfg.seeds()["icl"])
         if stream is not None and not train_cfg.answer_only_loss:
             raise InputError("corpus.icl.per_step > 0 writes made-up premises: it needs "
@@ -263,26 +179,84 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
     return run_stage_ranked(run_dir, "model", key, build, collective=True)
 
 
-def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> TrainedRun:
+def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike,
+                     world: World | None = None) -> TrainedRun:
     """Run world, corpus and training stages (reusing finished ones), the run folder locked
-    (by rank 0 alone under ``torchrun``)."""
+    (by rank 0 alone under ``torchrun``); ``world`` is :func:`world_of` ``(cfg)``, sampled
+    where a stage needs it when not given."""
     from kgtest.stages import run_lock
 
     with run_lock(run_dir) if dist_info().is_main else contextlib.nullcontext():
-        world_stage(cfg, run_dir)
-        corpus_dir = corpus_stage(cfg, run_dir)
-        stage_dir = train_stage(cfg, run_dir, corpus_dir)
+        world_stage(cfg, run_dir, world)
+        corpus_dir = corpus_stage(cfg, run_dir, world)
+        stage_dir = train_stage(cfg, run_dir, corpus_dir, world=world)
     metrics = json.loads((stage_dir / "metrics.json").read_text())
     return TrainedRun(corpus_dir, stage_dir / "model", stage_dir, metrics)
 
 
+# --- the variants of one trained run -------------------------------------------------------
+
+
+def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World,
+                 trained: TrainedRun, *, run_id: str | None = None,
+                 world_seed: int | None = None, jobs: int = 1, log=print) -> list[dict]:
+    """Controls, unlearned variants and probes of one trained run: its tidy records.
+
+    Builds each control of ``cfg.unlearn.controls`` and each method x deep variant
+    (stages reused when finished), then probes the original and every variant on
+    ``cfg.probes.facts`` and gates the rows by what the original knew. ``world`` is the
+    one the corpus was rendered from (never re-sampled here).
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+        Its ``unlearn`` and ``probes`` sections (and the rest, as the model was trained).
+    run_dir : path
+        Where the ``control-*`` and ``unlearn-*`` stages go (the run folder).
+    world : World
+    trained : TrainedRun
+        The original model (:func:`train_experiment`).
+    run_id, world_seed
+        Recorded on every row; default ``<run.name>-seed<run.seed>`` and the run's world
+        seed.
+    jobs : int
+        Worker processes (one torch thread each) for the independent stages: controls and
+        unlearned variants, then each variant's probes as soon as it is built. The
+        records are the ones a serial run at one thread gives (:mod:`kgtest.variants`).
+    log : callable
+        One progress line per stage.
+
+    Returns
+    -------
+    list of dict
+        Rows for ``original``, the controls, the methods (in that order) x probe x fact.
+    """
+    from kgtest.unlearn.api import RunContext
+    from kgtest.variants import ProbeJob, build_variant, run_parallel, stage_line, variant_builds
+
+    ctx = RunContext.of(cfg, trained, world)
+    seeds = cfg.seeds()
+    probe = ProbeJob(cfg=cfg, corpus_dir=Path(trained.corpus_dir), world=world,
+                     run_id=run_id or f"{cfg.run.name}-seed{cfg.run.seed}",
+                     seeds={"world": seeds["world"] if world_seed is None else world_seed,
+                            "train": seeds["batches"], "unlearn": seeds["unlearn"],
+                            "attack": seeds["attack"], "probes": seeds["probes"]})
+    builds = variant_builds(cfg)
+    if jobs > 1:
+        return run_parallel(ctx, builds, probe, jobs=jobs, log=log)
+    variants = {"original": trained.model_dir}
+    removed: dict[str, list[int]] = {}
+    for build in builds:
+        log(stage_line(build))
+        v = build_variant(ctx, build)
+        variants[v.name] = v.model_dir
+        if v.removed is not None:
+            removed[v.name] = list(v.removed)
+    log(f"[5/5] probes {', '.join(cfg.probes.probes)} on {len(variants)} variants")
+    return probe.evaluate(variants, removed, log)
+
+
 # --- the whole experiment -----------------------------------------------------------------
-
-
-def variant_name(method: str, deep: bool) -> str:
-    """``NPO`` / ``NPO_deep``: the variant column of the records."""
-    return f"{method}_deep" if deep else method
-
 
 #: What a run publishes at the top of its folder from its records stage (kgtest.stages.publish).
 PUBLISHED = ("records.jsonl", "records.parquet", "summary.md", "summary.json", "plots",
@@ -291,15 +265,16 @@ RECORDS_MARK = ".records.key"  # written last by publish: the records stage on d
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike, *,
-                   command: str = "", log=print) -> Path:
+                   command: str = "", log=print, jobs: int = 1) -> Path:
     """Everything: world, corpus, training, controls, unlearning, probes, report.
 
     Finished stages are reused (each is keyed by the configs it depends on), so an
     interrupted run resumes where it stopped. The run folder is locked for the whole run
-    (a second process on it gets :class:`kgtest.stages.RunBusy`). Records, summary and
-    plots are built in the ``records-<key>`` stage and then published at the top of the
-    run folder (:func:`kgtest.stages.publish`), so a run that fails never replaces the
-    outputs of an earlier one. Returns the ``summary.md`` path.
+    (a second process on it gets :class:`kgtest.stages.RunBusy`; ``jobs`` > 1 runs the
+    controls, unlearning and probes in that many worker processes, which share the
+    lock). Records, summary and plots are built in the ``records-<key>`` stage and then
+    published at the top of the run folder (:func:`kgtest.stages.publish`), so a run that
+    fails never replaces the outputs of an earlier one. Returns the ``summary.md`` path.
     """
     from kgtest.stages import publish, published, run_lock
 
@@ -307,51 +282,21 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike, *,
     with run_lock(run_dir, command=command or None):
         write_run_info(cfg, run_dir, command)  # spec.toml, run.json (versions, git), command
         log(f"[1/5] world and corpus -> {run_dir}")
-        world_stage(cfg, run_dir)
-        trained = train_experiment(cfg, run_dir)
+        world = world_of(cfg)
+        trained = train_experiment(cfg, run_dir, world)
         log(f"[2/5] original model: {trained.model_dir}")
-        variants, removed = _variants(cfg, trained, log)
-        log(f"[5/5] probes {', '.join(cfg.probes.probes)} on {len(variants)} variants")
-        stage = records_stage(cfg, run_dir, trained, variants, removed, command=command,
-                              log=log)
+        stage = records_stage(cfg, run_dir, world, trained, command=command, log=log,
+                              jobs=jobs)
         if not (published(stage, run_dir, RECORDS_MARK)
                 and all((run_dir / n).exists() == (stage / n).exists() for n in PUBLISHED)):
             publish(stage, run_dir, PUBLISHED, marker=RECORDS_MARK)
     return run_dir / "summary.md"
 
 
-def _variants(cfg: ExperimentConfig, trained: TrainedRun, log
-              ) -> tuple[dict[str, Path], dict[str, list[int]]]:
-    """Controls and unlearned variants: ``{name: model dir}`` and each one's removed facts."""
-    from kgtest.unlearn.api import control_run, unlearn_run
-
-    variants: dict[str, Path] = {"original": trained.model_dir}
-    removed: dict[str, list[int]] = {}
-    for kind in cfg.unlearn.controls:
-        log(f"[3/5] control: {kind}")
-        stage = control_run(trained, kind, cfg.unlearn)
-        variants[kind] = stage / "model"
-        info = json.loads((stage / "control.json").read_text())
-        if "dropped_facts" in info:
-            removed[kind] = list(info["dropped_facts"])
-    for method in cfg.unlearn.methods:
-        for deep in cfg.unlearn.deep:
-            name = variant_name(method, deep)
-            log(f"[4/5] unlearning: {name}")
-            stage = unlearn_run(trained, cfg.unlearn, method, deep=deep)
-            variants[name] = stage / "model"
-            info = json.loads((stage / "unlearn.json").read_text())
-            removed[name] = list(info["forget_set"]["facts"])
-    return variants, removed
-
-
-def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, trained: TrainedRun,
-                  variants: dict[str, Path], removed: dict[str, list[int]], *,
-                  command: str = "", log=print) -> Path:
-    """Probe every variant and report: ``RUN/records-<key>/`` with the records, the summary
-    (``summary.md``, ``summary.json``) and ``plots/``."""
-    from kgtest.probes.context import ProbeContext
-    from kgtest.probes.probes import asked, evaluate
+def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World,
+                  trained: TrainedRun, *, command: str = "", log=print, jobs: int = 1) -> Path:
+    """:func:`run_variants` and the report: ``RUN/records-<key>/`` with the records, the
+    summary (``summary.md``, ``summary.json``) and ``plots/``."""
     from kgtest.records import read_records, write_records
     from kgtest.report import report
 
@@ -362,20 +307,7 @@ def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, trained: Tr
         atomic_write_text(tmp / "seeds.json",
                           json.dumps({"run": str(cfg.run.seed), **seed_strings(all_seeds)},
                                      indent=1) + "\n")
-        seeds = {"world": all_seeds["world"], "train": all_seeds["batches"],
-                 "unlearn": all_seeds["unlearn"], "attack": all_seeds["attack"],
-                 "probes": all_seeds["probes"]}
-        ctx = ProbeContext.from_run(
-            trained.corpus_dir, _world(cfg), run_id=f"{cfg.run.name}-seed{cfg.run.seed}",
-            seeds=seeds, removed=removed, relearn=cfg.probes.relearn,
-            quantize_bits=cfg.probes.quantize_bits, utility_limit=cfg.probes.utility_limit,
-            quantize_group_size=cfg.probes.quantize_group_size,
-            quantize_embeddings=cfg.probes.quantize_embeddings,
-            batch_size=cfg.probes.batch_size)
-        with probe_progress(len(variants) * len(cfg.probes.probes),
-                            lambda msg: log(f"      {msg}")) as plog:  # a bar on a terminal
-            rows = evaluate(variants, ctx, probes=cfg.probes.probes, log=plog,
-                            facts=asked(ctx, cfg.probes.facts))
+        rows = run_variants(cfg, run_dir, world, trained, jobs=jobs, log=log)
         write_records(rows, tmp)
         report([run_dir], tmp, records=read_records(tmp), command=command,
                control=cfg.probes.control, n_boot=cfg.probes.n_boot,
@@ -408,7 +340,7 @@ def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: i
         models = [build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed + m, "model"))
                   for m in range(members)]
         seeds = cfg.seeds()
-        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=_scored(cfg, corpus, split))
+        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split))
         res = train_ensemble(models, tok, list(corpus.train),
                              replace(cfg.train, seed=seeds["batches"]), tmp,
                              eval_fn=make_eval_fn(tok, sets))

@@ -54,7 +54,7 @@ from pathlib import Path
 from kgtest.errors import InputError
 
 __all__ = ["run_stage", "stage_path", "partial_path", "prepare_partial", "finish_stage",
-           "run_lock", "lock_holder", "RunBusy", "clean_stale", "owned_tempdir",
+           "run_lock", "share_lock", "lock_holder", "RunBusy", "clean_stale", "owned_tempdir",
            "clean_orphans", "publish", "published", "DONE", "LOCK"]
 
 DONE = ".done"  # in a finished stage folder: written last, before the rename
@@ -172,6 +172,28 @@ def run_lock(folder: str | os.PathLike, *, command: str | None = None,
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)  # releases the flock
+
+
+def share_lock(folder: str | os.PathLike, holder: int) -> None:
+    """In a worker process of ``holder``, which holds ``folder``'s lock: act as holding it.
+
+    For the rest of this process's life :func:`run_lock` on ``folder`` is re-entered, not
+    taken (so :func:`run_stage` may write stages there; the holder keeps the one ``flock``,
+    and another process is still refused). Call it only in a worker that dies with
+    ``holder`` (:func:`kgtest.workers.stage_pool`).
+
+    Raises
+    ------
+    RunBusy
+        ``holder`` does not hold the lock (no process, or another one, does).
+    """
+    folder = Path(folder)
+    who = lock_holder(folder)
+    if who is None or who.get("pid") != holder:
+        raise RunBusy(f"{folder}: process {holder} does not hold this run folder's lock; "
+                      f"a stage worker cannot write here")
+    with _held_guard:
+        _held.setdefault(os.path.realpath(folder), [None, 1])
 
 
 def _acquire(fd: int, folder: Path, wait: float) -> None:

@@ -95,8 +95,6 @@ __all__ = ["TrainConfig", "TrainResult", "EncodedCorpus", "encode_corpus", "trai
            "supervised_loss", "split_by_length",
            "resolve_device", "make_optimizer", "make_scheduler", "CHECKPOINT", "LOG"]
 
-_epoch_plan = epoch_plan  # the name tests and benchmarks import from here
-
 
 
 def _betas(value) -> str | None:

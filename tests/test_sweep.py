@@ -368,7 +368,7 @@ def test_die_with_parent_exits_when_the_parent_dies(tmp_path, mechanism):
     """The kernel's parent-death signal, and the pid-polling fallback alone (as on macOS)."""
     child = f"""
         import sys, time
-        import kgtest.sweep.job as job
+        import kgtest.workers as job
         if {mechanism == "watchdog"}:
             job.sys = type("S", (), {{"platform": "darwin"}})  # no prctl: the watchdog alone
         job.die_with_parent(poll_s={0.1 if mechanism == "watchdog" else 3600})

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from kgtest.batches import epoch_plan
 from kgtest.corpus.tokenizer import build_tokenizer
 from kgtest.errors import InputError
 from kgtest.model import ModelConfig, build_model, load_model
@@ -24,7 +25,6 @@ from kgtest.train import (
     CHECKPOINT,
     LOG,
     TrainConfig,
-    _epoch_plan,
     encode_corpus,
     make_optimizer,
     make_scheduler,
@@ -81,7 +81,7 @@ def test_encode_corpus_layout():
 @pytest.mark.parametrize("answer_only", [True, False])
 def test_supervised_positions_are_completion_and_eos(answer_only):
     enc = encode_corpus(TOK, DOCS, answer_only_loss=answer_only)
-    plan = _epoch_plan(enc, 7, 3, torch.Generator().manual_seed(0), torch.device("cpu"))
+    plan = epoch_plan(enc, 7, 3, torch.Generator().manual_seed(0), torch.device("cpu"))
     seen: dict[int, list[int]] = {}
     for m_lo, m_hi, n_sup, n_tok in plan.steps:
         assert 1 <= m_hi - m_lo <= 3
@@ -123,7 +123,7 @@ def test_split_by_length_is_optimal():
 
 def test_steps_mix_kinds_without_padding_and_loss_matches_hf_labels():
     enc = encode_corpus(TOK, DOCS)
-    plan = _epoch_plan(enc, 8, 4, torch.Generator().manual_seed(1), torch.device("cpu"))
+    plan = epoch_plan(enc, 8, 4, torch.Generator().manual_seed(1), torch.device("cpu"))
     padded = sum(L * (i_hi - i_lo) for i_lo, i_hi, _, _, L in plan.micro)
     assert padded == int(enc.lengths.sum())  # two lengths here (statement, QA): no padding
     m = build_model(ModelConfig(preset="tiny"), TOK, seed=0)

@@ -113,7 +113,7 @@ def _probe(rc, model_dir, name, probes, log) -> dict:
     seeds = {"world": stage_seed(rc.seed, "world"),
              "train": rc.section(TrainConfig, "train").seed,
              "unlearn": rc.unlearn_config().seed, "attack": pcfg.seed}
-    run_name = rc.config.get("run", {}).get("name", "experiment")
+    run_name = rc.cfg.run.name
     ctx = ProbeContext.from_run(
         rc.corpus_dir, rc.world, run_id=f"{run_name}-seed{rc.seed}", seeds=seeds,
         relearn=pcfg.relearn, quantize_bits=pcfg.quantize_bits,

@@ -108,6 +108,18 @@ class ProbeContext:
         """The same context (sharing its caches) for another variant."""
         return dataclasses.replace(self, variant=variant)
 
+    def original_state(self) -> dict:
+        """What probing the original left for the other variants' probes (its KB answers,
+        its quantized weights: cache entries named ``...:original...``), to hand to a
+        context in another process (:meth:`adopt`)."""
+        return {k: v for k, v in self._cache.items() if "original" in k.split(":")}
+
+    def adopt(self, state: dict) -> ProbeContext:
+        """Take another context's :meth:`original_state` (as if the original was probed
+        here); returns ``self``."""
+        self._cache.update(state)
+        return self
+
     def _cached(self, key: str, build: Callable[[], Any]) -> Any:
         if key not in self._cache:
             self._cache[key] = build()

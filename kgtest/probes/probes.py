@@ -68,7 +68,8 @@ from kgtest.probes.scoring import answer_logprobs, greedy_complete
 from kgtest.registry import Registry, first_doc_line
 
 __all__ = ["PROBES", "DEFAULT_PROBES", "Probe", "ProbeContext", "PromptLeak", "Ask",
-           "ask", "check_prompt", "verify_chain", "equivalent", "evaluate", "asked", "ASKED"]
+           "ask", "check_prompt", "verify_chain", "equivalent", "evaluate", "probe_variant",
+           "gate", "asked", "ASKED"]
 
 #: Probes :func:`evaluate` runs when none are named (all of them).
 DEFAULT_PROBES = ("direct", "statement", "paraphrase", "cot", "in_context", "latent",
@@ -473,24 +474,41 @@ def evaluate(variants: Mapping[str, Any], ctx: ProbeContext,
     if original not in variants:
         raise InputError(f"evaluate: the gate needs the {original!r} variant; got "
                          f"{', '.join(variants) or 'none'}")
+    rows, known = probe_variant(original, variants[original], ctx, probes, facts, log=log,
+                                gate_source=True)
+    for name in [v for v in variants if v != original]:
+        rows += probe_variant(name, variants[name], ctx, probes, facts, log=log)[0]
+    return gate(rows, known)
+
+
+def probe_variant(name: str, variant: Any, ctx: ProbeContext,
+                  probes: Sequence[str] = DEFAULT_PROBES, facts: Sequence[int] | None = None,
+                  *, gate_source: bool = False, log: Callable[[str], None] | None = None
+                  ) -> tuple[list[dict], dict | None]:
+    """One variant's rows, ungated (one step of :func:`evaluate`).
+
+    The original (``gate_source=True``) is probed first: it leaves in ``ctx`` what the
+    other variants' probes compare with (:meth:`ProbeContext.original_state`), and its
+    answers per gate come back as the second element (else None) for :func:`gate`.
+    """
     specs = [PROBES.get(p) for p in probes]
     facts = ctx.split.forget.tolist() if facts is None else [int(f) for f in facts]
-    out, known = [], None
-    for name in [original] + [v for v in variants if v != original]:
-        model, tok = _load(variants[name])
-        vctx = ctx.for_variant(name)
-        rows = []
-        for p in specs:
-            if log:
-                log(f"{name}: {p.name}")
-            rows += p.fn(model, tok, facts, vctx)
-        if known is None:
-            known = _known(model, tok, vctx, rows)
-        out += rows
-    for r in out:
+    model, tok = _load(variant)
+    vctx = ctx.for_variant(name)
+    rows = []
+    for p in specs:
+        if log:
+            log(f"{name}: {p.name}")
+        rows += p.fn(model, tok, facts, vctx)
+    return rows, (_known(model, tok, vctx, rows) if gate_source else None)
+
+
+def gate(rows: list[dict], known: dict) -> list[dict]:
+    """Fill ``gated_in`` on every row from the original's answers per gate (in place)."""
+    for r in rows:
         r["gated_in"] = r["gate"] == "none" or (
             bool(r["applicable"]) and known.get(r["gate"], {}).get(r["fact"], False))
-    return out
+    return rows
 
 
 # importing these registers the relearn and quantize probes

@@ -32,19 +32,16 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shlex
-import signal
 import socket
-import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
 from kgtest.symbolic.facts import atomic_write_text
+from kgtest.workers import die_with_parent, setup_worker
 
 __all__ = ["run", "job", "setup_worker", "die_with_parent", "read_status", "is_finished",
            "run_state", "STATUS", "ERROR", "LOG"]
@@ -53,46 +50,6 @@ STATUS = "status.json"
 ERROR = "error.txt"
 LOG = "log.txt"
 SUMMARY = "summary.md"
-
-
-def setup_worker(threads: int = 1, gpu: str | None = None,
-                 gpu_fraction: float | None = None) -> None:
-    """Pin a worker process: intra-op threads, and on CUDA its GPU and memory cap.
-
-    Call it before the run (the local pool calls it in each worker's initializer, before
-    torch is imported there, so ``OMP_NUM_THREADS`` also reaches OpenMP).
-
-    Parameters
-    ----------
-    threads : int
-        Intra-op threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``,
-        ``MKL_NUM_THREADS``).
-    gpu : str, optional
-        ``CUDA_VISIBLE_DEVICES`` for this process (the local backend's GPU slot); Ray and
-        Slurm set it themselves.
-    gpu_fraction : float, optional
-        Cap on the fraction of the GPU's memory this process may allocate
-        (``torch.cuda.set_per_process_memory_fraction``), when CUDA is available.
-
-    Examples
-    --------
-    >>> import torch
-    >>> before = torch.get_num_threads()
-    >>> setup_worker(threads=1); torch.get_num_threads()
-    1
-    >>> torch.set_num_threads(before)
-    """
-    threads = max(1, int(threads))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    import torch
-
-    torch.set_num_threads(threads)
-    if gpu_fraction is not None and 0 < gpu_fraction < 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(gpu_fraction, 0)
 
 
 def read_status(run_dir: str | os.PathLike) -> dict:
@@ -124,32 +81,6 @@ def run_state(run_dir: str | os.PathLike) -> str:
         return "running"
     status = read_status(run_dir).get("status")
     return {"failed": "failed", "running": "interrupted"}.get(status, "pending")
-
-
-def die_with_parent(parent: int | None = None, poll_s: float = 1.0) -> None:
-    """Make this worker process exit when its parent (the sweep) dies, however it dies.
-
-    On Linux the kernel sends SIGKILL when the parent goes (``prctl(PR_SET_PDEATHSIG)``);
-    everywhere, a daemon thread also polls the parent pid and exits when it changes (the
-    worker was re-parented). A killed worker's run folder lock goes with it, so a
-    re-launched sweep runs the run again.
-    """
-    parent = os.getppid() if parent is None else parent
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(poll_s)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="kgtest-parent-watch", daemon=True).start()
 
 
 def _write_status(folder: Path, **fields) -> None:

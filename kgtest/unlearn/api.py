@@ -31,9 +31,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,11 +45,11 @@ from kgtest.corpus.io import read_corpus
 from kgtest.corpus.render import Corpus
 from kgtest.corpus.splits import Split
 from kgtest.errors import InputError
-from kgtest.model import ModelConfig, load_model, save_model
+from kgtest.model import load_model, save_model
 from kgtest.seeds import stage_seed
 from kgtest.stages import run_stage
 from kgtest.symbolic.facts import atomic_write_text
-from kgtest.train import TrainConfig, resolve_device
+from kgtest.train import resolve_device
 from kgtest.unlearn.config import CONTROLS, UnlearnConfig
 from kgtest.unlearn.controls import control_corpus, never_trained, train_control
 from kgtest.unlearn.data import (
@@ -66,21 +67,39 @@ from kgtest.unlearn.loop import unlearn
 from kgtest.unlearn.methods import METHODS
 from kgtest.unlearn.tune import epochs_to_steps, tune
 
+if TYPE_CHECKING:
+    from kgtest.experiment import ExperimentConfig
+    from kgtest.worlds.world import World
+
 __all__ = ["RunContext", "load_run", "apply_overrides", "method_params", "unlearn_run",
-           "control_run"]
+           "control_run", "Variant", "variant_name", "unlearn_variant", "control_variant"]
 
 
 # --- reading a trained run ---------------------------------------------------------------------
 
 @dataclass
 class RunContext:
-    """A trained run's pieces, loaded on demand."""
+    """A trained run: its folders, typed experiment config and world (given, never re-sampled).
+
+    The pipeline builds one from what it already holds (:meth:`of`); ``kgtest unlearn
+    RUN_DIR`` reads one back from a folder (:func:`load_run`).
+    """
 
     run_dir: Path  # where unlearn-*/control-* stages go
     model_stage: Path  # RUN/model-<key>
     corpus_dir: Path  # RUN/corpus-<key>
-    config: dict  # the model stage's config.json (the experiment, as JSON)
-    _cache: dict = field(default_factory=dict, repr=False)
+    cfg: ExperimentConfig  # the experiment the model stage was trained under
+    world: World  # the world the corpus was rendered from
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig, trained, world: World) -> RunContext:
+        """The context of a :class:`~kgtest.pipeline.TrainedRun` trained under ``cfg``."""
+        stage = Path(trained.stage_dir)
+        return cls(run_dir=stage.parent, model_stage=stage,
+                   corpus_dir=Path(trained.corpus_dir), cfg=cfg, world=world)
+
+    def __getstate__(self) -> dict:  # to a worker process: the fields, not the loaded caches
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @property
     def model_dir(self) -> Path:
@@ -96,31 +115,21 @@ class RunContext:
 
     @property
     def seed(self) -> int:
-        return int(self.config.get("run", {}).get("seed", 0))
+        return self.cfg.run.seed
 
     def unlearn_seed(self, cfg: UnlearnConfig) -> int:
         """The unlearning seed: ``cfg.seed``, or derived from the run seed when None."""
         return stage_seed(self.seed, "unlearn") if cfg.seed is None else int(cfg.seed)
 
     def section(self, cls, name: str):
-        """A config section of the run as its typed dataclass."""
-        return build(cls, self.config.get(name), where=str(self.model_stage / "config.json"),
-                     section=name)
-
-    @cached_property
-    def world(self):
-        from kgtest.worlds.samplers import sample_world
-        from kgtest.worlds.spec import WorldConfig
-
-        return sample_world(self.section(WorldConfig, "world"),
-                            seed=stage_seed(self.seed, "world"))
+        """A config section of the run (``cls`` is its type, kept for old callers)."""
+        return getattr(self.cfg, name)
 
     @cached_property
     def closure(self):
         closure = self.world.close()
         if not np.array_equal(np.asarray(closure.facts), self.corpus.facts):
-            raise InputError(f"{self.corpus_dir}: the world re-sampled from the run's "
-                             f"config.json does not match this corpus")
+            raise InputError(f"{self.corpus_dir}: the run's world does not match this corpus")
         return closure
 
     @cached_property
@@ -137,61 +146,67 @@ class RunContext:
         metrics = self.model_stage / "metrics.json"
         if metrics.exists():
             return int(json.loads(metrics.read_text())["steps"])
-        return self.section(TrainConfig, "train").steps
+        return self.cfg.train.steps
 
     def unlearn_config(self) -> UnlearnConfig:
         """The run's ``[unlearn]`` section (defaults when the spec had none)."""
-        return self.section(UnlearnConfig, "unlearn")
+        return self.cfg.unlearn
 
 
 def _done(p: Path) -> bool:
     return (p / ".done").exists()
 
 
-def load_run(run) -> RunContext:
-    """Find a trained run's model stage and corpus.
+def _model_stage(path: Path) -> Path:
+    """``path`` itself when it is a model stage folder, else its one finished model stage."""
+    if not path.is_dir():
+        raise InputError(f"{path}: no such run folder")
+    if (path / "model" / "config.json").is_file() and (path / "config.json").is_file():
+        return path
+    stages = sorted(p for p in path.glob("model-*") if _done(p))
+    if not stages:
+        raise InputError(f"{path}: no trained model here (no finished model-* stage); "
+                         f"train one first (kgtest train SPEC --out {path})")
+    if len(stages) > 1:
+        raise InputError(f"{path}: {len(stages)} trained models "
+                         f"({', '.join(p.name for p in stages)}); pass one of them")
+    return stages[0]
 
-    ``run`` is a :class:`~kgtest.pipeline.TrainedRun` (anything with ``stage_dir`` and
-    ``corpus_dir``), a model stage folder (``RUN/model-<key>``), a run folder holding
-    exactly one finished model stage, or a :class:`RunContext` (returned as it is).
+
+def load_run(run) -> RunContext:
+    """Read a trained run back from its folder (``kgtest unlearn RUN_DIR``, the exports).
+
+    ``run`` is a model stage folder (``RUN/model-<key>``), a run folder holding exactly one
+    finished model stage, a :class:`~kgtest.pipeline.TrainedRun` (its corpus folder is
+    used as it is) or a :class:`RunContext` (returned as it is). The experiment comes back
+    from the stage's ``config.json``, the corpus folder from the same key function the
+    pipeline uses (:meth:`~kgtest.experiment.ExperimentConfig.key`), the world is sampled
+    once from the config's ``[world]`` section.
     """
-    if isinstance(run, RunContext):  # already loaded (e.g. with a given world)
+    from kgtest.experiment import experiment_from_dict
+    from kgtest.worlds.samplers import sample_world
+
+    if isinstance(run, RunContext):
         return run
-    corpus_dir = None
-    if hasattr(run, "stage_dir") and hasattr(run, "corpus_dir"):
-        stage, corpus_dir = Path(run.stage_dir), Path(run.corpus_dir)
-    else:
-        path = Path(run)
-        if not path.is_dir():
-            raise InputError(f"{path}: no such run folder")
-        if (path / "model" / "config.json").is_file() and (path / "config.json").is_file():
-            stage = path
-        else:
-            stages = sorted(p for p in path.glob("model-*") if _done(p))
-            if not stages:
-                raise InputError(f"{path}: no trained model here (no finished model-* stage); "
-                                 f"train one first (kgtest train SPEC --out {path})")
-            if len(stages) > 1:
-                raise InputError(f"{path}: {len(stages)} trained models "
-                                 f"({', '.join(p.name for p in stages)}); pass one of them")
-            stage = stages[0]
+    trained_corpus = Path(run.corpus_dir) if hasattr(run, "corpus_dir") else None
+    stage = _model_stage(Path(run.stage_dir if hasattr(run, "stage_dir") else run))
+    where = stage / "config.json"
     try:
-        config = json.loads((stage / "config.json").read_text())
+        data = json.loads(where.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"{stage / 'config.json'}: cannot read ({err})") from None
+        raise InputError(f"{where}: cannot read ({err})") from None
+    cfg = experiment_from_dict(data, where=str(where))
     run_dir = stage.parent
-    if corpus_dir is None:
-        world = dict(config.get("world", {}), base_dir="")
-        key = config_hash(int(config.get("run", {}).get("seed", 0)), world,
-                          config.get("split"), config.get("corpus"))
-        corpus_dir = run_dir / f"corpus-{key}"
-        if not _done(corpus_dir):
-            found = sorted(p for p in run_dir.glob("corpus-*") if _done(p))
-            if len(found) != 1:
-                raise InputError(f"{run_dir}: cannot tell which corpus {stage.name} was "
-                                 f"trained on (expected {corpus_dir.name})")
-            corpus_dir = found[0]
-    return RunContext(run_dir=run_dir, model_stage=stage, corpus_dir=corpus_dir, config=config)
+    corpus_dir = trained_corpus or run_dir / f"corpus-{cfg.key('world', 'split', 'corpus')}"
+    if not _done(corpus_dir):
+        found = sorted(p for p in run_dir.glob("corpus-*") if _done(p))
+        if len(found) != 1:
+            raise InputError(f"{run_dir}: cannot tell which corpus {stage.name} was "
+                             f"trained on (expected {corpus_dir.name})")
+        corpus_dir = found[0]
+    world = sample_world(cfg.world, seed=stage_seed(cfg.run.seed, "world"))
+    return RunContext(run_dir=run_dir, model_stage=stage, corpus_dir=corpus_dir, cfg=cfg,
+                      world=world)
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -217,6 +232,8 @@ def apply_overrides(cfg: UnlearnConfig, method: str, overrides=()) -> UnlearnCon
             raise InputError(f"--set {key}: not an [unlearn] key nor a hyperparameter of "
                              f"{method} (hyperparameters: {', '.join(hyper) or 'none'}; "
                              f"keys: {', '.join(sorted(keys))})")
+    if not overrides:  # the typed config as it came, no round trip through a dict
+        return cfg
     return build(UnlearnConfig, data, where="--set", section="unlearn")
 
 
@@ -236,8 +253,7 @@ def _utility_facts(ctx: RunContext) -> set[int]:
     """The retained facts the utility probe will score (its direct and CoT samples)."""
     from kgtest.probes.probes import utility_retain_facts
 
-    probes = ctx.config.get("probes") or {}
-    sample = utility_retain_facts(ctx.corpus, ctx.split, int(probes.get("utility_limit", 100)),
+    sample = utility_retain_facts(ctx.corpus, ctx.split, ctx.cfg.probes.utility_limit,
                                   stage_seed(ctx.seed, "probes"))
     return set(sample["direct"]) | set(sample["cot"])
 
@@ -292,7 +308,7 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
     spec = METHODS.get(method)
     hp = method_params(cfg, method)
     dev = resolve_device(cfg.device)
-    model, tok = load_model(ctx.model_dir, device=dev, expect=ctx.section(ModelConfig, "model"))
+    model, tok = load_model(ctx.model_dir, device=dev, expect=ctx.cfg.model)
     split = ctx.split
     fs = _forget(ctx, cfg, split.forget, deep)
     if cfg.tune and len(split.validation) == 0:
@@ -323,7 +339,6 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
                   batch_size=cfg.batch_size, **loop_kw)
     after = {"forget_acc": direct_accuracy(model, tok, forget_eval),
              "retain_acc": direct_accuracy(model, tok, retain_eval)}
-    etype = ctx.world.entity_type if "world" in ctx.config else None
     record = {
         "method": method, "deep": deep, "hyperparameters": res.hyperparameters,
         "lr": lr, "epochs": epochs, "steps": steps, "tuned": tuning is not None,
@@ -335,7 +350,7 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
         "retain_eval_facts": sorted(int(x["id"]) for d in retain_eval for x in d["facts"]),
         "trainable_parameters": res.trainable,
         "before": before, "after": after,
-        "chance": chance_level(ctx.corpus, fs.targets, etype),
+        "chance": chance_level(ctx.corpus, fs.targets, ctx.world.entity_type),
         "floor": float(np.mean(majority_floor(ctx.corpus.facts, fs.targets))),
         "history": res.history,
         "seconds": {"tune": round(t_tuned - t_start, 3), "unlearn": round(res.seconds, 3),
@@ -365,14 +380,59 @@ def _curve_log(record: dict) -> str:
     return "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["step"]))
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A finished control or unlearned model: what the probes need of it."""
+
+    name: str  # the records' variant column: filter, NPO, NPO_deep...
+    stage_dir: Path  # RUN/control-<kind>-<key> or RUN/unlearn-<method>[-deep]-<key>
+    removed: tuple[int, ...] | None  # facts it deleted (None: the probes' default)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.stage_dir / "model"
+
+
+def variant_name(method: str, deep: bool) -> str:
+    """``NPO`` / ``NPO_deep``: the variant column of the records."""
+    return f"{method}_deep" if deep else method
+
+
+def unlearn_variant(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: bool = False,
+                    force: bool = False) -> Variant:
+    """Unlearn ``ctx``'s forget targets with one method (the stage reused when finished).
+
+    ``cfg`` is used as it is (no overrides: see :func:`unlearn_run`). Returns the
+    :class:`Variant`, its removed facts the forget set's (targets, plus the deletion sets
+    when ``deep``).
+    """
+    hp = method_params(cfg, method)
+    relevant = {k: v for k, v in to_dict(cfg).items()
+                if k not in ("methods", "deep", "controls", "params", "progress", "device",
+                             "control_steps")}
+    key = config_hash(ctx.model_stage.name, method, deep, to_dict(hp), relevant)
+    name = f"unlearn-{method.lower()}{'-deep' if deep else ''}"
+
+    def build_stage(tmp: Path) -> None:
+        model, tok, record = unlearn_model(ctx, cfg, method, deep=deep)
+        save_model(model, tok, tmp / "model")
+        atomic_write_text(tmp / "unlearn.json", json.dumps(record, indent=1) + "\n")
+        atomic_write_text(tmp / "unlearn_log.jsonl", _curve_log(record))
+
+    stage = run_stage(ctx.run_dir, name, key, build_stage, force=force)
+    record = json.loads((stage / "unlearn.json").read_text())
+    return Variant(variant_name(method, deep), stage, tuple(record["forget_set"]["facts"]))
+
+
 def unlearn_run(run, cfg: UnlearnConfig | None = None, method: str = "NPO", *,
                 deep: bool = False, overrides=(), force: bool = False) -> Path:
     """Unlearn a trained run's forget targets with one method; returns the stage folder.
 
     Parameters
     ----------
-    run : path or TrainedRun
-        A run folder, a model stage folder or a :class:`~kgtest.pipeline.TrainedRun`.
+    run : path, TrainedRun or RunContext
+        A run folder, a model stage folder, a :class:`~kgtest.pipeline.TrainedRun` (read
+        back by :func:`load_run`) or a :class:`RunContext`.
     cfg : UnlearnConfig, optional
         Default: the run's ``[unlearn]`` section (or the defaults).
     method : str
@@ -397,20 +457,66 @@ def unlearn_run(run, cfg: UnlearnConfig | None = None, method: str = "NPO", *,
     """
     ctx = load_run(run)
     cfg = apply_overrides(cfg if cfg is not None else ctx.unlearn_config(), method, overrides)
-    hp = method_params(cfg, method)
-    relevant = {k: v for k, v in to_dict(cfg).items()
-                if k not in ("methods", "deep", "controls", "params", "progress", "device",
-                             "control_steps")}
-    key = config_hash(ctx.model_stage.name, method, deep, to_dict(hp), relevant)
-    name = f"unlearn-{method.lower()}{'-deep' if deep else ''}"
+    return unlearn_variant(ctx, cfg, method, deep=deep, force=force).stage_dir
 
-    def build_stage(tmp: Path) -> None:
-        model, tok, record = unlearn_model(ctx, cfg, method, deep=deep)
-        save_model(model, tok, tmp / "model")
-        atomic_write_text(tmp / "unlearn.json", json.dumps(record, indent=1) + "\n")
-        atomic_write_text(tmp / "unlearn_log.jsonl", _curve_log(record))
 
-    return run_stage(ctx.run_dir, name, key, build_stage, force=force)
+def control_variant(ctx: RunContext, cfg: UnlearnConfig, kind: str, *,
+                    force: bool = False) -> Variant:
+    """Build one control of ``ctx`` (the stage reused when finished); see :func:`control_run`.
+
+    Its removed facts: the dropped facts of a retrained control, None for ``never_trained``.
+    """
+    if kind not in CONTROLS:
+        raise InputError(f"unknown control {kind!r} (known: {', '.join(CONTROLS)})")
+    deletion_cfg = ([cfg.deletion_restarts, cfg.deletion_time_limit, ctx.unlearn_seed(cfg)]
+                    if kind == "ignorance" else None)
+    steps = cfg.control_steps or ctx.train_steps()
+    key = config_hash(ctx.model_stage.name, kind, deletion_cfg,
+                      steps if kind != "never_trained" else None)
+    stage = run_stage(ctx.run_dir, f"control-{kind.replace('_', '-')}", key,
+                      lambda tmp: _build_control(ctx, cfg, kind, steps, tmp), force=force)
+    info = json.loads((stage / "control.json").read_text())
+    dropped = info.get("dropped_facts")
+    return Variant(kind, stage, None if dropped is None else tuple(dropped))
+
+
+def _build_control(ctx: RunContext, cfg: UnlearnConfig, kind: str, steps: int,
+                   tmp: Path) -> None:
+    t0 = time.perf_counter()
+    _, tok = load_model(ctx.model_dir)
+    model_cfg = ctx.cfg.model
+    init_seed = stage_seed(ctx.seed, "model")
+    record: dict = {"kind": kind, "model_stage": ctx.model_stage.name,
+                    "corpus": ctx.corpus_dir.name, "init_seed": init_seed}
+    if kind == "never_trained":
+        never_trained(tok, model_cfg, tmp / "model", init_seed=init_seed)
+    else:
+        sets = None
+        if kind == "ignorance":
+            sets = deletion_sets(ctx.closure, ctx.split.forget, kb=ctx.kb, fixed=ctx.fixed,
+                                 restarts=cfg.deletion_restarts,
+                                 time_limit=cfg.deletion_time_limit,
+                                 seed=stage_seed(ctx.unlearn_seed(cfg), "deletion"))
+        filtered, dropped, checked = control_corpus(ctx.corpus, ctx.split, kind,
+                                                    deletion=sets)
+        train_cfg = ctx.cfg.train
+        train_cfg = replace(train_cfg, steps=steps, progress=cfg.progress,
+                            seed=stage_seed(ctx.seed, "batches") if train_cfg.seed is None
+                            else train_cfg.seed)  # the original's batch order
+        stream = in_context_stream(ctx.closure, filtered, ctx.split,
+                                   seed=stage_seed(ctx.seed, "icl"))  # as the original's
+        res = train_control(filtered, tok, model_cfg, train_cfg, tmp, init_seed=init_seed,
+                            extra=stream)
+        record.update({
+            "dropped_facts": dropped, "deletion_sets": {str(k): v for k, v in
+                                                        (sets or {}).items()},
+            "extra_facts": len(dropped) - len(ctx.split.forget),
+            "docs_removed": len(ctx.corpus.train) - len(filtered.train),
+            "docs_kept": len(filtered.train), "hygiene_checked": checked,
+            "steps": res.steps, "final_loss": res.final_loss,
+        })
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    atomic_write_text(tmp / "control.json", json.dumps(record, indent=1) + "\n")
 
 
 def control_run(run, kind: str, cfg: UnlearnConfig | None = None, *,
@@ -426,53 +532,10 @@ def control_run(run, kind: str, cfg: UnlearnConfig | None = None, *,
     if kind not in CONTROLS:
         raise InputError(f"unknown control {kind!r} (known: {', '.join(CONTROLS)})")
     ctx = load_run(run)
-    base = cfg if cfg is not None else ctx.unlearn_config()
-    data = to_dict(base)
-    for item in overrides:
-        data = _apply(data, [item.removeprefix("unlearn.")], where="--set")
-    cfg = build(UnlearnConfig, data, where="--set", section="unlearn")
-    deletion_cfg = ([cfg.deletion_restarts, cfg.deletion_time_limit, ctx.unlearn_seed(cfg)]
-                    if kind == "ignorance" else None)
-    steps = cfg.control_steps or ctx.train_steps()
-    key = config_hash(ctx.model_stage.name, kind, deletion_cfg,
-                      steps if kind != "never_trained" else None)
-
-    def build_stage(tmp: Path) -> None:
-        t0 = time.perf_counter()
-        _, tok = load_model(ctx.model_dir)
-        model_cfg = ctx.section(ModelConfig, "model")
-        init_seed = stage_seed(ctx.seed, "model")
-        record: dict = {"kind": kind, "model_stage": ctx.model_stage.name,
-                        "corpus": ctx.corpus_dir.name, "init_seed": init_seed}
-        if kind == "never_trained":
-            never_trained(tok, model_cfg, tmp / "model", init_seed=init_seed)
-        else:
-            sets = None
-            if kind == "ignorance":
-                sets = deletion_sets(ctx.closure, ctx.split.forget, kb=ctx.kb, fixed=ctx.fixed,
-                                     restarts=cfg.deletion_restarts,
-                                     time_limit=cfg.deletion_time_limit,
-                                     seed=stage_seed(ctx.unlearn_seed(cfg), "deletion"))
-            filtered, dropped, checked = control_corpus(ctx.corpus, ctx.split, kind,
-                                                        deletion=sets)
-            train_cfg = ctx.section(TrainConfig, "train")
-            train_cfg = replace(train_cfg, steps=steps, progress=cfg.progress,
-                                seed=stage_seed(ctx.seed, "batches") if train_cfg.seed is None
-                                else train_cfg.seed)  # the original's batch order
-            stream = in_context_stream(ctx.closure, filtered, ctx.split,
-                                       seed=stage_seed(ctx.seed, "icl"))  # as the original's
-            res = train_control(filtered, tok, model_cfg, train_cfg, tmp, init_seed=init_seed,
-                                extra=stream)
-            record.update({
-                "dropped_facts": dropped, "deletion_sets": {str(k): v for k, v in
-                                                            (sets or {}).items()},
-                "extra_facts": len(dropped) - len(ctx.split.forget),
-                "docs_removed": len(ctx.corpus.train) - len(filtered.train),
-                "docs_kept": len(filtered.train), "hygiene_checked": checked,
-                "steps": res.steps, "final_loss": res.final_loss,
-            })
-        record["seconds"] = round(time.perf_counter() - t0, 3)
-        atomic_write_text(tmp / "control.json", json.dumps(record, indent=1) + "\n")
-
-    return run_stage(ctx.run_dir, f"control-{kind.replace('_', '-')}", key, build_stage,
-                     force=force)
+    cfg = cfg if cfg is not None else ctx.unlearn_config()
+    if overrides:
+        data = to_dict(cfg)
+        for item in overrides:
+            data = _apply(data, [item.removeprefix("unlearn.")], where="--set")
+        cfg = build(UnlearnConfig, data, where="--set", section="unlearn")
+    return control_variant(ctx, cfg, kind, force=force).stage_dir

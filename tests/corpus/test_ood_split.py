@@ -9,7 +9,7 @@ from kgtest.corpus.render import CorpusConfig, render
 from kgtest.corpus.splits import Split, SplitConfig, choose_split, ood_facts
 from kgtest.errors import InputError
 from kgtest.experiment import load_experiment
-from kgtest.pipeline import eval_sets
+from kgtest.train_eval import eval_sets
 from kgtest.worlds.samplers import sample_world
 from kgtest.worlds.spec import WorldConfig
 

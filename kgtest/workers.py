@@ -1,0 +1,137 @@
+"""Worker processes: pinned threads, death with the parent, and a pool for one run's stages.
+
+Two callers share these: the local sweep backend (:mod:`kgtest.sweep.backends`: one run
+per worker) and ``kgtest run --jobs N`` (:func:`stage_pool`: the independent stages of
+one run, its controls, unlearned variants and probes, in ``N`` workers). Each worker is
+a ``spawn``-ed process with one intra-op torch thread (:func:`setup_worker`) that dies
+with its parent however the parent dies (:func:`die_with_parent`). A stage pool's workers
+also share the run folder's lock, which the parent holds for the whole run
+(:func:`kgtest.stages.share_lock`): they may write stages there, while another
+``kgtest run`` on the folder is still refused.
+
+Examples
+--------
+>>> import tempfile
+>>> from kgtest.stages import run_lock
+>>> run = tempfile.mkdtemp()
+>>> with run_lock(run), stage_pool(1, run) as pool:
+...     pool.submit(os.getpid).result() != os.getpid()
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+__all__ = ["setup_worker", "die_with_parent", "stage_pool"]
+
+
+def setup_worker(threads: int = 1, gpu: str | None = None,
+                 gpu_fraction: float | None = None) -> None:
+    """Pin a worker process: intra-op threads, and on CUDA its GPU and memory cap.
+
+    Call it before the run (the local pool calls it in each worker's initializer, before
+    torch is imported there, so ``OMP_NUM_THREADS`` also reaches OpenMP).
+
+    Parameters
+    ----------
+    threads : int
+        Intra-op threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``,
+        ``MKL_NUM_THREADS``).
+    gpu : str, optional
+        ``CUDA_VISIBLE_DEVICES`` for this process (the local backend's GPU slot); Ray and
+        Slurm set it themselves.
+    gpu_fraction : float, optional
+        Cap on the fraction of the GPU's memory this process may allocate
+        (``torch.cuda.set_per_process_memory_fraction``), when CUDA is available.
+
+    Examples
+    --------
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> setup_worker(threads=1); torch.get_num_threads()
+    1
+    >>> torch.set_num_threads(before)
+    """
+    threads = max(1, int(threads))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    import torch
+
+    torch.set_num_threads(threads)
+    if gpu_fraction is not None and 0 < gpu_fraction < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction, 0)
+
+
+def die_with_parent(parent: int | None = None, poll_s: float = 1.0) -> None:
+    """Make this worker process exit when its parent (the sweep) dies, however it dies.
+
+    On Linux the kernel sends SIGKILL when the parent goes (``prctl(PR_SET_PDEATHSIG)``);
+    everywhere, a daemon thread also polls the parent pid and exits when it changes (the
+    worker was re-parented). A killed worker's run folder lock goes with it, so a
+    re-launched sweep runs the run again.
+    """
+    parent = os.getppid() if parent is None else parent
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="kgtest-parent-watch", daemon=True).start()
+
+
+def _init_stage_worker(parent: int, run_dir: str, threads: int) -> None:
+    """Pool initializer: die with the parent, pin threads, share the parent's run lock."""
+    die_with_parent(parent)
+    setup_worker(threads)
+    from kgtest.stages import share_lock
+
+    share_lock(run_dir, parent)
+
+
+@contextlib.contextmanager
+def stage_pool(jobs: int, run_dir: str | os.PathLike, *,
+               threads: int = 1) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``jobs`` worker processes that may write stages in ``run_dir``.
+
+    Hold ``run_dir``'s lock (:func:`kgtest.stages.run_lock`) around it: the workers share
+    it (and refuse to start otherwise). Each worker has ``threads`` intra-op threads and
+    dies with this process. On an error or an interrupt in the block, the workers are
+    killed at once (their unfinished stages stay as ``.partial`` folders, removed or
+    resumed by the next run); on a normal exit the pool is shut down cleanly.
+    """
+    ctx = mp.get_context("spawn")
+    pool = ProcessPoolExecutor(max(1, int(jobs)), mp_context=ctx,
+                               initializer=_init_stage_worker,
+                               initargs=(os.getpid(), os.fspath(run_dir), threads))
+    try:
+        yield pool
+    except BaseException:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # a running stage would otherwise finish before the pool goes
+            with contextlib.suppress(Exception):
+                p.kill()
+        raise
+    pool.shutdown(wait=True)

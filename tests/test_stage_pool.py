@@ -1,0 +1,116 @@
+"""``kgtest run --jobs N``: controls, unlearning and probes in worker processes.
+
+The records must be those of the serial run at one thread, byte for byte (each stage has
+its own seed; the rows are put back in the serial order and gated by the original); the
+workers share the parent's run-folder lock, which still refuses another ``kgtest run``;
+the workers die with their parent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgtest.experiment import load_experiment
+from kgtest.pipeline import run_experiment
+from kgtest.stages import RunBusy, run_lock, run_stage, share_lock
+from kgtest.workers import stage_pool
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SPEC_TEXT = (DATA / "sweep_tiny.toml").read_text().split("[sweep]")[0]
+#: every kind of stage (a retrained, a deletion-set and an untrained control; a plain and
+#: a deep method) and probes that read what the original's probing leaves behind
+#: (quantize compares with the original's weights) or what a variant removed (relearn)
+SETTINGS = ["train.steps=30", "train.eval_every=15", "train.threads=1", "unlearn.epochs=1",
+            "unlearn.controls=[\"filter\", \"ignorance\", \"never_trained\"]",
+            "unlearn.deep=[false, true]", "probes.n_boot=20",
+            "probes.probes=[\"direct\", \"cot\", \"quantize\", \"relearn\"]",
+            "probes.relearn.steps=[2]", "probes.relearn.lr=[1e-3]"]
+
+
+@pytest.mark.slow
+def test_jobs_2_gives_the_serial_records_byte_for_byte(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC_TEXT)
+    cfg = load_experiment(spec, SETTINGS)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' one thread
+    try:
+        run_experiment(cfg, tmp_path / "serial", log=lambda m: None)
+    finally:
+        torch.set_num_threads(before)
+    lines = []
+    run_experiment(cfg, tmp_path / "pool", log=lines.append, jobs=2)
+    serial, pool = tmp_path / "serial", tmp_path / "pool"
+    assert (serial / "records.jsonl").read_bytes() == (pool / "records.jsonl").read_bytes()
+    assert sorted(p.name for p in serial.iterdir() if p.is_dir()) == \
+        sorted(p.name for p in pool.iterdir() if p.is_dir())  # the same stage keys
+    assert any("probed NPO_deep" in m for m in lines)
+
+
+def test_a_pool_worker_writes_stages_under_the_parents_lock(tmp_path):
+    run = tmp_path / "run-seed0"  # where `kgtest run --set run.name=run --out tmp` writes
+    with run_lock(run, command="kgtest run pooled.toml"), stage_pool(1, run) as pool:
+        stage = pool.submit(run_stage, run, "probe", "k1", Path.touch).result()
+        assert (stage / ".done").exists()
+        # another process is refused, with the one-line message of the CLI
+        proc = subprocess.run([sys.executable, "-m", "kgtest", "run", str(DATA / "tiny.toml"),
+                               "--set", "run.name=run", "--out", str(tmp_path)],
+                              capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+        assert proc.returncode == 2
+        err = proc.stderr.strip()
+        assert "\n" not in err and f"in use by pid {os.getpid()}" in err
+        assert "kgtest run pooled.toml" in err
+
+
+def test_share_lock_refuses_a_folder_its_parent_does_not_hold(tmp_path):
+    with pytest.raises(RunBusy, match="does not hold"):
+        share_lock(tmp_path, os.getpid())
+
+
+def _alive(pid: int) -> bool:
+    """A live process (not a zombie waiting for a reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_die_with_their_parent(tmp_path):
+    code = textwrap.dedent(f"""
+        import os, time
+        from kgtest.stages import run_lock
+        from kgtest.workers import stage_pool
+        if __name__ == "__main__":
+            with run_lock({str(tmp_path)!r}), stage_pool(1, {str(tmp_path)!r}) as pool:
+                print(pool.submit(os.getpid).result(), flush=True)
+                time.sleep(120)
+    """)
+    script = tmp_path / "parent.py"
+    script.write_text(code)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        worker = int(proc.stdout.readline())
+        assert _alive(worker)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.1)
+        assert not _alive(worker), f"worker {worker} outlived its parent"
+    finally:
+        proc.kill()
+        proc.wait()
