@@ -162,6 +162,10 @@ def _add_run(sub) -> None:
     r.add_argument("spec", help="experiment spec (TOML)")
     r.add_argument("--out", default="runs", help="runs folder (default: runs)")
     _add_jobs(r, 1)
+    r.add_argument("--seeds", type=int, metavar="M", default=0,
+                   help="run seeds run.seed..run.seed+M-1 in one process, the original "
+                        "models trained stacked; writes the M run folders M separate runs "
+                        "would")
     _add_set(r)
     _add_json(r)
     r.set_defaults(func=cmd_run)
@@ -365,6 +369,8 @@ def cmd_run(args) -> int:
     from kgtest.experiment import load_experiment
     from kgtest.pipeline import run_experiment
 
+    if args.seeds:
+        return _run_seeds(args)
     cfg = load_experiment(args.spec, args.overrides)
     summary = run_experiment(cfg, _run_dir(args.out, cfg), command=_command_line(args.argv),
                              log=(lambda m: print(m, file=sys.stderr)) if args.json else print,
@@ -373,6 +379,20 @@ def cmd_run(args) -> int:
         return _summary_json(summary)
     print(summary.read_text())
     print(f"report: {summary} (plots in {summary.parent / 'plots'})")
+    return 0
+
+
+def _run_seeds(args) -> int:
+    from kgtest.multiseed import run_seeds, seed_configs
+
+    cfgs = seed_configs(args.spec, args.overrides, args.seeds)
+    summaries = run_seeds(cfgs, args.out, command=_command_line(args.argv),
+                          log=(lambda m: print(m, file=sys.stderr)) if args.json else print,
+                          jobs=_jobs(args))
+    if args.json:
+        return _emit_json({"summaries": [str(s) for s in summaries]})
+    for s in summaries:
+        print(f"report: {s}")
     return 0
 
 

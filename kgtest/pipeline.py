@@ -52,7 +52,7 @@ from kgtest.experiment import ExperimentConfig
 from kgtest.interop.runinfo import write_run_info
 from kgtest.seeds import seed_strings, stage_seed
 from kgtest.symbolic.facts import atomic_write_text
-from kgtest.train_eval import eval_sets, make_eval_fn, scored_facts
+from kgtest.train_eval import EvalSets, eval_sets, make_eval_fn, scored_facts
 from kgtest.worlds.export import describe_world, write_world
 from kgtest.worlds.samplers import sample_world
 from kgtest.worlds.world import World
@@ -129,6 +129,64 @@ class TrainedRun:
     metrics: dict
 
 
+@dataclass
+class TrainJob:
+    """What the training stage trains: a fresh model, its data and its loop settings."""
+
+    model: object  # PreTrainedModel, initialised from the run's model seed
+    tokenizer: object  # PreTrainedTokenizerFast
+    docs: list  # the corpus's training documents
+    cfg: object  # TrainConfig: the run's, with its batch seed (and stop_at as measurable)
+    eval_fn: object  # make_eval_fn(tokenizer, sets)
+    sets: EvalSets
+    stream: object  # the fresh-per-step in-context stream (corpus.icl), or None
+    seeds: dict  # the run's stage seeds
+
+
+MODEL_SECTIONS = ("world", "split", "corpus", "model", "train")  # the model stage's key
+
+
+def train_job(cfg: ExperimentConfig, corpus_dir: Path, world: World | None = None) -> TrainJob:
+    """The training stage's inputs for ``cfg`` on a finished corpus stage (``world``: the
+    run's, sampled from ``cfg`` when not given)."""
+    from kgtest.model import build_model
+
+    corpus = read_corpus(corpus_dir)
+    split = Split.load(corpus_dir / "split.json")
+    tok = corpus_tokenizer(cfg, corpus)
+    seeds = cfg.seeds()
+    model = build_model(cfg.model, tok, seed=seeds["model"])
+    sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split))
+    train_cfg = replace(cfg.train, seed=seeds["batches"])
+    if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
+        train_cfg = replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
+                                                if k != "cot"})
+    stream = in_context_stream((world or world_of(cfg)).close(), corpus, split,
+                               seed=seeds["icl"])
+    if stream is not None and not train_cfg.answer_only_loss:
+        raise InputError("corpus.icl.per_step > 0 writes made-up premises: it needs "
+                         "train.answer_only_loss = true")
+    return TrainJob(model, tok, list(corpus.train), train_cfg, make_eval_fn(tok, sets), sets,
+                    stream, seeds)
+
+
+def write_model_stage(cfg: ExperimentConfig, tmp: Path, job: TrainJob, result,
+                      **extra) -> None:
+    """A trained model stage's ``metrics.json`` (``result``: a TrainResult) and config."""
+    sets, seeds = job.sets, job.seeds
+    metrics = {
+        "steps": result.steps, "final_loss": result.final_loss,
+        "stopped_early": result.stopped_early, "tokens": result.tokens,
+        "seconds": result.seconds, **{f"acc_{k}": v for k, v in result.metrics.items()},
+        "n_eval_direct": len(sets.direct), "n_eval_cot": len(sets.cot),
+        **{f"n_eval_{k}": len(getattr(sets, k)) for k in ("latent_id", "latent_ood")
+           if getattr(sets, k)},
+        "seeds": seed_strings({k: seeds[k] for k in ("model", "batches", "eval")}), **extra,
+    }
+    atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    _write_config(cfg, tmp)
+
+
 def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
                 corpus_dir: Path | None = None, *, key: str | None = None,
                 world: World | None = None) -> Path:
@@ -138,44 +196,18 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
     outside :func:`corpus_stage`, such as :mod:`kgtest.claims_model`'s worlds, which no
     ``[world]`` section describes).
     """
-    from kgtest.model import build_model
     from kgtest.train import train
 
     corpus_dir = corpus_dir or corpus_stage(cfg, run_dir, world)
 
     def build(tmp: Path) -> None:
-        corpus = read_corpus(corpus_dir)
-        split = Split.load(corpus_dir / "split.json")
-        tok = corpus_tokenizer(cfg, corpus)
-        seeds = cfg.seeds()
-        model = build_model(cfg.model, tok, seed=seeds["model"])
-        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split))
-        train_cfg = replace(cfg.train, seed=seeds["batches"])
-        if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
-            train_cfg = replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
-                                                    if k != "cot"})
-        stream = in_context_stream((world or world_of(cfg)).close(), corpus, split,
-                                   seed=cfg.seeds()["icl"])
-        if stream is not None and not train_cfg.answer_only_loss:
-            raise InputError("corpus.icl.per_step > 0 writes made-up premises: it needs "
-                             "train.answer_only_loss = true")
-        result = train(model, tok, list(corpus.train), train_cfg, tmp,
-                       eval_fn=make_eval_fn(tok, sets), resume=True, extra=stream)
-        if not dist_info().is_main:  # under torchrun, rank 0 writes the stage
-            return
-        metrics = {
-            "steps": result.steps, "final_loss": result.final_loss,
-            "stopped_early": result.stopped_early, "tokens": result.tokens,
-            "seconds": result.seconds, **{f"acc_{k}": v for k, v in result.metrics.items()},
-            "n_eval_direct": len(sets.direct), "n_eval_cot": len(sets.cot),
-            **{f"n_eval_{k}": len(getattr(sets, k)) for k in ("latent_id", "latent_ood")
-               if getattr(sets, k)},
-            "seeds": seed_strings({k: seeds[k] for k in ("model", "batches", "eval")}),
-        }
-        atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-        _write_config(cfg, tmp)
+        job = train_job(cfg, corpus_dir, world)
+        result = train(job.model, job.tokenizer, job.docs, job.cfg, tmp, eval_fn=job.eval_fn,
+                       resume=True, extra=job.stream)
+        if dist_info().is_main:  # under torchrun, rank 0 writes the stage
+            write_model_stage(cfg, tmp, job, result)
 
-    key = key or cfg.key("world", "split", "corpus", "model", "train")
+    key = key or cfg.key(*MODEL_SECTIONS)
     return run_stage_ranked(run_dir, "model", key, build, collective=True)
 
 

@@ -1,0 +1,129 @@
+"""``kgtest run SPEC --seeds M``: the M run folders of M separate runs, from one process.
+
+A stacked run of two seeds against two separate ``kgtest run --set run.seed=s`` runs of the
+seconds-scale sweep spec: the same stage folders (names are config keys), the same record
+rows and columns, and the same outcomes. The original models are trained stacked, so they
+differ from the separate runs' by floating-point summation order only: measured on AMD
+EPYC (1 thread) over 3 seeds x ~900 records of a 60-step variant of this spec (every
+control, NPO, probes direct/cot/utility), every field was identical except ``score``
+(teacher-forced log-probabilities), which moved by at most 1.4e-6; here scores may move
+by 1e-3 and at most 2% of the records may flip an outcome (a greedy tie broken the other
+way on another CPU), while another seed's records differ in most rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kgtest.cli import main
+from kgtest.multiseed import run_dir_of, seed_configs, split_log
+
+DATA = Path(__file__).parent / "data"
+SPEC_TEXT = (DATA / "sweep_tiny.toml").read_text().split("[sweep]")[0]
+FAST = ["train.steps=20", "train.eval_every=10", "unlearn.epochs=1", "probes.n_boot=20",
+        "train.threads=1", 'unlearn.controls=["filter", "never_trained"]',
+        'probes.probes=["direct", "utility"]']
+SCORE_TOL = 1e-3
+FLIP_TOL = 0.02
+
+
+def _sets(args: list[str]) -> list[str]:
+    return [a for item in args for a in ("--set", item)]
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+
+
+def _stages(run: Path) -> list[str]:
+    return sorted(d.name for d in run.iterdir() if d.is_dir() and (d / ".done").exists())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("multiseed")
+    spec = tmp / "spec.toml"
+    spec.write_text(SPEC_TEXT)
+    assert main(["run", str(spec), "--out", str(tmp / "stacked"), "--seeds", "2",
+                 *_sets(FAST)]) == 0
+    for s in (0, 1):
+        assert main(["run", str(spec), "--out", str(tmp / "separate"),
+                     *_sets([*FAST, f"run.seed={s}"])]) == 0
+    return spec, tmp / "stacked", tmp / "separate"
+
+
+def _differences(a: list[dict], b: list[dict]) -> tuple[float, int]:
+    """Largest |score| difference and the number of rows whose other fields differ."""
+    worst, flips = 0.0, 0
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        assert (x["variant"], x["probe"], x["fact"], x["setting"]) == \
+               (y["variant"], y["probe"], y["fact"], y["setting"])
+        if x["score"] is not None and y["score"] is not None:
+            worst = max(worst, abs(x["score"] - y["score"]))
+        rest = {k for k in x if k != "score" and x[k] != y[k]}
+        flips += bool(rest)
+    return worst, flips
+
+
+@pytest.mark.slow
+def test_stacked_seeds_write_the_separate_runs_folders_and_records(runs):
+    spec, stacked, separate = runs
+    cfgs = seed_configs(spec, FAST, 2)
+    for cfg in cfgs:
+        ours, theirs = run_dir_of(stacked, cfg), run_dir_of(separate, cfg)
+        assert _stages(ours) == _stages(theirs)  # every stage key equal
+        model = next(ours.glob("model-*"))
+        info = json.loads((model / "metrics.json").read_text())
+        assert info["stacked"] == {"seeds": [0, 1], "member": cfg.run.seed}  # really stacked
+        solo = json.loads((theirs / model.name / "metrics.json").read_text())
+        assert set(info) - {"stacked"} == set(solo)
+        assert (info["steps"], info["tokens"], info["seeds"]) == \
+               (solo["steps"], solo["tokens"], solo["seeds"])
+        log = [json.loads(x) for x in (model / "train_log.jsonl").read_text().splitlines()]
+        solo_log = [json.loads(x) for x in
+                    (theirs / model.name / "train_log.jsonl").read_text().splitlines()]
+        assert [sorted(e) for e in log] == [sorted(e) for e in solo_log]  # the same format
+        a, b = _records(ours), _records(theirs)
+        assert len(a) == len(b) > 50
+        worst, flips = _differences(a, b)
+        assert worst <= SCORE_TOL and flips <= FLIP_TOL * len(a), (worst, flips)
+    # teeth: seed 0's records against seed 1's differ far beyond the tolerances
+    a, b = (_records(run_dir_of(separate, c)) for c in cfgs)
+    other = sum(x["fact"] != y["fact"] or x["score"] != y["score"]
+                for x, y in zip(a, b, strict=False))
+    assert other > 0.5 * min(len(a), len(b))
+
+
+@pytest.mark.slow
+def test_a_later_single_seed_run_reuses_the_stacked_stages(runs):
+    spec, stacked, _ = runs
+    run = run_dir_of(stacked, seed_configs(spec, FAST, 1)[0])
+    before = {d: (run / d / ".done").stat().st_mtime_ns for d in _stages(run)}
+    assert main(["run", str(spec), "--out", str(stacked), *_sets(FAST)]) == 0
+    assert {d: (run / d / ".done").stat().st_mtime_ns for d in _stages(run)} == before
+
+
+def test_split_log_keeps_each_members_entries_up_to_its_last_step(tmp_path):
+    p = tmp_path / "log.jsonl"
+    p.write_text("\n".join(json.dumps(e) for e in [
+        {"step": 2, "loss": [1.0, 2.0], "active": 2, "lr": 0.1, "tokens": [5, 6],
+         "elapsed_s": 0.1},
+        {"step": 2, "member": 0, "eval/direct": 1.0},
+        {"step": 4, "loss": [1.0, 1.5], "active": 1, "lr": 0.05, "tokens": [5, 12],
+         "elapsed_s": 0.2}]) + "\n")
+    zero, one = split_log(p, 2, [2, 4])
+    assert zero == [{"step": 2, "loss": 1.0, "lr": 0.1, "tokens": 5, "elapsed_s": 0.1},
+                    {"step": 2, "eval/direct": 1.0}]
+    assert [e["step"] for e in one] == [2, 4] and one[1]["tokens"] == 12
+
+
+def test_bad_seed_counts_are_one_line_errors(tmp_path, capsys):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC_TEXT)
+    assert main(["run", str(spec), "--out", str(tmp_path), "--seeds", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds" in err[0]
