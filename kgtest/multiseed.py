@@ -37,8 +37,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kgtest.checkpoint import LOG
@@ -107,12 +107,68 @@ def _unstackable(cfg: ExperimentConfig, job) -> str | None:
     return None
 
 
-def _groups(jobs) -> list[list[int]]:
+@dataclass
+class Member:
+    """One seed's model to train in a stacked group, and where its stage goes."""
+
+    run_dir: Path
+    stage: str  # the stage folder's prefix: "model", "control-filter", ...
+    key: str
+    model: object  # the freshly initialised PreTrainedModel
+    tokenizer: object
+    docs: list
+    cfg: object  # its TrainConfig (cfg.seed: its batch order)
+    eval_fn: object  # or None
+    write: Callable  # write(tmp, TrainResult): the stage's own files beside model/ and the log
+    seed: int  # run.seed, for progress lines and metrics
+
+
+def _groups(members: Sequence[Member]) -> list[list[Member]]:
     """Members that can train as one stacked model: equal settings, the batch seed aside."""
-    groups: dict[str, list[int]] = {}
-    for i, job in enumerate(jobs):
-        groups.setdefault(repr(replace(job.cfg, seed=None)), []).append(i)
+    groups: dict[str, list[Member]] = {}
+    for m in members:
+        groups.setdefault(repr(replace(m.cfg, seed=None)), []).append(m)
     return list(groups.values())
+
+
+def train_stacked(members: Sequence[Member], what: str, log=print) -> None:
+    """Train every group of two or more members as one stacked model and write each
+    member's stage (``model/``, its own ``train_log.jsonl``, then ``write``'s files).
+    Hold the run folders' locks. Members left alone are left to the ordinary code."""
+    for group in _groups(members):
+        if len(group) > 1:
+            _train_group(group, what, log)
+
+
+def _train_group(group: list[Member], what: str, log) -> None:
+    from kgtest.ensemble import MEMBER_DIR, train_ensemble
+    from kgtest.train import TrainResult
+
+    seeds = [m.seed for m in group]
+    log(f"[seeds] {what}: seeds {', '.join(map(str, seeds))} trained as one stacked model")
+    scratch = Path(tempfile.mkdtemp(prefix=".seeds.tmp-", dir=group[0].run_dir))
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        evals = [m.eval_fn for m in group]
+        res = train_ensemble([m.model for m in group], [m.tokenizer for m in group],
+                             [m.docs for m in group], group[0].cfg, scratch,
+                             eval_fn=evals if any(evals) else None,
+                             batch_seeds=[m.cfg.seed for m in group])
+        logs = split_log(scratch / LOG, len(group), res.steps)
+        for i, m in enumerate(group):
+            tmp = prepare_partial(m.run_dir, m.stage, m.key)
+            os.replace(scratch / MEMBER_DIR.format(i), tmp / "model")
+            atomic_write_text(tmp / LOG, "".join(json.dumps(e) + "\n" for e in logs[i]))
+            m.write(tmp, TrainResult(steps=res.steps[i], final_loss=res.final_losses[i],
+                                     metrics=res.metrics[i],
+                                     stopped_early=res.stopped_early[i],
+                                     tokens=res.tokens[i], seconds=res.seconds,
+                                     cpu_seconds=res.cpu_seconds, model_dir=tmp / "model"))
+            finish_stage(m.run_dir, m.stage, m.key)
+        log(f"[seeds] {what}: {len(group)} models trained together in "
+            f"{time.perf_counter() - t0:.0f} s ({time.process_time() - c0:.0f} CPU s)")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *,
@@ -122,62 +178,34 @@ def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *,
     Hold the run folders' locks (:func:`run_seeds` does). Returns the model stage folders.
     """
     from kgtest.distributed import dist_info
-    from kgtest.pipeline import MODEL_SECTIONS, corpus_stage, train_job, train_stage
+    from kgtest.pipeline import (
+        MODEL_SECTIONS,
+        corpus_stage,
+        train_job,
+        train_stage,
+        write_model_stage,
+    )
 
-    finals = [stage_path(d, "model", c.key(*MODEL_SECTIONS)) for c, d in zip(cfgs, dirs,
-                                                                               strict=True)]
-    todo = [i for i, f in enumerate(finals) if not (f / ".done").exists()]
-    if dist_info().world_size > 1:
-        todo = []  # torchrun: data parallelism, one seed at a time (train_stage)
-    jobs, stackable = {}, []
-    for i in todo:
-        jobs[i] = train_job(cfgs[i], corpus_stage(cfgs[i], dirs[i]))
-        why = _unstackable(cfgs[i], jobs[i])
+    members = []
+    for c, d in zip(cfgs, dirs, strict=True):
+        key = c.key(*MODEL_SECTIONS)
+        if (stage_path(d, "model", key) / ".done").exists() or dist_info().world_size > 1:
+            continue  # finished, or torchrun (data parallelism: one seed at a time)
+        job = train_job(c, corpus_stage(c, d))
+        why = _unstackable(c, job)
         if why:
-            log(f"[seeds] seed {cfgs[i].run.seed}: {why}: trained on its own")
-        else:
-            stackable.append(i)
-    for group in _groups([jobs[i] for i in stackable]):
-        members = [stackable[g] for g in group]
-        if len(members) > 1:
-            _train_stacked(members, cfgs, dirs, jobs, log)
+            log(f"[seeds] seed {c.run.seed}: {why}: trained on its own")
+            continue
+        seeds = [x.run.seed for x in cfgs]
+
+        def write(tmp, result, c=c, job=job, seeds=seeds):
+            write_model_stage(c, tmp, job, result,
+                              stacked={"seeds": seeds, "member": seeds.index(c.run.seed)})
+
+        members.append(Member(d, "model", key, job.model, job.tokenizer, job.docs, job.cfg,
+                              job.eval_fn, write, c.run.seed))
+    train_stacked(members, "original", log)
     return [train_stage(c, d) for c, d in zip(cfgs, dirs, strict=True)]  # the rest, solo
-
-
-def _train_stacked(members: list[int], cfgs, dirs, jobs, log) -> None:
-    """Train ``members`` (indices into cfgs) as one stacked model; write their stages."""
-    from kgtest.ensemble import MEMBER_DIR, train_ensemble
-    from kgtest.pipeline import MODEL_SECTIONS, write_model_stage
-    from kgtest.train import TrainResult
-
-    seeds = [cfgs[i].run.seed for i in members]
-    log(f"[seeds] training seeds {', '.join(map(str, seeds))} as one stacked model")
-    first = jobs[members[0]]
-    scratch = Path(tempfile.mkdtemp(prefix=".seeds.tmp-", dir=dirs[members[0]]))
-    try:
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = train_ensemble([jobs[i].model for i in members],
-                             [jobs[i].tokenizer for i in members],
-                             [jobs[i].docs for i in members], first.cfg, scratch,
-                             eval_fn=[jobs[i].eval_fn for i in members],
-                             batch_seeds=[jobs[i].cfg.seed for i in members])
-        logs = split_log(scratch / LOG, len(members), res.steps)
-        for m, i in enumerate(members):
-            key = cfgs[i].key(*MODEL_SECTIONS)
-            tmp = prepare_partial(dirs[i], "model", key)
-            os.replace(scratch / MEMBER_DIR.format(m), tmp / "model")
-            atomic_write_text(tmp / LOG, "".join(json.dumps(e) + "\n" for e in logs[m]))
-            result = TrainResult(steps=res.steps[m], final_loss=res.final_losses[m],
-                                 metrics=res.metrics[m], stopped_early=res.stopped_early[m],
-                                 tokens=res.tokens[m], seconds=res.seconds,
-                                 cpu_seconds=res.cpu_seconds, model_dir=tmp / "model")
-            write_model_stage(cfgs[i], tmp, jobs[i], result,
-                              stacked={"seeds": seeds, "member": m})
-            finish_stage(dirs[i], "model", key)
-        log(f"[seeds] {len(members)} models trained together in "
-            f"{time.perf_counter() - t0:.0f} s ({time.process_time() - c0:.0f} CPU s)")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def split_log(path: Path, n: int, steps: Sequence[int]) -> list[list[dict]]:
