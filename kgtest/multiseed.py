@@ -9,9 +9,11 @@ is the work, not the results:
 - **stacked**: the original models of all seeds train as one stacked model
   (:func:`kgtest.ensemble.train_ensemble`, each member on its own seed's corpus,
   tokenizer, initialisation and batch order), then each member is written as its
-  seed's ordinary ``model-<key>`` stage;
-- **one seed at a time** (the ordinary code, inside the same process): world, corpus,
-  the retrained controls, unlearning with its tuning grid, probes and the report.
+  seed's ordinary ``model-<key>`` stage; then the retrained controls (``filter``,
+  ``ignorance``) of all seeds, likewise (``control-<kind>-<key>``);
+- **one seed at a time** (the ordinary code, inside the same process, or in ``jobs``
+  worker processes): world, corpus, ``never_trained``, unlearning with its tuning grid,
+  probes and the report.
 
 Members are the separate runs up to floating-point summation order (batched matmuls):
 tests/test_multiseed.py compares the folders and records of a stacked run with separate
@@ -47,7 +49,8 @@ from kgtest.experiment import ExperimentConfig, load_experiment
 from kgtest.stages import finish_stage, prepare_partial, run_lock, stage_path
 from kgtest.symbolic.facts import atomic_write_text
 
-__all__ = ["seed_configs", "run_dir_of", "run_seeds", "train_originals"]
+__all__ = ["seed_configs", "run_dir_of", "run_seeds", "train_originals", "train_controls",
+           "train_stacked", "Member", "split_log"]
 
 MAX_SEEDS = 256
 
@@ -68,13 +71,15 @@ def run_dir_of(out: str | os.PathLike, cfg: ExperimentConfig) -> Path:
 
 
 def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
-              command: str = "", log=print) -> list[Path]:
-    """Run every seed's experiment, the originals trained stacked; returns the summaries.
+              command: str = "", log=print, jobs: int = 1) -> list[Path]:
+    """Run every seed's experiment, the originals and the retrained controls trained
+    stacked; returns the summaries.
 
     The M run folders are locked for the whole call. Finished stages are reused, as by
-    :func:`kgtest.pipeline.run_experiment` (which then runs each seed's remaining stages).
+    :func:`kgtest.pipeline.run_experiment`, which then runs each seed's remaining stages
+    (unlearning, probes, report; in ``jobs`` worker processes where ``jobs`` > 1).
     """
-    from kgtest.pipeline import corpus_stage, run_experiment, world_stage
+    from kgtest.pipeline import corpus_stage, run_experiment, world_of, world_stage
 
     dirs = [run_dir_of(out, c) for c in cfgs]
     if len(set(dirs)) != len(dirs):
@@ -83,11 +88,13 @@ def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
         for d in dirs:
             stack.enter_context(run_lock(d, command=command or None))
         log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(out)}")
-        for c, d in zip(cfgs, dirs, strict=True):
-            world_stage(c, d)
-            corpus_stage(c, d)
-        train_originals(cfgs, dirs, log=log)
-        return [run_experiment(c, d, command=command, log=log)
+        worlds = [world_of(c) for c in cfgs]
+        for c, d, w in zip(cfgs, dirs, worlds, strict=True):
+            world_stage(c, d, w)
+            corpus_stage(c, d, w)
+        train_originals(cfgs, dirs, worlds, log=log)
+        train_controls(cfgs, dirs, worlds, log=log)
+        return [run_experiment(c, d, command=command, log=log, jobs=jobs)
                 for c, d in zip(cfgs, dirs, strict=True)]
 
 
@@ -171,7 +178,7 @@ def _train_group(group: list[Member], what: str, log) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *,
+def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
                     log=print) -> list[Path]:
     """Each seed's ``model-<key>`` stage, the unfinished ones trained as stacked models.
 
@@ -187,11 +194,11 @@ def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *,
     )
 
     members = []
-    for c, d in zip(cfgs, dirs, strict=True):
+    for c, d, w in zip(cfgs, dirs, worlds, strict=True):
         key = c.key(*MODEL_SECTIONS)
         if (stage_path(d, "model", key) / ".done").exists() or dist_info().world_size > 1:
             continue  # finished, or torchrun (data parallelism: one seed at a time)
-        job = train_job(c, corpus_stage(c, d))
+        job = train_job(c, corpus_stage(c, d, w), w)
         why = _unstackable(c, job)
         if why:
             log(f"[seeds] seed {c.run.seed}: {why}: trained on its own")
@@ -205,7 +212,47 @@ def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *,
         members.append(Member(d, "model", key, job.model, job.tokenizer, job.docs, job.cfg,
                               job.eval_fn, write, c.run.seed))
     train_stacked(members, "original", log)
-    return [train_stage(c, d) for c, d in zip(cfgs, dirs, strict=True)]  # the rest, solo
+    return [train_stage(c, d, world=w)  # the rest, one at a time
+            for c, d, w in zip(cfgs, dirs, worlds, strict=True)]
+
+
+def train_controls(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
+                   log=print) -> None:
+    """Each seed's retrained controls (``filter``, ``ignorance``) not yet finished, trained
+    as stacked models (the originals must be finished; hold the run folders' locks).
+
+    A control trains from the original's initialisation for the original's number of
+    steps, so seeds whose originals stopped at different steps train in different groups.
+    ``never_trained`` trains nothing and is left to the ordinary code.
+    """
+    from kgtest.model import build_model
+    from kgtest.pipeline import train_experiment
+    from kgtest.unlearn.api import RunContext, control_stage, control_training, write_control
+
+    members = []
+    for c, d, w in zip(cfgs, dirs, worlds, strict=True):
+        ctx = RunContext.of(c, train_experiment(c, d, w), w)
+        for kind in c.unlearn.controls:
+            if kind == "never_trained":
+                continue
+            name, key, steps = control_stage(ctx, c.unlearn, kind)
+            if (stage_path(d, name, key) / ".done").exists():
+                continue
+            job = control_training(ctx, c.unlearn, kind, steps)
+            if job.stream is not None:
+                continue  # a fresh document stream per step: the ordinary code trains it
+
+            seeds = [x.run.seed for x in cfgs]
+
+            def write(tmp, result, job=job, seeds=seeds, me=c.run.seed):
+                write_control(tmp, {**job.record, "stacked": {"seeds": seeds,
+                                                              "member": seeds.index(me)}},
+                              job.t0, result)
+
+            model = build_model(job.model_cfg, job.tokenizer, seed=job.init_seed)
+            members.append(Member(d, name, key, model, job.tokenizer, list(job.corpus.train),
+                                  replace(job.train_cfg, stop_at={}), None, write, c.run.seed))
+    train_stacked(members, "controls", log)
 
 
 def split_log(path: Path, n: int, steps: Sequence[int]) -> list[list[dict]]:

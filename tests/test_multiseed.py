@@ -87,6 +87,13 @@ def test_stacked_seeds_write_the_separate_runs_folders_and_records(runs):
         solo_log = [json.loads(x) for x in
                     (theirs / model.name / "train_log.jsonl").read_text().splitlines()]
         assert [sorted(e) for e in log] == [sorted(e) for e in solo_log]  # the same format
+        ctl = next(ours.glob("control-filter-*"))
+        info = json.loads((ctl / "control.json").read_text())
+        solo = json.loads((theirs / ctl.name / "control.json").read_text())
+        assert info.pop("stacked")["member"] == cfg.run.seed  # the controls too
+        assert info.pop("final_loss") == pytest.approx(solo.pop("final_loss"), rel=1e-3)
+        assert {k: v for k, v in info.items() if k != "seconds"} == \
+               {k: v for k, v in solo.items() if k != "seconds"}
         a, b = _records(ours), _records(theirs)
         assert len(a) == len(b) > 50
         worst, flips = _differences(a, b)

@@ -72,7 +72,8 @@ if TYPE_CHECKING:
     from kgtest.worlds.world import World
 
 __all__ = ["RunContext", "load_run", "apply_overrides", "method_params", "unlearn_run",
-           "control_run", "Variant", "variant_name", "unlearn_variant", "control_variant"]
+           "control_run", "Variant", "variant_name", "unlearn_variant", "control_variant",
+           "control_stage", "ControlTraining", "control_training", "write_control"]
 
 
 # --- reading a trained run ---------------------------------------------------------------------
@@ -466,6 +467,16 @@ def control_variant(ctx: RunContext, cfg: UnlearnConfig, kind: str, *,
 
     Its removed facts: the dropped facts of a retrained control, None for ``never_trained``.
     """
+    name, key, steps = control_stage(ctx, cfg, kind)
+    stage = run_stage(ctx.run_dir, name, key,
+                      lambda tmp: _build_control(ctx, cfg, kind, steps, tmp), force=force)
+    info = json.loads((stage / "control.json").read_text())
+    dropped = info.get("dropped_facts")
+    return Variant(kind, stage, None if dropped is None else tuple(dropped))
+
+
+def control_stage(ctx: RunContext, cfg: UnlearnConfig, kind: str) -> tuple[str, str, int]:
+    """A control's stage folder prefix, key and training steps."""
     if kind not in CONTROLS:
         raise InputError(f"unknown control {kind!r} (known: {', '.join(CONTROLS)})")
     deletion_cfg = ([cfg.deletion_restarts, cfg.deletion_time_limit, ctx.unlearn_seed(cfg)]
@@ -473,50 +484,78 @@ def control_variant(ctx: RunContext, cfg: UnlearnConfig, kind: str, *,
     steps = cfg.control_steps or ctx.train_steps()
     key = config_hash(ctx.model_stage.name, kind, deletion_cfg,
                       steps if kind != "never_trained" else None)
-    stage = run_stage(ctx.run_dir, f"control-{kind.replace('_', '-')}", key,
-                      lambda tmp: _build_control(ctx, cfg, kind, steps, tmp), force=force)
-    info = json.loads((stage / "control.json").read_text())
-    dropped = info.get("dropped_facts")
-    return Variant(kind, stage, None if dropped is None else tuple(dropped))
+    return f"control-{kind.replace('_', '-')}", key, steps
+
+
+@dataclass
+class ControlTraining:
+    """A retrained control before training: its corpus, settings and record so far."""
+
+    corpus: Corpus  # the filtered training corpus
+    tokenizer: object  # the original's
+    model_cfg: object  # ModelConfig: the original's
+    train_cfg: object  # TrainConfig: the original's, for ``steps``, its batch order
+    init_seed: int  # the original's initialisation seed
+    stream: object  # the in-context stream of the filtered corpus, or None
+    record: dict  # control.json so far
+    t0: float  # when the stage started (for its seconds)
+
+
+def control_training(ctx: RunContext, cfg: UnlearnConfig, kind: str,
+                     steps: int) -> ControlTraining:
+    """What a retrained control (``filter``, ``ignorance``) trains, not yet trained."""
+    t0 = time.perf_counter()
+    _, tok = load_model(ctx.model_dir)
+    init_seed = stage_seed(ctx.seed, "model")
+    record: dict = {"kind": kind, "model_stage": ctx.model_stage.name,
+                    "corpus": ctx.corpus_dir.name, "init_seed": init_seed}
+    sets = None
+    if kind == "ignorance":
+        sets = deletion_sets(ctx.closure, ctx.split.forget, kb=ctx.kb, fixed=ctx.fixed,
+                             restarts=cfg.deletion_restarts,
+                             time_limit=cfg.deletion_time_limit,
+                             seed=stage_seed(ctx.unlearn_seed(cfg), "deletion"))
+    filtered, dropped, checked = control_corpus(ctx.corpus, ctx.split, kind, deletion=sets)
+    train_cfg = ctx.cfg.train
+    train_cfg = replace(train_cfg, steps=steps, progress=cfg.progress,
+                        seed=stage_seed(ctx.seed, "batches") if train_cfg.seed is None
+                        else train_cfg.seed)  # the original's batch order
+    stream = in_context_stream(ctx.closure, filtered, ctx.split,
+                               seed=stage_seed(ctx.seed, "icl"))  # as the original's
+    record.update({
+        "dropped_facts": dropped, "deletion_sets": {str(k): v for k, v in
+                                                    (sets or {}).items()},
+        "extra_facts": len(dropped) - len(ctx.split.forget),
+        "docs_removed": len(ctx.corpus.train) - len(filtered.train),
+        "docs_kept": len(filtered.train), "hygiene_checked": checked,
+    })
+    return ControlTraining(filtered, tok, ctx.cfg.model, train_cfg, init_seed, stream, record,
+                           t0)
+
+
+def write_control(tmp: Path, record: dict, t0: float, res=None) -> None:
+    """``control.json``: the record, the training's steps and loss (``res``), the seconds."""
+    record = dict(record)
+    if res is not None:
+        record.update({"steps": res.steps, "final_loss": res.final_loss})
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    atomic_write_text(tmp / "control.json", json.dumps(record, indent=1) + "\n")
 
 
 def _build_control(ctx: RunContext, cfg: UnlearnConfig, kind: str, steps: int,
                    tmp: Path) -> None:
-    t0 = time.perf_counter()
-    _, tok = load_model(ctx.model_dir)
-    model_cfg = ctx.cfg.model
-    init_seed = stage_seed(ctx.seed, "model")
-    record: dict = {"kind": kind, "model_stage": ctx.model_stage.name,
-                    "corpus": ctx.corpus_dir.name, "init_seed": init_seed}
     if kind == "never_trained":
-        never_trained(tok, model_cfg, tmp / "model", init_seed=init_seed)
-    else:
-        sets = None
-        if kind == "ignorance":
-            sets = deletion_sets(ctx.closure, ctx.split.forget, kb=ctx.kb, fixed=ctx.fixed,
-                                 restarts=cfg.deletion_restarts,
-                                 time_limit=cfg.deletion_time_limit,
-                                 seed=stage_seed(ctx.unlearn_seed(cfg), "deletion"))
-        filtered, dropped, checked = control_corpus(ctx.corpus, ctx.split, kind,
-                                                    deletion=sets)
-        train_cfg = ctx.cfg.train
-        train_cfg = replace(train_cfg, steps=steps, progress=cfg.progress,
-                            seed=stage_seed(ctx.seed, "batches") if train_cfg.seed is None
-                            else train_cfg.seed)  # the original's batch order
-        stream = in_context_stream(ctx.closure, filtered, ctx.split,
-                                   seed=stage_seed(ctx.seed, "icl"))  # as the original's
-        res = train_control(filtered, tok, model_cfg, train_cfg, tmp, init_seed=init_seed,
-                            extra=stream)
-        record.update({
-            "dropped_facts": dropped, "deletion_sets": {str(k): v for k, v in
-                                                        (sets or {}).items()},
-            "extra_facts": len(dropped) - len(ctx.split.forget),
-            "docs_removed": len(ctx.corpus.train) - len(filtered.train),
-            "docs_kept": len(filtered.train), "hygiene_checked": checked,
-            "steps": res.steps, "final_loss": res.final_loss,
-        })
-    record["seconds"] = round(time.perf_counter() - t0, 3)
-    atomic_write_text(tmp / "control.json", json.dumps(record, indent=1) + "\n")
+        t0 = time.perf_counter()
+        _, tok = load_model(ctx.model_dir)
+        init_seed = stage_seed(ctx.seed, "model")
+        never_trained(tok, ctx.cfg.model, tmp / "model", init_seed=init_seed)
+        write_control(tmp, {"kind": kind, "model_stage": ctx.model_stage.name,
+                            "corpus": ctx.corpus_dir.name, "init_seed": init_seed}, t0)
+        return
+    job = control_training(ctx, cfg, kind, steps)
+    res = train_control(job.corpus, job.tokenizer, job.model_cfg, job.train_cfg, tmp,
+                        init_seed=job.init_seed, extra=job.stream)
+    write_control(tmp, job.record, job.t0, res)
 
 
 def control_run(run, kind: str, cfg: UnlearnConfig | None = None, *,
