@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -160,7 +161,10 @@ def long_modules() -> dict[str, int]:
 
 
 def test_every_module_imports():
-    names = [m.name for m in pkgutil.walk_packages(kgtest.__path__, "kgtest.")]
+    def fail(name: str) -> None:  # walk_packages would skip a package that fails to import
+        raise AssertionError(f"cannot import {name}") from sys.exc_info()[1]
+
+    names = [m.name for m in pkgutil.walk_packages(kgtest.__path__, "kgtest.", onerror=fail)]
     assert len(names) == len(_files()) - 1  # every file is reached (kgtest/__init__ aside)
     for name in names:
         if not name.endswith(".__main__"):  # `python -m kgtest`: importing it runs the CLI
