@@ -176,30 +176,38 @@ def _by_proofs(records: Sequence[dict], path: Path, n_boot: int, seed: int) -> P
 
 
 def _forget_utility(agg: list[dict], path: Path) -> Path | None:
+    """Forget rate (direct, and verified CoT where probed) against utility, one marker per
+    variant with its interval, one legend for the figure."""
     by = {(a["variant"], label(a)): a for a in agg}
     util = next((u for u in ("utility_direct", "utility_cot") if any(
         label(a) == u for a in agg)), None)
     if util is None:
         return None
+    panels = [f for f in ("direct", "cot") if any(label(a) == f for a in agg)] or ["direct"]
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 2, 4.2),
+                             squeeze=False)
     variants = order(a["variant"] for a in agg)
     colour = _colours(variants)
-    for ax, forget in zip(axes, ("direct", "cot"), strict=True):
+    handles: dict[str, object] = {}
+    for ax, forget in zip(axes[0], panels, strict=True):
         for v in variants:
             a, u = by.get((v, forget)), by.get((v, util))
             if a is None or u is None or np.isnan(a["rate"]) or np.isnan(u["rate"]):
                 continue
-            ax.errorbar(u["rate"], a["rate"], xerr=np.array([_err(u)]).T,
-                        yerr=np.array([_err(a)]).T, marker="s" if v in CONTROLS else "o",
-                        capsize=3, color=colour[v], alpha=0.85,
-                        label=v + (" (control)" if v in CONTROLS else ""))
+            name = v + (" (control)" if v in CONTROLS else "")
+            h = ax.errorbar(u["rate"], a["rate"], xerr=np.array([_err(u)]).T,
+                            yerr=np.array([_err(a)]).T, marker="s" if v in CONTROLS else "o",
+                            capsize=3, color=colour[v], alpha=0.85, label=name)
+            handles.setdefault(name, h)
         ax.set_xlim(-0.03, 1.05)
         ax.set_ylim(-0.03, 1.05)
         ax.set_xlabel(f"utility: {util} rate (retain facts)")
         ax.set_ylabel(f"forget targets still answered ({forget})")
         ax.set_title(f"forget ({forget}) vs utility; best is bottom right")
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if handles:
+        axes[0][-1].legend(list(handles.values()), list(handles), fontsize=8,
+                           loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
@@ -250,7 +258,12 @@ def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path 
 
 def _tuning_frontier(runs: Sequence[Path], path: Path) -> Path | None:
     """Every tuning grid point (validation forget vs retain accuracy) per variant, the
-    chosen point circled: the trade-off frontier each method was chosen from."""
+    chosen point circled: the trade-off frontier each method was chosen from.
+
+    One run: raw accuracies, with its forgetting level and utility floor dashed. Several
+    runs (their levels and floors differ by seed): each point relative to its own run's
+    level and floor, so "admissible" is the same quadrant for every point.
+    """
     grids = []
     for run in runs:
         for f in sorted(run.rglob("unlearn.json")):
@@ -264,24 +277,34 @@ def _tuning_frontier(runs: Sequence[Path], path: Path) -> Path | None:
                               tun))
     if not grids:
         return None
+    bounds = {(t.get("level"), t.get("retain_min")) for _, t in grids}
+    relative = len(bounds) > 1 and None not in {b for pair in bounds for b in pair}
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     colours = _colours(list(dict.fromkeys(v for v, _ in grids)))
+    seen: set[str] = set()
     for v, tun in grids:
+        dx, dy = (tun["retain_min"], tun["level"]) if relative else (0.0, 0.0)
         g = tun["grid"]
-        ax.scatter([p["retain_acc"] for p in g], [p["forget_acc"] for p in g], s=18,
-                   color=colours[v], alpha=0.6, label=v)
+        ax.scatter([p["retain_acc"] - dx for p in g], [p["forget_acc"] - dy for p in g],
+                   s=18, color=colours[v], alpha=0.6, label=None if v in seen else v)
+        seen.add(v)
         c = tun["choice"]
-        ax.scatter([c["retain_acc"]], [c["forget_acc"]], s=90, facecolors="none",
-                   edgecolors=colours[v])
-    level, retain_min = grids[0][1].get("level"), grids[0][1].get("retain_min")
+        ax.scatter([c["retain_acc"] - dx], [c["forget_acc"] - dy], s=90,
+                   facecolors="none", edgecolors=colours[v])
+    level, retain_min = (0.0, 0.0) if relative else next(iter(bounds))
     if level is not None:
         ax.axhline(level, ls="--", color="grey", lw=0.8)
     if retain_min is not None:
         ax.axvline(retain_min, ls="--", color="grey", lw=0.8)
-    ax.set_xlabel("validation: retain direct accuracy")
-    ax.set_ylabel("validation: forget direct accuracy")
-    ax.set_title("tuning grid (admissible: below and right of the dashes)")
+    if relative:
+        ax.set_xlabel("validation retain accuracy - its run's utility floor")
+        ax.set_ylabel("validation forget accuracy - its run's forgetting level")
+    else:
+        ax.set_xlabel("validation: retain direct accuracy")
+        ax.set_ylabel("validation: forget direct accuracy")
+    ax.set_title(f"tuning grid, {len(grids)} tunings, chosen points circled\n"
+                 "(admissible: below and right of the dashes)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
