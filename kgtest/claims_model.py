@@ -9,8 +9,8 @@ trained model does on a world hypothesis drew. This module is the bridge:
 - :func:`model_records` the whole pipeline on one :class:`~kgtest.worlds.world.World`
   object (no spec file): corpus, training, controls, unlearning, probes; returns tidy rows
   (:mod:`kgtest.records`);
-- :func:`rate` and :func:`difference` read a rate, or a paired difference of two rates,
-  off the rows with the bootstrap of :mod:`kgtest.report`;
+- :func:`rate` and :func:`difference` (from :mod:`kgtest.aggregate`) read a rate, or a
+  paired difference of two rates, off the rows with its two-level bootstrap;
 - :func:`check_trainable` says, before any training, why a world cannot host the
   experiment (too few derived facts, or none whose rule is demonstrated elsewhere).
 
@@ -60,12 +60,12 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from kgtest.aggregate import Rate, difference, rate  # noqa: F401  (public here too)
 from kgtest.config import config_hash, to_dict
 from kgtest.corpus.render import CorpusConfig
 from kgtest.corpus.splits import SplitConfig
@@ -388,23 +388,13 @@ def _records(world: World, cfg, run_dir: Path, log) -> list[dict]:
 _CACHE: dict[str, list[dict]] = {}
 
 
-def model_records(
-    world: World,
-    *,
-    seed: int | None = None,
-    n_forget: int | None = None,
-    n_validation: int | None = None,
-    methods: Sequence[str] | None = None,
-    controls: Sequence[str] | None = None,
-    probes: Sequence[str] | None = None,
-    steps: int | None = None,
-    preset: str | None = None,
-    deep: Sequence[bool] | None = None,
-    config=None,
-    workdir: str | os.PathLike | None = None,
-    cache: bool = True,
-    log=None,
-) -> list[dict]:
+def model_records(world: World, *, seed: int | None = None, n_forget: int | None = None,
+                  n_validation: int | None = None, methods: Sequence[str] | None = None,
+                  controls: Sequence[str] | None = None, probes: Sequence[str] | None = None,
+                  steps: int | None = None, preset: str | None = None,
+                  deep: Sequence[bool] | None = None, config=None,
+                  workdir: str | os.PathLike | None = None, cache: bool = True,
+                  log=None) -> list[dict]:
     """Train a tiny model on ``world``, unlearn, probe; return the tidy records.
 
     Parameters
@@ -471,6 +461,11 @@ def model_records(
     cfg = _settings(config, seed=seed, n_forget=n_forget, n_validation=n_validation,
                     methods=methods, controls=controls, probes=probes, steps=steps,
                     preset=preset, deep=deep)
+    return _cached_records(world, cfg, workdir, cache, log or (lambda msg: None))
+
+
+def _cached_records(world: World, cfg, workdir, cache: bool, say) -> list[dict]:
+    """:func:`model_records` once its settings are resolved: check, cache, run."""
     why = check_trainable(world, split=cfg.split, seed=cfg.run.seed)
     if why is not None:
         raise InputError(f"model_records: this world cannot host the experiment: {why} "
@@ -481,7 +476,6 @@ def model_records(
                                           "unlearn", "probes")})
     if cache and key in _CACHE:
         return [dict(r) for r in _CACHE[key]]
-    say = log or (lambda msg: None)
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="kgtest-claim-") as tmp:
             rows = _records(world, cfg, Path(tmp), say)
@@ -490,122 +484,3 @@ def model_records(
     if cache:
         _CACHE[key] = [dict(r) for r in rows]
     return rows
-
-
-# --- reading the records ----------------------------------------------------------------------
-
-
-class Rate(NamedTuple):
-    """A rate (or a difference of rates) over facts, with its bootstrap interval.
-
-    ``n`` counts the facts it is over (gated in, applicable); ``chance`` is the mean
-    ``1 / n_candidates`` of those facts (NaN for a difference). ``estimate`` is NaN when
-    ``n`` is 0.
-    """
-
-    estimate: float
-    lo: float
-    hi: float
-    n: int
-    chance: float
-
-    def __str__(self) -> str:
-        return (f"{self.estimate:.3f} [{self.lo:.3f}, {self.hi:.3f}] over {self.n} facts "
-                f"(chance {self.chance:.3f})")
-
-
-def _select(records, variant: str, probe: str, setting: str, facts) -> list[dict]:
-    keep = None if facts is None else {int(f) for f in facts}
-    return [r for r in records if r["variant"] == variant and r["probe"] == probe
-            and (r["setting"] or "") == setting and (keep is None or r["fact"] in keep)]
-
-
-def rate(records: Sequence[dict], *, variant: str, probe: str, setting: str = "",
-         gated: bool = True, facts=None, n_boot: int = 2000, seed: int = 0,
-         level: float = 0.95) -> Rate:
-    """The fraction of facts ``variant`` answers correctly under ``probe``, with an interval.
-
-    The number :func:`kgtest.report.aggregate` reports (its ``rate``, ``lo``, ``hi``,
-    ``n_in``): over gated-in applicable facts (the original knew them), pooled over runs
-    by the two-level bootstrap. ``gated=False`` counts every applicable fact instead.
-
-    Parameters
-    ----------
-    records : sequence of dict
-        Tidy rows (:func:`model_records`, :func:`kgtest.records.read_records`).
-    variant, probe, setting : str
-        Which cell (``setting`` ``""`` for the plain probes).
-    gated : bool
-        Only facts the original knew (the docs/science.md rule), or all.
-    facts : iterable of int, optional
-        Restrict to these fact ids.
-    n_boot, seed, level
-        Bootstrap replicates, seed and coverage.
-
-    Examples
-    --------
-    >>> from kgtest.records import new_row
-    >>> rows = [new_row(run_id="r", variant="filter", probe="cot", fact=f, correct=c,
-    ...                 gated_in=g, chance=0.1) for f, (c, g) in
-    ...         enumerate([(1, 1), (1, 1), (1, 1), (0, 1), (1, 0)])]
-    >>> r = rate(rows, variant="filter", probe="cot", n_boot=500)
-    >>> r.estimate, r.n, r.chance, bool(r.lo > r.chance)
-    (0.75, 4, 0.1, True)
-    >>> rate(rows, variant="filter", probe="cot", gated=False).estimate
-    0.8
-    """
-    from kgtest.report import aggregate
-
-    rows = _select(records, variant, probe, setting, facts)
-    if not gated:
-        rows = [dict(r, gated_in=True) for r in rows]
-    counted = [r for r in rows if r["gated_in"] and r["applicable"]
-               and r["correct"] is not None]
-    chance = [r["chance"] for r in counted if r["chance"] is not None]
-    agg = aggregate(rows, n_boot=n_boot, seed=seed, level=level) if rows else []
-    cell = next((a for a in agg if a["setting"] == setting), None)
-    if cell is None or cell["n_in"] == 0:
-        nan = float("nan")
-        return Rate(nan, nan, nan, 0, float(np.mean(chance)) if chance else nan)
-    return Rate(cell["rate"], cell["lo"], cell["hi"], int(cell["n_in"]),
-                float(np.mean(chance)) if chance else float("nan"))
-
-
-def difference(records: Sequence[dict], a: tuple[str, str], b: tuple[str, str], *,
-               setting: str = "", facts=None, n_boot: int = 2000, seed: int = 0,
-               level: float = 0.95) -> Rate:
-    """Paired ``rate(a) - rate(b)`` over the facts gated in for both, with an interval.
-
-    ``a`` and ``b`` are ``(variant, probe)`` cells; the difference is per fact, over the
-    facts both ask (applicable and gated in, in the same run), so it compares the same
-    targets, as :func:`kgtest.report.aggregate`'s excess does; the interval is the paired
-    two-level bootstrap of :func:`kgtest.report.bootstrap`.
-
-    Examples
-    --------
-    >>> from kgtest.records import new_row
-    >>> rows = [new_row(run_id="r", variant="NPO", probe=p, fact=f, correct=c, gated_in=True)
-    ...         for p, cs in (("cot", [1, 1, 0, 1]), ("direct", [0, 0, 0, 1]))
-    ...         for f, c in enumerate(cs)]
-    >>> d = difference(rows, ("NPO", "cot"), ("NPO", "direct"), n_boot=500)
-    >>> d.estimate, d.n
-    (0.5, 4)
-    """
-    from kgtest.report import bootstrap
-
-    def cell(v, p):
-        out: dict[str, dict[int, float]] = {}
-        for r in _select(records, v, p, setting, facts):
-            if r["gated_in"] and r["applicable"] and r["correct"] is not None:
-                out.setdefault(r["run_id"], {})[r["fact"]] = float(r["correct"])
-        return out
-
-    ca, cb = cell(*a), cell(*b)
-    groups = []
-    for run_id, fa in ca.items():
-        fb = cb.get(run_id, {})
-        both = sorted(set(fa) & set(fb))
-        groups.append(np.array([(fa[f], fb[f]) for f in both]).reshape(-1, 2))
-    n = sum(len(g) for g in groups)
-    est, lo, hi = bootstrap(groups, n_boot=n_boot, seed=seed, level=level)
-    return Rate(est, lo, hi, n, float("nan"))

@@ -65,9 +65,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -87,19 +85,14 @@ from kgtest.checkpoint import (
     load_checkpoint,
     read_log,
 )
-from kgtest.config import MAX_STEPS, in_range, max_threads, nonneg, to_dict
+from kgtest.config import to_dict
 from kgtest.errors import InputError
 from kgtest.model import base_model, head_logits, save_model
+from kgtest.train_config import TrainConfig, TrainResult, default_threads, resolve_device
 
 __all__ = ["TrainConfig", "TrainResult", "EncodedCorpus", "encode_corpus", "train",
-           "supervised_loss", "split_by_length",
+           "supervised_loss", "split_by_length", "default_threads",
            "resolve_device", "make_optimizer", "make_scheduler", "CHECKPOINT", "LOG"]
-
-
-
-def _betas(value) -> str | None:
-    return None if len(value) == 2 and all(0 <= b < 1 for b in value) else "must be two " \
-        "numbers in [0, 1)"
 
 
 def _check_loss(loss: float, step: int, cfg: TrainConfig, bar) -> None:
@@ -108,64 +101,6 @@ def _check_loss(loss: float, step: int, cfg: TrainConfig, bar) -> None:
         bar.close()
         raise InputError(f"train: the loss became {loss} by step {step} (lr {cfg.lr:g}); "
                          "lower train.lr or set train.grad_clip")
-
-
-def _positive(value) -> str | None:
-    return "must be > 0" if value is not None and value <= 0 else None
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training run (the ``[train]`` section of a spec)."""
-
-    steps: int = field(default=3000, metadata={"check": in_range(1, MAX_STEPS)})  # most steps
-    batch_size: int = field(default=64, metadata={"check": in_range(1, 10**6)})  # docs/step
-    micro_batches: int = field(default=4, metadata={"check": in_range(1, 10**4)})  # runs/step
-    lr: float = field(default=1e-3, metadata={"check": _positive})  # peak learning rate
-    min_lr_ratio: float = field(default=0.1, metadata={"check": in_range(0, 1)})  # cosine floor
-    warmup: int = field(default=100, metadata={"check": in_range(0, MAX_STEPS)})  # linear warmup
-    weight_decay: float = field(default=0.1, metadata={"check": nonneg})  # AdamW, matrices only
-    betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"check": _betas})  # AdamW
-    grad_clip: float = field(default=1.0, metadata={"check": nonneg})  # max grad norm (0: off)
-    answer_only_loss: bool = True  # loss on completion + eos only (statements: everything)
-    eval_every: int = field(default=250, metadata={"check": nonneg})  # steps per eval (0: end)
-    log_every: int = field(default=50, metadata={"check": _positive})  # steps per loss readout
-    checkpoint_every: int = field(default=500, metadata={"check": nonneg})  # 0: never
-    seed: int | None = None  # batch order, dropout (None: derived from run.seed; alone: 0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
-    compile: bool = False  # torch.compile the body (~5% on CPU for ~40 s of compiling)
-    threads: int = field(default=0, metadata={"check": in_range(0, max_threads())})  # 0: auto
-    stop_at: dict[str, float] = field(default_factory=dict)  # e.g. {direct = 0.99, cot = 0.95}
-    progress: bool = True  # tqdm progress bar on stderr
-    tensorboard: bool = True  # also log to out_dir/tb when tensorboard is importable
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` returns."""
-
-    steps: int  # optimiser steps taken in total (including before a resume)
-    final_loss: float  # mean loss over the last log window (nan if no step ran)
-    metrics: dict[str, float]  # the latest eval_fn result ({} without eval_fn)
-    stopped_early: bool  # True when every stop_at target was met before cfg.steps
-    tokens: int  # real (non-pad) tokens trained on, over all steps
-    seconds: float  # wall time of the loop in this process (no setup, no final save)
-    cpu_seconds: float  # CPU time of this process over the same loop (all its threads)
-    model_dir: Path  # where the final model and tokenizer were saved
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; ``"cuda"`` without a GPU is an error.
-
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("train: device 'cuda' asked for, but no CUDA device is available "
-                         "(use device = \"auto\" or \"cpu\")")
-    return torch.device(name)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device
@@ -418,6 +353,47 @@ class _Run:
         x = enc.tokens[rows, :L].to(self.device)  # (b, L)
         return (x, (r * L + c).to(self.device)), n_sup, int(enc.lengths.sum())
 
+    def _ddp(self, forward: Callable) -> DistributedDataParallel | None:
+        """Under torchrun: DDP over a module whose forward is the summed loss; it
+        all-reduces (averages) the gradients in the backward of each step's last
+        micro-batch. No buffer broadcast: ranks may run different numbers of micro-batches."""
+        if not self.dist.enabled:
+            return None
+        device = self.device
+        return DistributedDataParallel(
+            _SummedLoss(self.model, forward),
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False)
+
+    def _step(self, forward: Callable, ddp, autocast, params: list) -> torch.Tensor:
+        """One optimiser step on this step's batch: its mean loss (on the device)."""
+        world = self.dist.world_size
+        parts, n_sup, n_tokens = self.batch()
+        loss = torch.zeros((), device=self.device)
+        for i, (x, flat) in enumerate(parts):  # gradient accumulation over length runs
+            sync = ddp is None or i == len(parts) - 1
+            with contextlib.nullcontext() if sync else ddp.no_sync():
+                with autocast:
+                    if ddp is None:
+                        part = supervised_loss(self.model, x, flat, body=forward,
+                                               reduction="sum")
+                    else:
+                        part = ddp(x, flat)
+                # the step's loss is the mean over all its targets (all ranks' targets:
+                # n_sup is the global batch's count); DDP divides the gradient sum by
+                # the world size, which the factor `world` undoes
+                part = part / n_sup
+                (part * world if world > 1 else part).backward()
+            loss += part.detach()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.tokens_seen += n_tokens
+        self.step += 1
+        return loss
+
     def run(self) -> tuple[float, float, float]:
         """Train to cfg.steps (or an early stop): (last mean loss, wall s, CPU s) of the loop."""
         cfg, model, device = self.cfg, self.model, self.device
@@ -425,16 +401,7 @@ class _Run:
         body = base_model(model)
         forward = torch.compile(body, dynamic=True) if cfg.compile else body
         params = [p for p in model.parameters() if p.requires_grad]
-        world = self.dist.world_size
-        ddp = None
-        if self.dist.enabled:
-            # DDP over a module whose forward is the summed loss: it all-reduces (averages)
-            # the gradients in the backward of each step's last micro-batch. No buffer
-            # broadcast: ranks may run different numbers of micro-batches.
-            ddp = DistributedDataParallel(
-                _SummedLoss(model, forward),
-                device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=False)
+        ddp = self._ddp(forward)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         loss_sum = torch.zeros((), device=device)  # summed on the device: no per-step sync
         n_sum, final_loss = 0, float("nan")
@@ -447,32 +414,8 @@ class _Run:
 
         t0, c0 = time.perf_counter(), time.process_time()
         while not self.finished and self.step < cfg.steps:
-            parts, n_sup, n_tokens = self.batch()
-            loss = torch.zeros((), device=device)
-            for i, (x, flat) in enumerate(parts):  # gradient accumulation over length runs
-                sync = ddp is None or i == len(parts) - 1
-                with contextlib.nullcontext() if sync else ddp.no_sync():
-                    with autocast:
-                        if ddp is None:
-                            part = supervised_loss(model, x, flat, body=forward,
-                                                   reduction="sum")
-                        else:
-                            part = ddp(x, flat)
-                    # the step's loss is the mean over all its targets (all ranks' targets:
-                    # n_sup is the global batch's count); DDP divides the gradient sum by
-                    # the world size, which the factor `world` undoes
-                    part = part / n_sup
-                    (part * world if world > 1 else part).backward()
-                loss += part.detach()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
-            self.opt.step()
-            self.sched.step()
-            self.opt.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
+            loss_sum += self._step(forward, ddp, autocast, params).detach()
             n_sum += 1
-            self.tokens_seen += n_tokens
-            self.step += 1
             bar.update(1)
             last = self.step == cfg.steps
             if self.step % cfg.log_every == 0 or last:
@@ -501,28 +444,41 @@ class _Run:
             distributed.all_reduce_sum(loss_sum)
             final_loss = (loss_sum / n_sum).item()
             _check_loss(final_loss, self.step, cfg, bar)
-        if cfg.checkpoint_every and not self.finished:
-            self.finished = True
-            self.checkpoint()  # a resume of a finished run does nothing
-        if self.tb is not None:
-            self.tb.close()
         return final_loss, seconds, cpu_seconds
 
+    def close(self) -> None:
+        """After :meth:`run`: the final checkpoint (a resume of a finished run does nothing),
+        and the tensorboard writer closed."""
+        if self.cfg.checkpoint_every and not self.finished:
+            self.finished = True
+            self.checkpoint()
+        if self.tb is not None:
+            self.tb.close()
 
-def default_threads(device) -> int:
-    """``train.threads = 0``: on a CPU, half the cores (at least 1, at most torch's own
-    default), so a second busy process does not stall training; on a GPU, torch's default.
 
-    On a 2-core machine (benchmarks/bench_threads.py, benchmarks/README.md) 2 threads
-    trained the quickstart model more than 10x slower than 1 thread once anything else
-    ran beside it: OpenMP threads spin-wait for a descheduled sibling.
+def _seeded_run(run: _Run, cfg: TrainConfig, device: torch.device) -> tuple[float, float, float]:
+    """:meth:`_Run.run` with ``cfg.threads`` intra-op threads and the global RNG seeded.
 
-    >>> default_threads(torch.device("cuda")) == torch.get_num_threads()
-    True
+    Dropout draws from the global RNG: it is seeded from ``cfg.seed`` (or a resumed run's
+    state) inside a fork, so a run is a function of its seed and the caller's RNG and
+    thread count are left as they were.
     """
-    if torch.device(device).type != "cpu":
-        return torch.get_num_threads()
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) // 2))
+    threads_before = torch.get_num_threads()
+    threads = cfg.threads or default_threads(device)
+    if threads != threads_before:
+        torch.set_num_threads(threads)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed or 0)
+        if run.rng is not None:
+            torch.set_rng_state(run.rng[0])
+            if run.rng[1] is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(run.rng[1], device)
+        try:
+            out = run.run()
+            run.close()
+            return out
+        finally:
+            torch.set_num_threads(threads_before)
 
 
 def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequence[dict],
@@ -585,22 +541,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequ
                          f"the model takes at most {max_pos} (raise model.max_len)")
     run = _Run(model, corpus, cfg, out, device, eval_fn, resume, info,
                extra=None if extra is None else (extra, tokenizer))
-    threads_before = torch.get_num_threads()
-    threads = cfg.threads or default_threads(device)
-    if threads != threads_before:
-        torch.set_num_threads(threads)
-    # Dropout draws from the global RNG: seed it from cfg.seed inside a fork, so a run is a
-    # function of its seed and the caller's RNG is left as it was.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed or 0)
-        if run.rng is not None:
-            torch.set_rng_state(run.rng[0])
-            if run.rng[1] is not None and device.type == "cuda":
-                torch.cuda.set_rng_state(run.rng[1], device)
-        try:
-            final_loss, seconds, cpu_seconds = run.run()
-        finally:
-            torch.set_num_threads(threads_before)
+    final_loss, seconds, cpu_seconds = _seeded_run(run, cfg, device)
     model.eval()
     model_dir = out / "model"
     if info.is_main:

@@ -28,12 +28,14 @@ DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_TEXT = (DATA / "sweep_tiny.toml").read_text().split("[sweep]")[0]
 #: every kind of stage (a retrained, a deletion-set and an untrained control; a plain and
-#: a deep method) and probes that read what the original's probing leaves behind
-#: (quantize compares with the original's weights) or what a variant removed (relearn)
+#: a deep method) and the quickstart's probes, among them ones that read what the
+#: original's probing leaves behind (quantize compares with the original's weights) or
+#: what a variant removed (relearn)
 SETTINGS = ["train.steps=30", "train.eval_every=15", "train.threads=1", "unlearn.epochs=1",
             "unlearn.controls=[\"filter\", \"ignorance\", \"never_trained\"]",
             "unlearn.deep=[false, true]", "probes.n_boot=20",
-            "probes.probes=[\"direct\", \"cot\", \"quantize\", \"relearn\"]",
+            "probes.probes=[\"direct\", \"cot\", \"in_context\", \"latent\", \"quantize\", "
+            "\"relearn\", \"utility\"]",
             "probes.relearn.steps=[2]", "probes.relearn.lr=[1e-3]"]
 
 

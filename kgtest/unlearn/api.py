@@ -63,7 +63,7 @@ from kgtest.unlearn.data import (
     method_docs,
     retain_docs,
 )
-from kgtest.unlearn.loop import unlearn
+from kgtest.unlearn.loop import LoopConfig, unlearn
 from kgtest.unlearn.methods import METHODS
 from kgtest.unlearn.tune import epochs_to_steps, tune
 
@@ -285,13 +285,13 @@ def _forget(ctx: RunContext, cfg: UnlearnConfig, targets, deep: bool):
 
 
 def _tune(ctx: RunContext, cfg: UnlearnConfig, model, tok, val, retain, method, hp, name,
-          retain_eval, loop_kw):
+          retain_eval, loop: LoopConfig):
     """Tune on the validation targets; warnings go to stderr (and the record)."""
     floor = float(np.mean(majority_floor(ctx.corpus.facts, val.targets)))
     tuning = tune(model, tok, val, retain, method, hp,
                   forget_eval=direct_docs(ctx.corpus, val.targets), retain_eval=retain_eval,
                   floor=floor, margin=cfg.level_margin, utility_floor=cfg.utility_floor,
-                  lrs=cfg.tune_lrs, epochs=cfg.tune_epochs, name=name, **loop_kw)
+                  lrs=cfg.tune_lrs, epochs=cfg.tune_epochs, name=name, loop=loop)
     for line in tuning.warnings:
         print(f"kgtest: warning: {line}", file=sys.stderr)
     return tuning
@@ -321,14 +321,13 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
     retain = retain_docs(ctx.corpus, avoid)
     useed = ctx.unlearn_seed(cfg)
     retain_eval = _retain_eval(ctx, avoid, cfg.retain_eval, stage_seed(useed, "retain"))
-    loop_kw = dict(retain_batch_size=cfg.retain_batch_size, weight_decay=cfg.weight_decay,
-                   grad_clip=cfg.grad_clip, seed=useed, device=cfg.device,
-                   progress=cfg.progress)
+    loop = LoopConfig(batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
+                      weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=useed,
+                      device=cfg.device, progress=cfg.progress)
     tuning, lr, epochs = None, cfg.lr, cfg.epochs
     if cfg.tune:
         tuning = _tune(ctx, cfg, model, tok, val, retain, method, hp,
-                       f"{method}{'_deep' if deep else ''}", retain_eval,
-                       dict(loop_kw, batch_size=cfg.batch_size))
+                       f"{method}{'_deep' if deep else ''}", retain_eval, loop)
         lr, epochs = tuning.choice["lr"], tuning.choice["epochs"]
     t_tuned = time.perf_counter()
     docs, idk = method_docs(fs, spec.pairs)
@@ -336,8 +335,8 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
     forget_eval = direct_docs(ctx.corpus, fs.targets)
     before = {"forget_acc": direct_accuracy(model, tok, forget_eval),
               "retain_acc": direct_accuracy(model, tok, retain_eval)}
-    res = unlearn(model, tok, docs, retain, method, hp, idk_docs=idk, lr=lr, steps=steps,
-                  batch_size=cfg.batch_size, **loop_kw)
+    res = unlearn(model, tok, docs, retain, method, hp, idk_docs=idk,
+                  loop=replace(loop, lr=lr, steps=steps))
     after = {"forget_acc": direct_accuracy(model, tok, forget_eval),
              "retain_acc": direct_accuracy(model, tok, retain_eval)}
     record = {

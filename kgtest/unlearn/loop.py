@@ -31,7 +31,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -41,7 +41,7 @@ from kgtest.errors import InputError
 from kgtest.train import EncodedCorpus, encode_corpus, resolve_device
 from kgtest.unlearn.methods import METHODS, Batch, Step
 
-__all__ = ["UnlearnResult", "unlearn"]
+__all__ = ["UnlearnResult", "LoopConfig", "unlearn"]
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,28 @@ def _check_fits(model: PreTrainedModel, enc: EncodedCorpus, what: str) -> None:
                          f"tokens but the model takes at most {max_pos}")
 
 
+@dataclass(frozen=True)
+class LoopConfig:
+    """How the shared loop runs: everything but the model, the documents and the method."""
+
+    lr: float = 3e-4  # constant learning rate (no warmup, no decay)
+    steps: int = 50  # optimiser steps
+    batch_size: int = 16  # forget documents per step
+    retain_batch_size: int = 16  # retain documents per step (methods with a retain term)
+    weight_decay: float = 0.0  # AdamW
+    grad_clip: float = 1.0  # max gradient norm (0: none)
+    seed: int = 0  # batch order, dropout and any randomness a method keeps (RMU's direction)
+    device: str = "auto"  # cpu, cuda, auto
+    progress: bool = True  # a progress bar
+    log_every: int = 10  # history entries every this many steps (and the last)
+
+
 def unlearn(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
             forget_docs: Sequence[dict], retain_docs: Sequence[dict] = (),
             method: str = "NPO", params: dict | None = None, *,
-            idk_docs: Sequence[dict] | None = None, lr: float = 3e-4, steps: int = 50,
-            batch_size: int = 16, retain_batch_size: int = 16, weight_decay: float = 0.0,
-            grad_clip: float = 1.0, seed: int = 0, device: str = "auto",
-            progress: bool = True, log_every: int = 10,
+            idk_docs: Sequence[dict] | None = None, loop: LoopConfig | None = None,
             eval_fn: Callable[[PreTrainedModel], dict] | None = None,
-            eval_at: Sequence[int] = ()) -> UnlearnResult:
+            eval_at: Sequence[int] = (), **settings) -> UnlearnResult:
     """Unlearn ``forget_docs`` from ``model`` in place with a registered method.
 
     Parameters
@@ -111,10 +124,9 @@ def unlearn(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
         The method's hyperparameters (checked; missing ones take their defaults).
     idk_docs : sequence of dict, optional
         Pair methods: ``forget_docs``' prompts with the ``unknown`` answer.
-    lr, steps, batch_size, retain_batch_size, weight_decay, grad_clip
-        Constant learning rate, optimiser steps, documents per batch, AdamW decay, clip.
-    seed : int
-        Batch order, dropout and any randomness a method keeps (RMU's direction).
+    loop : LoopConfig, optional
+        Learning rate, steps, batch sizes, decay, clipping, seed, device (default
+        :class:`LoopConfig`); keyword ``settings`` (``lr=1e-3, steps=3``) replace fields.
     eval_fn, eval_at
         ``eval_fn(model) -> dict`` is called (eval mode, no grad) after each step in
         ``eval_at`` (0: before the first step); results go to ``UnlearnResult.evals``.
@@ -123,6 +135,7 @@ def unlearn(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     -------
     UnlearnResult
     """
+    cfg = replace(loop or LoopConfig(), **settings)
     spec = METHODS.get(method)
     hp = spec.resolve(params)
     if not forget_docs:
@@ -130,92 +143,116 @@ def unlearn(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     if spec.pairs and (idk_docs is None or len(idk_docs) != len(forget_docs)):
         raise InputError(f"unlearn: {method} needs an 'unknown' document for every forget "
                          f"question (idk_docs aligned with forget_docs)")
-    needs_retain = spec.needs_retain(hp)
-    if needs_retain and not retain_docs:
+    if spec.needs_retain(hp) and not retain_docs:
         raise InputError(f"unlearn: {method} has a retain term (alpha != 0) but there are "
                          f"no retain documents")
-    dev = resolve_device(device)
-    gen = torch.Generator().manual_seed(seed)  # batch order and method state, on the CPU
-    forget_enc = encode_corpus(tokenizer, forget_docs)
-    _check_fits(model, forget_enc, "forget")
-    forget = _Sampler(forget_enc, batch_size, gen, dev)
-    idk = None
-    if spec.pairs:
-        idk = _Sampler(encode_corpus(tokenizer, idk_docs), batch_size, gen, dev)
-    retain = None
-    if needs_retain:
-        retain_enc = encode_corpus(tokenizer, retain_docs)
-        _check_fits(model, retain_enc, "retain")
-        retain = _Sampler(retain_enc, retain_batch_size, gen, dev)
-
-    model.to(dev)
-    ref = None
-    if spec.needs_reference(hp):
-        ref = copy.deepcopy(model).eval()
-        ref.requires_grad_(False)
-    names = spec.trainable(model, hp) if spec.trainable else None
-    params_ = [p for n, p in model.named_parameters() if names is None or n in names]
-    frozen = [p for p in model.parameters() if not any(p is q for q in params_)]
-    saved_flags = [p.requires_grad for p in frozen]
-    for p in frozen:
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(params_, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999),
-                            fused=dev.type in ("cpu", "cuda"))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    state: dict = {}
-    history, evals = [], []
-    eval_at = sorted(set(int(s) for s in eval_at))
-
-    def evaluate(step: int) -> None:
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            evals.append({"step": step, **eval_fn(model)})
-        model.train(was)
-
-    bar = tqdm(total=steps, disable=not progress, desc=f"unlearn {method}", dynamic_ncols=True)
-    t0 = time.perf_counter()
+    run = _Loop(model, tokenizer, forget_docs, retain_docs, idk_docs, spec, hp, cfg)
     try:
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(seed)
-            model.train()
-            if eval_fn is not None and 0 in eval_at:
-                evaluate(0)
-            sums: dict[str, torch.Tensor] = {}
-            n_sum = 0
-            for step in range(1, steps + 1):
-                fi = forget.next_indices()
-                batch = Step(model=model, forget=forget.batch(fi), ref=ref, state=state,
-                             generator=gen,
-                             idk=idk.batch(fi) if idk is not None else None,
-                             retain=retain.batch(retain.next_indices()) if retain else None)
-                with autocast:
-                    loss, parts = spec.fn(batch, **vars(hp))
-                loss.backward()
-                if grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params_, grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                for k, v in {"loss": loss.detach(), **parts}.items():
-                    sums[k] = sums.get(k, 0) + v.float()
-                n_sum += 1
-                bar.update(1)
-                if step % log_every == 0 or step == steps:
-                    entry = {"step": step, **{k: float(v) / n_sum for k, v in sums.items()}}
-                    history.append(entry)
-                    if not all(math.isfinite(v) for v in entry.values()):
-                        raise InputError(f"unlearn {method}: the loss became {entry['loss']} "
-                                         f"by step {step} (lr {lr:g}); lower the learning "
-                                         "rate or check the method's parameters")
-                    sums, n_sum = {}, 0
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in entry.items() if k != "step"})
-                if eval_fn is not None and step in eval_at:
-                    evaluate(step)
+        return run.run(eval_fn, sorted(set(int(s) for s in eval_at)))
     finally:
-        bar.close()
-        for p, flag in zip(frozen, saved_flags, strict=True):
+        run.restore()
+
+
+class _Loop:
+    """One unlearning run: the batch samplers, the frozen reference, the optimiser."""
+
+    def __init__(self, model, tokenizer, forget_docs, retain_docs, idk_docs, spec, hp,
+                 cfg: LoopConfig):
+        self.model, self.spec, self.hp, self.cfg = model, spec, hp, cfg
+        self.dev = dev = resolve_device(cfg.device)
+        self.gen = gen = torch.Generator().manual_seed(cfg.seed)  # batch order, method state
+        forget_enc = encode_corpus(tokenizer, forget_docs)
+        _check_fits(model, forget_enc, "forget")
+        self.forget = _Sampler(forget_enc, cfg.batch_size, gen, dev)
+        self.idk = self.retain = None
+        if spec.pairs:
+            self.idk = _Sampler(encode_corpus(tokenizer, idk_docs), cfg.batch_size, gen, dev)
+        if spec.needs_retain(hp):
+            retain_enc = encode_corpus(tokenizer, retain_docs)
+            _check_fits(model, retain_enc, "retain")
+            self.retain = _Sampler(retain_enc, cfg.retain_batch_size, gen, dev)
+        model.to(dev)
+        self.ref = None
+        if spec.needs_reference(hp):
+            self.ref = copy.deepcopy(model).eval()
+            self.ref.requires_grad_(False)
+        names = spec.trainable(model, hp) if spec.trainable else None
+        self.params = [p for n, p in model.named_parameters() if names is None or n in names]
+        self.frozen = [p for p in model.parameters() if not any(p is q for q in self.params)]
+        self.saved_flags = [p.requires_grad for p in self.frozen]
+        for p in self.frozen:
+            p.requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     betas=(0.9, 0.999), fused=dev.type in ("cpu", "cuda"))
+        self.state: dict = {}  # what a method keeps across steps
+
+    def restore(self) -> None:
+        for p, flag in zip(self.frozen, self.saved_flags, strict=True):
             p.requires_grad_(flag)
-        model.eval()
-    return UnlearnResult(steps=steps, seconds=time.perf_counter() - t0, history=history,
-                         evals=evals, hyperparameters=dict(vars(hp)),
-                         trainable=sum(p.numel() for p in params_))
+        self.model.eval()
+
+    def step(self, autocast) -> dict:
+        """One optimiser step: the loss and its parts (detached)."""
+        fi = self.forget.next_indices()
+        batch = Step(model=self.model, forget=self.forget.batch(fi), ref=self.ref,
+                     state=self.state, generator=self.gen,
+                     idk=self.idk.batch(fi) if self.idk is not None else None,
+                     retain=self.retain.batch(self.retain.next_indices())
+                     if self.retain else None)
+        with autocast:
+            loss, parts = self.spec.fn(batch, **vars(self.hp))
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return {"loss": loss.detach(), **parts}
+
+    def run(self, eval_fn, eval_at: list[int]) -> UnlearnResult:
+        model, cfg, dev = self.model, self.cfg, self.dev
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+        history, evals = [], []
+
+        def evaluate(step: int) -> None:
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                evals.append({"step": step, **eval_fn(model)})
+            model.train(was)
+
+        bar = tqdm(total=cfg.steps, disable=not cfg.progress,
+                   desc=f"unlearn {self.spec.name}", dynamic_ncols=True)
+        t0 = time.perf_counter()
+        try:
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                torch.manual_seed(cfg.seed)
+                model.train()
+                if eval_fn is not None and 0 in eval_at:
+                    evaluate(0)
+                sums: dict[str, torch.Tensor] = {}
+                n_sum = 0
+                for step in range(1, cfg.steps + 1):
+                    for k, v in self.step(autocast).items():
+                        sums[k] = sums.get(k, 0) + v.float()
+                    n_sum += 1
+                    bar.update(1)
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        history.append(self._logged(step, sums, n_sum, bar))
+                        sums, n_sum = {}, 0
+                    if eval_fn is not None and step in eval_at:
+                        evaluate(step)
+        finally:
+            bar.close()
+        return UnlearnResult(steps=cfg.steps, seconds=time.perf_counter() - t0,
+                             history=history, evals=evals, hyperparameters=dict(vars(self.hp)),
+                             trainable=sum(p.numel() for p in self.params))
+
+    def _logged(self, step: int, sums: dict, n_sum: int, bar) -> dict:
+        """A history entry (means since the last one); a non-finite loss stops the run."""
+        entry = {"step": step, **{k: float(v) / n_sum for k, v in sums.items()}}
+        if not all(math.isfinite(v) for v in entry.values()):
+            raise InputError(f"unlearn {self.spec.name}: the loss became {entry['loss']} by "
+                             f"step {step} (lr {self.cfg.lr:g}); lower the learning rate or "
+                             "check the method's parameters")
+        bar.set_postfix({k: f"{v:.3f}" for k, v in entry.items() if k != "step"})
+        return entry

@@ -43,12 +43,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kgtest.unlearn.data import ForgetSet, direct_accuracy, method_docs
-from kgtest.unlearn.loop import unlearn
+from kgtest.unlearn.loop import LoopConfig, unlearn
 from kgtest.unlearn.methods import METHODS
 
 __all__ = ["TuneResult", "tune", "choose", "epochs_to_steps", "admissible", "shortfall"]
@@ -117,7 +117,7 @@ def tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, val: Forget
          forget_eval: Sequence[dict], retain_eval: Sequence[dict], floor: float,
          margin: float = 0.05, utility_floor: float = 0.9,
          lrs: Sequence[float] = (1e-4, 3e-4, 1e-3), epochs: Sequence[float] = (1, 2, 4, 8),
-         batch_size: int = 16, name: str | None = None, **loop_kwargs) -> TuneResult:
+         name: str | None = None, loop: LoopConfig | None = None, **settings) -> TuneResult:
     """Grid-search learning rate x epochs for ``method`` on the validation forget set.
 
     Parameters
@@ -140,17 +140,17 @@ def tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, val: Forget
         Admissible points keep retain accuracy >= ``utility_floor`` x the original's.
     lrs, epochs : sequence
         The grid (epochs of the validation forget set).
-    batch_size : int
-        Forget documents per step (also passed to the loop).
     name : str, optional
         The variant's name in warnings (default: ``method``).
-    **loop_kwargs
-        Passed to :func:`~kgtest.unlearn.loop.unlearn` (retain batch, seed, device...).
+    loop : LoopConfig, optional
+        The loop's other settings (batch sizes, seed, device...); its ``lr`` and ``steps``
+        are the grid's. Keyword ``settings`` replace fields (``progress=False``).
 
     Returns
     -------
     TuneResult
     """
+    loop = replace(loop or LoopConfig(), **settings)
     spec = METHODS.get(method)
     docs, idk = method_docs(val, spec.pairs)
 
@@ -160,15 +160,15 @@ def tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, val: Forget
 
     original = eval_fn(model.eval())
     epochs = sorted(set(float(e) for e in epochs))
-    at = {epochs_to_steps(e, len(docs), batch_size): e for e in reversed(epochs)}
+    at = {epochs_to_steps(e, len(docs), loop.batch_size): e for e in reversed(epochs)}
     level = floor + margin
     retain_min = utility_floor * original["retain_acc"]
     grid = []
     for lr in sorted(set(float(x) for x in lrs)):
         work = copy.deepcopy(model)
         res = unlearn(work, tokenizer, docs, retain_docs, method, params, idk_docs=idk,
-                      lr=lr, steps=max(at), eval_fn=eval_fn, eval_at=sorted(at),
-                      batch_size=batch_size, **loop_kwargs)
+                      loop=replace(loop, lr=lr, steps=max(at)), eval_fn=eval_fn,
+                      eval_at=sorted(at))
         losses = {h["step"]: h["loss"] for h in res.history}
         for e in res.evals:
             last = max((s for s in losses if s <= e["step"]), default=None)
@@ -179,8 +179,17 @@ def tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, val: Forget
             grid.append(p)
         del work
     choice, ok = choose(grid, level, retain_min)
+    return TuneResult(grid=grid, choice=choice, reached=bool(choice["reached"]),
+                      kept=bool(choice["kept"]), level=level, floor=floor,
+                      utility_floor=utility_floor, retain_min=retain_min, original=original,
+                      warnings=_warnings(choice, name or method, level, floor, margin,
+                                         utility_floor, original, retain_min))
+
+
+def _warnings(choice: dict, who: str, level: float, floor: float, margin: float,
+              utility_floor: float, original: dict, retain_min: float) -> list[str]:
+    """One line per way the chosen point misses: the forgetting level, the utility floor."""
     warnings = []
-    who = name or method
     if not choice["reached"]:
         warnings.append(f"{who}: no admissible grid point; the closest (lr {choice['lr']:g}, "
                         f"{choice['epochs']:g} epochs) leaves validation direct accuracy at "
@@ -192,7 +201,4 @@ def tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, val: Forget
                         f"epochs) keeps retain direct accuracy {choice['retain_acc']:.2f}, "
                         f"below {utility_floor:g} x the original's "
                         f"{original['retain_acc']:.2f} = {retain_min:.2f}")
-    return TuneResult(grid=grid, choice=choice, reached=bool(choice["reached"]),
-                      kept=bool(choice["kept"]), level=level, floor=floor,
-                      utility_floor=utility_floor, retain_min=retain_min, original=original,
-                      warnings=warnings)
+    return warnings
