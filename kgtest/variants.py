@@ -21,8 +21,9 @@ Examples
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,13 @@ def stage_line(build: tuple) -> str:
     return f"[{3 if build[0] == 'control' else 4}/5] {what}: {build[-1]}"
 
 
-def build_variant(ctx: RunContext, build: tuple) -> Variant:
-    """One entry of :func:`variant_builds` on a trained run (its stage reused when done)."""
+def build_variant(ctx: RunContext, build: tuple, *, quiet: bool = False) -> Variant:
+    """One entry of :func:`variant_builds` on a trained run (its stage reused when done);
+    ``quiet``: no progress bars (workers side by side; ``progress`` is in no stage key)."""
+    cfg = replace(ctx.cfg.unlearn, progress=False) if quiet else ctx.cfg.unlearn
     if build[0] == "control":
-        return control_variant(ctx, ctx.cfg.unlearn, build[1])
-    return unlearn_variant(ctx, ctx.cfg.unlearn, build[1], deep=build[2])
+        return control_variant(ctx, cfg, build[1])
+    return unlearn_variant(ctx, cfg, build[1], deep=build[2])
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,17 @@ class ProbeJob:
         return rows, known, (ctx.original_state() if first else None)
 
 
+def _quiet_build(ctx: RunContext, build: tuple) -> Variant:
+    return build_variant(ctx, build, quiet=True)
+
+
+def _timed(fn, *args):
+    """``(fn(*args), wall seconds, CPU seconds of this process)``: a task in a worker."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
 def run_parallel(ctx: RunContext, builds: list[tuple], probe: ProbeJob, *, jobs: int,
                  log) -> list[dict]:
     """:func:`kgtest.pipeline.run_variants` on ``jobs`` worker processes; the same rows."""
@@ -116,29 +130,30 @@ def run_parallel(ctx: RunContext, builds: list[tuple], probe: ProbeJob, *, jobs:
     known = state = None
     with stage_pool(jobs, ctx.run_dir) as pool:
         todo: dict[Future, tuple[str, str]] = {
-            pool.submit(probe.probe, "original", ctx.model_dir, None, None):
+            pool.submit(_timed, probe.probe, "original", ctx.model_dir, None, None):
                 ("probe", "original")}
         for b in builds:
             log(stage_line(b))
-            todo[pool.submit(build_variant, ctx, b)] = ("build", b[-1])
+            todo[pool.submit(_timed, _quiet_build, ctx, b)] = ("build", b[-1])
         while todo:
             done, _ = wait(todo, return_when=FIRST_COMPLETED)
             for fut in done:
                 what, name = todo.pop(fut)
-                result = fut.result()  # a failed stage raises here; the pool goes
+                result, wall, cpu = fut.result()  # a failed stage raises here; the pool goes
                 if what == "build":
                     built[name] = result
-                    log(f"      built {name}: {result.stage_dir.name}")
+                    log(f"      built {name} ({result.stage_dir.name}): {wall:.0f} s, "
+                        f"{cpu:.0f} s CPU")
                 else:
                     rows[name] = result[0]
-                    log(f"      probed {name}")
+                    log(f"      probed {name}: {wall:.0f} s, {cpu:.0f} s CPU")
                     if name == "original":
                         known, state = result[1], result[2]
             if state is not None:  # the original is probed: probe what is built
                 for name in [n for n in built if n not in rows
                              and ("probe", n) not in todo.values()]:
                     v = built[name]
-                    todo[pool.submit(probe.probe, name, v.model_dir, v.removed, state)] = \
-                        ("probe", name)
+                    todo[pool.submit(_timed, probe.probe, name, v.model_dir, v.removed,
+                                     state)] = ("probe", name)
     log(f"[5/5] probes {', '.join(probe.cfg.probes.probes)} on {len(names)} variants")
     return gate([r for n in names for r in rows[n]], known)
