@@ -1,32 +1,20 @@
-"""A tiny trained run, trained once per test session (~15 s on one CPU thread)."""
+"""The tiny quickstart run (tests/conftest.py) with 10 forget and 5 validation targets,
+stated only (the quickstart's ``split.target_presentation = "stated"``: the forget-set
+tests check that no target has a chain of thought of its own)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 
-from kgtest.experiment import load_experiment
-from kgtest.pipeline import train_experiment
-
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[2]
-
-#: quickstart, shrunk: 20 entities, tiny GPT-2, derived facts stated + QA + CoT, so the
-#: trained model answers every target directly (direct accuracy 1.0 on stated facts).
-TINY = ["model.preset=tiny", "train.steps=1500", "train.progress=false",
-        "train.tensorboard=false", "world.params.n_entities=20", "train.lr=3e-3",
-        "corpus.derived=both", "split.n_forget=10", "split.n_validation=5"]
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
+def trained(tiny_run):
     """``(TrainedRun, RunContext)`` of the tiny quickstart run."""
     from kgtest.unlearn.api import load_run
 
-    torch.set_num_threads(1)
-    cfg = load_experiment(ROOT / "experiments" / "quickstart.toml", TINY)
-    run = train_experiment(cfg, tmp_path_factory.mktemp("run"))
+    _, run = tiny_run("split.n_forget=10", "split.n_validation=5")
     assert run.metrics["acc_direct"] == 1.0
     return run, load_run(run)
