@@ -116,3 +116,12 @@ def test_pool_workers_die_with_their_parent(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_jobs_out_of_range_is_one_line_and_exit_2(tmp_path, capsys):
+    from kgtest.cli import main
+
+    assert main(["run", str(DATA / "tiny.toml"), "--jobs", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "kgtest: error: --jobs: must be between 1 and 64, got 0"
+    assert list(tmp_path.iterdir()) == []  # nothing started
