@@ -364,6 +364,19 @@ class _Loop:
                 newly.append(m)
         return newly
 
+    def _update(self, active: torch.Tensor) -> None:
+        """One optimizer step (gradients clipped per member); the stopped members (``active``
+        ``(M,)`` False) get their frozen weights back."""
+        if self.cfg.grad_clip > 0:
+            clip_per_member(self.params, self.cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.frozen is not None:  # stopped members keep their weights
+            with torch.no_grad():
+                for p, f in zip(self.params, self.frozen, strict=True):
+                    p.copy_(torch.where(active.view(-1, *[1] * (p.dim() - 1)), p, f))
+
     def run(self) -> tuple[float, float]:
         """Train to cfg.steps or until every member stopped: (wall s, CPU s) of the loop."""
         cfg, device, stack = self.cfg, self.device, self.stack
@@ -396,15 +409,7 @@ class _Loop:
                     part = stack.losses(x, flat, mask) / n_sup_t  # (M,)
                 part.sum().backward()  # members share no weights: each gets its own grad
                 loss += part.detach()
-            if cfg.grad_clip > 0:
-                clip_per_member(self.params, cfg.grad_clip)
-            self.opt.step()
-            self.sched.step()
-            self.opt.zero_grad(set_to_none=True)
-            if self.frozen is not None:  # stopped members keep their weights
-                with torch.no_grad():
-                    for p, f in zip(self.params, self.frozen, strict=True):
-                        p.copy_(torch.where(active.view(-1, *[1] * (p.dim() - 1)), p, f))
+            self._update(active)
             loss_sum += loss * active
             step += 1
             live = [m for m in range(M) if not self.stopped[m]]

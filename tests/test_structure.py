@@ -43,7 +43,6 @@ LONG_MODULES = {
 }
 #: "path:Qualified.name" -> owner, for functions still over MAX_FUNCTION_LINES
 LONG_FUNCTIONS = {
-    "kgtest/ensemble.py:_Loop.run": "h2",
     "kgtest/symbolic/deletion.py:minimal_deletion_sets": "h3",
 }
 #: (importer, imported) -> owner: import edges that close a cycle today (the edge that
