@@ -107,6 +107,14 @@ class ProbeJob:
         return rows, known, (ctx.original_state() if first else None)
 
 
+def _expected_cost(build: tuple) -> int:
+    """Rank of a build by its usual cost: retrained controls (a whole training run), deep
+    methods (more documents to forget), plain methods, the untrained control (none)."""
+    if build[0] == "control":
+        return 3 if build[1] == "never_trained" else 0
+    return 1 if build[2] else 2
+
+
 def _quiet_build(ctx: RunContext, build: tuple) -> Variant:
     return build_variant(ctx, build, quiet=True)
 
@@ -132,7 +140,7 @@ def run_parallel(ctx: RunContext, builds: list[tuple], probe: ProbeJob, *, jobs:
         todo: dict[Future, tuple[str, str]] = {
             pool.submit(_timed, probe.probe, "original", ctx.model_dir, None, None):
                 ("probe", "original")}
-        for b in builds:
+        for b in sorted(builds, key=_expected_cost):  # the longest first: a short tail
             log(stage_line(b))
             todo[pool.submit(_timed, _quiet_build, ctx, b)] = ("build", b[-1])
         while todo:
