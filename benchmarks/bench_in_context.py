@@ -38,7 +38,7 @@ from kgtest.pipeline import corpus_tokenizer
 from kgtest.probes.context import ProbeContext
 from kgtest.probes.in_context import counterfactual_items, true_items
 from kgtest.probes.probes import verify_chain
-from kgtest.probes.scoring import greedy_complete
+from kgtest.scoring import greedy_complete
 from kgtest.train import train
 from kgtest.train_eval import eval_sets, is_correct
 from kgtest.worlds.samplers import sample_world

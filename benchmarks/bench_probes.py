@@ -8,11 +8,11 @@ full budget: the slowest case for a batch), two jobs are done both ways:
 
 - **CoT decoding**: every derived fact's CoT prompt (``Q s r ? T``), greedy, up to the
   longest gold chain + 8 tokens (what the ``cot`` probe asks for). kgtest:
-  :func:`kgtest.probes.scoring.greedy_complete` (left-padded batches, KV cache). Baseline:
+  :func:`kgtest.scoring.greedy_complete` (left-padded batches, KV cache). Baseline:
   ``model.generate(do_sample=False)`` one prompt at a time, cut at ``eos``.
 - **Teacher-forced scoring**: every fact's direct prompt (``Q s r ? A``) against all
   entity names as candidates (what ``direct``'s rank needs). kgtest:
-  :func:`kgtest.probes.scoring.answer_logprobs`. Baseline: one forward pass per fact (its
+  :func:`kgtest.scoring.answer_logprobs`. Baseline: one forward pass per fact (its
   candidates right-padded in one batch), summed token log-probs.
 
 The answers must be identical: the same decoded strings, and for scoring the same best
@@ -40,7 +40,7 @@ from kgtest.corpus.io import build_corpus, stage_seed  # noqa: E402
 from kgtest.experiment import load_experiment  # noqa: E402
 from kgtest.model import ModelConfig, build_model  # noqa: E402
 from kgtest.pipeline import corpus_tokenizer  # noqa: E402
-from kgtest.probes.scoring import answer_logprobs, greedy_complete  # noqa: E402
+from kgtest.scoring import answer_logprobs, greedy_complete  # noqa: E402
 from kgtest.worlds.samplers import sample_world  # noqa: E402
 
 GOALS = {"cot": 10.0, "scoring": 4.0}

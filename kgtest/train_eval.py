@@ -100,7 +100,7 @@ def scored_facts(cfg, corpus, split: Split) -> set[int]:
 def make_eval_fn(tokenizer, sets: EvalSets):
     """``eval_fn(model) -> {"direct": acc, "cot": acc}`` for :func:`kgtest.train.train`,
     plus ``latent_id`` and ``latent_ood`` where ``sets`` has them (``split.ood_fraction``)."""
-    from kgtest.probes.scoring import greedy_complete
+    from kgtest.scoring import greedy_complete
 
     def accuracy(model, docs, max_new: int) -> float:
         if not docs:

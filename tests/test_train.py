@@ -20,7 +20,7 @@ from kgtest.batches import epoch_plan
 from kgtest.corpus.tokenizer import build_tokenizer
 from kgtest.errors import InputError
 from kgtest.model import ModelConfig, build_model, load_model
-from kgtest.probes.scoring import greedy_complete
+from kgtest.scoring import greedy_complete
 from kgtest.train import (
     CHECKPOINT,
     LOG,

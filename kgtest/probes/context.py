@@ -7,7 +7,7 @@ between variants). :func:`ask` asks many questions at once, greedy then teacher-
 
 Examples
 --------
->>> ctx = _toy_context()
+>>> ctx = toy_context()
 >>> ctx.corpus.named(2), ctx.categories[2]["split"], ctx.candidates(2)
 (('a', 'g', 'c'), 'forget', (['a', 'b', 'c'], 2))
 >>> ctx.row("direct", 2, correct=True)["presentation"]
@@ -29,10 +29,11 @@ from kgtest.corpus.render import Corpus
 from kgtest.corpus.splits import Split
 from kgtest.corpus.surface import INVERSE_TEMPLATE, STATEMENT_TEMPLATES
 from kgtest.errors import InputError
-from kgtest.probes.scoring import answer_logprobs, greedy_complete
 from kgtest.records import new_row
+from kgtest.scoring import answer_logprobs, greedy_complete
 
-__all__ = ["ProbeContext", "PromptLeak", "Ask", "ask", "check_prompt"]
+__all__ = ["ProbeContext", "PromptLeak", "Ask", "ask", "check_prompt", "direct_items", "na_rows",
+           "toy_context"]
 
 
 #: The ``trained`` column's document kinds, in the order it lists them.
@@ -273,7 +274,7 @@ def check_prompt(ctx: ProbeContext, fact: int, prompt: str, *, answer: int,
 
     Examples
     --------
-    >>> ctx = _toy_context()
+    >>> ctx = toy_context()
     >>> check_prompt(ctx, 0, "Q a p ? A ", answer=1)
     >>> check_prompt(ctx, 0, "a p b . Q a p ? A ", answer=1)
     Traceback (most recent call last):
@@ -342,18 +343,20 @@ def ask(model, tokenizer, ctx: ProbeContext, items: Sequence[Ask], probe: str, *
             for i, (it, out, ans) in enumerate(zip(items, outs, answers, strict=True))]
 
 
-def _na_rows(ctx: ProbeContext, facts, probe: str, gate: str = "direct") -> list[dict]:
+def na_rows(ctx: ProbeContext, facts, probe: str, gate: str = "direct") -> list[dict]:
+    """One ``applicable = False`` row per fact: the probe does not apply to it."""
     return [ctx.row(probe, int(f), applicable=False, gate=gate) for f in facts]
 
 
-def _direct_items(ctx: ProbeContext, facts) -> list[Ask]:
+def direct_items(ctx: ProbeContext, facts) -> list[Ask]:
+    """The direct question ``Q s r ? A`` of each fact (template 0), its object the answer."""
     sf, F = ctx.corpus.surface, ctx.corpus.facts
     return [Ask(int(f), sf.qa_prompt(int(F[f, 0]), int(F[f, 1]), 0), int(F[f, 2]))
             for f in facts]
 
 
 
-def _toy_context() -> ProbeContext:
+def toy_context() -> ProbeContext:
     """A three-fact world for doctests: a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z)."""
     from kgtest.corpus.render import render
     from kgtest.corpus.splits import SplitConfig, choose_split

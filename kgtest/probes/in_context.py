@@ -24,8 +24,8 @@ context count. No prompt states the fact it asks (:func:`check_prompt`).
 
 Examples
 --------
->>> from kgtest.probes.context import _toy_context
->>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
+>>> from kgtest.probes.context import toy_context
+>>> ctx = toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
 >>> [it.prompt for it in true_items(ctx, [2])]
 ['a p b . b p c . Q a g ? A ']
 >>> [it.prompt for it in true_items(ctx, [2], cot=True)]
@@ -37,9 +37,10 @@ from __future__ import annotations
 import numpy as np
 
 from kgtest.corpus.in_context import Contexts, copy_baselines, forbidden_facts, format_doc
-from kgtest.probes.context import Ask, ProbeContext, _na_rows, ask, check_prompt
-from kgtest.probes.probes import PROBES, verify_chain
-from kgtest.probes.scoring import greedy_complete
+from kgtest.probes.context import Ask, ProbeContext, ask, check_prompt, na_rows
+from kgtest.probes.probes import verify_chain
+from kgtest.probes.registry import PROBES
+from kgtest.scoring import greedy_complete
 from kgtest.unlearn.data import majority_floor
 
 __all__ = ["true_items", "counterfactual_items", "in_context", "in_context_cot"]
@@ -112,7 +113,7 @@ def in_context(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     asked = {it.fact for it in items}
     rows = ask(model, tokenizer, ctx, items, "in_context", gate="in_context",
                premises_allowed=True)
-    rows += _na_rows(ctx, [f for f in facts if int(f) not in asked], "in_context",
+    rows += na_rows(ctx, [f for f in facts if int(f) not in asked], "in_context",
                      gate="in_context")
     cf, missing = counterfactual_items(ctx, facts)
     gate = "in_context[counterfactual]"
@@ -120,7 +121,7 @@ def in_context(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
                   gate=gate, premises_allowed=True)
     for row in cf_rows:
         row["memorised"] = row["output"].strip() == sf.answer(int(F[row["fact"], 2]))
-    na = _na_rows(ctx, missing, "in_context", gate=gate)
+    na = na_rows(ctx, missing, "in_context", gate=gate)
     for row in na:
         row["setting"] = "counterfactual"
     return rows + cf_rows + na
@@ -132,7 +133,7 @@ def in_context_cot(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     sf, F = ctx.corpus.surface, ctx.corpus.facts
     items = true_items(ctx, facts, cot=True)
     asked = {it.fact for it in items}
-    rows = _na_rows(ctx, [f for f in facts if int(f) not in asked], "in_context_cot",
+    rows = na_rows(ctx, [f for f in facts if int(f) not in asked], "in_context_cot",
                     gate="in_context_cot")
     if not items:
         return rows

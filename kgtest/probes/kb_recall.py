@@ -34,8 +34,8 @@ know has no deletion problem: its row is not applicable.
 
 Examples
 --------
->>> from kgtest.probes.context import _toy_context
->>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
+>>> from kgtest.probes.context import toy_context
+>>> ctx = toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
 >>> kb = np.array([True, True, True])  # the original knew all three
 >>> r = _recall_rows(ctx, [2], kb, np.array([True, True, False]))[0]  # lost the target
 >>> r["kb_recall"], r["kb_accuracy"], r["correct"], r["kb_unlearned"], r["min_set_size"]
@@ -52,8 +52,8 @@ import numpy as np
 from kgtest.aggregate import CONTROLS, bootstrap
 from kgtest.errors import InputError
 from kgtest.probes.context import ProbeContext
-from kgtest.probes.probes import PROBES
-from kgtest.probes.scoring import answer_logprobs
+from kgtest.probes.registry import PROBES
+from kgtest.scoring import answer_logprobs
 from kgtest.symbolic.deletion import deep_unlearns, minimal_deletion_sets, recall_accuracy
 
 __all__ = ["kb_recall", "kb_facts", "kb_known", "kb_recall_markdown", "RESTARTS"]
@@ -67,8 +67,8 @@ EXACT_SECONDS = 5.0
 def kb_facts(ctx: ProbeContext) -> np.ndarray:
     """Ids of the facts a ``kb`` row asks: trained on by the run, not fixed.
 
-    >>> from kgtest.probes.context import _toy_context
-    >>> kb_facts(_toy_context()).tolist()
+    >>> from kgtest.probes.context import toy_context
+    >>> kb_facts(toy_context()).tolist()
     [0, 1, 2]
     """
     trained = ctx.trained_facts("original")
@@ -156,7 +156,7 @@ def _recall_rows(ctx: ProbeContext, targets, kb: np.ndarray, known: np.ndarray
     return rows
 
 
-@PROBES.register("kb_recall", gate="kb")
+@PROBES.register("kb_recall", gate="kb", columns=("kb", "kb_recall"))
 def kb_recall(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """The whole KB asked directly (rows ``kb``), then recall/accuracy per target.
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,53 +57,25 @@ from kgtest.probes.context import (
     Ask,
     ProbeContext,
     PromptLeak,
-    _direct_items,
-    _na_rows,
-    _toy_context,  # noqa: F401  (the doctests' toy world)
     ask,
     check_prompt,
+    direct_items,
+    na_rows,
+    toy_context,  # noqa: F401  (the doctests' toy world)
 )
-from kgtest.probes.scoring import answer_logprobs, greedy_complete
-from kgtest.registry import Registry, first_doc_line
+from kgtest.probes.registry import DEFAULT_PROBES, PROBES, Probe  # noqa: F401 (Probe: public)
+from kgtest.scoring import answer_logprobs, greedy_complete
 
 __all__ = ["PROBES", "DEFAULT_PROBES", "Probe", "ProbeContext", "PromptLeak", "Ask",
            "ask", "check_prompt", "verify_chain", "equivalent", "evaluate", "probe_variant",
            "gate", "asked", "ASKED"]
-
-#: Probes :func:`evaluate` runs when none are named (all of them).
-DEFAULT_PROBES = ("direct", "statement", "paraphrase", "cot", "in_context", "latent",
-                  "relearn", "relearn_premises", "quantize", "utility")
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A registered probe: its function, the original's probe that gates it, a summary."""
-
-    name: str
-    fn: Callable[..., list[dict]]
-    gate: str  # "direct" or "cot" (rows may override it)
-    summary: str
-
-
-class ProbeRegistry(Registry[Probe]):
-    """Name -> :class:`Probe`; an unknown name lists the known ones."""
-
-    def register(self, name: str, *, gate: str = "direct"):
-        def deco(fn):
-            self.add(name, Probe(name, fn, gate, first_doc_line(fn)))
-            return fn
-        return deco
-
-
-PROBES = ProbeRegistry("probe")
-
 
 # --- the probes ----------------------------------------------------------------------------
 
 @PROBES.register("direct")
 def direct(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """``Q s r ? A`` -> greedy answer, log-prob and rank of the true object."""
-    return ask(model, tokenizer, ctx, _direct_items(ctx, facts), "direct")
+    return ask(model, tokenizer, ctx, direct_items(ctx, facts), "direct")
 
 
 @PROBES.register("statement")
@@ -129,7 +100,7 @@ def paraphrase(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
         return rows + (_inverse(model, tokenizer, facts, ctx) if ctx.corpus.config.inverse
                        else [])
     if not ctx.corpus.config.inverse:
-        return _na_rows(ctx, facts, "paraphrase")  # no unseen surface to ask with: say so
+        return na_rows(ctx, facts, "paraphrase")  # no unseen surface to ask with: say so
     return _inverse(model, tokenizer, facts, ctx)
 
 
@@ -191,7 +162,7 @@ def equivalent(ctx: ProbeContext, a: int, b: int) -> bool:
 
     Examples
     --------
-    >>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
+    >>> ctx = toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
     >>> equivalent(ctx, 2, 2), equivalent(ctx, 0, 2)
     (True, False)
     """
@@ -223,7 +194,7 @@ def verify_chain(ctx: ProbeContext, fact: int, output: str) -> dict:
 
     Examples
     --------
-    >>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
+    >>> ctx = toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
     >>> v = verify_chain(ctx, 2, "a p b . b p c . A c")
     >>> v["chain_valid"], v["chain_entails"], v["verified"]
     (True, True, True)
@@ -257,7 +228,7 @@ def _cot(model, tokenizer, facts, ctx: ProbeContext, probe: str) -> list[dict]:
     sf, F, c = ctx.corpus.surface, ctx.corpus.facts, ctx.closure
     facts = [int(f) for f in facts]
     derived = [f for f in facts if not c.is_base[f]]
-    rows = _na_rows(ctx, [f for f in facts if c.is_base[f]], probe, gate="cot")
+    rows = na_rows(ctx, [f for f in facts if c.is_base[f]], probe, gate="cot")
     if not derived:
         return rows
     prompts = [sf.cot_prompt(int(F[f, 0]), int(F[f, 1]), 0) for f in derived]
@@ -296,7 +267,7 @@ def _cot(model, tokenizer, facts, ctx: ProbeContext, probe: str) -> list[dict]:
     return rows
 
 
-@PROBES.register("cot", gate="cot")
+@PROBES.register("cot", gate="cot", columns=("cot", "cot_answer"))
 def cot(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """``Q s r ? T`` -> the model's chain and answer; every step checked on the closure."""
     return _cot(model, tokenizer, facts, ctx, "cot")
@@ -310,7 +281,7 @@ def _latent_facts(ctx: ProbeContext, facts) -> list[int]:
     return [int(f) for f in facts if not trained[f] or (method and pres[f] == "stated")]
 
 
-@PROBES.register("latent")
+@PROBES.register("latent", columns=("latent", "implied"))
 def latent(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """Direct questions on facts never seen stated (targets) and on held-out facts.
 
@@ -325,9 +296,9 @@ def latent(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     facts = [int(f) for f in facts]
     asked = _latent_facts(ctx, facts)
     rest = sorted(set(facts) - set(asked))
-    return (ask(model, tokenizer, ctx, _direct_items(ctx, asked), "latent")
-            + _na_rows(ctx, rest, "latent")
-            + ask(model, tokenizer, ctx, _direct_items(ctx, ctx.split.held_out.tolist()),
+    return (ask(model, tokenizer, ctx, direct_items(ctx, asked), "latent")
+            + na_rows(ctx, rest, "latent")
+            + ask(model, tokenizer, ctx, direct_items(ctx, ctx.split.held_out.tolist()),
                   "implied"))
 
 
@@ -352,7 +323,8 @@ def utility_retain_facts(corpus, split, limit: int, seed: int) -> dict[str, list
     return {"direct": _sample(stated, limit, seed), "cot": _sample(chained, limit, seed)}
 
 
-@PROBES.register("utility")
+@PROBES.register("utility", kind="utility", columns=(
+    "utility_direct", "utility_cot", "utility_rule", "utility_loss"))
 def utility(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """Retain facts (direct, cot), rule use on unrelated entities, held-out loss.
 
@@ -369,7 +341,7 @@ def utility(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     near = np.concatenate([sp.forget, sp.premise]).astype(np.int64)
     near_ents = set(F[near][:, [0, 2]].ravel().tolist())
     far = [int(f) for f in sp.held_out if not {int(F[f, 0]), int(F[f, 2])} & near_ents]
-    rows = ask(model, tokenizer, ctx, _direct_items(ctx, kept["direct"]), "utility_direct")
+    rows = ask(model, tokenizer, ctx, direct_items(ctx, kept["direct"]), "utility_direct")
     rows += _cot(model, tokenizer, kept["cot"], ctx, "utility_cot")
     rows += _cot(model, tokenizer, _sample(far, ctx.utility_limit, seed), ctx, "utility_rule")
     gold = {d["facts"][-1]["id"]: d for d in ctx.corpus.eval if d.get("probe") == "cot"}
@@ -400,7 +372,7 @@ def asked(ctx: ProbeContext, which: str = "targets") -> list[int]:
 
     Examples
     --------
-    >>> ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
+    >>> ctx = toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z): fact 2 = a g c
     >>> asked(ctx), asked(ctx, "base")
     ([2], [0, 1])
     """
@@ -510,9 +482,3 @@ def gate(rows: list[dict], known: dict) -> list[dict]:
             bool(r["applicable"]) and known.get(r["gate"], {}).get(r["fact"], False))
     return rows
 
-
-# importing these registers the relearn and quantize probes
-from kgtest.probes import in_context as _in_context  # noqa: E402, F401
-from kgtest.probes import kb_recall as _kb_recall  # noqa: E402, F401
-from kgtest.probes import quantize as _quantize  # noqa: E402, F401
-from kgtest.probes import relearn as _relearn  # noqa: E402, F401

@@ -43,8 +43,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from kgtest.probes.context import ProbeContext, _direct_items, ask
-from kgtest.probes.probes import PROBES
+from kgtest.probes.context import ProbeContext, ask, direct_items
+from kgtest.probes.registry import PROBES
 
 __all__ = ["rtn_quantize", "quantize_model", "code_difference", "quantize"]
 
@@ -178,7 +178,7 @@ def code_difference(a: dict, b: dict) -> float:
     return diff / total if total else float("nan")
 
 
-@PROBES.register("quantize")
+@PROBES.register("quantize", kind="attack")
 def quantize(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """The direct probe on int8 and int4 round-to-nearest copies of the model.
 
@@ -200,7 +200,7 @@ def quantize(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
         wdiff = code_difference(fp, ref[0]) if ref else None
         qdiff = code_difference(qm.quant_codes, ref[1]) if ref else None
         setting = f"int{bits}" + (f"/g{group}" if group else "")
-        rows += ask(qm, tokenizer, ctx, _direct_items(ctx, facts), "quantize",
+        rows += ask(qm, tokenizer, ctx, direct_items(ctx, facts), "quantize",
                     setting=setting, bits=bits, group_size=group, weight_diff=wdiff,
                     quant_diff=qdiff)
         del qm

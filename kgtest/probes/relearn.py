@@ -30,8 +30,8 @@ kept is that less what it deleted (:meth:`ProbeContext.removed_by`). A row with
 
 Examples
 --------
->>> from kgtest.probes.context import _toy_context
->>> ctx = _toy_context()
+>>> from kgtest.probes.context import toy_context
+>>> ctx = toy_context()
 >>> audit(ctx, [2], attack_facts=[], removed=[2])  # a g c follows from a p b, b p c
 [True]
 >>> audit(ctx, [2], attack_facts=[], removed=[0, 2])
@@ -49,8 +49,8 @@ import numpy as np
 
 from kgtest.config import MAX_STEPS, in_range
 from kgtest.errors import InputError
-from kgtest.probes.context import ProbeContext, _direct_items, _na_rows, ask
-from kgtest.probes.probes import PROBES
+from kgtest.probes.context import ProbeContext, ask, direct_items, na_rows
+from kgtest.probes.registry import PROBES
 
 __all__ = ["RelearnConfig", "answer_folds", "attack_documents", "audit",
            "relearn", "relearn_premises"]
@@ -174,7 +174,7 @@ def _attack(model, tokenizer, facts, ctx: ProbeContext, kind: str, probe: str) -
     folds = answer_folds(asked, ctx.corpus.facts[asked, 2].tolist() if asked else [],
                          cfg.folds, seed)
     if len(folds) < 2:
-        return _na_rows(ctx, asked, probe)
+        return na_rows(ctx, asked, probe)
     rows = []
     for i, V in enumerate(folds):
         T = sorted(f for j, fold in enumerate(folds) if j != i for f in fold)
@@ -197,7 +197,7 @@ def _fold_attack(model, tokenizer, ctx: ProbeContext, kind: str, probe: str, fol
     rows: list[dict] = []
 
     def probe_at(m, step):
-        out = ask(m, tokenizer, ctx, _direct_items(ctx, V), probe,
+        out = ask(m, tokenizer, ctx, direct_items(ctx, V), probe,
                   setting=f"steps={step},lr={lr:g}", attack=kind, attack_steps=step,
                   attack_lr=lr, n_attack_facts=len(taught), fold=fold)
         for r, d in zip(out, derivable, strict=True):
@@ -225,13 +225,13 @@ def _fold_attack(model, tokenizer, ctx: ProbeContext, kind: str, probe: str, fol
     return rows
 
 
-@PROBES.register("relearn")
+@PROBES.register("relearn", kind="attack", grid=True)
 def relearn(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """Fine-tune a copy on the other folds' targets; ask each fold in turn."""
     return _attack(model, tokenizer, facts, ctx, "targets", "relearn")
 
 
-@PROBES.register("relearn_premises")
+@PROBES.register("relearn_premises", kind="attack", grid=True)
 def relearn_premises(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """Fine-tune a copy on the targets' premises only; ask each fold in turn."""
     return _attack(model, tokenizer, facts, ctx, "premises", "relearn_premises")

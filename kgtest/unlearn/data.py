@@ -62,7 +62,7 @@ import numpy as np
 from kgtest.corpus.render import Corpus, split_statements
 from kgtest.corpus.surface import UNKNOWN
 from kgtest.errors import InputError
-from kgtest.probes.scoring import greedy_complete
+from kgtest.scoring import greedy_complete
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.deletion import minimal_deletion_sets
 

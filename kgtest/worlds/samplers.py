@@ -34,25 +34,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kgtest.errors import InputError
 from kgtest.symbolic.facts import read_tsv
 from kgtest.symbolic.rules import Rule, check_body_relations, read_rules
-from kgtest.worlds import (  # noqa: F401 (registration)
-    composition,
-    dual_use,
-    edu_relat,
-    family,
-    taxonomy,
-)
+from kgtest.worlds.config import WorldConfig
 from kgtest.worlds.registry import SAMPLERS, SampleContext, WorldBuilder, check_planted
 from kgtest.worlds.world import World
-
-if TYPE_CHECKING:
-    from kgtest.worlds.spec import WorldConfig
 
 __all__ = ["SAMPLERS", "sample_world", "world_rules", "world_from_tsv", "estimate_size",
            "check_world_size"]

@@ -1,4 +1,4 @@
-"""World specs: the ``[world]`` TOML section, as a typed frozen :class:`WorldConfig`.
+"""World specs: loading and checking the ``[world]`` TOML section (a :class:`WorldConfig`).
 
 A spec in ``generators/`` is a TOML file with one ``[world]`` table that names a sampler,
 the knobs every sampler shares, a rules file, and a ``[world.params]`` table with the
@@ -37,54 +37,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgtest.config import apply_overrides, build, load_toml, nonneg
+from kgtest.config import apply_overrides, build, load_toml
 from kgtest.errors import InputError
-from kgtest.worlds.samplers import SAMPLERS, check_world_size, world_rules
+from kgtest.worlds.config import WorldConfig
+from kgtest.worlds.samplers import check_world_size, world_rules
 
 __all__ = ["WorldConfig", "load_world_spec", "check_world_config"]
-
-
-def _positive(value) -> str | None:
-    vals = value if isinstance(value, tuple) else (value,)
-    if not vals:
-        return "must be >= 1 or a non-empty list of counts >= 1"
-    return "must be >= 1" if min(vals) < 1 else None
-
-
-@dataclass(frozen=True)
-class WorldConfig:
-    """The ``[world]`` section: which sampler, its shared knobs and its parameters.
-
-    Construction checks the sampler name and ``params`` (unknown key, wrong type,
-    negative size), raising :class:`InputError` naming the key.
-    """
-
-    sampler: str = "random_composition"  # registered sampler name (see kgtest.worlds.SAMPLERS)
-    rules: str = ""  # Datalog rules file, relative to base_dir; "" = the sampler's own rules
-    name: str = ""  # label of the world; load_world_spec uses the spec file's stem
-    description: str = ""  # one line for the catalogue and describe_world
-    n_planted: int = field(default=0, metadata={"check": nonneg})  # targets to plant
-    # exact k per target; a list ([1, 2, 4, 8]) is cycled over the planted targets
-    planted_proofs: int | tuple[int, ...] = field(default=2, metadata={"check": _positive})
-    zipf: float = field(default=0.0, metadata={"check": nonneg})  # entity-frequency exponent
-    extra_relations: tuple[str, ...] = ()  # rule-head relations beyond the sampler's own
-    params: dict = field(default_factory=dict)  # [world.params]: the sampler's own sizes
-    base_dir: str = ""  # folder `rules` is relative to; loaders set it to the spec's folder
-
-    def __post_init__(self):
-        SAMPLERS.get(self.sampler, where="key 'world.sampler': ")
-        self.sampler_params()
-
-    def sampler_params(self):
-        """``params`` as the sampler's frozen parameter dataclass (checked)."""
-        info = SAMPLERS.get(self.sampler, where="key 'world.sampler': ")
-        try:
-            return build(info.params, self.params, where="", section="world.params")
-        except InputError as err:  # re-raised without build's empty file prefix
-            raise InputError(str(err).removeprefix(": ")) from None
 
 
 def check_world_config(cfg: WorldConfig, *, where: str) -> WorldConfig:

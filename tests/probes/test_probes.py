@@ -12,7 +12,7 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from kgtest.errors import InputError
-from kgtest.probes.context import _toy_context
+from kgtest.probes.context import toy_context
 from kgtest.probes.probes import (
     PROBES,
     PromptLeak,
@@ -137,7 +137,7 @@ def test_in_context_prompts_hold_premises_not_the_target(trained):
 
 
 def _toy_for(variant, removed=None):
-    ctx = _toy_context()  # facts: 0 = a p b, 1 = b p c, 2 = a g c (the forget target)
+    ctx = toy_context()  # facts: 0 = a p b, 1 = b p c, 2 = a g c (the forget target)
     return dataclasses.replace(ctx, variant=variant, removed=removed or {})
 
 
@@ -188,7 +188,7 @@ def test_equivalent_facts_are_symmetric_or_inverse_restatements():
 
 
 def test_prompt_leak_is_refused():
-    ctx = _toy_context()  # facts: 0 = a p b, 1 = b p c, 2 = a g c
+    ctx = toy_context()  # facts: 0 = a p b, 1 = b p c, 2 = a g c
     with pytest.raises(PromptLeak):
         check_prompt(ctx, 2, "a g c . Q a g ? A ", answer=2, premises_allowed=True)
     with pytest.raises(PromptLeak):
@@ -246,7 +246,7 @@ def test_quantized_model_keeps_memorised_facts(trained):
 
 
 def test_relearn_audit_agrees_with_the_closure():
-    ctx = _toy_context()  # a p b, b p c => a g c
+    ctx = toy_context()  # a p b, b p c => a g c
     c = ctx.closure
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -418,7 +418,7 @@ def test_small_weight_changes_vanish_under_quantization():
 def test_relearn_base_option_asks_the_targets_base_premises():
     from kgtest.probes.relearn import _asked
 
-    ctx = _toy_context()  # a p b (0), b p c (1) => a g c (2), the forget target
+    ctx = toy_context()  # a p b (0), b p c (1) => a g c (2), the forget target
     assert _asked(ctx, [2], RelearnConfig()) == [2]
     assert _asked(ctx, [2], RelearnConfig(facts="base")) == [0, 1]
 
@@ -427,7 +427,7 @@ def test_asked_facts_by_probes_facts_and_a_bad_value_is_one_line(tmp_path):
     from kgtest.experiment import load_experiment
     from kgtest.probes.probes import asked
 
-    ctx = _toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z)
+    ctx = toy_context()  # a p b, b p c; g(X, Z) :- p(X, Y), p(Y, Z)
     assert asked(ctx) == ctx.split.forget.tolist() == [2]
     assert asked(ctx, "base") == [0, 1] and asked(ctx, "held_out") == []
     with pytest.raises(InputError, match="probes.facts"):

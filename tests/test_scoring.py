@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from kgtest.corpus.tokenizer import build_tokenizer
 from kgtest.errors import InputError
 from kgtest.model import ModelConfig, build_model, save_model
-from kgtest.probes.scoring import answer_logprobs, greedy_complete, rank_of_true
+from kgtest.scoring import answer_logprobs, greedy_complete, rank_of_true
 
 torch.set_num_threads(1)
 WORDS = "Q A T ? . ann bob cy dee eve fay gus parent friend grandparent"
