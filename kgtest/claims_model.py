@@ -9,7 +9,7 @@ trained model does on a world hypothesis drew. This module is the bridge:
 - :func:`model_records` the whole pipeline on one :class:`~kgtest.worlds.world.World`
   object (no spec file): corpus, training, controls, unlearning, probes; returns tidy rows
   (:mod:`kgtest.records`);
-- :func:`rate` and :func:`difference` (from :mod:`kgtest.aggregate`) read a rate, or a
+- :func:`rate` and :func:`difference` (from :mod:`kgtest.report.aggregate`) read a rate, or a
   paired difference of two rates, off the rows with its two-level bootstrap;
 - :func:`check_trainable` says, before any training, why a world cannot host the
   experiment (too few derived facts, or none whose rule is demonstrated elsewhere).
@@ -65,11 +65,11 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from kgtest.aggregate import Rate, difference, rate  # noqa: F401  (public here too)
 from kgtest.config import config_hash, to_dict
 from kgtest.corpus.render import CorpusConfig
 from kgtest.corpus.splits import SplitConfig
 from kgtest.errors import InputError
+from kgtest.report.aggregate import Rate, difference, rate  # noqa: F401  (public here too)
 from kgtest.symbolic.rules import Atom, Rule, Term
 from kgtest.worlds.world import World
 

@@ -147,8 +147,8 @@ def _add_unlearn(sub) -> None:
     u = _parser_for(sub, "unlearn", "unlearn a trained run's forget targets with one method "
                     "(tuned on the validation targets)", "unlearn")
     u.add_argument("run_dir", help="a run folder made by `kgtest train` or `kgtest run`")
-    u.add_argument("--method", required=True, help="GradAscent, GradDiff, NPO, SimNPO, "
-                   "IdkSFT, IdkDPO, RMU")
+    u.add_argument("--method", required=True, help="a registered unlearning method, e.g. "
+                   "NPO (an unknown name lists them: kgtest.unlearn.METHODS)")
     u.add_argument("--deep", action="store_true",
                    help="also forget a minimal deletion set per target")
     _add_set(u)
@@ -200,7 +200,8 @@ def _add_report(sub) -> None:
     rp.add_argument("run_dirs", nargs="+",
                     help="run folders with records.jsonl, or one `kgtest sweep` folder")
     rp.add_argument("--out", help="output folder (default: the first run folder)")
-    rp.add_argument("--control", default="filter", help="control for excess re-derivation")
+    rp.add_argument("--control", default="filter", help="control for excess re-derivation "
+                    "(one the runs built: filter, ignorance or never_trained)")
     _add_json(rp)
     rp.set_defaults(func=cmd_report)
 

@@ -58,7 +58,12 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def names(self) -> list[str]:
+        """The names, sorted (how messages and ``iter`` list them)."""
         return sorted(self._items)
+
+    def registered(self) -> list[str]:
+        """The names in the order they were registered (definition order in the code)."""
+        return list(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

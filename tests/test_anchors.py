@@ -1,11 +1,13 @@
-"""kgtest.anchors: the report sections the published anchors' README rows cite."""
+"""kgtest.report.anchors: the report sections the published anchors' README rows cite."""
 
 from __future__ import annotations
 
 import json
 
-from kgtest.aggregate import aggregate
-from kgtest.anchors import (
+from kgtest.records import new_row, write_records
+from kgtest.report import report
+from kgtest.report.aggregate import aggregate
+from kgtest.report.anchors import (
     anchor_sections,
     curve_section,
     latent_curve,
@@ -13,8 +15,6 @@ from kgtest.anchors import (
     recovery_plot,
     recovery_section,
 )
-from kgtest.records import new_row, write_records
-from kgtest.report import report
 
 
 def _rows(variant, probe, setting, correct, gated=None, run="r0", **kw):

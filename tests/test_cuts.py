@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from kgtest.cuts import cuts_markdown, deletion_sizes, freq_bin, neighbour_facts
 from kgtest.records import new_row, write_records
 from kgtest.report import report
+from kgtest.report.cuts import cuts_markdown, freq_bin, neighbour_facts
+from kgtest.report.runs import deletion_sizes
 
 
 def _targets(run="r", variants=("original", "filter", "NPO"), n=8):

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from kgtest.aggregate import newcombe_paired, wilson
 from kgtest.records import new_row, write_records
 from kgtest.report import aggregate, bootstrap, report, warnings
+from kgtest.report.aggregate import newcombe_paired, wilson
 
 
 @pytest.mark.parametrize("n_seeds, n_facts", [(1, 60), (3, 30)])
@@ -242,7 +242,7 @@ def test_heatmap_is_drawn_even_when_nothing_is_gated_in(tmp_path):
 
 
 def test_exposure_section_counts_every_fact_of_the_original_gate_or_not(tmp_path):
-    from kgtest.aggregate import aggregate_by
+    from kgtest.report.aggregate import aggregate_by
 
     # the original knows its QA-trained facts and 1 of 4 statement-only ones; the gate
     # (its own direct answer) would make every counted row correct
@@ -266,8 +266,8 @@ def test_exposure_section_counts_every_fact_of_the_original_gate_or_not(tmp_path
 
 
 def test_exposure_by_cell_draws_one_bar_group_per_cut_and_none_without_lines(tmp_path):
-    from kgtest.aggregate import aggregate_by
-    from kgtest.plots import exposure_by_cell
+    from kgtest.report.aggregate import aggregate_by
+    from kgtest.report.plots import exposure_by_cell
 
     def cut(k):
         return aggregate_by([new_row(run_id="r", variant="original", probe="direct", fact=f,
@@ -278,3 +278,58 @@ def test_exposure_by_cell_draws_one_bar_group_per_cut_and_none_without_lines(tmp
                             tmp_path / "plots" / "exposure.png")
     assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
     assert exposure_by_cell({"a": []}, tmp_path / "none.png") is None
+
+
+def test_lists_of_probes_controls_and_methods_come_from_the_registries():
+    from kgtest.probes.registry import KINDS, PROBES, columns_of, grid_columns
+    from kgtest.report.tables import ATTACKS, CONTROLS, PROBE_ORDER, UTILITY
+    from kgtest.unlearn.config import ALL_METHODS
+    from kgtest.unlearn.config import CONTROLS as BUILT
+    from kgtest.unlearn.methods import METHODS
+
+    assert all(PROBES.get(p).kind in KINDS for p in PROBES)
+    assert {p for p in PROBES if PROBES.get(p).kind == "attack"} == {
+        "relearn", "relearn_premises", "quantize"}
+    assert UTILITY == columns_of("utility") and "utility_loss" in UTILITY
+    assert ATTACKS == grid_columns() == ("relearn", "relearn_premises")
+    assert CONTROLS == ("original", *BUILT)
+    assert ALL_METHODS == tuple(METHODS.registered()) and "RMU" in ALL_METHODS
+    # every column a registered probe writes has a place in the tables, in registry order
+    cols = [c for p in PROBES for c in PROBES.get(p).columns]
+    assert set(cols) <= set(PROBE_ORDER)
+    assert PROBE_ORDER["cot"] < PROBE_ORDER["cot_answer"] < PROBE_ORDER["relearn"]
+
+
+def _two_controls(tmp_path):
+    rows = [new_row(run_id="r", variant=v, probe="direct", fact=f, gated_in=True,
+                    correct=v == "original" or (v == "NPO" and f < 2))
+            for v in ("original", "filter", "ignorance", "NPO") for f in range(4)]
+    write_records(rows, tmp_path)
+    return rows
+
+
+def test_report_uses_the_chosen_control_in_text_and_plots(tmp_path):
+    from kgtest.report.plots import _grid
+
+    rows = _two_controls(tmp_path)
+    text = report([tmp_path], n_boot=50, control="ignorance").read_text()
+    assert "## Excess re-derivation over the ignorance control" in text
+    assert "variant − ignorance" in text and "over the filter control" not in text
+    variants = _grid(aggregate(rows, control="ignorance", n_boot=50), "excess", "ignorance")[0]
+    assert "ignorance" not in variants and "filter" in variants  # excess.png's rows
+    assert (tmp_path / "plots" / "excess.png").is_file()
+
+
+def test_report_refuses_an_unknown_or_absent_control(tmp_path, capsys):
+    from kgtest.cli import main
+    from kgtest.errors import InputError
+
+    _two_controls(tmp_path)
+    with pytest.raises(InputError, match="unknown control 'filtr'.*known: filter"):
+        report([tmp_path], control="filtr")
+    with pytest.raises(InputError, match="'never_trained' is not among.*filter, ignorance"):
+        report([tmp_path], control="never_trained")
+    assert not (tmp_path / "summary.md").exists()  # nothing half-written
+    assert main(["report", str(tmp_path), "--control", "never_trained"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "never_trained" in err and "Traceback" not in err

@@ -8,7 +8,8 @@ import pytest
 
 from kgtest.records import new_row, write_records
 from kgtest.report import report
-from kgtest.report_cuts import domain_section, stability_rows, stability_section
+from kgtest.report.cuts import domain_section
+from kgtest.report.runs import stability_rows, stability_section
 
 
 def _rows():

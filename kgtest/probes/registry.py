@@ -81,7 +81,7 @@ PROBES = ProbeRegistry("probe")
 
 def _ordered() -> list[Probe]:
     """The default probes in their listed order, then the others as registered."""
-    rest = [p for p in PROBES if p not in DEFAULT_PROBES]
+    rest = [p for p in PROBES.registered() if p not in DEFAULT_PROBES]
     return [PROBES.get(p) for p in (*[d for d in DEFAULT_PROBES if d in PROBES], *rest)]
 
 

@@ -233,9 +233,9 @@ def _exposure_figure(sweep_dir: Path, cells: dict, finished, out: Path, *, n_boo
                      seed: int) -> list[str]:
     """``plots/exposure.png``: each cell's original on every asked fact, by training
     exposure (the cells' "by training exposure" sections side by side)."""
-    from kgtest.aggregate import aggregate_by
-    from kgtest.plots import exposure_by_cell
     from kgtest.records import read_runs
+    from kgtest.report.aggregate import aggregate_by
+    from kgtest.report.plots import exposure_by_cell
 
     cuts = {}
     for label, entries in cells.items():

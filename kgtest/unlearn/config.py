@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kgtest.config import MAX_STEPS, in_range, nonneg
+from kgtest.unlearn.methods import METHODS
 
 __all__ = ["UnlearnConfig", "CONTROLS", "ALL_METHODS"]
 
 #: Retrained or untrained comparison models (see :mod:`kgtest.unlearn.controls`).
 CONTROLS = ("filter", "ignorance", "never_trained")
-#: The methods a spec runs by default (every registered one).
-ALL_METHODS = ("GradAscent", "GradDiff", "NPO", "SimNPO", "IdkSFT", "IdkDPO", "RMU")
+#: The methods a spec runs by default: every registered one, in registration order.
+ALL_METHODS = tuple(METHODS.registered())
 
 
 def _positive(value) -> str | None:
@@ -103,8 +104,6 @@ class UnlearnConfig:
             if bad or not self.forget_kinds:
                 raise ValueError(f"forget_kinds: unknown or empty kinds {bad} (known: "
                                  f"{', '.join(kinds)})")
-        from kgtest.unlearn.methods import METHODS  # lazy: the methods import torch
-
         for name in self.methods:
             METHODS.get(name)
         for name, table in self.params.items():

@@ -161,4 +161,6 @@ def test_probe_refuses_a_variant_before_the_original(ctx):
 
 
 def test_report_without_kb_rows_has_no_section(tmp_path):
-    assert kbr.kb_recall_markdown([], []) == []
+    from kgtest.report.kb_recall import kb_recall_markdown
+
+    assert kb_recall_markdown([], []) == []

@@ -43,7 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kgtest.aggregate import CONTROLS, aggregate
+from kgtest.report.aggregate import aggregate
+from kgtest.report.plots import _plt, _save
+from kgtest.report.tables import cell_text, order
 
 __all__ = ["anchor_sections", "recovery_section", "recovery_plot", "ood_section",
            "latent_curve", "curve_section", "latent_curve_plot", "CURVE_KEYS"]
@@ -55,14 +57,7 @@ CURVE_KEYS = {"eval/direct": "trained facts (direct)",
 
 
 def _cell(a: dict | None) -> str:
-    from kgtest.report import cell_text
-
     return cell_text(a) if a is not None else "–"
-
-
-def _variants(names) -> list[str]:
-    rank = {v: i for i, v in enumerate(CONTROLS)}
-    return sorted(set(names), key=lambda v: (rank.get(v, len(rank)), v))
 
 
 def _treatments(by: dict) -> list[str]:
@@ -80,7 +75,7 @@ def _treatments(by: dict) -> list[str]:
 def recovery_section(agg: Sequence[dict]) -> list[str]:
     """Recovery of pre-unlearning accuracy per variant and treatment (module docstring).
 
-    ``agg`` is :func:`kgtest.aggregate.aggregate`'s output. Empty without relearn or
+    ``agg`` is :func:`kgtest.report.aggregate.aggregate`'s output. Empty without relearn or
     quantize lines.
 
     Examples
@@ -112,7 +107,7 @@ def recovery_section(agg: Sequence[dict]) -> list[str]:
         return f"{_cell(a)} ({'–' if np.isnan(ratio) else f'{ratio:.2f}'})"
 
     body = [[v] + [cell(v, c) for c in cols]
-            for v in _variants(v for v, _ in by) if v != "original"]
+            for v in order(v for v, _ in by) if v != "original"]
     head = ["variant"] + [c + (" (after unlearning)" if c == "direct" else "") for c in cols]
     pre = "–" if before is None else f"{base:.2f} over {before['n_in'] + before['n_out']}"
     return (["## Recovery of pre-unlearning accuracy", "",
@@ -129,15 +124,13 @@ def recovery_section(agg: Sequence[dict]) -> list[str]:
 def recovery_plot(agg: Sequence[dict], path: Path) -> Path | None:
     """Grouped bars of :func:`recovery_section`: per variant, the share of the facts the
     original knew that it answers after each treatment, with 95% intervals."""
-    from kgtest.plots import _plt, _save
-
     by = {(a["variant"], a["probe"] + (f"[{a['setting']}]" if a["setting"] else "")): a
           for a in agg}
     treat = _treatments(by)
     if not treat:
         return None
     cols = ["direct"] + treat
-    names = [v for v in _variants(v for v, _ in by) if v != "original"]
+    names = [v for v in order(v for v, _ in by) if v != "original"]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.2))
     width = 0.8 / len(cols)
@@ -187,7 +180,7 @@ def ood_section(records: Sequence[dict], *, n_boot: int = 2000, seed: int = 0) -
     by = {(a["variant"], a["probe"], a["setting"]): a for a in agg}
     cols = [("held_out", "id"), ("held_out", "ood"), ("composition", "id"), ("atomic", "id"),
             ("atomic", "ood")]
-    body = [[v] + [_cell(by.get((v, *c))) for c in cols] for v in _variants(a["variant"]
+    body = [[v] + [_cell(by.get((v, *c))) for c in cols] for v in order(a["variant"]
                                                                            for a in agg)]
     first = body[0][0] if body else None  # floors and chance: the same facts for all
     for name, key in (("floor: most frequent object", "floor"), ("chance (1 / candidates)",
@@ -251,8 +244,6 @@ def curve_section(curve: dict[str, dict[int, list[float]]], plot: str | None = N
 
 def latent_curve_plot(curve: dict[str, dict[int, list[float]]], path: Path) -> Path | None:
     """Mean (line) and range over runs (band) of each :data:`CURVE_KEYS` metric vs step."""
-    from kgtest.plots import _plt, _save
-
     if not any(k in curve for k in ("eval/latent_id", "eval/latent_ood")):
         return None
     plt = _plt()

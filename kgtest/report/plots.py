@@ -2,15 +2,17 @@
 
 - ``rates.png``: a variant x probe heatmap of re-derivation rates, every cell annotated
   with ``rate`` and ``k/n``, controls above the methods, floors below them;
-- ``excess.png``: the same grid for the excess over the filter control (diverging colours);
+- ``excess.png``: the same grid for the excess over the chosen control (diverging colours);
 - ``proof_count.png``: rate against proof count, only when the targets differ in it;
-- ``forget_vs_utility.png``, ``training.png``, ``unlearning.png``.
+- ``forget_vs_utility.png``, ``training.png``, ``unlearning.png``, ``tuning_frontier.png``;
+- ``proof_cost.png`` (:func:`proof_cost_plot`), ``by_domain.png`` (:func:`domain_plot`),
+  ``deep_unlearning.png`` (:func:`kb_recall_plot`), where their data is there.
 
 Examples
 --------
 >>> import tempfile
 >>> from pathlib import Path
->>> from kgtest.aggregate import aggregate
+>>> from kgtest.report.aggregate import aggregate
 >>> from kgtest.records import new_row
 >>> rows = [new_row(run_id="r", variant=v, probe="direct", fact=f, correct=f < k,
 ...                 gated_in=True) for v, k in (("original", 4), ("NPO", 0)) for f in range(4)]
@@ -29,10 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kgtest.aggregate import CONTROLS, bootstrap
-from kgtest.report import _head, columns, label, order
+from kgtest.report.aggregate import aggregate, bootstrap
+from kgtest.report.cuts import by_domain
+from kgtest.report.runs import deletion_stats
+from kgtest.report.tables import CONTROLS, columns, head, label, order, target_rows
 
-__all__ = ["heatmap", "write_plots"]
+__all__ = ["heatmap", "write_plots", "proof_cost_plot", "domain_plot", "kb_recall_plot",
+           "exposure_by_cell"]
 
 
 def _plt():
@@ -123,7 +128,7 @@ def heatmap(agg: list[dict], path: Path, *, key: str = "rate", control: str = "f
         ax.axhline(n_ctrl - 0.5, color="black", linewidth=2.5)
     if key == "rate":
         ax.axhline(len(variants) - 0.5, color="black", linewidth=1, linestyle="--")
-    ax.set_xticks(range(len(cols)), [_head(c).replace(" (", "\n(") for c in cols],
+    ax.set_xticks(range(len(cols)), [head(c).replace(" (", "\n(") for c in cols],
                   rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
     title = ("Re-derivation of the forget targets: rate and k/n (controls above the line)"
@@ -310,7 +315,7 @@ def _tuning_frontier(runs: Sequence[Path], path: Path) -> Path | None:
 
 
 def exposure_by_cell(cuts: dict[str, list[dict]], path: Path) -> Path | None:
-    """Bars of :func:`kgtest.aggregate.aggregate_by` lines, one colour per sweep cell.
+    """Bars of :func:`kgtest.report.aggregate.aggregate_by` lines, one colour per sweep cell.
 
     ``cuts`` maps a cell's label to its lines; each x position is one ``probe[setting]``
     and ``trained`` value, with the 95% interval as an error bar, ``k/n`` above it and
@@ -365,3 +370,121 @@ def write_plots(agg, records, runs, out: Path, *, n_boot: int, seed: int,
             _curves(runs, "unlearn_log.jsonl", out / "unlearning.png", "unlearning"),
             _tuning_frontier(runs, out / "tuning_frontier.png")]
     return [p for p in made if p is not None]
+
+
+def proof_cost_plot(records: Sequence[dict], runs: Sequence[str | Path], path: Path, *,
+                    probe: str = "cot", control: str = "filter", n_boot: int = 2000,
+                    seed: int = 0) -> Path | None:
+    """Re-derivation and deletion cost against proof count (None without both).
+
+    Left: per variant, the ``probe`` rate on the forget targets against proof count k
+    (95% intervals as in the report; ``direct`` when no two k have gated-in ``probe``
+    rows). Right: the smallest minimal deletion set per target
+    against k (mean, min and max over targets).
+    """
+    rows = [r for r in target_rows(records) if r["proofs"] is not None]
+    ks = sorted({r["proofs"] for r in rows if r["gated_in"] and r["probe"] == probe})
+    if len(ks) < 2 and probe != "direct":  # e.g. the original re-derived no target by CoT
+        probe = "direct"
+        ks = sorted({r["proofs"] for r in rows if r["gated_in"] and r["probe"] == probe})
+    by_k, _ = deletion_stats(records, [Path(r) for r in runs])
+    if len(ks) < 2 or not by_k:
+        return None
+    plt = _plt()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
+    variants = order(r["variant"] for r in rows)
+    colour = _colours(variants)
+    for i, v in enumerate(variants):
+        pts = []
+        for k in ks:
+            agg = [a for a in aggregate([r for r in rows if r["proofs"] == k and
+                                         r["variant"] in (v, control)],
+                                        control=control, n_boot=n_boot, seed=seed)
+                   if a["variant"] == v and label(a) == probe and a["n_in"]]
+            if agg:
+                a = agg[0]
+                pts.append((k * (1 + (i - len(variants) / 2) * 0.02), a["rate"],
+                            a["rate"] - a["lo"], a["hi"] - a["rate"]))
+        if pts:
+            xs, ys, el, eh = np.array(pts).T
+            ax.errorbar(xs, ys, yerr=[np.maximum(el, 0), np.maximum(eh, 0)], marker="o",
+                        capsize=3, label=v, color=colour[v])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_xlabel("proof count k of the forget target")
+    ax.set_ylabel(f"{probe}: correct among gated-in targets")
+    ax.set_title(f"re-derivation ({probe}) vs k", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    k_s = np.array(sorted(by_k))
+    mean = np.array([np.mean(by_k[k]) for k in k_s])
+    lo = np.array([min(by_k[k]) for k in k_s])
+    hi = np.array([max(by_k[k]) for k in k_s])
+    bx.errorbar(k_s, mean, yerr=[mean - lo, hi - mean], marker="s",
+                capsize=3, color="black", label="smallest minimal deletion set")
+    bx.plot(k_s, k_s + 1, ls=":", color="grey", label="k + 1 (one premise per proof)")
+    bx.set_xscale("log", base=2)
+    bx.set_xticks(k_s, [str(k) for k in k_s])
+    bx.set_xlabel("proof count k of the forget target")
+    bx.set_ylabel("facts to delete (target included)")
+    bx.set_title("deletion cost vs k", fontsize=10)
+    bx.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def domain_plot(records: Sequence[dict], path: Path, *, control: str = "filter",
+                n_boot: int = 2000, seed: int = 0) -> Path | None:
+    """Left: the forget targets still answered per variant (direct, verified CoT, latent);
+    right: utility per domain (retained facts direct, rule use by CoT), 95% intervals.
+
+    None when the rows name fewer than two domains (claim 3's figure, ``by_domain.png``).
+    """
+    domains = sorted({r["domain"] for r in records if r["domain"]})
+    if len(domains) < 2:
+        return None
+    by, _ = by_domain(records, domains, control=control, n_boot=n_boot, seed=seed)
+    variants = order(k[0] for k in by)
+    forget_dom = sorted({r["domain"] for r in records if r["split"] == "forget"})
+    plt = _plt()
+    fig, (ax_f, ax_u) = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True)
+    x = np.arange(len(variants))
+    panels = ((ax_f, [(p, d) for p in ("direct", "cot", "latent") for d in forget_dom],
+               "forget targets still answered"),
+              (ax_u, [(p, d) for p in ("utility_direct", "utility_cot") for d in domains],
+               "utility (retained facts) by domain"))
+    for ax, bars, title in panels:
+        colour = _colours([f"{p} ({d})" for p, d in bars])
+        w = 0.8 / max(1, len(bars))
+        for i, (p, d) in enumerate(bars):
+            lines = [by.get((v, d, p)) for v in variants]
+            ys = [a["rate"] if a and not np.isnan(a["rate"]) else np.nan for a in lines]
+            err = np.array([_err(a) if a else (0.0, 0.0) for a in lines]).T
+            ax.bar(x - 0.4 + w * (i + 0.5), np.nan_to_num(ys), w, yerr=err, capsize=2,
+                   color=colour[f"{p} ({d})"], label=f"{p} ({d})")
+        ax.set_xticks(x, variants, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    ax_f.set_ylabel("rate among gated-in facts [95% CI]")
+    return _save(fig, path)
+
+
+def kb_recall_plot(points, symbolic, plots_dir) -> Path:
+    """Recall against accuracy per variant (bootstrap intervals), the symbolic point."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for v, (r, rlo, rhi), (a, alo, ahi) in points:
+        if np.isnan(r) or np.isnan(a):
+            continue
+        ax.errorbar(r, a, xerr=[[r - rlo], [rhi - r]], yerr=[[a - alo], [ahi - a]],
+                    fmt="o", capsize=3, label=v)
+    if not np.isnan(symbolic[0]):
+        ax.axvline(symbolic[0], color="grey", ls="--", lw=1,
+                   label=f"symbolic, target only ({symbolic[0]:.2f})")
+    ax.set_xlabel("recall of U' (model level)")
+    ax.set_ylabel("accuracy of U' (model level)")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_title("Deep unlearning: what the model lost vs minimal deletion sets")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, Path(plots_dir) / "deep_unlearning.png")

@@ -1,4 +1,4 @@
-"""Rates with intervals, the excess over the filter control, and the floors beside them.
+"""Rates with intervals, the excess over a control, and the floors beside them.
 
 :func:`aggregate` turns tidy rows (:mod:`kgtest.records`) into one line per
 (variant, probe, setting):
@@ -6,8 +6,8 @@
 - ``rate``: the fraction of **gated-in** facts answered correctly (docs/science.md: only
   targets the original knew count), ``k`` of ``n`` (``k/n`` is printed in every cell),
   with a 95% interval ``lo``, ``hi``;
-- ``excess``: ``rate(variant) - rate(filter control)`` on the same facts, with a paired
-  interval: the headline **excess re-derivation**;
+- ``excess``: ``rate(variant) - rate(control)`` (``filter`` by default) on the same facts,
+  with a paired interval: the headline **excess re-derivation**;
 - the floors (docs/science.md, "Floors"): ``floor`` is the mean per-target most-frequent-object
   rate (the ``floor`` column of the rows), ``floor_never`` the never-trained model's rate
   on the same probe and setting (same treatment, attack included), with its ``k/n``;
@@ -27,9 +27,9 @@ Intervals (docs/science.md, "Intervals"):
 
 CoT rows yield two lines: ``cot`` counts an answer only if its chain verifies
 (:func:`kgtest.probes.probes.verify_chain`), ``cot_answer`` (the row's ``answer_correct``)
-counts the answer alone. For relearn probes, a ``setting = "worst"`` line per variant
-repeats the grid point with the highest recovery (docs/science.md: report the worst case over
-the attack grid).
+counts the answer alone. For the attack-grid probes (:data:`ATTACKS`: relearn), a
+``setting = "worst"`` line per variant repeats the grid point with the highest recovery
+(docs/science.md: report the worst case over the attack grid).
 
 Examples
 --------
@@ -54,15 +54,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from kgtest.report.tables import ATTACKS, CONTROLS, UTILITY
+
 __all__ = ["wilson", "newcombe_paired", "bootstrap", "aggregate", "aggregate_by", "rate",
            "difference", "Rate", "CONTROLS",
            "ATTACKS", "UTILITY", "COT_PROBES"]
 
-#: Control variants, listed first in tables.
-CONTROLS = ("original", "filter", "ignorance", "never_trained")
-#: Probes whose settings form an attack grid (the report shows the worst case).
-ATTACKS = ("relearn", "relearn_premises")
-UTILITY = ("utility_direct", "utility_cot", "utility_rule", "utility_loss")
 #: Probe -> the answer-only line derived from its rows.
 COT_PROBES = {"cot": "cot_answer"}
 
