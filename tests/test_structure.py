@@ -47,16 +47,7 @@ LONG_FUNCTIONS = {
 }
 #: (importer, imported) -> owner: import edges that close a cycle today (the edge that
 #: points back up a layer); removing all of them must leave the graph acyclic
-CYCLE_EDGES = {
-    ("kgtest.probes.probes", "kgtest.probes.in_context"): "h3",
-    ("kgtest.probes.probes", "kgtest.probes.kb_recall"): "h3",
-    ("kgtest.probes.probes", "kgtest.probes.quantize"): "h3",
-    ("kgtest.probes.probes", "kgtest.probes.relearn"): "h3",
-    ("kgtest.anchors", "kgtest.report"): "h3",
-    ("kgtest.cuts", "kgtest.report"): "h3",
-    ("kgtest.plots", "kgtest.report"): "h3",
-    ("kgtest.report_cuts", "kgtest.report"): "h3",
-}
+CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 
 def _files() -> list[Path]:
