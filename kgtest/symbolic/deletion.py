@@ -53,13 +53,25 @@ Examples
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
 from kgtest.errors import InputError
 from kgtest.symbolic.closure import Closure
+from kgtest.symbolic.cone import (
+    ConeProblem,
+    Target,
+    cone_problem,
+    fact_mask,
+    fact_masks,
+    inf_rank,
+    ranks,
+    resolve_target,
+    target_alive,
+)
+from kgtest.symbolic.hitting import bit_indices, implicit_hitting_set
 
 __all__ = [
     "DeletionResult",
@@ -70,7 +82,6 @@ __all__ = [
 ]
 
 FactIds = Iterable[int] | np.ndarray
-Target = int | np.integer | Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -129,131 +140,10 @@ class DeletionResult:
 # --- the problem, restricted to the target's cone --------------------------------------
 
 
-@dataclass(frozen=True)
-class _Problem:
-    """One target's deletion problem in cone-local ids (``n`` = padding slot, always true).
-
-    Derivations are sorted by head so that ``logical_or.reduceat`` over ``starts`` gives,
-    per head in ``uheads``, whether any of its derivations fires.
-    """
-
-    global_ids: np.ndarray  # (n,) local -> closure fact id
-    target: int  # local id
-    present: np.ndarray  # (n,) known: in KB or fixed
-    deletable: np.ndarray  # (n,) in KB and not fixed
-    head: np.ndarray  # (D,) sorted
-    prem: np.ndarray  # (D, K) premises, padded with n
-    uheads: np.ndarray  # distinct heads
-    starts: np.ndarray  # first derivation of each distinct head
-    dstart: np.ndarray  # (n + 2,) derivations of local fact f: [dstart[f], dstart[f + 1])
-    forced: np.ndarray  # (n + 1,) in the closure of the fixed facts alone (padding True)
-
-    @property
-    def n(self) -> int:
-        return len(self.global_ids)
-
-
-def _resolve_target(closure: Closure, target: Target) -> int:
-    if isinstance(target, (int, np.integer)):
-        t = int(target)
-        if not 0 <= t < len(closure):
-            raise InputError(f"target id {t} is not in the closure (it has {len(closure)} facts)")
-        return t
-    triple = tuple(target)
-    if len(triple) != 3 or not all(isinstance(x, str) for x in triple):
-        raise InputError(f"target must be a fact id or a (subject, relation, object), "
-                         f"got {target!r}")
-    t = closure.find(*triple)
-    if t < 0:
-        raise InputError(f"target '{' '.join(triple)}' is not in the closure")
-    return t
-
-
-def _mask(closure: Closure, facts, what: str) -> np.ndarray:
-    try:
-        return closure.as_mask(facts)
-    except (ValueError, IndexError, TypeError) as err:
-        raise InputError(f"{what}: {err}") from None
-
-
-def _masks(closure: Closure, kb, fixed) -> tuple[np.ndarray, np.ndarray]:
-    fixed_m = (np.zeros(len(closure), dtype=bool) if fixed is None
-               else _mask(closure, fixed, "fixed"))
-    kb_m = ~fixed_m if kb is None else _mask(closure, kb, "kb") & ~fixed_m
-    return kb_m, fixed_m
-
-
-def _problem(closure: Closure, t: int, kb_m: np.ndarray, fixed_m: np.ndarray) -> _Problem:
-    if fixed_m[t]:
-        raise InputError(f"target '{' '.join(closure.named(t))}' is a fixed fact; "
-                         "fixed facts are never deleted")
-    cone = closure.cone(t)
-    n = len(cone.facts)
-    order = np.argsort(cone.head, kind="stable")
-    head, prem = cone.head[order], cone.premises[order]
-    uheads, starts = np.unique(head, return_index=True)
-    dstart = np.searchsorted(head, np.arange(n + 2))
-    present = (kb_m | fixed_m)[cone.facts]
-    deletable = kb_m[cone.facts]
-    p = _Problem(cone.facts, cone.target, present, deletable, head, prem, uheads, starts,
-                 dstart, forced=np.ones(n + 1, dtype=bool))  # forced: filled in below
-    # facts the fixed facts derive alone can never be cut (the padding slot counts as one)
-    forced = _ranks(p, (present & ~deletable)[None])[0] < _inf(p)
-    return replace(p, forced=forced)
-
-
-def _inf(p: _Problem) -> int:
-    return p.n + 2
-
-
-def _ranks(p: _Problem, kept: np.ndarray) -> np.ndarray:
-    """``(R, n + 1)`` round at which each fact enters the closure of each row of ``kept``.
-
-    0 for kept facts, ``_inf(p)`` for facts not derivable, -1 for the padding slot. A
-    derivation whose premises all have rank < its head's rank is well-founded.
-    """
-    r_count, n = kept.shape[0], p.n
-    inf = _inf(p)
-    rank = np.full((r_count, n + 1), inf, dtype=np.int32)
-    rank[:, :n][kept] = 0
-    rank[:, n] = -1
-    alive = rank < inf
-    if len(p.head) == 0:
-        return rank
-    rnd = 0
-    while True:
-        rnd += 1
-        fire = alive[:, p.prem].all(2)  # (R, D)
-        hit = np.logical_or.reduceat(fire, p.starts, axis=1)  # (R, distinct heads)
-        new = hit & ~alive[:, p.uheads]
-        if not new.any():
-            return rank
-        rows, cols = np.nonzero(new)
-        alive[rows, p.uheads[cols]] = True
-        rank[rows, p.uheads[cols]] = rnd
-
-
-def _target_alive(p: _Problem, kept: np.ndarray) -> np.ndarray:
-    """``(R,)`` is the target in the closure of each row of ``kept`` (R, n)?"""
-    r_count, n, t = kept.shape[0], p.n, p.target
-    alive = np.ones((r_count, n + 1), dtype=bool)
-    alive[:, :n] = kept
-    if len(p.head) == 0:
-        return alive[:, t].copy()
-    while not alive[:, t].all():
-        fire = alive[:, p.prem].all(2)  # (R, D)
-        hit = np.logical_or.reduceat(fire, p.starts, axis=1)
-        new = hit & ~alive[:, p.uheads]
-        if not new.any():
-            break
-        alive[:, p.uheads] |= hit
-    return alive[:, t].copy()
-
-
 # --- randomised greedy expansion + pruning, restarts batched ------------------------------
 
 
-def _expand_cut(p: _Problem, n_rows: int, rng: np.random.Generator) -> np.ndarray:
+def _expand_cut(p: ConeProblem, n_rows: int, rng: np.random.Generator) -> np.ndarray:
     """``(R, n)`` bool: one deep-unlearning (not yet minimal) deleted set per restart.
 
     Wu et al.'s expansion: grow ``S = {t}`` until every derivation of every member has a
@@ -275,18 +165,18 @@ def _expand_cut(p: _Problem, n_rows: int, rng: np.random.Generator) -> np.ndarra
         s[rows, prem[np.arange(len(rows)), j]] = True
 
 
-def _expand_descent(p: _Problem, n_rows: int, rng: np.random.Generator) -> np.ndarray:
+def _expand_descent(p: ConeProblem, n_rows: int, rng: np.random.Generator) -> np.ndarray:
     """``(R, n)`` bool: one deep-unlearning (not yet minimal) deleted set per restart.
 
     While ``t`` is still derivable from what remains, walk from ``t`` down a random
     well-founded firing derivation (each step to a premise derived strictly earlier, so
     the walk ends) to a kept deletable fact, and delete it.
     """
-    t, inf = p.target, _inf(p)
+    t, inf = p.target, inf_rank(p)
     removed = np.zeros((n_rows, p.n), dtype=bool)
     removed[:, t] = p.deletable[t]
     while True:
-        rank = _ranks(p, p.present & ~removed)
+        rank = ranks(p, p.present & ~removed)
         rows = np.flatnonzero(rank[:, t] < inf)  # restarts where t is still derivable
         if len(rows) == 0:
             return removed
@@ -314,7 +204,7 @@ def _expand_descent(p: _Problem, n_rows: int, rng: np.random.Generator) -> np.nd
 _EXPANSIONS = {"cut": _expand_cut, "descent": _expand_descent}
 
 
-def _prune(p: _Problem, removed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _prune(p: ConeProblem, removed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Put back members in random order while the rest still deep-unlearns (a copy)."""
     removed = removed.copy()
     keys = np.where(removed, rng.random(removed.shape), 2.0)
@@ -325,26 +215,12 @@ def _prune(p: _Problem, removed: np.ndarray, rng: np.random.Generator) -> np.nda
         member = order[rows, j]
         trial = removed[rows]
         trial[np.arange(len(rows)), member] = False
-        ok = ~_target_alive(p, p.present & ~trial)
+        ok = ~target_alive(p, p.present & ~trial)
         removed[rows[ok], member[ok]] = False
     return removed
 
 
-# --- exact minimum: implicit hitting sets -------------------------------------------------
-
-
-class _Timeout(Exception):
-    pass
-
-
-def bit_indices(mask: int) -> list[int]:
-    """Indices of the set bits of a Python int (a bitset), lowest first."""
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(low.bit_length() - 1)
-        mask ^= low
-    return out
+# --- exact minimum: implicit hitting sets (kgtest.symbolic.hitting) ----------------------
 
 
 def _to_int(mask: np.ndarray) -> int:
@@ -357,54 +233,10 @@ def _to_mask(bits: int, n: int) -> np.ndarray:
     return m
 
 
-def _min_hitting_set(sets: list[int], bound: int, deadline: float) -> int | None:
-    """A minimum hitting set of ``sets`` (int bitmasks) if one has size < ``bound``, else None.
-
-    Branch and bound: branch on the elements of the smallest unhit set (an element tried
-    first is excluded from its siblings' subtrees); bound by a greedy packing of pairwise
-    disjoint unhit sets, each of which needs its own element.
-    """
-    best: list = [None, bound]
-    nodes = [0]
-
-    def packing(rem: list[int]) -> int:
-        used, k = 0, 0
-        for s in rem:  # rem is kept sorted by size: small sets first pack best
-            if not s & used:
-                used |= s
-                k += 1
-        return k
-
-    def search(chosen: int, size: int, rem: list[int]) -> None:
-        nodes[0] += 1
-        if nodes[0] % 512 == 0 and time.perf_counter() > deadline:
-            raise _Timeout
-        if not rem:
-            best[0], best[1] = chosen, size
-            return
-        if size + packing(rem) >= best[1]:
-            return
-        smallest = rem[0]
-        freq = {e: sum(1 for s in rem if s >> e & 1) for e in bit_indices(smallest)}
-        banned = 0
-        for e in sorted(freq, key=lambda x: (-freq[x], x)):
-            bit = 1 << e
-            sub = [s & ~banned for s in rem if not s & bit]
-            if all(sub):
-                sub.sort(key=int.bit_count)
-                search(chosen | bit, size + 1, sub)
-            banned |= bit
-            if size + 1 >= best[1]:
-                return
-
-    search(0, 0, sorted(set(sets), key=int.bit_count))
-    return best[0]
-
-
-def _support(p: _Problem, kept: np.ndarray, rng: np.random.Generator) -> int:
+def _support(p: ConeProblem, kept: np.ndarray, rng: np.random.Generator) -> int:
     """A minimal set of deletable facts in ``kept`` from which (with the fixed facts) the
     target is derivable; ``kept`` must derive it. Returned as an int bitmask."""
-    rank = _ranks(p, kept[None])[0]
+    rank = ranks(p, kept[None])[0]
     wf = rank[p.prem].max(1) < rank[p.head]  # (D,)
     seen = np.zeros(p.n + 1, dtype=bool)
     seen[p.n] = True
@@ -425,37 +257,24 @@ def _support(p: _Problem, kept: np.ndarray, rng: np.random.Generator) -> int:
     support[leaves] = True
     for f in rng.permutation(leaves).tolist():  # drop leaves the proof does not need
         support[f] = False
-        if not _target_alive(p, (fixed | support)[None])[0]:
+        if not target_alive(p, (fixed | support)[None])[0]:
             support[f] = True
     return _to_int(support)
 
 
-def _exact(p: _Problem, best: np.ndarray, rng: np.random.Generator, deadline: float):
-    """Prove ``best`` (a valid deleted mask) minimum or find a smaller one.
+def _exact(p: ConeProblem, best: np.ndarray, rng: np.random.Generator, deadline: float):
+    """Prove ``best`` (a valid deleted mask) minimum or find a smaller one
+    (:func:`~kgtest.symbolic.hitting.implicit_hitting_set` over the target's supports).
 
     Returns ``(mask, lower_bound, proven)``.
     """
-    best_bits, bound = _to_int(best), int(best.sum())
-    supports: set[int] = set()
-    lower = 1  # the target is derivable from kb and fixed, so U = {} fails
-    try:
-        while True:
-            hs = _min_hitting_set(list(supports), bound, deadline)
-            if hs is None:
-                return _to_mask(best_bits, p.n), bound, True
-            lower = max(lower, hs.bit_count())
-            kept = p.present & ~_to_mask(hs, p.n)
-            if not _target_alive(p, kept[None])[0]:
-                return _to_mask(hs, p.n), hs.bit_count(), True
-            # add disjoint supports from what this hitting set leaves, one per pass
-            while _target_alive(p, kept[None])[0]:
-                if time.perf_counter() > deadline:
-                    raise _Timeout
-                s = _support(p, kept, rng)
-                supports.add(s)
-                kept = kept & ~_to_mask(s, p.n)
-    except _Timeout:
-        return _to_mask(best_bits, p.n), lower, False
+    def kept(deleted: int) -> np.ndarray:
+        return p.present & ~_to_mask(deleted, p.n)
+
+    bits, lower, proven = implicit_hitting_set(
+        _to_int(best), lambda d: bool(target_alive(p, kept(d)[None])[0]),
+        lambda d: _support(p, kept(d), rng), deadline)
+    return _to_mask(bits, p.n), lower, proven
 
 
 # --- public API -----------------------------------------------------------------------------
@@ -483,9 +302,8 @@ def minimal_deletion_sets(
     target : int or (str, str, str)
         A closure fact id, or a fact as names.
     kb : fact ids or (N,) bool mask, optional
-        The facts the model knows and may delete (base and derived alike). Default: every
-        closure fact that is not fixed. Closure facts outside ``kb ∪ fixed`` are not known
-        but still count as derivable from what is.
+        The facts the model knows and may delete, base and derived (default: every closure
+        fact not fixed). Facts outside ``kb ∪ fixed`` still count as derivable from it.
     fixed : fact ids or (N,) bool mask, optional
         Known facts that are never deleted (attributes such as gender); wins over ``kb``.
     count : int or None
@@ -493,8 +311,8 @@ def minimal_deletion_sets(
     restarts : int
         Randomised greedy restarts (run together as one numpy batch).
     seed : int, Generator or None
-        Randomness; the same seed gives the same sets (unless the exact search runs out
-        of time on one run and not on another).
+        Randomness; the same seed gives the same sets (unless the exact search times out
+        on one run and not on another).
     exact : bool
         Also run the exact minimum search (implicit hitting sets, branch and bound).
     time_limit : float or None
@@ -527,24 +345,46 @@ def minimal_deletion_sets(
     ([2, 3], True, [('x', 't', 'y'), ('x', 'a', 'y')])
     """
     start = time.perf_counter()
+    t, p, expand = _checked_problem(closure, target, kb, fixed, restarts, count, expansion,
+                                    exact)
+    rng = np.random.default_rng(seed)
+    found = _greedy(p, expand, restarts, rng)
+    lower, proven = None, False
+    if exact:  # the smallest greedy set, proven minimum or beaten
+        deadline = np.inf if time_limit is None else time.perf_counter() + time_limit
+        best, lower, proven = _exact(p, found[found.sum(1).argmin()], rng, deadline)
+        found = np.concatenate([found, best[None]])
+    sets = sorted((np.sort(p.global_ids[row]) for row in np.unique(found, axis=0)),
+                  key=lambda s: (len(s), s.tolist()))
+    return DeletionResult(target=t, sets=tuple(sets[:count]),
+                          n_found=len(sets), restarts=max(restarts, 0),
+                          proven_minimum=proven, lower_bound=lower, cone_size=p.n,
+                          seconds=time.perf_counter() - start)
+
+
+def _checked_problem(closure: Closure, target: Target, kb, fixed, restarts: int,
+                     count: int | None, expansion: str, exact: bool):
+    """The target's problem and expansion, after :func:`minimal_deletion_sets`' checks."""
     if restarts < 1 and not exact:
         raise InputError(f"restarts must be >= 1 (or exact=True), got {restarts}")
     if count is not None and count < 1:
         raise InputError(f"count must be >= 1 or None, got {count}")
     if expansion not in _EXPANSIONS:
         raise InputError(f"unknown expansion {expansion!r}; known: {', '.join(_EXPANSIONS)}")
-    expand = _EXPANSIONS[expansion]
-    t = _resolve_target(closure, target)
-    kb_m, fixed_m = _masks(closure, kb, fixed)
-    p = _problem(closure, t, kb_m, fixed_m)
+    t = resolve_target(closure, target)
+    kb_m, fixed_m = fact_masks(closure, kb, fixed)
+    p = cone_problem(closure, t, kb_m, fixed_m)
     if p.forced[p.target]:
         raise InputError(f"target '{' '.join(closure.named(t))}' is derivable from the "
                          "fixed facts alone; no deletion set exists")
-    if not _target_alive(p, p.present[None])[0]:
+    if not target_alive(p, p.present[None])[0]:
         raise InputError(f"target '{' '.join(closure.named(t))}' is not derivable from "
                          "kb and fixed facts; there is nothing to unlearn")
-    rng = np.random.default_rng(seed)
+    return t, p, _EXPANSIONS[expansion]
 
+
+def _greedy(p: ConeProblem, expand, restarts: int, rng: np.random.Generator) -> np.ndarray:
+    """(R, n) pruned minimal sets of ``restarts`` greedy runs (at least one row)."""
     found = np.zeros((0, p.n), dtype=bool)
     chunk = max(1, int(2e7 // max(1, p.prem.size)))  # bound the (R, D, K) gathers
     for lo in range(0, max(restarts, 0), chunk):
@@ -552,37 +392,16 @@ def minimal_deletion_sets(
         found = np.concatenate([found, _prune(p, expand(p, rows, rng), rng)])
     if len(found) == 0:  # exact only: start from one pruned greedy set anyway
         found = _prune(p, expand(p, 1, rng), rng)
-
-    lower, proven = None, False
-    if exact:
-        best = found[found.sum(1).argmin()]
-        deadline = np.inf if time_limit is None else time.perf_counter() + time_limit
-        best, lower, proven = _exact(p, best, rng, deadline)
-        found = np.concatenate([found, best[None]])
-
-    distinct = np.unique(found, axis=0)
-    sets = [np.sort(p.global_ids[row]) for row in distinct]
-    sets.sort(key=lambda s: (len(s), s.tolist()))
-    kept = sets if count is None else sets[:count]
-    return DeletionResult(
-        target=t,
-        sets=tuple(kept),
-        n_found=len(sets),
-        restarts=max(restarts, 0),
-        proven_minimum=proven,
-        lower_bound=lower,
-        cone_size=p.n,
-        seconds=time.perf_counter() - start,
-    )
+    return found
 
 
 def _deleted_local(closure: Closure, target: Target, deleted: FactIds, kb, fixed):
     """The target's problem, the deleted facts as a local (n,) mask, and whether any
     deleted fact lies outside the target's cone."""
-    t = _resolve_target(closure, target)
-    kb_m, fixed_m = _masks(closure, kb, fixed)
-    p = _problem(closure, t, kb_m, fixed_m)
-    d = _mask(closure, deleted, "deleted")
+    t = resolve_target(closure, target)
+    kb_m, fixed_m = fact_masks(closure, kb, fixed)
+    p = cone_problem(closure, t, kb_m, fixed_m)
+    d = fact_mask(closure, deleted, "deleted")
     if (d & fixed_m).any():
         bad = closure.named(int(np.flatnonzero(d & fixed_m)[0]))
         raise InputError(f"deleted set contains the fixed fact '{' '.join(bad)}'")
@@ -612,7 +431,7 @@ def deep_unlearns(
     (False, True)
     """
     p, local, _ = _deleted_local(closure, target, deleted, kb, fixed)
-    return not bool(_target_alive(p, (p.present & ~local)[None])[0])
+    return not bool(target_alive(p, (p.present & ~local)[None])[0])
 
 
 def is_minimal(
@@ -644,7 +463,7 @@ def is_minimal(
         return False
     rows = np.repeat(local[None], len(members) + 1, axis=0)  # row 0: the set itself
     rows[np.arange(1, len(members) + 1), members] = False  # row i: member i put back
-    alive = _target_alive(p, p.present & ~rows)
+    alive = target_alive(p, p.present & ~rows)
     return bool(not alive[0] and alive[1:].all())
 
 

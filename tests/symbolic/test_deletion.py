@@ -128,13 +128,13 @@ def test_same_seed_same_sets(world, seed):
 @given(st.lists(st.integers(1, 2**9 - 1), min_size=1, max_size=12),
        st.integers(1, 11))
 def test_branch_and_bound_hitting_set_matches_brute_force(sets, bound):
-    from kgtest.symbolic.deletion import _min_hitting_set
+    from kgtest.symbolic.hitting import min_hitting_set
 
     def hits(h):
         return all(h & s for s in sets)
 
     smallest = min(h.bit_count() for h in range(2**9) if hits(h))
-    got = _min_hitting_set(sets, bound, deadline=float("inf"))
+    got = min_hitting_set(sets, bound, deadline=float("inf"))
     if smallest < bound:
         assert got is not None and hits(got) and got.bit_count() == smallest
     else:
