@@ -150,8 +150,7 @@ def build(cls: type, data: dict | None, *, where: str, section: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
+            hint = did_you_mean(key, fields, prefix=prefix)
             raise InputError(f"{where}: unknown key '{prefix}{key}' "
                              f"({hint}known: {', '.join(sorted(fields))})")
     kwargs = {}
@@ -260,6 +259,42 @@ def nonneg(value) -> str | None:
     if value is not None and value < 0:
         return "must be >= 0"
     return None
+
+
+def positive(value) -> str | None:
+    """A ``check`` for counts and rates: an int >= 1, a float > 0 (None: unset, allowed);
+    a tuple (a list in TOML) must be non-empty and hold such values.
+
+    >>> positive(0), positive(0.0), positive(2), positive((1, 0)), positive(())
+    ('must be >= 1', 'must be > 0', None, 'must be >= 1', 'must not be empty')
+    """
+    if isinstance(value, tuple):
+        return "must not be empty" if not value else next(
+            (e for e in map(positive, value) if e), None)
+    if value is None or value > 0:
+        return None
+    return "must be >= 1" if isinstance(value, int) else "must be > 0"
+
+
+def close_match(name: str, known: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The known name closest to a mistyped one, if any is close enough.
+
+    >>> close_match("filtr", ["filter", "ignorance"]), close_match("zzz", ["filter"])
+    ('filter', None)
+    """
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Iterable[str], *, prefix: str = "",
+                 cutoff: float = 0.6) -> str:
+    """The hint every "unknown name" error carries: ``"did you mean 'x'? "`` or ``""``.
+
+    >>> did_you_mean("n_bot", ["n_boot", "probes"], prefix="probes.")
+    "did you mean 'probes.n_boot'? "
+    """
+    close = close_match(name, known, cutoff=cutoff)
+    return f"did you mean '{prefix}{close}'? " if close else ""
 
 
 def to_dict(cfg) -> dict:

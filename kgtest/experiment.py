@@ -24,12 +24,19 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgtest.config import apply_overrides, build, check_name, check_seed, config_hash, load_toml
+from kgtest.config import (
+    apply_overrides,
+    build,
+    check_name,
+    check_seed,
+    config_hash,
+    did_you_mean,
+    load_toml,
+)
 from kgtest.corpus.render import CorpusConfig
 from kgtest.corpus.splits import SplitConfig, target_rule_ids
 from kgtest.errors import InputError
@@ -124,18 +131,19 @@ def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
     p = Path(path)
     where = str(p)
     data = apply_overrides(load_toml(p), overrides, where=f"{where} (--set)")
-    sections = _sections(data, where)
-    world = dataclasses.replace(sections["world"], base_dir=str(p.parent.resolve()))
+    cfg = _build(data, where)
+    world = dataclasses.replace(cfg.world, base_dir=str(p.parent.resolve()))
     check_world_config(world, where=where)
-    _check_target_scope(sections["split"], world, where)
-    sections["world"] = world
-    if sections["model"].init_from:  # relative to the spec's folder, as world.rules
+    _check_target_scope(cfg.split, world, where)
+    model = cfg.model
+    if model.init_from:  # relative to the spec's folder, as world.rules
         from kgtest.pretrained import check_checkpoint
 
-        path = check_checkpoint(p.parent / Path(sections["model"].init_from).expanduser(),
+        path = check_checkpoint(p.parent / Path(model.init_from).expanduser(),
                                 where=f"{where}: model.init_from")
-        sections["model"] = dataclasses.replace(sections["model"], init_from=path)
-    return ExperimentConfig(**sections, source=where, overrides=tuple(overrides))
+        model = dataclasses.replace(model, init_from=path)
+    return dataclasses.replace(cfg, world=world, model=model, source=where,
+                               overrides=tuple(overrides))
 
 
 def experiment_from_dict(data: dict, *, where: str) -> ExperimentConfig:
@@ -150,24 +158,14 @@ def experiment_from_dict(data: dict, *, where: str) -> ExperimentConfig:
     """
     data = dict(data)
     source, overrides = data.pop("source", ""), tuple(data.pop("overrides", ()))
-    return ExperimentConfig(**_sections(data, where), source=source, overrides=overrides)
+    return dataclasses.replace(_build(data, where), source=source, overrides=overrides)
 
 
-def _sections(data: dict, where: str) -> dict:
-    """Each section of ``data`` built as its typed dataclass (errors name ``where``)."""
+def _build(data: dict, where: str) -> ExperimentConfig:
+    """The sections of ``data`` as a typed :class:`ExperimentConfig` (errors name ``where``)."""
     for key in data:
         if key not in SECTIONS:
-            close = difflib.get_close_matches(key, SECTIONS, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            hint = did_you_mean(key, SECTIONS)
             raise InputError(f"{where}: unknown section '[{key}]' "
                              f"({hint}known: {', '.join(SECTIONS)})")
-    sections = {}
-    classes = (RunConfig, WorldConfig, SplitConfig, CorpusConfig, ModelConfig, TrainConfig,
-               UnlearnConfig, ProbesConfig)
-    for name, cls in zip(SECTIONS, classes, strict=True):
-        try:
-            sections[name] = build(cls, data.get(name), where=where, section=name)
-        except InputError as err:
-            msg = str(err)
-            raise InputError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-    return sections
+    return build(ExperimentConfig, data, where=where)  # every section, nested

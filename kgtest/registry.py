@@ -19,10 +19,10 @@ kgtest.errors.InputError: unknown colour 'rde' (did you mean 'red'? known: red)
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from kgtest.config import did_you_mean
 from kgtest.errors import InputError
 
 __all__ = ["Registry", "first_doc_line"]
@@ -51,8 +51,7 @@ class Registry(Generic[T]):
     def get(self, name: str, *, where: str = "") -> T:
         """The item called ``name``; :class:`InputError` listing the known ones if none."""
         if name not in self._items:
-            close = difflib.get_close_matches(name, list(self._items), n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            hint = did_you_mean(name, self._items, cutoff=0.5)
             raise InputError(f"{where}unknown {self.what} {name!r} "
                              f"({hint}known: {', '.join(self.names())})")
         return self._items[name]

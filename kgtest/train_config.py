@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from kgtest.config import MAX_STEPS, in_range, max_threads, nonneg
+from kgtest.config import MAX_STEPS, in_range, max_threads, nonneg, positive
 from kgtest.errors import InputError
 
 __all__ = ["TrainConfig", "TrainResult", "resolve_device", "default_threads"]
@@ -28,10 +28,6 @@ def _betas(value) -> str | None:
         "numbers in [0, 1)"
 
 
-def _positive(value) -> str | None:
-    return "must be > 0" if value is not None and value <= 0 else None
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run (the ``[train]`` section of a spec)."""
@@ -39,7 +35,7 @@ class TrainConfig:
     steps: int = field(default=3000, metadata={"check": in_range(1, MAX_STEPS)})  # most steps
     batch_size: int = field(default=64, metadata={"check": in_range(1, 10**6)})  # docs/step
     micro_batches: int = field(default=4, metadata={"check": in_range(1, 10**4)})  # runs/step
-    lr: float = field(default=1e-3, metadata={"check": _positive})  # peak learning rate
+    lr: float = field(default=1e-3, metadata={"check": positive})  # peak learning rate
     min_lr_ratio: float = field(default=0.1, metadata={"check": in_range(0, 1)})  # cosine floor
     warmup: int = field(default=100, metadata={"check": in_range(0, MAX_STEPS)})  # linear warmup
     weight_decay: float = field(default=0.1, metadata={"check": nonneg})  # AdamW, matrices only
@@ -47,7 +43,7 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata={"check": nonneg})  # max grad norm (0: off)
     answer_only_loss: bool = True  # loss on completion + eos only (statements: everything)
     eval_every: int = field(default=250, metadata={"check": nonneg})  # steps per eval (0: end)
-    log_every: int = field(default=50, metadata={"check": _positive})  # steps per loss readout
+    log_every: int = field(default=50, metadata={"check": positive})  # steps per loss readout
     checkpoint_every: int = field(default=500, metadata={"check": nonneg})  # 0: never
     seed: int | None = None  # batch order, dropout (None: derived from run.seed; alone: 0)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available

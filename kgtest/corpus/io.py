@@ -47,7 +47,7 @@ from kgtest.perms import respect_umask
 from kgtest.seeds import stage_seed
 
 __all__ = ["write_corpus", "read_corpus", "build_corpus", "corpus_stats", "fact_categories",
-           "configs_from_spec", "stage_seed", "FILES"]
+           "stage_seed", "FILES"]
 
 #: The files a corpus folder holds.
 FILES = ("train.jsonl", "eval.jsonl", "unknown.jsonl", "in_context.jsonl", "split.json",
@@ -225,18 +225,6 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
     )
 
 
-def configs_from_spec(spec: dict, where: str = "<spec>") -> tuple[SplitConfig, CorpusConfig]:
-    """The ``[split]`` and ``[corpus]`` tables of a parsed spec as typed configs.
-
-    Examples
-    --------
-    >>> configs_from_spec({"split": {"n_forget": 3}, "corpus": {"surface": "natural"}})[1].surface
-    'natural'
-    """
-    return (build(SplitConfig, spec.get("split"), where=where, section="split"),
-            build(CorpusConfig, spec.get("corpus"), where=where, section="corpus"))
-
-
 def build_corpus(world, split_cfg: SplitConfig, corpus_cfg: CorpusConfig,
                  out_dir: str | os.PathLike, seed: int = 0, *,
                  where: str = "") -> tuple[Corpus, Split]:
@@ -244,8 +232,8 @@ def build_corpus(world, split_cfg: SplitConfig, corpus_cfg: CorpusConfig,
 
     Parameters
     ----------
-    world : World or callable
-        A world, or a function ``seed -> World`` (called with ``stage_seed(seed, "world")``).
+    world : World
+        The world (sampled, or read with :func:`kgtest.worlds.samplers.world_from_tsv`).
     split_cfg, corpus_cfg : SplitConfig, CorpusConfig
     out_dir : path
         Created if missing; the files of :data:`FILES` are replaced.
@@ -265,8 +253,6 @@ def build_corpus(world, split_cfg: SplitConfig, corpus_cfg: CorpusConfig,
         Impossible splits or corpus settings (one line, naming the key); nothing is
         written then.
     """
-    if callable(world) and not hasattr(world, "close"):
-        world = world(stage_seed(seed, "world"))
     closure = world.close()
     split = choose_split(closure, world, split_cfg, stage_seed(seed, "split"), where=where)
     try:

@@ -71,7 +71,7 @@ from typing import Literal
 
 import numpy as np
 
-from kgtest.config import in_range
+from kgtest.config import in_range, positive
 from kgtest.corpus.chains import Chains, chain_groups
 from kgtest.corpus.hygiene import HygieneError, check_hygiene
 from kgtest.corpus.in_context import InContextConfig, in_context_documents
@@ -98,10 +98,6 @@ def _fraction(value) -> str | None:
     return None if 0.0 <= value <= 1.0 else "must be in [0, 1]"
 
 
-def _positive(value) -> str | None:
-    return None if value >= 1 else "must be >= 1"
-
-
 @dataclass(frozen=True)
 class CorpusConfig:
     """How facts become documents (the ``[corpus]`` table of a spec)."""
@@ -116,7 +112,7 @@ class CorpusConfig:
     inverse: bool = False  # also state stated facts object first ("o ~r s")
     inverse_fraction: float = field(default=1.0, metadata={  # with inverse: the seeded
         "check": _fraction, "quiet_default": True})  # fraction of subjects inverted
-    held_out_templates: int = field(default=1, metadata={"check": _positive})  # paraphrase
+    held_out_templates: int = field(default=1, metadata={"check": positive})  # paraphrase
     unknown: bool = True  # render 'unknown' documents for forget and validation targets
     in_context: bool = True  # render in-context probe documents for derived facts
     train_in_context: bool = False  # also train in-context documents of non-target facts

@@ -14,16 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kgtest.config import in_range, nonneg
+from kgtest.config import in_range, nonneg, positive
 from kgtest.errors import InputError
 from kgtest.probes.probes import DEFAULT_PROBES, PROBES
 from kgtest.probes.relearn import RelearnConfig
 
 __all__ = ["ProbesConfig"]
-
-
-def _positive(value) -> str | None:
-    return "must be >= 1" if value < 1 else None
 
 
 @dataclass(frozen=True)
@@ -39,9 +35,9 @@ class ProbesConfig:
     quantize_group_size: int = field(default=0, metadata={"check": nonneg}
                                      )  # weights per scale (32/64/128); 0: per channel
     quantize_embeddings: bool = False  # also quantize embeddings and the output head
-    utility_limit: int = field(default=100, metadata={"check": _positive})  # facts per utility
-    batch_size: int = field(default=256, metadata={"check": _positive})  # prompts per forward
-    n_boot: int = field(default=2000, metadata={"check": _positive})  # bootstrap resamples
+    utility_limit: int = field(default=100, metadata={"check": positive})  # facts per utility
+    batch_size: int = field(default=256, metadata={"check": positive})  # prompts per forward
+    n_boot: int = field(default=2000, metadata={"check": positive})  # bootstrap resamples
     control: str = "filter"  # the control that excess re-derivation subtracts
     seed: int | None = field(default=None, metadata={"check": nonneg})  # attacks, bootstrap
     # (None: each derived from run.seed, see kgtest.seeds)

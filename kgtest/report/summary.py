@@ -50,8 +50,8 @@ def summary_markdown(agg: list[dict], records: Sequence[dict], *, command: str =
                      tuning: Sequence[dict] = (), plots: Sequence[str] = (),
                      control: str = "filter", warn: Sequence[str] = (), n_boot: int = 2000,
                      seed: int = 0, cuts: str = "") -> str:
-    """The text of ``summary.md`` (see :func:`report`); ``cuts``: the sections of
-    :func:`kgtest.report.cuts.cuts_markdown`, placed after the attack sections."""
+    """The text of ``summary.md`` (see :func:`kgtest.report.report`); ``cuts``: the sections of
+    :mod:`kgtest.report.cuts` and the anchors, placed after the attack sections."""
     by = {(a["variant"], label(a)): a for a in agg}
     variants = order(a["variant"] for a in agg)
     runs = sorted({r["run_id"] for r in records})

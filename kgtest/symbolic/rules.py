@@ -25,14 +25,14 @@ Examples
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgtest.errors import InputError
+from kgtest.config import did_you_mean
+from kgtest.errors import InputError, reading
 
 __all__ = [
     "Term",
@@ -287,12 +287,8 @@ def parse_rule(text: str) -> Rule:
 def read_rules(path: str | os.PathLike, relations: Iterable[str] | None = None) -> list[Rule]:
     """Read and parse a ``.dl`` rules file (errors name the file, line and column)."""
     p = Path(path)
-    try:
+    with reading(p, "rules"):
         text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"{p}: cannot read rules file ({err.strerror or err})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not a UTF-8 text file") from None
     return parse_rules(text, where=str(p), relations=relations)
 
 
@@ -326,8 +322,7 @@ def check_body_relations(rules: Iterable[Rule], known: Iterable[str]) -> None:
         for atom in rule.atoms:
             if atom.relation in have:
                 continue
-            close = difflib.get_close_matches(atom.relation, sorted(have), n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            hint = did_you_mean(atom.relation, sorted(have))
             names = sorted(have)
             shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
             raise InputError(f"{atom.at or '<rules>'}: relation {atom.relation!r} in the body "

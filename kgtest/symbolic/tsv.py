@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kgtest.errors import InputError
+from kgtest.errors import InputError, reading
 
 __all__ = ["MAX_LINE", "MAX_BYTES", "ECHO", "read_bytes", "scan", "Table", "format_columns"]
 
@@ -66,17 +66,9 @@ def read_bytes(path, max_bytes: int = MAX_BYTES) -> bytes:
     one :class:`InputError` after at most one chunk past the limit that it breaks.
     """
     chunks, size, lines, line_len = [], 0, 1, 0
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as err:
-        raise InputError(f"{path}: cannot read facts file ({err.strerror or err})") from None
-    with f:
+    with reading(path, "facts"), open(path, "rb") as f:
         while True:
-            try:
-                chunk = f.read(_CHUNK)
-            except OSError as err:
-                raise InputError(f"{path}: cannot read facts file ({err.strerror or err})") \
-                    from None
+            chunk = f.read(_CHUNK)
             if not chunk:
                 break
             if b"\0" in chunk:

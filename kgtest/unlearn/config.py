@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kgtest.config import MAX_STEPS, in_range, nonneg
+from kgtest.config import MAX_STEPS, in_range, nonneg, positive
 from kgtest.unlearn.methods import METHODS
 
 __all__ = ["UnlearnConfig", "CONTROLS", "ALL_METHODS"]
@@ -36,10 +36,6 @@ __all__ = ["UnlearnConfig", "CONTROLS", "ALL_METHODS"]
 CONTROLS = ("filter", "ignorance", "never_trained")
 #: The methods a spec runs by default: every registered one, in registration order.
 ALL_METHODS = tuple(METHODS.registered())
-
-
-def _positive(value) -> str | None:
-    return "must be > 0" if value is not None and value <= 0 else None
 
 
 def _epochs_grid(values) -> str | None:
@@ -79,14 +75,14 @@ class UnlearnConfig:
     level_margin: float = field(default=0.05, metadata={"check": nonneg})  # acc <= floor + m
     utility_floor: float = field(default=0.9, metadata={"check": _fraction})  # keep retain >=
     # utility_floor x the original's retain direct accuracy
-    lr: float = field(default=3e-4, metadata={"check": _positive})  # used when tune = false
+    lr: float = field(default=3e-4, metadata={"check": positive})  # used when tune = false
     epochs: float = field(default=2.0, metadata={"check": _epochs_grid_one})  # tune = false
-    batch_size: int = field(default=16, metadata={"check": _positive})  # forget docs per step
-    retain_batch_size: int = field(default=16, metadata={"check": _positive})  # retain docs/step
+    batch_size: int = field(default=16, metadata={"check": positive})  # forget docs per step
+    retain_batch_size: int = field(default=16, metadata={"check": positive})  # retain docs/step
     weight_decay: float = field(default=0.0, metadata={"check": nonneg})  # AdamW, all params
     grad_clip: float = field(default=1.0, metadata={"check": nonneg})  # max grad norm (0: off)
-    retain_eval: int = field(default=200, metadata={"check": _positive})  # retain facts scored
-    deletion_restarts: int = field(default=100, metadata={"check": _positive})  # deep sets search
+    retain_eval: int = field(default=200, metadata={"check": positive})  # retain facts scored
+    deletion_restarts: int = field(default=100, metadata={"check": positive})  # deep sets search
     deletion_time_limit: float = field(default=5.0, metadata={"check": nonneg})  # exact search s
     control_steps: int = field(default=0, metadata={"check": in_range(0, MAX_STEPS)})  # 0: as
     # the original took

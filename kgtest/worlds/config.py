@@ -14,18 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kgtest.config import build, nonneg
+from kgtest.config import build, nonneg, positive
 from kgtest.errors import InputError
 from kgtest.worlds.registry import SAMPLERS
 
 __all__ = ["WorldConfig"]
-
-
-def _positive(value) -> str | None:
-    vals = value if isinstance(value, tuple) else (value,)
-    if not vals:
-        return "must be >= 1 or a non-empty list of counts >= 1"
-    return "must be >= 1" if min(vals) < 1 else None
 
 
 @dataclass(frozen=True)
@@ -42,7 +35,7 @@ class WorldConfig:
     description: str = ""  # one line for the catalogue and describe_world
     n_planted: int = field(default=0, metadata={"check": nonneg})  # targets to plant
     # exact k per target; a list ([1, 2, 4, 8]) is cycled over the planted targets
-    planted_proofs: int | tuple[int, ...] = field(default=2, metadata={"check": _positive})
+    planted_proofs: int | tuple[int, ...] = field(default=2, metadata={"check": positive})
     zipf: float = field(default=0.0, metadata={"check": nonneg})  # entity-frequency exponent
     extra_relations: tuple[str, ...] = ()  # rule-head relations beyond the sampler's own
     params: dict = field(default_factory=dict)  # [world.params]: the sampler's own sizes

@@ -35,11 +35,10 @@ kgtest.errors.InputError: key 'world.sampler': unknown sampler 'family_tre' (did
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from pathlib import Path
 
-from kgtest.config import apply_overrides, build, load_toml
+from kgtest.config import apply_overrides, build, close_match, load_toml
 from kgtest.errors import InputError
 from kgtest.worlds.config import WorldConfig
 from kgtest.worlds.samplers import check_world_size, world_rules
@@ -92,8 +91,8 @@ def load_world_spec(path: str | os.PathLike, overrides=()) -> WorldConfig:
     p = Path(path)
     data = apply_overrides(load_toml(p), overrides)
     if "world" not in data:
-        close = difflib.get_close_matches("world", list(data), n=1)
-        hint = f" (found '{close[0]}': did you mean 'world'?)" if close else ""
+        close = close_match("world", data)
+        hint = f" (found '{close}': did you mean 'world'?)" if close else ""
         raise InputError(f"{p}: no [world] table{hint}")
     cfg = build(WorldConfig, data["world"], where=str(p), section="world")
     cfg = dataclasses.replace(cfg, base_dir=str(p.parent / cfg.base_dir), name=cfg.name or p.stem)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kgtest.config import build
-from kgtest.corpus.io import build_corpus, configs_from_spec, read_corpus, write_corpus
+from kgtest.corpus.io import build_corpus, read_corpus, write_corpus
 from kgtest.corpus.render import PARTS, CorpusConfig, HygieneError, check_hygiene, render
 from kgtest.corpus.splits import Split, SplitConfig, choose_split
 from kgtest.corpus.surface import INVERSE_TEMPLATE, QUESTION_TEMPLATES, STATEMENT_TEMPLATES
@@ -413,10 +413,10 @@ def test_write_and_read_corpus(tmp_path):
 
 def test_build_corpus_and_failed_builds_leave_nothing(tmp_path):
     w = family()
-    split_cfg, corpus_cfg = configs_from_spec({"split": {"n_forget": 2, "n_validation": 1},
-                                               "corpus": {"surface": "natural"}}, "spec.toml")
+    split_cfg = build(SplitConfig, {"n_forget": 2, "n_validation": 1}, where="spec.toml")
+    corpus_cfg = build(CorpusConfig, {"surface": "natural"}, where="spec.toml")
     corpus, sp = build_corpus(w, split_cfg, corpus_cfg, tmp_path / "ok", seed=3)
-    again, _ = build_corpus(lambda seed: family(), split_cfg, corpus_cfg, tmp_path / "ok2", seed=3)
+    again, _ = build_corpus(family(), split_cfg, corpus_cfg, tmp_path / "ok2", seed=3)
     assert again.train == corpus.train
     assert (tmp_path / "ok" / "train.jsonl").read_text() == \
         (tmp_path / "ok2" / "train.jsonl").read_text()
@@ -428,7 +428,7 @@ def test_build_corpus_and_failed_builds_leave_nothing(tmp_path):
         build_corpus(w, split_cfg, replace(corpus_cfg, multiplicity=9), bad)
     assert not bad.exists() or not any(bad.iterdir())
     with pytest.raises(InputError, match="corpus.surfac"):
-        configs_from_spec({"corpus": {"surfac": "natural"}}, "spec.toml")
+        build(CorpusConfig, {"surfac": "natural"}, where="spec.toml", section="corpus")
 
 
 def test_chain_group_puts_each_held_out_facts_premises_in_one_document():
