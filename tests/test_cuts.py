@@ -1,4 +1,4 @@
-"""Report cuts (kgtest/cuts.py): groups, neighbours, deletion sets, the sections they add."""
+"""Report cuts (kgtest/report/cuts.py, runs.py): groups, neighbours, deletion sets."""
 
 from __future__ import annotations
 
