@@ -132,6 +132,9 @@ def load_experiment(path: str | os.PathLike, overrides=()) -> ExperimentConfig:
     where = str(p)
     data = apply_overrides(load_toml(p), overrides, where=f"{where} (--set)")
     cfg = _build(data, where)
+    if cfg.unlearn.controls and cfg.probes.control not in cfg.unlearn.controls:
+        raise InputError(f"{where}: key 'probes.control': {cfg.probes.control!r} is not built "
+                         f"(unlearn.controls: {', '.join(cfg.unlearn.controls)})")
     world = dataclasses.replace(cfg.world, base_dir=str(p.parent.resolve()))
     check_world_config(world, where=where)
     _check_target_scope(cfg.split, world, where)

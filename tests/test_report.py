@@ -333,3 +333,19 @@ def test_report_refuses_an_unknown_or_absent_control(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--control", "never_trained"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "never_trained" in err and "Traceback" not in err
+
+
+def test_the_spec_refuses_a_control_it_does_not_build():
+    """Checked when the spec loads, not after the run, where the report would refuse it."""
+    from pathlib import Path
+
+    from kgtest.errors import InputError
+    from kgtest.experiment import load_experiment
+
+    spec = Path(__file__).parent / "data" / "tiny.toml"
+    with pytest.raises(InputError, match="probes.control': unknown control 'filtr'.*'filter'"):
+        load_experiment(spec, ['probes.control="filtr"'])
+    with pytest.raises(InputError, match="probes.control': 'filter' is not built"):
+        load_experiment(spec, ['unlearn.controls=["ignorance"]'])
+    cfg = load_experiment(spec, ['unlearn.controls=["ignorance"]', 'probes.control="ignorance"'])
+    assert cfg.probes.control == "ignorance"

@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kgtest.config import in_range, nonneg, positive
+from kgtest.config import did_you_mean, in_range, nonneg, positive
 from kgtest.errors import InputError
 from kgtest.probes.probes import DEFAULT_PROBES, PROBES
 from kgtest.probes.relearn import RelearnConfig
+from kgtest.unlearn.config import CONTROLS
 
 __all__ = ["ProbesConfig"]
 
@@ -38,7 +39,7 @@ class ProbesConfig:
     utility_limit: int = field(default=100, metadata={"check": positive})  # facts per utility
     batch_size: int = field(default=256, metadata={"check": positive})  # prompts per forward
     n_boot: int = field(default=2000, metadata={"check": positive})  # bootstrap resamples
-    control: str = "filter"  # the control that excess re-derivation subtracts
+    control: str = "filter"  # the control excess re-derivation subtracts (in unlearn.controls)
     seed: int | None = field(default=None, metadata={"check": nonneg})  # attacks, bootstrap
     # (None: each derived from run.seed, see kgtest.seeds)
 
@@ -48,3 +49,7 @@ class ProbesConfig:
                 PROBES.get(name)
             except InputError as err:
                 raise InputError(f"key 'probes.probes': {err}") from None
+        if self.control not in CONTROLS:
+            raise InputError(f"key 'probes.control': unknown control {self.control!r} "
+                             f"({did_you_mean(self.control, CONTROLS)}known: "
+                             f"{', '.join(CONTROLS)})")
