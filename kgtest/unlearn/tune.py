@@ -195,7 +195,12 @@ def _warnings(choice: dict, who: str, level: float, floor: float, margin: float,
                         f"{choice['epochs']:g} epochs) leaves validation direct accuracy at "
                         f"{choice['forget_acc']:.2f}, above the forgetting level {level:.2f} "
                         f"(floor {floor:.2f} + margin {margin:.2f})")
-    if not choice["kept"]:
+    if math.isnan(original["retain_acc"]):  # no retain sample: the floor cannot be checked
+        warnings.append(f"{who}: no retain sample disjoint from the utility probe's facts "
+                        "(probes.utility_limit takes every retained fact), so the utility "
+                        "floor was not checked and the point was chosen on forgetting alone; "
+                        "lower probes.utility_limit")
+    elif not choice["kept"]:
         warnings.append(f"{who}: {'no admissible grid point; ' if choice['reached'] else ''}"
                         f"the chosen point (lr {choice['lr']:g}, {choice['epochs']:g} "
                         f"epochs) keeps retain direct accuracy {choice['retain_acc']:.2f}, "
