@@ -19,6 +19,7 @@ probes; every control); the full quickstart is about 30 CPU-minutes per seed.
 
     .venv/bin/python benchmarks/bench_seeds.py --small --seeds 5
     .venv/bin/python benchmarks/bench_seeds.py --seeds 5            # the full quickstart
+    .venv/bin/python benchmarks/bench_seeds.py --dry-run            # 2 seeds, 20 steps: runs
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ SMALL = ["model.preset=tiny", "train.steps=200", "train.eval_every=100", "train.
          'unlearn.methods=["NPO"]', "unlearn.deep=[false]", "unlearn.tune_lrs=[1e-3]",
          "unlearn.tune_epochs=[5]", 'probes.probes=["direct", "utility"]',
          "probes.n_boot=200"]
+DRY = ["train.steps=20", "train.eval_every=10"]  # --dry-run: runs, not timings
 RATIOS: dict[str, float] = {}  # filled by main(): speed-ups, for benchmarks/run_all.py
 
 
@@ -104,9 +106,18 @@ def main(argv=None) -> int:
     ap.add_argument("--small", action="store_true", help="the cut quickstart (see above)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--out", help="folder for the runs (default: a temporary one)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="train.device and unlearn.device of every run (default auto)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="--small with 20 training steps and 2 seeds: checks that both "
+                         "sides run and compare (benchmarks/gpu_check.py --dry-run)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    overrides = [*(SMALL if args.small else []), f"train.threads={args.threads}",
+    if args.dry_run:
+        args.small, args.seeds = True, min(args.seeds, 2)
+    overrides = [*(SMALL if args.small else []),
+                 *(DRY if args.dry_run else []), f"train.threads={args.threads}",
+                 f"train.device={args.device}", f"unlearn.device={args.device}",
                  "train.progress=false", "unlearn.progress=false"]
     cfgs = seed_configs(SPEC, overrides, args.seeds)
     load_experiment(SPEC, overrides)  # bad overrides fail before any work

@@ -6,8 +6,8 @@
 #
 # Steps (benchmarks/gpu_check.py runs them in one process): the test suite's GPU-marked
 # tests; training vs the HF Trainer (goal >= 3x tokens/s, bf16 autocast); the ensemble of 8
-# on the `small` preset (goal >= 3x); the seeds benchmark (benchmarks/bench_seeds.py,
-# skipped with a note while it does not exist); CoT decoding and scoring vs per-example
+# on the `small` preset (goal >= 3x); the seeds benchmark (benchmarks/bench_seeds.py --small:
+# kgtest run --seeds 5 vs 5 separate runs); CoT decoding and scoring vs per-example
 # loops; model-FLOPs utilisation of the largest preset. Everything goes to one file,
 # RESULTS_DIR/gpu_check.txt (RESULTS_DIR: the argument, else $OUT, else ./gpu_check),
 # ending with one line per step. The whole check is stopped after 470 s. Exit status 1 if
