@@ -1,4 +1,4 @@
-"""Session fixtures shared by the test folders.
+"""Fixtures shared by the test folders.
 
 ``tiny_run`` trains the quickstart experiment shrunk to a tiny model (20 entities, a
 2-layer d=32 GPT-2, 1500 steps at lr 3e-3, one torch thread; ~15-30 s), once per test
@@ -40,3 +40,22 @@ def tiny_run(tmp_path_factory):
         return runs[overrides]
 
     return get
+
+
+def _alive(pid: int) -> bool:
+    """A live process (not a zombie waiting for a reaper); reads ``/proc`` (Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def alive():
+    """``alive(pid) -> bool``: whether process ``pid`` is running and not a zombie.
+
+    A fixture, not an importable helper: pytest runs with ``--import-mode=importlib``, so
+    test modules cannot import ``conftest``.
+    """
+    return _alive

@@ -80,17 +80,8 @@ def test_share_lock_refuses_a_folder_its_parent_does_not_hold(tmp_path):
         share_lock(tmp_path, os.getpid())
 
 
-def _alive(pid: int) -> bool:
-    """A live process (not a zombie waiting for a reaper)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_pool_workers_die_with_their_parent(tmp_path):
+def test_pool_workers_die_with_their_parent(tmp_path, alive):
     code = textwrap.dedent(f"""
         import os, time
         from kgtest.stages import run_lock
@@ -106,13 +97,13 @@ def test_pool_workers_die_with_their_parent(tmp_path):
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         worker = int(proc.stdout.readline())
-        assert _alive(worker)
+        assert alive(worker)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(worker):
+        while time.monotonic() < deadline and alive(worker):
             time.sleep(0.1)
-        assert not _alive(worker), f"worker {worker} outlived its parent"
+        assert not alive(worker), f"worker {worker} outlived its parent"
     finally:
         proc.kill()
         proc.wait()

@@ -296,20 +296,12 @@ def test_slurm_without_srun_is_a_one_line_error(tmp_path, monkeypatch):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _alive(pid: int) -> bool:
-    """A live process (not a zombie waiting for a reaper)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _wait_dead(pids, timeout: float = 5.0) -> list[int]:
+def _wait_dead(alive, pids, timeout: float = 5.0) -> list[int]:
+    """The pids still alive after ``timeout`` seconds (``alive``: the conftest fixture)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if alive(p)]
 
 
 def _python(code: str, tmp_path: Path, **kw) -> subprocess.Popen:
@@ -320,7 +312,7 @@ def _python(code: str, tmp_path: Path, **kw) -> subprocess.Popen:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_local_pool_workers_die_when_the_sweep_process_is_killed(tmp_path):
+def test_local_pool_workers_die_when_the_sweep_process_is_killed(tmp_path, alive):
     """SIGKILL the process that owns the pool (as `kill -9` on `kgtest sweep` does): its
     workers, set up by the local backend's initializer, exit within seconds."""
     (tmp_path / "hold.py").write_text(textwrap.dedent("""
@@ -350,10 +342,10 @@ def test_local_pool_workers_die_when_the_sweep_process_is_killed(tmp_path):
             assert parent.poll() is None
             time.sleep(0.1)
         workers = [int(p.name.split("-")[1]) for p in tmp_path.glob("worker-*")]
-        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        assert len(workers) == 2 and all(alive(p) for p in workers)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        assert _wait_dead(workers) == []
+        assert _wait_dead(alive, workers) == []
     finally:
         parent.kill()
         parent.wait()
@@ -364,7 +356,7 @@ def test_local_pool_workers_die_when_the_sweep_process_is_killed(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("mechanism", ["pdeathsig", "watchdog"])
-def test_die_with_parent_exits_when_the_parent_dies(tmp_path, mechanism):
+def test_die_with_parent_exits_when_the_parent_dies(tmp_path, mechanism, alive):
     """The kernel's parent-death signal, and the pid-polling fallback alone (as on macOS)."""
     child = f"""
         import sys, time
@@ -385,10 +377,10 @@ def test_die_with_parent_exits_when_the_parent_dies(tmp_path, mechanism):
     """, tmp_path)
     try:
         pid = int(parent.stdout.readline())
-        assert _alive(pid)
+        assert alive(pid)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        assert _wait_dead([pid], timeout=5) == []
+        assert _wait_dead(alive, [pid], timeout=5) == []
     finally:
         parent.kill()
         parent.wait()
