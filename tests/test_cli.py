@@ -158,6 +158,18 @@ def test_world_build_bad_key_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("key, hint", [("train.lr=0.1", ""),
+                                       ("params.n_families=2", "world.params.n_families"),
+                                       ("zipf=1", "world.zipf")])
+def test_world_build_refuses_keys_outside_world(tmp_path, capsys, key, hint):
+    """A key the world spec would ignore (another section, or world. forgotten) is an error."""
+    rc, out, err = run(["world", "build", "generators/family.toml", "--out",
+                        str(tmp_path / "w"), "--set", key], capsys)
+    _one_line_error(rc, out, err)
+    assert f"--set {key.split('=')[0]}: a world spec takes only world.* keys" in err
+    assert hint in err and not (tmp_path / "w").exists()
+
+
 def test_corpus_build_and_unknown_section(tmp_path, capsys):
     rc, out, _ = run(["corpus", "build", "experiments/quickstart.toml", "--out",
                       str(tmp_path / "c")], capsys)

@@ -67,7 +67,8 @@ def load_world_spec(path: str | os.PathLike, overrides=()) -> WorldConfig:
         The spec. Other top-level tables (an experiment's ``[train]``...) are ignored,
         so an experiment spec also works here.
     overrides : iterable of str
-        ``--set`` items such as ``"world.zipf=1.2"`` or ``"world.params.n_families=5"``.
+        ``--set`` items such as ``"world.zipf=1.2"`` or ``"world.params.n_families=5"``;
+        a key outside ``world.`` (``train.lr=...``) is an error, not silently ignored.
 
     Returns
     -------
@@ -89,6 +90,7 @@ def load_world_spec(path: str | os.PathLike, overrides=()) -> WorldConfig:
     kgtest.errors.InputError: generators/taxonomy.toml: [world] key 'world.params.depth' must ...
     """
     p = Path(path)
+    _check_world_keys(overrides)
     data = apply_overrides(load_toml(p), overrides)
     if "world" not in data:
         close = close_match("world", data)
@@ -97,3 +99,15 @@ def load_world_spec(path: str | os.PathLike, overrides=()) -> WorldConfig:
     cfg = build(WorldConfig, data["world"], where=str(p), section="world")
     cfg = dataclasses.replace(cfg, base_dir=str(p.parent / cfg.base_dir), name=cfg.name or p.stem)
     return check_world_config(cfg, where=str(p))
+
+
+def _check_world_keys(overrides) -> None:
+    """Refuse a ``--set`` key that is not a ``world.*`` key: the spec would ignore it."""
+    fields = {f.name for f in dataclasses.fields(WorldConfig)}
+    for item in overrides:
+        key, eq, _ = item.partition("=")
+        key = key.strip()
+        if eq and (key.split(".")[0] != "world" or "." not in key):
+            hint = f" (did you mean 'world.{key}'?)" if key.split(".")[0] in fields else ""
+            raise InputError(f"--set {key}: a world spec takes only world.* keys, such as "
+                             f"world.zipf=1.2{hint}")
