@@ -35,9 +35,10 @@ FAST = settings(max_examples=60, deadline=None)
 
 
 def public_names(module):
+    """Functions and classes defined in ``module`` or, for a package, in its submodules."""
     return {name for name, obj in vars(module).items() if not name.startswith("_")
             and (inspect.isfunction(obj) or inspect.isclass(obj))
-            and obj.__module__ == module.__name__}
+            and (obj.__module__ + ".").startswith(module.__name__ + ".")}
 
 
 @pytest.mark.parametrize("module", [kgtest.strategies, kgtest.claims])
