@@ -49,7 +49,7 @@ def measure(model, tok, ctx: ProbeContext, sets, groups: dict[str, list[int]]) -
     sf, F = ctx.corpus.surface, ctx.corpus.facts
     out: dict[str, float] = {}
     outs = greedy_complete(model, tok, [d["prompt"] for d in sets.direct], 4)
-    out["direct"] = float(np.mean([is_correct(o, d) for o, d in zip(outs, sets.direct,
+    out["direct"] = float(np.mean([is_correct(o, d, sets.surface) for o, d in zip(outs, sets.direct,
                                                                      strict=True)]))
     for name, facts in groups.items():
         items = true_items(ctx, facts)

@@ -4,11 +4,17 @@
 forget or validation targets, nor the facts the utility probe scores); :func:`make_eval_fn`
 turns it into the ``eval_fn(model) -> {"direct": acc, "cot": acc, ...}`` that
 :func:`kgtest.train.train` calls. The pipeline's training stage and the ensemble use it.
+An answer is read as the probes read it (:meth:`kgtest.corpus.surface.Surface.split_answer`,
+the one answer parser), so early stopping and the report agree on what is correct.
 
 Examples
 --------
->>> final_answer("a r b . b r c . A c")
-'c'
+>>> from kgtest.corpus.surface import symbolic_surface
+>>> from kgtest.symbolic.facts import Vocab
+>>> sf = symbolic_surface(Vocab(["a", "b", "c"]), Vocab(["r", "g"]))
+>>> doc = {"kind": "cot", "completion": "a r b . b r c . A c"}
+>>> is_correct("a r c . A c", doc, sf), is_correct("a r b . b r c . A b", doc, sf)
+(True, False)
 """
 
 from __future__ import annotations
@@ -18,28 +24,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from kgtest.corpus.splits import Split
+from kgtest.corpus.surface import Surface
 
-__all__ = ["EvalSets", "eval_sets", "make_eval_fn", "final_answer", "is_correct",
-           "scored_facts"]
-
-
-def final_answer(text: str) -> str:
-    """The answer after the last ``A`` / ``Answer:`` marker of a completion ('' if none).
-
-    >>> final_answer("a r b . b r c . A c"), final_answer("Ann is ... Answer: Bob Ng.")
-    ('c', 'Bob Ng.')
-    """
-    text = " " + text
-    marks = [(text.rfind(m), m) for m in (" A ", " Answer: ")]
-    i, m = max(marks)
-    return text[i + len(m):].strip() if i >= 0 else ""
+__all__ = ["EvalSets", "eval_sets", "make_eval_fn", "is_correct", "scored_facts"]
 
 
-def is_correct(output: str, doc: dict) -> bool:
-    """Greedy output vs a document's completion: exact answer (CoT: the final answer)."""
+def is_correct(output: str, doc: dict, surface: Surface) -> bool:
+    """Greedy output vs a document's completion: the exact answer; for a CoT document, the
+    answer after the output's chain (read with ``surface.split_answer``, as the probes
+    read it) against the completion's, whatever the chain says."""
     if doc["kind"] == "cot":
-        ans = final_answer(output)
-        return bool(ans) and ans == final_answer(doc["completion"])
+        got, gold = surface.split_answer(output), surface.split_answer(doc["completion"])
+        return got is not None and bool(got[1]) and got[1] == gold[1]
     return output.strip() == doc["completion"].strip()
 
 
@@ -47,6 +43,7 @@ def is_correct(output: str, doc: dict) -> bool:
 class EvalSets:
     """The documents the in-loop evaluation asks (a fixed, seeded sample)."""
 
+    surface: Surface  # the corpus's: reads the answers (Surface.split_answer)
     direct: tuple  # QA on facts stated in training
     cot: tuple  # CoT questions on held-out derived facts (rule demonstrated elsewhere)
     # with split.ood_fraction > 0, the latent (no CoT) question on held-out derived facts,
@@ -85,8 +82,8 @@ def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0,
             return tuple(docs)
         return tuple(docs[i] for i in sorted(rng.choice(len(docs), limit, replace=False)))
 
-    return EvalSets(direct=sample(direct), cot=sample(cot), latent_id=sample(latent[False]),
-                    latent_ood=sample(latent[True]))
+    return EvalSets(surface=corpus.surface, direct=sample(direct), cot=sample(cot),
+                    latent_id=sample(latent[False]), latent_ood=sample(latent[True]))
 
 
 def scored_facts(cfg, corpus, split: Split) -> set[int]:
@@ -106,7 +103,7 @@ def make_eval_fn(tokenizer, sets: EvalSets):
         if not docs:
             return float("nan")
         outs = greedy_complete(model, tokenizer, [d["prompt"] for d in docs], max_new)
-        hits = [is_correct(o, d) for o, d in zip(outs, docs, strict=True)]
+        hits = [is_correct(o, d, sets.surface) for o, d in zip(outs, docs, strict=True)]
         return float(np.mean(hits))
 
     def eval_fn(model) -> dict[str, float]:

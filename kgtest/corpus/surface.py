@@ -168,9 +168,14 @@ class Surface:
         t = QUESTION_TEMPLATES[self._q_template(r, variant, held)]
         return "Question: " + t.format(s=e[s], r=rel[r])
 
+    @property
+    def answer_marker(self) -> str:
+        """What comes before an answer: ``" A "`` / ``" Answer: "``."""
+        return " Answer: " if self.natural else " A "
+
     def qa_prompt(self, s: int, r: int, variant: int = 0, *, held: bool = False) -> str:
         """``"Q s r ? A "`` / ``"Question: Who is the r of S? Answer: "``."""
-        return self._question(s, r, variant, held) + (" Answer: " if self.natural else " A ")
+        return self._question(s, r, variant, held) + self.answer_marker
 
     def cot_prompt(self, s: int, r: int, variant: int = 0) -> str:
         """``"Q s r ? T "`` / ``"Question: ... Reasoning: "``; the chain follows."""
@@ -191,6 +196,29 @@ class Surface:
     def answer(self, o: int) -> str:
         """The completion that names entity ``o``."""
         return self.entity_display[o]
+
+    def split_answer(self, text: str) -> tuple[str, str] | None:
+        """``(chain, answer)`` of a completion, or None if it has no answer marker.
+
+        The one answer parser: the probes, in-loop evaluation (early stopping) and the
+        exports all read a model's (or a document's) answer with it. ``chain`` is the text
+        before the last :attr:`answer_marker` (the reasoning of a CoT completion, '' when
+        the marker starts it); ``answer`` is the text after it, stripped, compared
+        exactly with :meth:`answer` (a trailing ``.`` or more words make it wrong). Only
+        this surface's own marker counts: ``" A "`` on ``symbolic``, ``" Answer: "`` on
+        ``natural``.
+
+        Examples
+        --------
+        >>> s = symbolic_surface(Vocab(["a", "b", "c"]), Vocab(["r"]))
+        >>> s.split_answer("a r b . b r c . A c"), s.split_answer("A c"), s.split_answer("c")
+        (('a r b . b r c .', 'c'), ('', 'c'), None)
+        """
+        text = " " + text
+        k = text.rfind(self.answer_marker)
+        if k < 0:
+            return None
+        return text[1:k], text[k + len(self.answer_marker):].strip()
 
     # --- parsing -----------------------------------------------------------------------
     @property

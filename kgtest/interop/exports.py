@@ -42,10 +42,8 @@ def _answer_fact(doc: dict) -> int | None:
 
 
 def _final_answer(ctx, completion: str) -> str:
-    marker = " Answer: " if ctx.corpus.surface.natural else " A "
-    text = " " + completion
-    k = text.rfind(marker)
-    return text[k + len(marker):].strip() if k >= 0 else completion.strip()
+    parts = ctx.corpus.surface.split_answer(completion)  # a QA completion has no marker
+    return parts[1] if parts else completion.strip()
 
 
 def _fact_columns(ctx, fact: int) -> dict:

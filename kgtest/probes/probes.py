@@ -120,16 +120,6 @@ def _inverse(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
                suffix="." if sf.natural else "")
 
 
-def _split_answer(ctx: ProbeContext, text: str) -> tuple[str, str, str] | None:
-    """``(chain, marker, answer)`` of a CoT output, or None without an answer marker."""
-    marker = " Answer: " if ctx.corpus.surface.natural else " A "
-    k = (" " + text).rfind(marker)
-    if k < 0:
-        return None
-    body = (" " + text)[:k]
-    return body[1:], marker, (" " + text)[k + len(marker):].strip()
-
-
 def _steps(ctx: ProbeContext, chain: str) -> tuple[int, list[int]]:
     """(number of statements in a chain, fact id per statement that names one, else -1)."""
     sf, c = ctx.corpus.surface, ctx.closure
@@ -207,8 +197,7 @@ def verify_chain(ctx: ProbeContext, fact: int, output: str) -> dict:
     False
     """
     F = ctx.corpus.facts
-    parts = _split_answer(ctx, output)
-    chain, answer = (parts[0], parts[2]) if parts else (output, "")
+    chain, answer = ctx.corpus.surface.split_answer(output) or (output, "")
     n, ids = _steps(ctx, chain)
     known = ctx.trained_closure(ctx.variant)
     valid_ids = [f for f in ids if f >= 0 and known[f]]
@@ -242,9 +231,10 @@ def _cot(model, tokenizer, facts, ctx: ProbeContext, probe: str) -> list[dict]:
     # Score the true answer after the model's own chain: rank among candidates of its type.
     prefixes, where = [], []
     for i, (p, out) in enumerate(zip(prompts, outs, strict=True)):
-        parts = _split_answer(ctx, out)
-        if parts is not None:
-            prefixes.append(Ask(derived[i], p + parts[0] + parts[1], int(F[derived[i], 2])))
+        parts = sf.split_answer(out)
+        if parts is not None:  # the prompt, the model's chain, the marker: score the answer
+            prefixes.append(Ask(derived[i], p + parts[0] + sf.answer_marker,
+                                int(F[derived[i], 2])))
             where.append(i)
     scored = {}
     for names in {tuple(ctx.candidates(a.answer)[0]) for a in prefixes}:
