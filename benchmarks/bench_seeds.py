@@ -9,9 +9,10 @@ seconds of each side, the wall of one seed, the speed-up, and how far the record
 difference of a rate in the paired summary tables, ``summary.json``, line by line).
 
 What is stacked: the original models' training (one stacked model, each member on its own
-seed's corpus), then the retrained controls ``filter`` and ``ignorance``. Not stacked (one
-seed at a time, the ordinary code): world, corpus, ``never_trained``, unlearning with its
-tuning grid, probes and the report.
+seed's corpus), then the retrained controls ``filter`` and ``ignorance``, then each
+unlearning method with its tuning grid (each member its own grid choice). Not stacked (one
+seed at a time, the ordinary code): world, corpus, ``never_trained``, RMU, probes and the
+report.
 
 ``--small`` cuts the quickstart to a size whose two sides fit in minutes on 2 cores (the
 tiny model preset, 200 training steps, NPO only at one grid point, the direct and utility

@@ -10,10 +10,13 @@ is the work, not the results:
   (:func:`kgtest.ensemble.train_ensemble`, each member on its own seed's corpus,
   tokenizer, initialisation and batch order), then each member is written as its
   seed's ordinary ``model-<key>`` stage; then the retrained controls (``filter``,
-  ``ignorance``) of all seeds, likewise (``control-<kind>-<key>``);
+  ``ignorance``) of all seeds, likewise (``control-<kind>-<key>``); then each
+  unlearning method, tuning grid included, applied to the seeds' originals as one
+  stacked model, each member choosing its own grid point
+  (:mod:`kgtest.unlearn.stacked_run`; ``unlearn-<method>[-deep]-<key>``);
 - **one seed at a time** (the ordinary code, inside the same process, or in ``jobs``
-  worker processes): world, corpus, ``never_trained``, unlearning with its tuning grid,
-  probes and the report.
+  worker processes): world, corpus, ``never_trained``, RMU (its loss reads one block's
+  activations: logged), probes and the report.
 
 Members are the separate runs up to floating-point summation order (batched matmuls):
 tests/test_multiseed.py compares the folders and records of a stacked run with separate
@@ -50,7 +53,7 @@ from kgtest.stages import finish_stage, prepare_partial, run_lock, stage_path
 from kgtest.symbolic.facts import atomic_write_text
 
 __all__ = ["seed_configs", "run_dir_of", "run_seeds", "train_originals", "train_controls",
-           "train_stacked", "Member", "split_log"]
+           "train_stacked", "unlearn_methods", "Member", "split_log"]
 
 MAX_SEEDS = 256
 
@@ -72,8 +75,8 @@ def run_dir_of(out: str | os.PathLike, cfg: ExperimentConfig) -> Path:
 
 def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
               command: str = "", log=print, jobs: int = 1) -> list[Path]:
-    """Run every seed's experiment, the originals and the retrained controls trained
-    stacked; returns the summaries.
+    """Run every seed's experiment, the originals, the retrained controls and the
+    unlearning methods stacked; returns the summaries.
 
     The M run folders are locked for the whole call. Finished stages are reused, as by
     :func:`kgtest.pipeline.run_experiment`, which then runs each seed's remaining stages
@@ -94,6 +97,7 @@ def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
             corpus_stage(c, d, w)
         train_originals(cfgs, dirs, worlds, log=log)
         train_controls(cfgs, dirs, worlds, log=log)
+        unlearn_methods(cfgs, dirs, worlds, log=log)
         return [run_experiment(c, d, command=command, log=log, jobs=jobs)
                 for c, d in zip(cfgs, dirs, strict=True)]
 
@@ -253,6 +257,20 @@ def train_controls(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], world
             members.append(Member(d, name, key, model, job.tokenizer, list(job.corpus.train),
                                   replace(job.train_cfg, stop_at={}), None, write, c.run.seed))
     train_stacked(members, "controls", log)
+
+
+def unlearn_methods(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
+                    log=print) -> None:
+    """Each seed's unlearned variants not yet finished, every method applied to the
+    seeds' originals as one stacked model (:mod:`kgtest.unlearn.stacked_run`; the
+    originals must be finished; hold the run folders' locks)."""
+    from kgtest.pipeline import train_experiment
+    from kgtest.unlearn.api import RunContext
+    from kgtest.unlearn.stacked_run import unlearn_members
+
+    ctxs = [RunContext.of(c, train_experiment(c, d, w), w)
+            for c, d, w in zip(cfgs, dirs, worlds, strict=True)]
+    unlearn_members(ctxs, log=log)
 
 
 def split_log(path: Path, n: int, steps: Sequence[int]) -> list[list[dict]]:

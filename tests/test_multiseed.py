@@ -94,6 +94,11 @@ def test_stacked_seeds_write_the_separate_runs_folders_and_records(runs):
         assert info.pop("final_loss") == pytest.approx(solo.pop("final_loss"), rel=1e-3)
         assert {k: v for k, v in info.items() if k != "seconds"} == \
                {k: v for k, v in solo.items() if k != "seconds"}
+        unl = next(ours.glob("unlearn-npo-*"))
+        info = json.loads((unl / "unlearn.json").read_text())
+        solo = json.loads((theirs / unl.name / "unlearn.json").read_text())
+        assert info.pop("stacked")["member"] == cfg.run.seed  # unlearning too
+        assert info.keys() == solo.keys() and info["steps"] == solo["steps"]
         a, b = _records(ours), _records(theirs)
         assert len(a) == len(b) > 50
         worst, flips = _differences(a, b)

@@ -72,7 +72,8 @@ if TYPE_CHECKING:
     from kgtest.worlds.world import World
 
 __all__ = ["RunContext", "load_run", "apply_overrides", "method_params", "unlearn_run",
-           "control_run", "Variant", "variant_name", "unlearn_variant", "control_variant",
+           "control_run", "Variant", "variant_name", "unlearn_variant", "unlearn_stage",
+           "control_variant",
            "control_stage", "ControlTraining", "control_training", "write_control"]
 
 
@@ -398,6 +399,17 @@ def variant_name(method: str, deep: bool) -> str:
     return f"{method}_deep" if deep else method
 
 
+def unlearn_stage(ctx: RunContext, cfg: UnlearnConfig, method: str,
+                  deep: bool) -> tuple[str, str]:
+    """An unlearned variant's stage folder prefix and key."""
+    hp = method_params(cfg, method)
+    relevant = {k: v for k, v in to_dict(cfg).items()
+                if k not in ("methods", "deep", "controls", "params", "progress", "device",
+                             "control_steps")}
+    key = config_hash(ctx.model_stage.name, method, deep, to_dict(hp), relevant)
+    return f"unlearn-{method.lower()}{'-deep' if deep else ''}", key
+
+
 def unlearn_variant(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: bool = False,
                     force: bool = False) -> Variant:
     """Unlearn ``ctx``'s forget targets with one method (the stage reused when finished).
@@ -406,12 +418,7 @@ def unlearn_variant(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: b
     :class:`Variant`, its removed facts the forget set's (targets, plus the deletion sets
     when ``deep``).
     """
-    hp = method_params(cfg, method)
-    relevant = {k: v for k, v in to_dict(cfg).items()
-                if k not in ("methods", "deep", "controls", "params", "progress", "device",
-                             "control_steps")}
-    key = config_hash(ctx.model_stage.name, method, deep, to_dict(hp), relevant)
-    name = f"unlearn-{method.lower()}{'-deep' if deep else ''}"
+    name, key = unlearn_stage(ctx, cfg, method, deep)
 
     def build_stage(tmp: Path) -> None:
         model, tok, record = unlearn_model(ctx, cfg, method, deep=deep)

@@ -181,6 +181,8 @@ def _hidden(model: PreTrainedModel, ids: Tensor) -> Tensor:
 
 def _answer_logits(model: PreTrainedModel, batch: Batch) -> Tensor:
     """``(S, V)`` float logits at the positions that predict the answer tokens."""
+    if hasattr(model, "answer_logits"):  # a member of a stacked model (unlearn/stacked.py)
+        return model.answer_logits(batch)
     h = _hidden(model, batch.ids)  # (B, L, D)
     return head_logits(model, h[batch.predict]).float()  # (S, V)
 
