@@ -24,27 +24,23 @@ def add_dead_rules(p: argparse.ArgumentParser) -> None:
 
 
 def load_kb(facts_path: str, rules_path: str, fixed_path: str | None = None,
-             masks: bool = True, allow_dead_rules: bool = False):
-    """Read a user KB: returns (closure, kb mask, fixed mask); masks None if not asked."""
+            masks: bool = True, allow_dead_rules: bool = False):
+    """Read a user KB and close it: returns (closure, kb mask, fixed mask); masks None if
+    not asked. The files mean what :mod:`kgtest.symbolic.kb` says (derived rows of an
+    annotated file dropped, its ``fixed`` column and the fixed file marking fixed facts),
+    as for :func:`kgtest.worlds.samplers.world_from_tsv`."""
     import numpy as np
 
     from kgtest.symbolic.closure import forward_chain
-    from kgtest.symbolic.facts import read_facts
-    from kgtest.symbolic.rules import check_body_relations, read_rules
+    from kgtest.symbolic.kb import read_kb
 
-    kb, ents, rels = read_facts(facts_path)
-    if not len(kb):
-        raise InputError(f"{facts_path}: no facts in file")
-    fx = read_facts(fixed_path, ents, rels)[0] if fixed_path else np.zeros((0, 3), np.int64)
-    rules = read_rules(rules_path)
-    if not allow_dead_rules:  # rels: exactly the relations of the facts and fixed facts
-        check_body_relations(rules, rels.names)
-    closure = forward_chain(np.concatenate([kb, fx]), rules, ents, rels)
+    kb = read_kb(facts_path, rules_path, fixed_path, allow_dead_rules=allow_dead_rules)
+    closure = forward_chain(kb.facts, kb.rules, kb.entities, kb.relations)
     if not masks:
         return closure, None, None
     fixed_mask = np.zeros(len(closure), dtype=bool)
-    if len(fx):
-        fixed_mask[closure.index(fx)] = True
+    if kb.fixed.any():
+        fixed_mask[closure.index(kb.facts[kb.fixed])] = True
     kb_mask = closure.is_base & ~fixed_mask  # input rows come first, deduplicated
     return closure, kb_mask, fixed_mask
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kgtest.perms import respect_umask
-from kgtest.symbolic.tsv import MAX_BYTES, format_columns, read_bytes, scan
+from kgtest.symbolic.tsv import MAX_BYTES, Table, format_columns, read_bytes, scan
 
 __all__ = [
     "Vocab",
@@ -34,6 +34,7 @@ __all__ = [
     "fact_keys",
     "read_tsv",
     "read_facts",
+    "table_triples",
     "facts_tsv_bytes",
     "write_tsv",
     "atomic_write_text",
@@ -179,7 +180,13 @@ def read_facts(
     """
     entities = Vocab() if entities is None else entities
     relations = Vocab() if relations is None else relations
-    table = scan(read_bytes(path, max_bytes), str(path))
+    return table_triples(scan(read_bytes(path, max_bytes), str(path)), entities, relations)
+
+
+def table_triples(table: Table, entities: Vocab, relations: Vocab
+                  ) -> tuple[np.ndarray, Vocab, Vocab]:
+    """The ``(n, 3)`` id array of a scanned :class:`~kgtest.symbolic.tsv.Table`, its names
+    interned into ``entities`` / ``relations`` (first appearance, subject before object)."""
     so, ent_names = table.intern([0, 2])
     r, rel_names = table.intern([1])
     ent_ids = entities.add_all(ent_names)

@@ -11,8 +11,9 @@ The format (what :func:`kgtest.symbolic.facts.read_facts` accepts):
 - The first line that is not blank may be a header: its first three columns are
   ``subject``, ``relation``, ``object`` (optionally after ``#``, as in kgtest's own
   annotated files). It is skipped. A header that names ``k`` columns allows rows of 3 to
-  ``k`` columns (the extra ones are annotations, ignored here); without a header every row
-  has exactly 3 columns. A header-like row anywhere else is an error.
+  ``k`` columns (the extra ones are annotations: :meth:`Table.cells` reads one by its header
+  name, a row without it gets ``''``); without a header every row has exactly 3 columns. A
+  header-like row anywhere else is an error.
 - Bounded: a NUL byte, a line over :data:`MAX_LINE` bytes or a file over ``max_bytes``
   is refused before the rest is read.
 
@@ -101,18 +102,72 @@ class Table:
 
     ``data`` is the file's bytes (BOM dropped, a final newline added); ``start`` and
     ``end`` are ``(n, 3)`` byte offsets of each row's subject, relation and object;
-    ``line`` is each row's 1-based line number.
+    ``line`` is each row's 1-based line number; ``header`` the header's column names
+    (``()`` without one). Annotation columns are cut only when asked (:meth:`cells`), from
+    ``tabs`` (every tab's offset), ``first_tab`` (each row's first tab in ``tabs``),
+    ``n_cells`` (cells per row) and ``eol`` (each row's newline).
     """
 
     def __init__(self, data: bytes, start: np.ndarray, end: np.ndarray, line: np.ndarray,
-                 where: str):
+                 where: str, header: tuple[str, ...] = (), tabs=None, first_tab=None,
+                 n_cells=None, eol=None):
         self.data, self.start, self.end, self.line, self.where = data, start, end, line, where
+        self.header, self.tabs, self.first_tab = header, tabs, first_tab
+        self.n_cells, self.eol = n_cells, eol
         padded = np.frombuffer(data + bytes(8), dtype=np.uint8)
         # (len(data),) uint64 view with a 1-byte stride: _words[i] = the 8 bytes at i
         self._words = np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))
 
     def __len__(self) -> int:
         return len(self.start)
+
+    def select(self, rows: np.ndarray) -> Table:
+        """The table of the given rows (a boolean mask or indices), in that order."""
+        def pick(a):
+            return None if a is None else a[rows]
+
+        return Table(self.data, self.start[rows], self.end[rows], self.line[rows], self.where,
+                     self.header, self.tabs, pick(self.first_tab), pick(self.n_cells),
+                     pick(self.eol))
+
+    def cells(self, name: str) -> tuple[np.ndarray, list[str]] | None:
+        """Annotation column ``name`` (as the header names it): each row's value id and
+        the distinct values (first-appearance order, stripped; ``''`` where a row has
+        fewer cells); None when the header has no such column.
+
+        >>> t = scan(b"subject\\trelation\\tobject\\tkind\\na\\tp\\tb\\tbase\\nb\\tp\\ta\\n", "f")
+        >>> ids, values = t.cells("kind")
+        >>> ids.tolist(), values, t.cells("fixed")
+        ([0, 1], ['base', ''], None)
+        """
+        if name not in self.header or self.first_tab is None:
+            return None
+        j = self.header.index(name)
+        if j < 3:
+            raise ValueError(f"cells: {name!r} is a name column; use intern()")
+        last = max(len(self.tabs) - 1, 0)
+        has = self.n_cells > j
+        start = np.where(has, self.tabs[np.minimum(self.first_tab + j - 1, last)] + 1, self.eol)
+        end = np.where(self.n_cells > j + 1, self.tabs[np.minimum(self.first_tab + j, last)],
+                       self.eol)
+        _strip(np.frombuffer(self.data, dtype=np.uint8), start, end)
+        ids, values = self._intern(start, end)
+        return ids.ravel(), values
+
+    def _intern(self, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Ids (first-appearance order over the raveled ranges) and distinct names."""
+        shape = s.shape
+        s, e = s.ravel(), e.ravel()
+        if len(s) == 0:
+            return np.zeros(shape, dtype=np.int64), []
+        first, inv = _first_unique(_pack(self._words, s, e))
+        order = np.argsort(first, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        data = self.data
+        names = [data[a:b].decode("utf-8") for a, b in
+                 zip(s[first[order]].tolist(), e[first[order]].tolist(), strict=True)]
+        return rank[inv.ravel()].reshape(shape), names
 
     def intern(self, cols: Sequence[int]) -> tuple[np.ndarray, list[str]]:
         """Ids (in first-appearance order, row-major over ``cols``) and distinct names.
@@ -122,18 +177,7 @@ class Table:
         >>> ids.tolist(), names
         ([[0, 1], [1, 0]], ['a', 'b'])
         """
-        s = self.start[:, cols].ravel()  # row-major: s0, o0, s1, o1, ...
-        e = self.end[:, cols].ravel()
-        if len(s) == 0:
-            return np.zeros((0, len(cols)), dtype=np.int64), []
-        first, inv = _first_unique(_pack(self._words, s, e))
-        order = np.argsort(first, kind="stable")
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        data = self.data
-        names = [data[a:b].decode("utf-8") for a, b in
-                 zip(s[first[order]].tolist(), e[first[order]].tolist(), strict=True)]
-        return rank[inv.ravel()].reshape(-1, len(cols)), names
+        return self._intern(self.start[:, cols], self.end[:, cols])  # row-major: s0, o0, ...
 
     def names(self, col: str) -> list[str]:
         """Distinct names of one column (``"s"``, ``"r"`` or ``"o"``), first-appearance."""
@@ -233,11 +277,13 @@ def scan(data: bytes, where: str) -> Table:
             first_line = i
     kept = np.flatnonzero(keep)
     first_line = min(first_line, int(kept[0]) if len(kept) else len(ends))
-    ncols = 3
+    ncols, header = 3, ()
     if first_line < len(ends):
         head = data[starts[first_line] : ends[first_line]].strip(b" \t\r\v\f")
         if _is_header(head):
-            ncols = len(head.split(b"\t"))
+            header = tuple(c.strip(b" \r\v\f").decode()
+                           for c in head.lstrip(b"#").split(b"\t"))
+            ncols = len(header)
             keep[first_line] = False
             kept = kept[kept != first_line]
     n = ntab[kept] + 1
@@ -260,7 +306,7 @@ def scan(data: bytes, where: str) -> Table:
         i = int(kept[r])
         col = ("subject", "relation", "object")[int(np.argmax(end[r] <= start[r]))]
         _fail(data, starts[i], ends[i], i + 1, where, f"empty {col}; expected {_expect(ncols)}")
-    table = Table(data, start, end, kept + 1, where)
+    table = Table(data, start, end, kept + 1, where, header, tab_pos, i0, n, ends[kept])
     _refuse_late_header(table, u8)
     return table
 

@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 
 from kgtest.errors import InputError
-from kgtest.symbolic.facts import read_tsv
+from kgtest.symbolic.facts import fact_keys
+from kgtest.symbolic.kb import read_kb
 from kgtest.symbolic.rules import Rule, check_body_relations, read_rules
 from kgtest.worlds.config import WorldConfig
-from kgtest.worlds.registry import SAMPLERS, SampleContext, WorldBuilder, check_planted
+from kgtest.worlds.registry import SAMPLERS, SampleContext, check_planted
 from kgtest.worlds.world import World
 
 __all__ = ["SAMPLERS", "sample_world", "world_rules", "world_from_tsv", "estimate_size",
@@ -226,27 +227,34 @@ def sample_world(cfg: WorldConfig, *, seed: int) -> World:
     return world
 
 
-_HEADER = ("subject", "relation", "object")
-
-
 def world_from_tsv(
     facts_path: str | os.PathLike,
     rules_path: str | os.PathLike,
     fixed_path: str | os.PathLike | None = None,
+    *,
+    allow_dead_rules: bool = False,
 ) -> World:
     """A world from a user's own KG: TSV facts plus a Datalog rules file.
+
+    Read with :func:`kgtest.symbolic.kb.read_kb`, the reader under ``kgtest world
+    closure`` too; its module docstring says what a file means. In short: kgtest's own
+    annotated ``facts.tsv`` (columns ``kind``, ``fixed``, ``domain``) gives its base facts
+    only (derived rows are dropped), with their fixed flags and domains, so a written world
+    reads back as itself; a fact listed twice is kept once (its first line's domain; fixed
+    if any line or the fixed file says so).
 
     Parameters
     ----------
     facts_path : path
-        ``subject<TAB>relation<TAB>object`` per line, ``#`` comments. A header line
-        starting ``subject relation object`` is allowed; with kgtest's own ``facts.tsv``
-        (columns ``kind``, ``fixed``, ``domain``) only base facts are read, with their
-        fixed flags and domains, so a written world reads back as itself.
+        ``subject<TAB>relation<TAB>object`` per line, ``#`` comments, an optional header
+        line ``subject relation object ...`` naming annotation columns.
     rules_path : path
         Datalog rules (``.dl``).
     fixed_path : path, optional
         Facts known and never deleted (attributes such as gender), same TSV format.
+    allow_dead_rules : bool
+        Accept rules whose body names a relation no fact or head has (they never fire);
+        refused by default, as by ``kgtest world closure`` without ``--allow-dead-rules``.
 
     Examples
     --------
@@ -258,53 +266,19 @@ def world_from_tsv(
     >>> len(w.facts), len(w.close())
     (2, 3)
     """
-    facts_path = Path(facts_path)
-    rules = read_rules(rules_path)
-    header, rows = _read_annotated(facts_path)
-    b = WorldBuilder(("entity",), domain_names=_domains(header, rows))
-    dom_ix = {d: i for i, d in enumerate(b.domain_names)}
-    for row in rows:
-        if "kind" in header and row[header.index("kind")] != "base":
-            continue
-        s, r, o = (b.entity(row[0]), row[1], b.entity(row[2]))
-        fixed = "fixed" in header and row[header.index("fixed")] in ("1", "true", "True")
-        dom = dom_ix[row[header.index("domain")]] if "domain" in header else 0
-        b.add(s, r, o, fixed=fixed, domain=dom)
-    if fixed_path is not None:
-        for s, r, o in read_tsv(fixed_path):
-            b.add(b.entity(s), r, b.entity(o), fixed=True)
-    check_body_relations(rules, b.relations.names)
-    return b.build(rules, name=facts_path.stem, meta={"facts_file": str(facts_path),
-                                                      "rules_file": str(rules_path)})
-
-
-def _read_annotated(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header (or the three default columns) and rows; plain files go through read_tsv."""
-    try:
-        first = next((ln for ln in path.read_text(encoding="utf-8-sig").splitlines()
-                      if ln.strip() and not ln.lstrip().startswith("#")), "")
-    except (OSError, UnicodeDecodeError):
-        first = ""  # read_tsv reports it
-    cols = [c.strip() for c in first.split("\t")]
-    if tuple(cols[:3]) != _HEADER:
-        return list(_HEADER), [list(t) for t in read_tsv(path)]
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        body = "" if line.lstrip().startswith("#") else line  # '#' in a name is kept
-        if not body.strip() or body.strip() == first.strip():
-            continue
-        row = [c.strip() for c in body.split("\t")]
-        if len(row) < len(cols) or not all(row[:3]):
-            raise InputError(f"{path}:{lineno}: expected {len(cols)} tab-separated columns "
-                             f"({', '.join(cols)}), got {line.strip()!r}")
-        rows.append(row)
-    return cols, rows
-
-
-def _domains(header: list[str], rows: list[list[str]]) -> tuple[str, ...]:
-    if "domain" not in header:
-        return ("default",)
-    j = header.index("domain")
-    names = list(dict.fromkeys(r[j] for r in rows if "kind" not in header
-                               or r[header.index("kind")] == "base"))
-    return tuple(names) or ("default",)
+    kb = read_kb(facts_path, rules_path, fixed_path, allow_dead_rules=allow_dead_rules)
+    _, first, inv = np.unique(fact_keys(kb.facts, len(kb.entities)), return_index=True,
+                              return_inverse=True)
+    fixed = np.zeros(len(first), dtype=bool)
+    np.logical_or.at(fixed, inv.ravel(), kb.fixed)  # fixed if any of its lines says so
+    by_line = np.argsort(first)  # distinct facts in file order (their first line)
+    relations = kb.relations.copy()
+    for rule in kb.rules:
+        for rel in rule.relations:
+            relations.add(rel)
+    return World(entities=kb.entities, relations=relations,
+                 entity_type=np.zeros(len(kb.entities), dtype=np.int64),
+                 type_names=("entity",), facts=kb.facts[first[by_line]], rules=kb.rules,
+                 fixed=fixed[by_line], domain=kb.domain[first[by_line]],
+                 domain_names=kb.domain_names, name=Path(facts_path).stem,
+                 meta={"facts_file": str(facts_path), "rules_file": str(rules_path)})
