@@ -50,6 +50,7 @@ from kgtest.distributed import dist_info, run_stage_ranked
 from kgtest.errors import InputError
 from kgtest.experiment import ExperimentConfig
 from kgtest.interop.runinfo import write_run_info
+from kgtest.report.runs import STAGES
 from kgtest.seeds import seed_strings, stage_seed
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.train_eval import EvalSets, eval_sets, make_eval_fn, scored_facts
@@ -231,7 +232,8 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike,
 
 def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World,
                  trained: TrainedRun, *, run_id: str | None = None,
-                 world_seed: int | None = None, jobs: int = 1, log=print) -> list[dict]:
+                 world_seed: int | None = None, jobs: int = 1, log=print,
+                 stages: list[str] | None = None) -> list[dict]:
     """Controls, unlearned variants and probes of one trained run: its tidy records.
 
     Builds each control of ``cfg.unlearn.controls`` and each method x deep variant
@@ -257,6 +259,8 @@ def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World
         records are the ones a serial run at one thread gives (:mod:`kgtest.variants`).
     log : callable
         One progress line per stage.
+    stages : list, optional
+        Gets the names of the control and unlearning stage folders used appended.
 
     Returns
     -------
@@ -275,12 +279,14 @@ def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World
                             "attack": seeds["attack"], "probes": seeds["probes"]})
     builds = variant_builds(cfg)
     if jobs > 1:
-        return run_parallel(ctx, builds, probe, jobs=jobs, log=log)
+        return run_parallel(ctx, builds, probe, jobs=jobs, log=log, stages=stages)
     variants = {"original": trained.model_dir}
     removed: dict[str, list[int]] = {}
     for build in builds:
         log(stage_line(build))
         v = build_variant(ctx, build)
+        if stages is not None:
+            stages.append(v.stage_dir.name)
         variants[v.name] = v.model_dir
         if v.removed is not None:
             removed[v.name] = list(v.removed)
@@ -292,7 +298,7 @@ def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World
 
 #: What a run publishes at the top of its folder from its records stage (kgtest.stages.publish).
 PUBLISHED = ("records.jsonl", "records.parquet", "summary.md", "summary.json", "plots",
-             "seeds.json")
+             "seeds.json", STAGES)
 RECORDS_MARK = ".records.key"  # written last by publish: the records stage on display
 
 
@@ -328,9 +334,12 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike, *,
 def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World,
                   trained: TrainedRun, *, command: str = "", log=print, jobs: int = 1) -> Path:
     """:func:`run_variants` and the report: ``RUN/records-<key>/`` with the records, the
-    summary (``summary.md``, ``summary.json``) and ``plots/``."""
+    summary (``summary.md``, ``summary.json``), ``plots/`` and ``stages.json`` (the stage
+    folders the records came from: the report reads only those, not the folders an earlier
+    configuration of this run folder left)."""
     from kgtest.records import read_records, write_records
     from kgtest.report import report
+    from kgtest.report.runs import stages_in_use
 
     run_dir = Path(run_dir)
 
@@ -339,11 +348,14 @@ def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: Worl
         atomic_write_text(tmp / "seeds.json",
                           json.dumps({"run": str(cfg.run.seed), **seed_strings(all_seeds)},
                                      indent=1) + "\n")
-        rows = run_variants(cfg, run_dir, world, trained, jobs=jobs, log=log)
+        stages = [Path(trained.corpus_dir).name, Path(trained.stage_dir).name]
+        rows = run_variants(cfg, run_dir, world, trained, jobs=jobs, log=log, stages=stages)
         write_records(rows, tmp)
-        report([run_dir], tmp, records=read_records(tmp), command=command,
-               control=cfg.probes.control, n_boot=cfg.probes.n_boot,
-               seed=all_seeds["bootstrap"])
+        atomic_write_text(tmp / STAGES, json.dumps({"stages": stages}, indent=1) + "\n")
+        with stages_in_use(run_dir, stages):
+            report([run_dir], tmp, records=read_records(tmp), command=command,
+                   control=cfg.probes.control, n_boot=cfg.probes.n_boot,
+                   seed=all_seeds["bootstrap"])
 
     key = cfg.key("world", "split", "corpus", "model", "train", "unlearn", "probes")
     return run_stage_ranked(run_dir, "records", key, build)

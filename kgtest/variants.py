@@ -127,8 +127,9 @@ def _timed(fn, *args):
 
 
 def run_parallel(ctx: RunContext, builds: list[tuple], probe: ProbeJob, *, jobs: int,
-                 log) -> list[dict]:
-    """:func:`kgtest.pipeline.run_variants` on ``jobs`` worker processes; the same rows."""
+                 log, stages: list[str] | None = None) -> list[dict]:
+    """:func:`kgtest.pipeline.run_variants` on ``jobs`` worker processes; the same rows
+    (and the same stage folder names appended to ``stages``, in ``builds`` order)."""
     from kgtest.probes.probes import gate
     from kgtest.workers import stage_pool
 
@@ -164,4 +165,6 @@ def run_parallel(ctx: RunContext, builds: list[tuple], probe: ProbeJob, *, jobs:
                     todo[pool.submit(_timed, probe.probe, name, v.model_dir, v.removed,
                                      state)] = ("probe", name)
     log(f"[5/5] probes {', '.join(probe.cfg.probes.probes)} on {len(names)} variants")
+    if stages is not None:
+        stages += [built[b[-1]].stage_dir.name for b in builds]
     return gate([r for n in names for r in rows[n]], known)

@@ -8,6 +8,7 @@ the records stage, or need no model at all.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import signal
@@ -101,6 +102,16 @@ def _copy(finished, tmp_path: Path) -> Path:
 
 def _read(run_dir: Path) -> dict:
     return {n: (run_dir / n).read_bytes() for n in PUBLISHED if (run_dir / n).is_file()}
+
+
+def test_the_records_stage_lists_the_stage_folders_its_records_came_from(finished):
+    """stages.json (published beside the records): what the report reads, so folders an
+    earlier configuration left in the run folder are not reported."""
+    run_dir = finished[0]
+    listed = json.loads((run_dir / "stages.json").read_text())["stages"]
+    assert sorted(n.rsplit("-", 1)[0] for n in listed) == ["control-filter", "corpus", "model",
+                                                            "unlearn-npo"]
+    assert all((run_dir / n).is_dir() for n in listed)
 
 
 # --- each checkpoint of the pipeline goes through the one atomic-stage helper ------------

@@ -349,3 +349,25 @@ def test_the_spec_refuses_a_control_it_does_not_build():
         load_experiment(spec, ['unlearn.controls=["ignorance"]'])
     cfg = load_experiment(spec, ['unlearn.controls=["ignorance"]', 'probes.control="ignorance"'])
     assert cfg.probes.control == "ignorance"
+
+
+def test_stale_stage_folders_of_an_earlier_configuration_are_not_reported(tmp_path):
+    """The records stage lists the stage folders its records came from (stages.json);
+    the report reads only those. A folder without the list (results packed before it)
+    is read whole, as before."""
+    from kgtest.report.runs import STAGES, stages_in_use
+
+    run = tmp_path / "run"
+    write_records(_synthetic(), run)
+    for name, method, lr in [("unlearn-npo-aaaaaaaaaaaa", "NPO", 1e-3),
+                             ("unlearn-graddiff-bbbbbbbbbbbb", "GradDiff", 5e-5)]:
+        (run / name).mkdir()
+        (run / name / "unlearn.json").write_text(json.dumps(
+            {"method": method, "lr": lr, "tuning": {"reached": False, "grid": [{}]}}))
+    text = report([run], n_boot=100).read_text()
+    assert "GradDiff missed its tuning level" in text  # no list: every folder (old packs)
+    with stages_in_use(run, ["unlearn-npo-aaaaaaaaaaaa"]):  # the records stage, in build
+        text = report([run], n_boot=100).read_text()
+    assert "NPO missed its tuning level" in text and "GradDiff" not in text
+    (run / STAGES).write_text(json.dumps({"stages": ["unlearn-npo-aaaaaaaaaaaa"]}))
+    assert report([run], n_boot=100).read_text() == text  # published: kgtest report RUN

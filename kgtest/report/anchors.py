@@ -45,6 +45,7 @@ import numpy as np
 
 from kgtest.report.aggregate import aggregate
 from kgtest.report.plots import _plt, _save
+from kgtest.report.runs import stage_files
 from kgtest.report.tables import cell_text, order
 
 __all__ = ["anchor_sections", "recovery_section", "recovery_plot", "ood_section",
@@ -205,7 +206,7 @@ def latent_curve(run_dirs: Sequence[Path]) -> dict[str, dict[int, list[float]]]:
     model (``model-*`` stages) under ``run_dirs``, for the keys of :data:`CURVE_KEYS`."""
     out: dict[str, dict[int, list[float]]] = {k: {} for k in CURVE_KEYS}
     for run in run_dirs:
-        for log in sorted(Path(run).rglob("model-*/train_log.jsonl")):
+        for log in stage_files(run, "model-*/train_log.jsonl"):
             for line in log.read_text(encoding="utf-8").splitlines():
                 try:
                     e = json.loads(line)

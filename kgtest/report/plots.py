@@ -33,7 +33,7 @@ import numpy as np
 
 from kgtest.report.aggregate import aggregate, bootstrap
 from kgtest.report.cuts import by_domain
-from kgtest.report.runs import deletion_stats
+from kgtest.report.runs import deletion_stats, stage_files
 from kgtest.report.tables import CONTROLS, columns, head, label, order, target_rows
 
 __all__ = ["heatmap", "write_plots", "proof_cost_plot", "domain_plot", "kb_recall_plot",
@@ -227,7 +227,7 @@ def _read_log(path: Path) -> list[dict]:
 
 
 def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path | None:
-    logs = [(p, _read_log(p)) for run in runs for p in sorted(run.rglob(pattern))]
+    logs = [(p, _read_log(p)) for run in runs for p in stage_files(run, pattern)]
     logs = [(p, e) for p, e in logs if any("step" in x for x in e)]
     if not logs:
         return None
@@ -271,7 +271,7 @@ def _tuning_frontier(runs: Sequence[Path], path: Path) -> Path | None:
     """
     grids = []
     for run in runs:
-        for f in sorted(run.rglob("unlearn.json")):
+        for f in stage_files(run, "unlearn.json"):
             try:
                 data = json.loads(f.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):

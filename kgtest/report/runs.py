@@ -1,6 +1,12 @@
 """What the run folders say beyond the records: warnings, tuning choices, minimal
 deletion sets, and the stability of tuning over the grid and seeds.
 
+Only the stage folders a run's records came from are read (:func:`stage_files`): the
+records stage lists them in ``stages.json`` (published at the top of the run folder), so
+``model-*``/``control-*``/``unlearn-*`` folders left by an earlier configuration of the same
+run folder are not reported. A folder without the list (results packed before it) is read
+whole, as before.
+
 - :func:`warnings`: the original under-trained, or a method missed its tuning level;
 - :func:`tuning_rows`: the "Tuning choices" table (each ``unlearn.json``);
 - :func:`deletion_sizes`, :func:`deletion_section`: the minimal deletion sets a deep
@@ -15,10 +21,12 @@ deletion sets, and the stability of tuning over the grid and seeds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tomllib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +35,63 @@ from kgtest.report.aggregate import wilson
 from kgtest.report.tables import table, target_rows
 
 __all__ = ["warnings", "tuning_rows", "deletion_sizes", "deletion_stats", "deletion_section",
-           "stability_rows", "stability_section"]
+           "stability_rows", "stability_section", "stage_files", "stages_in_use", "STAGES"]
+
+#: Written by the records stage (and published beside the records): ``{"stages": [folder
+#: names]}``, the stage folders of the run its records came from.
+STAGES = "stages.json"
+#: run folder (resolved) -> its stage folder names, for records not yet published
+_IN_USE: ContextVar[dict[Path, tuple[str, ...]] | None] = ContextVar("kgtest_stages",
+                                                                     default=None)
+
+
+@contextlib.contextmanager
+def stages_in_use(run: str | Path, names: Iterable[str]):
+    """While in this block, :func:`stage_files` reads only ``names`` under ``run``, whatever
+    ``run/stages.json`` says (the records stage reports rows it has not published yet)."""
+    token = _IN_USE.set({**(_IN_USE.get() or {}), Path(run).resolve(): tuple(names)})
+    try:
+        yield
+    finally:
+        _IN_USE.reset(token)
+
+
+def stage_files(run: str | Path, pattern: str) -> list[Path]:
+    """``sorted(run.rglob(pattern))``, kept to the stage folders the run's records came from.
+
+    The folders are those :func:`stages_in_use` names, else those ``run/stages.json``
+    lists; a run folder without either (packed before the list existed) keeps every match.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> for d in ("unlearn-npo-new", "unlearn-npo-old"):
+    ...     (run / d).mkdir()
+    ...     _ = (run / d / "unlearn.json").write_text("{}")
+    >>> len(stage_files(run, "unlearn.json"))
+    2
+    >>> _ = (run / STAGES).write_text(json.dumps({"stages": ["unlearn-npo-new"]}))
+    >>> [p.parent.name for p in stage_files(run, "unlearn.json")]
+    ['unlearn-npo-new']
+    """
+    run = Path(run)
+    names = (_IN_USE.get() or {}).get(run.resolve())
+    if names is None:
+        listed = (_load_json(run / STAGES) or {}).get("stages")
+        names = tuple(listed) if isinstance(listed, list) else None
+    found = sorted(run.rglob(pattern))
+    if names is None:
+        return found
+    return [p for p in found if p.relative_to(run).parts[0] in names]
 
 
 def _load_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def warnings(run_dirs: Sequence[Path]) -> list[str]:
@@ -48,7 +105,7 @@ def warnings(run_dirs: Sequence[Path]) -> list[str]:
     """
     out = []
     for run in run_dirs:
-        for mpath in sorted(run.glob("model-*/metrics.json")):
+        for mpath in stage_files(run, "model-*/metrics.json"):
             metrics, cfg = _load_json(mpath), _load_json(mpath.parent / "config.json")
             stop = ((cfg or {}).get("train") or {}).get("stop_at") or {}
             for k, target in stop.items():
@@ -57,7 +114,7 @@ def warnings(run_dirs: Sequence[Path]) -> list[str]:
                     out.append(f"{run.name}: the original under-trained: in-loop {k} accuracy "
                                f"{got:.2f} < stop target {target:.2f} after "
                                f"{metrics.get('steps', '?')} steps")
-        for upath in sorted(run.rglob("unlearn.json")):
+        for upath in stage_files(run, "unlearn.json"):
             data = _load_json(upath) or {}
             tuning = data.get("tuning") or {}
             name = f"{data.get('method', '?')}{'_deep' if data.get('deep') else ''}"
@@ -75,7 +132,7 @@ def tuning_rows(run_dirs: Sequence[Path]) -> list[dict]:
     summary's "Tuning choices" table)."""
     out = []
     for run in run_dirs:
-        for path in sorted(run.rglob("unlearn.json")):
+        for path in stage_files(run, "unlearn.json"):
             data = _load_json(path)
             if data is None:
                 continue
@@ -135,7 +192,7 @@ def deletion_sizes(run: Path) -> tuple[dict[int, int], dict[str, int]]:
     """
     sizes: dict[int, int] = {}
     extra: dict[str, int] = {}
-    paths = sorted(run.rglob("unlearn.json")) + sorted(run.rglob("control.json"))
+    paths = stage_files(run, "unlearn.json") + stage_files(run, "control.json")
     for path in paths:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -202,7 +259,7 @@ def _grids(run_dirs: Sequence[Path]) -> dict[str, list[dict]]:
     """Variant -> one entry per run: its ``unlearn.json`` tuning grid, choice and after."""
     out: dict[str, list[dict]] = defaultdict(list)
     for run in run_dirs:
-        for path in sorted(Path(run).rglob("unlearn.json")):
+        for path in stage_files(run, "unlearn.json"):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
