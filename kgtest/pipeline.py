@@ -157,12 +157,14 @@ def train_job(cfg: ExperimentConfig, corpus_dir: Path, world: World | None = Non
     tok = corpus_tokenizer(cfg, corpus)
     seeds = cfg.seeds()
     model = build_model(cfg.model, tok, seed=seeds["model"])
-    sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split))
+    world = world or world_of(cfg)
+    sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split),
+                     entity_type=world.entity_type)
     train_cfg = replace(cfg.train, seed=seeds["batches"])
     if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
         train_cfg = replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
                                                 if k != "cot"})
-    stream = in_context_stream((world or world_of(cfg)).close(), corpus, split,
+    stream = in_context_stream(world.close(), corpus, split,
                                seed=seeds["icl"])
     if stream is not None and not train_cfg.answer_only_loss:
         raise InputError("corpus.icl.per_step > 0 writes made-up premises: it needs "
@@ -384,7 +386,8 @@ def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: i
         models = [build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed + m, "model"))
                   for m in range(members)]
         seeds = cfg.seeds()
-        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split))
+        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split),
+                         entity_type=world_of(cfg).entity_type)
         res = train_ensemble(models, tok, list(corpus.train),
                              replace(cfg.train, seed=seeds["batches"]), tmp,
                              eval_fn=make_eval_fn(tok, sets))

@@ -34,15 +34,23 @@ subject             str        the fact's subject (world name)
 relation            str        the fact's relation (world name)
 object              str        the fact's object, the true answer (world name)
 correct             bool       greedy answer is the true object (None: not applicable);
-                               cot: the answer is right AND the chain verifies
+                               cot: the answer is right AND the chain verifies; with
+                               several true objects of (subject, relation) (``n_true`` >
+                               1): ``filtered_rank`` is 1 and the greedy answer (cot: the
+                               chain's answer) is one of them (docs/science.md)
 score               float      teacher-forced log-prob of the true answer (utility_loss:
                                mean log-prob per token of a held-out document)
 rank                int        1-based rank of the true object among ``n_candidates``
+filtered_rank       int        ``rank`` not counting the other true objects of (subject,
+                               relation) in the closure (object questions; else None)
+n_true              int        true objects of (subject, relation) in the closure (object
+                               questions; 1 for a functional relation; else None)
 n_candidates        int        entities of the answer's type (the candidate set)
 chance              float      ``1 / n_candidates``
 floor               float      the most-frequent-object floor of this fact: ``1/m`` if its
                                object is among the ``m`` most frequent objects of its
-                               relation (leave-one-out), else 0
+                               relation (leave-one-out), else 0; with several true
+                               objects, ``k/m`` where ``k`` of the ``m`` are true objects
 gated_in            bool       the original model knew this fact by ``gate``; only gated-in
                                rows count toward a rate
 gate                str        the original's probe that gates the row: ``direct``, ``cot``,
@@ -147,6 +155,7 @@ COLUMNS: dict[str, tuple[type, object]] = {
     "variant": (str, ""), "probe": (str, ""), "setting": (str, ""),
     "fact": (int, -1), "subject": (str, ""), "relation": (str, ""), "object": (str, ""),
     "correct": (bool, None), "score": (float, None), "rank": (int, None),
+    "filtered_rank": (int, None), "n_true": (int, None),
     "n_candidates": (int, None), "chance": (float, None), "floor": (float, None),
     "gated_in": (bool, False), "gate": (str, "direct"), "applicable": (bool, True),
     "output": (str, None),

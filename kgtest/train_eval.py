@@ -19,7 +19,8 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -50,14 +51,21 @@ class EvalSets:
     # in distribution and out of it (Split.ood): Wang et al.'s grokking curves
     latent_id: tuple = ()
     latent_ood: tuple = ()
+    # asked fact -> (candidate answers, the fact's column, columns of every true object of
+    # its (s, r)), only for facts whose (s, r) has several true objects (docs/science.md,
+    # "Several true objects"): their direct question counts when the fact has filtered
+    # rank 1 and the greedy answer is a true object; their CoT when the answer is one
+    several: Mapping = field(default_factory=dict)
 
 
 def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0,
-              avoid=()) -> EvalSets:
+              avoid=(), entity_type=None) -> EvalSets:
     """Pick the in-loop evaluation questions from a corpus's eval documents.
 
     Early stopping must not select on the facts the report scores: the forget and
     validation targets and ``avoid`` (the utility probe's retained facts) are never asked.
+    ``entity_type`` (the world's, per entity) gives the candidates of a question with
+    several true answers (``EvalSets.several``); without it, every entity is one.
     """
     skip = set(split.forget.tolist()) | set(split.validation.tolist()) | {int(f) for f in avoid}
     trained = {f["id"] for d in corpus.train if d["kind"] in ("statement", "qa")
@@ -82,8 +90,23 @@ def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0,
             return tuple(docs)
         return tuple(docs[i] for i in sorted(rng.choice(len(docs), limit, replace=False)))
 
-    return EvalSets(surface=corpus.surface, direct=sample(direct), cot=sample(cot),
+    sets = EvalSets(surface=corpus.surface, direct=sample(direct), cot=sample(cot),
                     latent_id=sample(latent[False]), latent_ood=sample(latent[True]))
+    return replace(sets, several=_several(corpus, sets, entity_type))
+
+
+def _several(corpus, sets: EvalSets, entity_type) -> dict:
+    """``EvalSets.several`` for the facts the sets ask."""
+    from kgtest.several import question_truth, true_objects
+
+    truth = true_objects(corpus.facts)
+    out = {}
+    for d in sets.direct + sets.cot + sets.latent_id + sets.latent_ood:
+        f = next(x["id"] for x in d["facts"] if x["role"] == "answer")
+        t = question_truth(corpus, f, entity_type=entity_type, truth=truth)
+        if t is not None:
+            out[f] = t
+    return out
 
 
 def scored_facts(cfg, corpus, split: Split) -> set[int]:
@@ -104,6 +127,8 @@ def make_eval_fn(tokenizer, sets: EvalSets):
             return float("nan")
         outs = greedy_complete(model, tokenizer, [d["prompt"] for d in docs], max_new)
         hits = [is_correct(o, d, sets.surface) for o, d in zip(outs, docs, strict=True)]
+        if sets.several:
+            hits = _several_hits(model, tokenizer, docs, outs, hits, sets)
         return float(np.mean(hits))
 
     def eval_fn(model) -> dict[str, float]:
@@ -117,3 +142,24 @@ def make_eval_fn(tokenizer, sets: EvalSets):
         return out
 
     return eval_fn
+
+
+def _several_hits(model, tokenizer, docs, outs, hits, sets: EvalSets) -> list[bool]:
+    """``hits`` with the questions of ``sets.several`` judged by the several-answers rule
+    (CoT: the final answer is any true object)."""
+    from kgtest.several import direct_hits
+
+    hits, several = list(hits), sets.several
+    facts = [next(x["id"] for x in d["facts"] if x["role"] == "answer") for d in docs]
+    idx = [i for i, f in enumerate(facts) if f in several]
+    if docs[0]["kind"] == "cot":
+        got = [sets.surface.split_answer(outs[i]) for i in idx]
+        judged = [g is not None and g[1] in {several[facts[i]][0][c]
+                                             for c in several[facts[i]][2]}
+                  for i, g in zip(idx, got, strict=True)]
+    else:
+        judged = direct_hits(model, tokenizer, [docs[i] for i in idx], [outs[i] for i in idx],
+                             [several[facts[i]] for i in idx])
+    for i, h in zip(idx, judged, strict=True):
+        hits[i] = h
+    return hits

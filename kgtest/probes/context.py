@@ -31,6 +31,7 @@ from kgtest.corpus.surface import INVERSE_TEMPLATE, STATEMENT_TEMPLATES
 from kgtest.errors import InputError
 from kgtest.records import new_row
 from kgtest.scoring import answer_logprobs, greedy_complete
+from kgtest.several import filtered_rank, judge, true_objects
 
 __all__ = ["ProbeContext", "PromptLeak", "Ask", "ask", "check_prompt", "direct_items", "na_rows",
            "toy_context"]
@@ -172,11 +173,18 @@ class ProbeContext:
 
     def floor(self, fact: int) -> float:
         """The most-frequent-object floor of ``fact`` (a rate: see
-        :func:`kgtest.unlearn.data.majority_floor`)."""
+        :func:`kgtest.unlearn.data.majority_floor`; with several true objects of its
+        subject and relation, a guess is right if it names any of them)."""
         from kgtest.unlearn.data import majority_floor
 
-        return self._cached(f"floor:{fact}",
-                            lambda: float(majority_floor(self.corpus.facts, [fact])[0]))
+        return self._cached(f"floor:{fact}", lambda: float(
+            majority_floor(self.corpus.facts, [fact], any_true=True)[0]))
+
+    @property
+    def true_objects(self) -> dict[tuple[int, int], frozenset[int]]:
+        """``(subject, relation) -> every object`` in the closure
+        (:func:`kgtest.several.true_objects`)."""
+        return self._cached("true_objects", lambda: true_objects(self.corpus.facts))
 
     @property
     def categories(self) -> list[dict]:
@@ -222,11 +230,15 @@ class ProbeContext:
 
     def candidates(self, entity: int) -> tuple[list[str], int]:
         """Display names of every entity of ``entity``'s type, and ``entity``'s index."""
-        types = np.asarray(self.world.entity_type)
-        t = int(types[entity])
-        ids = self._cached(f"type:{t}", lambda: np.flatnonzero(types == t).tolist())
+        ids = self.candidate_ids(entity)
         disp = self.corpus.surface.entity_display
         return [disp[i] for i in ids], ids.index(entity)
+
+    def candidate_ids(self, entity: int) -> list[int]:
+        """Entity ids of ``entity``'s type (the candidates, in :meth:`candidates`' order)."""
+        types = np.asarray(self.world.entity_type)
+        t = int(types[entity])
+        return self._cached(f"type:{t}", lambda: np.flatnonzero(types == t).tolist())
 
     def row(self, probe: str, fact: int, **fields) -> dict:
         """A record for ``fact`` with this context's identity and the fact's categories."""
@@ -295,7 +307,7 @@ def check_prompt(ctx: ProbeContext, fact: int, prompt: str, *, answer: int,
 
 def ask(model, tokenizer, ctx: ProbeContext, items: Sequence[Ask], probe: str, *,
         setting: str = "", gate: str = "direct", premises_allowed: bool = False,
-        suffix: str = "", **extra) -> list[dict]:
+        suffix: str = "", several: bool = True, **extra) -> list[dict]:
     """Ask many questions at once: greedy answers, then log-prob and rank of the truth.
 
     Greedy decoding is batched with a KV cache (:func:`greedy_complete`); candidates are
@@ -305,15 +317,24 @@ def ask(model, tokenizer, ctx: ProbeContext, items: Sequence[Ask], probe: str, *
     ``suffix`` follows every answer and candidate (``"."`` where the answer ends a
     natural-language sentence, as in a statement cut before its object).
 
+    An item whose answer is its fact's object (``several``, the default: every question
+    about ``(s, r, ?)`` whose truth is the closure's) is judged by
+    :func:`kgtest.several.judge`: with one true object of ``(s, r)``, the greedy
+    answer must be exactly it; with several, the asked object must have filtered rank 1
+    and the greedy answer must be one of the true objects. ``several=False`` (the truth is
+    the prompt's, as in a counterfactual context) and questions answered by the subject
+    (inverse) keep exact match, with ``n_true`` and ``filtered_rank`` left empty.
+
     Returns
     -------
     list of dict
-        One row per item: ``correct`` (exact greedy answer), ``score`` (log-prob of the
-        true answer), ``rank``, ``n_candidates``, ``chance``, ``output``.
+        One row per item: ``correct``, ``score`` (log-prob of the true answer), ``rank``
+        (among all candidates), ``filtered_rank``, ``n_true``, ``n_candidates``,
+        ``chance``, ``output``.
     """
     if not items:
         return []
-    sf = ctx.corpus.surface
+    sf, F = ctx.corpus.surface, ctx.corpus.facts
     for it in items:
         check_prompt(ctx, it.fact, it.prompt, answer=it.answer,
                      premises_allowed=premises_allowed)
@@ -321,8 +342,12 @@ def ask(model, tokenizer, ctx: ProbeContext, items: Sequence[Ask], probe: str, *
     longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     outs = greedy_complete(model, tokenizer, [it.prompt for it in items], longest + 2,
                            batch_size=ctx.batch_size)
+    # the truth set of each object question, else None
+    truth = [ctx.true_objects[int(F[it.fact, 0]), int(F[it.fact, 1])]
+             if several and it.answer == int(F[it.fact, 2]) else None for it in items]
     score = np.full(len(items), np.nan)
     rank = np.zeros(len(items), dtype=np.int64)
+    frank = np.zeros(len(items), dtype=np.int64)
     n_cand = np.zeros(len(items), dtype=np.int64)
     groups: dict[tuple, list[int]] = {}
     for i, it in enumerate(items):
@@ -336,11 +361,21 @@ def ask(model, tokenizer, ctx: ProbeContext, items: Sequence[Ask], probe: str, *
         score[idx] = true_lp.numpy()
         rank[idx] = ((lp > true_lp[:, None]).sum(1) + 1).numpy()
         n_cand[idx] = len(names)
-    return [ctx.row(probe, it.fact, setting=setting, gate=gate,
-                    correct=out.strip() == ans, score=float(score[i]), rank=int(rank[i]),
-                    n_candidates=int(n_cand[i]), chance=1.0 / n_cand[i], output=out,
-                    **extra, **it.extra)
-            for i, (it, out, ans) in enumerate(zip(items, outs, answers, strict=True))]
+        ids = np.asarray(ctx.candidate_ids(items[idx[0]].answer))  # (C,)
+        others = np.stack([np.isin(ids, list(truth[i] - {items[i].answer}))
+                           if truth[i] else np.zeros(len(ids), bool) for i in idx])  # (P, C)
+        frank[idx] = filtered_rank(lp.numpy(), np.asarray(true), others)
+    rows = []
+    for i, (it, out, ans) in enumerate(zip(items, outs, answers, strict=True)):
+        t = truth[i]
+        judged = {"correct": out.strip() == ans} if t is None else {
+            "correct": judge(out, ans, {sf.answer(o) + suffix for o in t}, int(frank[i])),
+            "filtered_rank": int(frank[i]), "n_true": len(t)}
+        rows.append(ctx.row(probe, it.fact, setting=setting, gate=gate, **judged,
+                            score=float(score[i]), rank=int(rank[i]),
+                            n_candidates=int(n_cand[i]), chance=1.0 / n_cand[i], output=out,
+                            **extra, **it.extra))
+    return rows
 
 
 def na_rows(ctx: ProbeContext, facts, probe: str, gate: str = "direct") -> list[dict]:

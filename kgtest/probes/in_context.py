@@ -63,7 +63,7 @@ def _floor(ctx: ProbeContext, fact: int, answer: int) -> float:
     if F[fact, 2] != answer:
         F = F.copy()
         F[fact, 2] = answer
-    return float(majority_floor(F, [fact])[0])
+    return float(majority_floor(F, [fact], any_true=False)[0])  # the premises' object
 
 
 def true_items(ctx: ProbeContext, facts, *, cot: bool = False) -> list[Ask]:
@@ -112,7 +112,7 @@ def in_context(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     items = true_items(ctx, facts)
     asked = {it.fact for it in items}
     rows = ask(model, tokenizer, ctx, items, "in_context", gate="in_context",
-               premises_allowed=True)
+               premises_allowed=True, several=False)  # the premises imply this object
     rows += na_rows(ctx, [f for f in facts if int(f) not in asked], "in_context",
                      gate="in_context")
     cf, missing = counterfactual_items(ctx, facts)

@@ -75,16 +75,6 @@ def kb_facts(ctx: ProbeContext) -> np.ndarray:
     return np.flatnonzero(trained & ~ctx.world.fixed_mask(ctx.closure))
 
 
-def _true_objects(ctx: ProbeContext) -> dict[tuple[int, int], set[int]]:
-    """(subject, relation) -> every object the closure gives it."""
-    def build():
-        out: dict[tuple[int, int], set[int]] = {}
-        for s, r, o in ctx.corpus.facts.tolist():
-            out.setdefault((s, r), set()).add(o)
-        return out
-    return ctx._cached("kb:true_objects", build)
-
-
 def kb_known(model, tokenizer, ctx: ProbeContext, facts) -> tuple[np.ndarray, np.ndarray]:
     """Filtered rank and log-prob of the true object of each fact, asked ``Q s r ? A``.
 
@@ -100,7 +90,7 @@ def kb_known(model, tokenizer, ctx: ProbeContext, facts) -> tuple[np.ndarray, np
     facts = np.asarray(facts, dtype=np.int64)
     rank = np.zeros(len(facts), dtype=np.int64)
     score = np.zeros(len(facts))
-    truth = _true_objects(ctx)
+    truth = ctx.true_objects
     groups: dict[tuple, list[int]] = {}
     for i, f in enumerate(facts.tolist()):
         groups.setdefault(tuple(ctx.candidates(int(F[f, 2]))[0]), []).append(i)

@@ -65,6 +65,7 @@ from kgtest.probes.context import (
 )
 from kgtest.probes.registry import DEFAULT_PROBES, PROBES, Probe  # noqa: F401 (Probe: public)
 from kgtest.scoring import answer_logprobs, greedy_complete
+from kgtest.several import filtered_rank
 
 __all__ = ["PROBES", "DEFAULT_PROBES", "Probe", "ProbeContext", "PromptLeak", "Ask",
            "ask", "check_prompt", "verify_chain", "equivalent", "evaluate", "probe_variant",
@@ -117,7 +118,7 @@ def _inverse(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
         items.append(Ask(int(f), prompt, s, {"floor": None}))  # the answer is the subject:
     # the object floor does not apply; a natural inverse statement ends in "."
     return ask(model, tokenizer, ctx, items, "paraphrase", setting="inverse",
-               suffix="." if sf.natural else "")
+               suffix="." if sf.natural else "", several=False)
 
 
 def _steps(ctx: ProbeContext, chain: str) -> tuple[int, list[int]]:
@@ -162,7 +163,7 @@ def equivalent(ctx: ProbeContext, a: int, b: int) -> bool:
     return bool(c.derivable(b, [a]) and c.derivable(a, [b]))
 
 
-def verify_chain(ctx: ProbeContext, fact: int, output: str) -> dict:
+def verify_chain(ctx: ProbeContext, fact: int, output: str, *, several: bool = False) -> dict:
     """Check a chain of thought against what ``ctx.variant`` was trained on.
 
     A step is **valid** if it states a fact in the closure of the variant's training
@@ -174,6 +175,12 @@ def verify_chain(ctx: ProbeContext, fact: int, output: str) -> dict:
     **verified** only if it is right, the chain has at least one step, every step is
     valid, the steps entail the target and none cites it; an answer with no chain is
     not verified.
+
+    ``several``: with several true objects of the target's ``(s, r)`` in the closure, the
+    answer is right if it is any of them (``o'``), and the chain must entail, and must not
+    cite, the fact ``(s, r, o')`` it answers (nor cite the target); :func:`cot` adds that
+    the target's object has filtered rank 1 after the chain
+    (:mod:`kgtest.several`). With one true object this is the rule above.
 
     Returns
     -------
@@ -196,16 +203,21 @@ def verify_chain(ctx: ProbeContext, fact: int, output: str) -> dict:
     >>> verify_chain(ctx, 2, "A c")["verified"]  # no chain at all
     False
     """
-    F = ctx.corpus.facts
-    chain, answer = ctx.corpus.surface.split_answer(output) or (output, "")
+    F, sf = ctx.corpus.facts, ctx.corpus.surface
+    chain, answer = sf.split_answer(output) or (output, "")
     n, ids = _steps(ctx, chain)
     known = ctx.trained_closure(ctx.variant)
     valid_ids = [f for f in ids if f >= 0 and known[f]]
-    cited = [f for f in valid_ids if equivalent(ctx, f, int(fact))]
+    s, r, o = F[fact].tolist()
+    named = {sf.answer(x): x for x in ctx.true_objects[s, r]} if several else {}
+    answered = (int(ctx.closure.index(np.array([[s, r, named[answer]]]))[0])
+                if named.get(answer, o) != o else int(fact))  # the fact the answer names
+    cited = [f for f in valid_ids
+             if equivalent(ctx, f, int(fact)) or equivalent(ctx, f, answered)]
     support = [f for f in valid_ids if f not in cited]
     valid = n > 0 and len(valid_ids) == n
-    entails = bool(support) and bool(ctx.closure.derivable(int(fact), support))
-    right = answer == ctx.corpus.surface.answer(int(F[fact, 2]))
+    entails = bool(support) and bool(ctx.closure.derivable(answered, support))
+    right = answer == sf.answer(o) or answer in named
     return {"n_steps": n, "n_true_steps": len(valid_ids), "chain_valid": valid,
             "chain_entails": entails, "chain_cites_target": bool(cited), "answer": answer,
             "answer_correct": right,
@@ -240,17 +252,25 @@ def _cot(model, tokenizer, facts, ctx: ProbeContext, probe: str) -> list[dict]:
     for names in {tuple(ctx.candidates(a.answer)[0]) for a in prefixes}:
         idx = [k for k, a in enumerate(prefixes) if tuple(ctx.candidates(a.answer)[0]) == names]
         lp = answer_logprobs(model, tokenizer, [prefixes[k].prompt for k in idx], list(names),
-                             batch_size=4 * ctx.batch_size)  # (P, C)
+                             batch_size=4 * ctx.batch_size).numpy()  # (P, C)
+        ids = np.asarray(ctx.candidate_ids(prefixes[idx[0]].answer))  # (C,)
         for row, k in enumerate(idx):
-            t = ctx.candidates(prefixes[k].answer)[1]
-            scored[where[k]] = (float(lp[row, t]), int((lp[row] > lp[row, t]).sum()) + 1)
+            s, r, o = F[prefixes[k].fact].tolist()
+            t = ctx.candidates(o)[1]
+            others = np.isin(ids, list(ctx.true_objects[s, r] - {o}))[None]  # (1, C)
+            scored[where[k]] = (float(lp[row, t]), int((lp[row] > lp[row, t]).sum()) + 1,
+                                int(filtered_rank(lp[row][None], np.array([t]), others)[0]))
     for i, (f, out) in enumerate(zip(derived, outs, strict=True)):
-        v = verify_chain(ctx, f, out)
+        n_true = len(ctx.true_objects[int(F[f, 0]), int(F[f, 1])])
+        v = verify_chain(ctx, f, out, several=n_true > 1)
         names, _ = ctx.candidates(int(F[f, 2]))
-        s, rk = scored.get(i, (None, None))
-        rows.append(ctx.row(probe, f, gate="cot", correct=v["verified"],
-                            answer_correct=v["answer_correct"], score=s, rank=rk,
-                            n_candidates=len(names), chance=1 / len(names), output=out,
+        s, rk, frk = scored.get(i, (None, None, None))
+        ranked = n_true == 1 or frk == 1  # several: o above every wrong candidate
+        rows.append(ctx.row(probe, f, gate="cot", correct=v["verified"] and ranked,
+                            filtered_rank=frk, n_true=n_true,
+                            answer_correct=v["answer_correct"] and ranked, score=s,
+                            rank=rk, n_candidates=len(names), chance=1 / len(names),
+                            output=out,
                             chain_valid=v["chain_valid"], chain_entails=v["chain_entails"],
                             chain_cites_target=v["chain_cites_target"], n_steps=v["n_steps"],
                             n_true_steps=v["n_true_steps"]))

@@ -63,6 +63,7 @@ from kgtest.corpus.render import Corpus, split_statements
 from kgtest.corpus.surface import UNKNOWN
 from kgtest.errors import InputError
 from kgtest.scoring import greedy_complete
+from kgtest.several import direct_hits, question_truth, true_objects
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.deletion import minimal_deletion_sets
 
@@ -303,14 +304,30 @@ def retain_docs(corpus: Corpus, avoid: Iterable[int]) -> tuple:
 
 
 def direct_docs(corpus: Corpus, facts: Iterable[int]) -> tuple:
-    """The direct-probe evaluation documents (``Q s r ? A`` -> object) of some facts."""
+    """The direct-probe evaluation documents (``Q s r ? A`` -> object) of some facts.
+
+    A fact whose ``(s, r)`` has several true objects gets a copy of its document with a
+    ``several`` key (:func:`kgtest.several.question_truth`, every entity a candidate), so
+    :func:`direct_accuracy` judges it as the probes do.
+    """
     want = {int(f) for f in facts}
-    return tuple(d for d in corpus.eval if d.get("probe") == "direct"
-                 and any(x["role"] == "answer" and x["id"] in want for x in d["facts"]))
+    docs = [d for d in corpus.eval if d.get("probe") == "direct"
+            and any(x["role"] == "answer" and x["id"] in want for x in d["facts"])]
+    truth = true_objects(corpus.facts)
+    if all(len(v) == 1 for v in truth.values()):
+        return tuple(docs)
+    out = []
+    for d in docs:
+        f = next(x["id"] for x in d["facts"] if x["role"] == "answer")
+        t = question_truth(corpus, f, truth=truth)
+        out.append(d if t is None else {**d, "several": t})
+    return tuple(out)
 
 
 def direct_accuracy(model, tokenizer, docs: Sequence[dict]) -> float:
-    """Fraction of documents whose greedy completion is exactly the true answer.
+    """Fraction of documents whose greedy completion is the true answer: exactly, or for a
+    document with several true objects (its ``several`` key, :func:`direct_docs`) by the
+    probes' rule (:mod:`kgtest.several`: filtered rank 1 and a true object).
 
     Returns nan for no documents.
     """
@@ -318,8 +335,8 @@ def direct_accuracy(model, tokenizer, docs: Sequence[dict]) -> float:
         return float("nan")
     longest = max(len(tokenizer(d["completion"])["input_ids"]) for d in docs)
     outs = greedy_complete(model, tokenizer, [d["prompt"] for d in docs], longest + 2)
-    return float(np.mean([o.strip() == d["completion"].strip()
-                          for o, d in zip(outs, docs, strict=True)]))
+    return float(np.mean(direct_hits(model, tokenizer, docs, outs,
+                                     [d.get("several") for d in docs])))
 
 
 def chance_level(corpus: Corpus, facts: Iterable[int],
@@ -350,7 +367,8 @@ def chance_level(corpus: Corpus, facts: Iterable[int],
     return float(np.mean(out)) if out else float("nan")
 
 
-def majority_floor(facts: np.ndarray, targets: Iterable[int]) -> np.ndarray:
+def majority_floor(facts: np.ndarray, targets: Iterable[int], *,
+                   any_true: bool = True) -> np.ndarray:
     """Per target: the chance that "always answer the most frequent object" is right.
 
     For a target ``(s, r, o)``, the most frequent object of ``r`` is counted over every
@@ -360,21 +378,31 @@ def majority_floor(facts: np.ndarray, targets: Iterable[int]) -> np.ndarray:
     relation's output bias would score: "above chance" means above this, not above
     ``1 / number of entities``.
 
+    ``any_true`` (default): the guess is right if it names any true object of ``(s, r)``
+    in ``facts`` (the probes' rule for several true objects, :mod:`kgtest.several`):
+    the floor is ``k / m`` where ``k`` of the ``m`` tied objects are true objects of
+    ``(s, r)``; ``False``: only ``o`` is right (the in-context probes, whose premises
+    imply one object). With one true object per ``(s, r)`` both give the same floor.
+
     >>> import numpy as np
     >>> F = np.array([[0, 0, 5], [1, 0, 5], [2, 0, 6], [3, 1, 7]])
     >>> majority_floor(F, [0, 2, 3]).tolist()
     [0.5, 0.0, 0.0]
+    >>> F = np.array([[0, 0, 5], [0, 0, 6], [1, 0, 5], [2, 0, 5]])  # 0 r 5 and 0 r 6
+    >>> majority_floor(F, [1], any_true=False).tolist(), majority_floor(F, [1]).tolist()
+    ([0.0], [1.0])
     """
     F = np.asarray(facts)
     targets = [int(f) for f in targets]
     out = np.zeros(len(targets))
     for i, f in enumerate(targets):
-        r, o = F[f, 1], F[f, 2]
+        s, r, o = F[f]
         others = np.flatnonzero(F[:, 1] == r)
         others = others[others != f]
         if not len(others):
             continue
         objs, counts = np.unique(F[others, 2], return_counts=True)
         modes = objs[counts == counts.max()]
-        out[i] = 1.0 / len(modes) if o in modes else 0.0
+        true = np.unique(F[(F[:, 0] == s) & (F[:, 1] == r), 2]) if any_true else [o]
+        out[i] = np.isin(modes, true).sum() / len(modes)
     return out
