@@ -50,7 +50,8 @@ chance              float      ``1 / n_candidates``
 floor               float      the most-frequent-object floor of this fact: ``1/m`` if its
                                object is among the ``m`` most frequent objects of its
                                relation (leave-one-out), else 0; with several true
-                               objects, ``k/m`` where ``k`` of the ``m`` are true objects
+                               objects, ``k/m`` where ``k`` of the ``m`` are true objects,
+                               or 0 if an object that is not true out-counts it
 gated_in            bool       the original model knew this fact by ``gate``; only gated-in
                                rows count toward a rate
 gate                str        the original's probe that gates the row: ``direct``, ``cot``,

@@ -378,19 +378,23 @@ def majority_floor(facts: np.ndarray, targets: Iterable[int], *,
     relation's output bias would score: "above chance" means above this, not above
     ``1 / number of entities``.
 
-    ``any_true`` (default): the guess is right if it names any true object of ``(s, r)``
-    in ``facts`` (the probes' rule for several true objects, :mod:`kgtest.several`):
-    the floor is ``k / m`` where ``k`` of the ``m`` tied objects are true objects of
-    ``(s, r)``; ``False``: only ``o`` is right (the in-context probes, whose premises
+    ``any_true`` (default): the probes' rule for several true objects of ``(s, r)`` in
+    ``facts`` (:mod:`kgtest.several`), applied to the guesser that ranks objects by their
+    counts: its answer must be a true object (``k`` of the ``m`` tied modes are) and no
+    object that is not true may out-count ``o`` (filtered rank 1), so the floor is
+    ``k / m`` or 0. ``False``: only ``o`` is right (the in-context probes, whose premises
     imply one object). With one true object per ``(s, r)`` both give the same floor.
 
     >>> import numpy as np
     >>> F = np.array([[0, 0, 5], [1, 0, 5], [2, 0, 6], [3, 1, 7]])
     >>> majority_floor(F, [0, 2, 3]).tolist()
     [0.5, 0.0, 0.0]
-    >>> F = np.array([[0, 0, 5], [0, 0, 6], [1, 0, 5], [2, 0, 5]])  # 0 r 5 and 0 r 6
+    >>> F = np.array([[0, 0, 5], [0, 0, 6], [1, 0, 5], [2, 0, 5], [3, 0, 6]])  # 0 r 5, 0 r 6
     >>> majority_floor(F, [1], any_true=False).tolist(), majority_floor(F, [1]).tolist()
     ([0.0], [1.0])
+    >>> F = np.vstack([F, [[4, 0, 7], [5, 0, 7]]])  # 7 (not true of "0 r") out-counts 6
+    >>> majority_floor(F, [1]).tolist()
+    [0.0]
     """
     F = np.asarray(facts)
     targets = [int(f) for f in targets]
@@ -405,4 +409,7 @@ def majority_floor(facts: np.ndarray, targets: Iterable[int], *,
         modes = objs[counts == counts.max()]
         true = np.unique(F[(F[:, 0] == s) & (F[:, 1] == r), 2]) if any_true else [o]
         out[i] = np.isin(modes, true).sum() / len(modes)
+        if len(true) > 1:  # and no wrong object counted above o (0 if o has no count)
+            wrong = counts[~np.isin(objs, true)]
+            out[i] *= not (len(wrong) and wrong.max() > counts[objs == o].sum())
     return out

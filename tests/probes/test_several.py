@@ -104,12 +104,16 @@ def test_a_functional_world_keeps_exact_greedy_match(monkeypatch):
     assert all(r["n_true"] == 1 and r["filtered_rank"] == r["rank"] for r in rows.values())
 
 
-def test_the_floor_counts_a_guess_of_any_true_object(ctx):
+def test_the_floor_uses_the_same_rule(ctx):
     ape = _id(ctx, "a", "p", "e")
     F = ctx.corpus.facts
-    # other p facts: a p b, b p c, e p d: three tied modes b, c, d; b is a true "a p" object
-    assert majority_floor(F, [ape], any_true=False).tolist() == [0.0]  # only e is right
-    assert ctx.floor(ape) == majority_floor(F, [ape])[0] == pytest.approx(1 / 3)
+    # other p facts: a p b, b p c, e p d: three tied modes b, c, d; b is a true "a p"
+    # object, but c and d (wrong) out-count e (never an object elsewhere)
+    assert ctx.floor(ape) == majority_floor(F, [ape])[0] == 0.0
+    more = np.vstack([F, [[7, int(F[ape, 1]), int(F[ape, 2])]]])  # one more "? p e"
+    # four tied modes b, c, d, e: two are true objects of "a p", and none out-counts e
+    assert majority_floor(more, [ape]).tolist() == [1 / 2]
+    assert majority_floor(more, [ape], any_true=False).tolist() == [1 / 4]  # e alone
     assert toy_context().floor(0) == majority_floor(toy_context().corpus.facts, [0])[0]
 
 
