@@ -21,6 +21,11 @@ probes; every control); the full quickstart is about 30 CPU-minutes per seed.
     .venv/bin/python benchmarks/bench_seeds.py --small --seeds 5
     .venv/bin/python benchmarks/bench_seeds.py --seeds 5            # the full quickstart
     .venv/bin/python benchmarks/bench_seeds.py --dry-run            # 2 seeds, 20 steps: runs
+    .venv/bin/python benchmarks/bench_seeds.py --small --unlearn-only --seeds 5
+
+``--unlearn-only`` trains ``--small``'s originals (stacked), then times the quickstart's
+whole ``[unlearn]`` section (GradDiff, NPO, IdkSFT, plain and deep, its 2 x 3 tuning grid)
+on them one seed at a time and stacked, and counts the stages whose chosen grid point agrees.
 """
 
 from __future__ import annotations
@@ -101,6 +106,56 @@ def compare(cfgs, a: Path, b: Path) -> dict:
     return {"score": worst, "flips": flips, "rows": rows, "rate": rate}
 
 
+def unlearning_only(cfgs, out: Path) -> None:
+    """``--unlearn-only``: the quickstart's whole ``[unlearn]`` section (every method, plain
+    and deep, its tuning grid) on M trained originals, one seed at a time vs stacked."""
+    import shutil
+
+    from kgtest.multiseed import train_originals
+    from kgtest.pipeline import corpus_stage, train_experiment, world_of, world_stage
+    from kgtest.unlearn.api import RunContext, unlearn_variant
+    from kgtest.unlearn.stacked_run import unlearn_members
+
+    dirs = [run_dir_of(out / "trained", c) for c in cfgs]
+    worlds = [world_of(c) for c in cfgs]
+    for c, d, w in zip(cfgs, dirs, worlds, strict=True):
+        world_stage(c, d, w)
+        corpus_stage(c, d, w)
+    train_originals(cfgs, dirs, worlds, log=lambda m: None)
+    ctxs = {}
+    for side in ("separate", "stacked"):
+        ctxs[side] = []
+        for c, d, w in zip(cfgs, dirs, worlds, strict=True):
+            shutil.copytree(d, out / side / d.name)
+            ctxs[side].append(RunContext.of(c, train_experiment(c, out / side / d.name, w), w))
+
+    def one_at_a_time():
+        for ctx in ctxs["separate"]:
+            for method in ctx.cfg.unlearn.methods:
+                for deep in ctx.cfg.unlearn.deep:
+                    unlearn_variant(ctx, ctx.cfg.unlearn, method, deep=deep)
+
+    wall_sep, cpu_sep = _timed(one_at_a_time)
+    wall_st, cpu_st = _timed(lambda: unlearn_members(ctxs["stacked"], log=_stamped))
+    same = total = 0
+    for a, b in zip(ctxs["separate"], ctxs["stacked"], strict=True):
+        for stage in sorted(a.run_dir.glob("unlearn-*")):
+            ra, rb = (json.loads((d / stage.name / "unlearn.json").read_text())
+                      for d in (a.run_dir, b.run_dir))
+            same += (ra["lr"], ra["epochs"]) == (rb["lr"], rb["epochs"])
+            total += 1
+    RATIOS["seeds: stacked vs separate unlearning (CPU)"] = cpu_sep / cpu_st
+    print(f"== unlearning only: {cfgs[0].unlearn.methods} x deep {cfgs[0].unlearn.deep}, "
+          f"grid {cfgs[0].unlearn.tune_lrs} x {cfgs[0].unlearn.tune_epochs} epochs, "
+          f"{len(cfgs)} seeds, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs ==")
+    print(f"{'side':<24}{'wall s':>9}{'CPU s':>9}")
+    print(f"{'one seed at a time':<24}{wall_sep:>9.1f}{cpu_sep:>9.1f}")
+    print(f"{'stacked':<24}{wall_st:>9.1f}{cpu_st:>9.1f}")
+    print(f"speed-up {wall_sep / wall_st:.2f}x wall, {cpu_sep / cpu_st:.2f}x CPU; the same "
+          f"chosen grid point in {same} of {total} stages")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
@@ -112,17 +167,24 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true",
                     help="--small with 20 training steps and 2 seeds: checks that both "
                          "sides run and compare (benchmarks/gpu_check.py --dry-run)")
+    ap.add_argument("--unlearn-only", action="store_true",
+                    help="time the unlearning stages alone (the quickstart's [unlearn], "
+                         "with --small's model and training)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.dry_run:
         args.small, args.seeds = True, min(args.seeds, 2)
-    overrides = [*(SMALL if args.small else []),
+    small = SMALL[:4] if args.unlearn_only else SMALL  # the model and training of --small
+    overrides = [*(small if args.small else []),
                  *(DRY if args.dry_run else []), f"train.threads={args.threads}",
                  f"train.device={args.device}", f"unlearn.device={args.device}",
                  "train.progress=false", "unlearn.progress=false"]
     cfgs = seed_configs(SPEC, overrides, args.seeds)
     load_experiment(SPEC, overrides)  # bad overrides fail before any work
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_seeds-"))
+    if args.unlearn_only:
+        unlearning_only(cfgs, out)
+        return 0
     wall_sep, cpu_sep, each = separate(cfgs, out / "separate")
     wall_st, cpu_st = _timed(lambda: run_seeds(cfgs, out / "stacked", log=_stamped))
     diff = compare(cfgs, out / "separate", out / "stacked")
