@@ -83,6 +83,7 @@ from kgtest.errors import InputError
 from kgtest.model import save_model
 from kgtest.stacked_lm import StackedLM
 from kgtest.train import TrainConfig, make_optimizer, make_scheduler, resolve_device
+from kgtest.train_config import pinned_threads, run_threads
 
 __all__ = ["StackedLM", "EnsembleResult", "train_ensemble", "MEMBER_DIR"]
 
@@ -229,16 +230,11 @@ def train_ensemble(models: Sequence[PreTrainedModel],
     device = resolve_device(cfg.device)
     toks, fns, seeds, corpora = _member_inputs(models, tokenizer, docs, eval_fn, batch_seeds,
                                                cfg)
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed or 0)
-            loop = _Loop(models, corpora, seeds, cfg, out, device, fns)
-            seconds, cpu_seconds = loop.run()
-    finally:
-        torch.set_num_threads(threads_before)
+    with (pinned_threads(run_threads(cfg.threads, device)),  # as kgtest.train.train
+          torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])):
+        torch.manual_seed(cfg.seed or 0)
+        loop = _Loop(models, corpora, seeds, cfg, out, device, fns)
+        seconds, cpu_seconds = loop.run()
     dirs = []
     for m, model in enumerate(models):
         model.to("cpu")

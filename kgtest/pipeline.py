@@ -53,7 +53,8 @@ from kgtest.interop.runinfo import write_run_info
 from kgtest.report.runs import STAGES
 from kgtest.seeds import seed_strings, stage_seed
 from kgtest.symbolic.facts import atomic_write_text
-from kgtest.train_eval import EvalSets, eval_sets, make_eval_fn, scored_facts
+from kgtest.train_config import resolve_device, run_threads
+from kgtest.train_eval import EvalSets, make_eval_fn, measurable_stop, run_eval_sets
 from kgtest.worlds.export import describe_world, write_world
 from kgtest.worlds.samplers import sample_world
 from kgtest.worlds.world import World
@@ -158,12 +159,8 @@ def train_job(cfg: ExperimentConfig, corpus_dir: Path, world: World | None = Non
     seeds = cfg.seeds()
     model = build_model(cfg.model, tok, seed=seeds["model"])
     world = world or world_of(cfg)
-    sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split),
-                     entity_type=world.entity_type)
-    train_cfg = replace(cfg.train, seed=seeds["batches"])
-    if not sets.cot and "cot" in train_cfg.stop_at:  # no held-out facts to measure CoT on
-        train_cfg = replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
-                                                if k != "cot"})
+    sets = run_eval_sets(cfg, corpus, split, entity_type=world.entity_type)
+    train_cfg = measurable_stop(replace(cfg.train, seed=seeds["batches"]), sets)
     stream = in_context_stream(world.close(), corpus, split,
                                seed=seeds["icl"])
     if stream is not None and not train_cfg.answer_only_loss:
@@ -184,7 +181,8 @@ def write_model_stage(cfg: ExperimentConfig, tmp: Path, job: TrainJob, result,
         "n_eval_direct": len(sets.direct), "n_eval_cot": len(sets.cot),
         **{f"n_eval_{k}": len(getattr(sets, k)) for k in ("latent_id", "latent_ood")
            if getattr(sets, k)},
-        "seeds": seed_strings({k: seeds[k] for k in ("model", "batches", "eval")}), **extra,
+        "seeds": seed_strings({k: seeds[k] for k in ("model", "batches", "eval")}),
+        "threads": run_threads(job.cfg.threads, resolve_device(job.cfg.device)), **extra,
     }
     atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     _write_config(cfg, tmp)
@@ -232,6 +230,13 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike,
 # --- the variants of one trained run -------------------------------------------------------
 
 
+def stage_threads(cfg: ExperimentConfig, jobs: int = 1) -> int:
+    """The intra-op threads of a run's stages after training: 1 in a stage pool
+    (``jobs`` > 1, one thread per worker), else the run's
+    (:func:`~kgtest.train_config.run_threads` of ``train.threads``)."""
+    return 1 if jobs > 1 else run_threads(cfg.train.threads, resolve_device(cfg.train.device))
+
+
 def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World,
                  trained: TrainedRun, *, run_id: str | None = None,
                  world_seed: int | None = None, jobs: int = 1, log=print,
@@ -259,6 +264,7 @@ def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World
         Worker processes (one torch thread each) for the independent stages: controls and
         unlearned variants, then each variant's probes as soon as it is built. The
         records are the ones a serial run at one thread gives (:mod:`kgtest.variants`).
+        Serially, every stage runs with the run's threads (:func:`stage_threads`).
     log : callable
         One progress line per stage.
     stages : list, optional
@@ -272,13 +278,15 @@ def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World
     from kgtest.unlearn.api import RunContext
     from kgtest.variants import ProbeJob, build_variant, run_parallel, stage_line, variant_builds
 
-    ctx = RunContext.of(cfg, trained, world)
+    threads = stage_threads(cfg, jobs)
+    ctx = RunContext.of(cfg, trained, world, threads=threads)
     seeds = cfg.seeds()
     probe = ProbeJob(cfg=cfg, corpus_dir=Path(trained.corpus_dir), world=world,
                      run_id=run_id or f"{cfg.run.name}-seed{cfg.run.seed}",
                      seeds={"world": seeds["world"] if world_seed is None else world_seed,
                             "train": seeds["batches"], "unlearn": seeds["unlearn"],
-                            "attack": seeds["attack"], "probes": seeds["probes"]})
+                            "attack": seeds["attack"], "probes": seeds["probes"]},
+                     threads=threads)
     builds = variant_builds(cfg)
     if jobs > 1:
         return run_parallel(ctx, builds, probe, jobs=jobs, log=log, stages=stages)
@@ -347,8 +355,9 @@ def records_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: Worl
 
     def build(tmp: Path) -> None:
         all_seeds = cfg.seeds()
-        atomic_write_text(tmp / "seeds.json",
-                          json.dumps({"run": str(cfg.run.seed), **seed_strings(all_seeds)},
+        atomic_write_text(tmp / "seeds.json",  # and the intra-op threads the stages used
+                          json.dumps({"run": str(cfg.run.seed), **seed_strings(all_seeds),
+                                      "threads": str(stage_threads(cfg, jobs))},
                                      indent=1) + "\n")
         stages = [Path(trained.corpus_dir).name, Path(trained.stage_dir).name]
         rows = run_variants(cfg, run_dir, world, trained, jobs=jobs, log=log, stages=stages)
@@ -386,10 +395,9 @@ def ensemble_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike, members: i
         models = [build_model(cfg.model, tok, seed=stage_seed(cfg.run.seed + m, "model"))
                   for m in range(members)]
         seeds = cfg.seeds()
-        sets = eval_sets(corpus, split, seed=seeds["eval"], avoid=scored_facts(cfg, corpus, split),
-                         entity_type=world_of(cfg).entity_type)
+        sets = run_eval_sets(cfg, corpus, split, entity_type=world_of(cfg).entity_type)
         res = train_ensemble(models, tok, list(corpus.train),
-                             replace(cfg.train, seed=seeds["batches"]), tmp,
+                             measurable_stop(replace(cfg.train, seed=seeds["batches"]), sets), tmp,
                              eval_fn=make_eval_fn(tok, sets))
         metrics = {"members": members, "steps": list(res.steps),
                    "final_loss": list(res.final_losses), "metrics": list(res.metrics),

@@ -88,7 +88,14 @@ from kgtest.checkpoint import (
 from kgtest.config import to_dict
 from kgtest.errors import InputError
 from kgtest.model import base_model, head_logits, save_model
-from kgtest.train_config import TrainConfig, TrainResult, default_threads, resolve_device
+from kgtest.train_config import (
+    TrainConfig,
+    TrainResult,
+    default_threads,
+    pinned_threads,
+    resolve_device,
+    run_threads,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "EncodedCorpus", "encode_corpus", "train",
            "supervised_loss", "split_by_length", "default_threads",
@@ -463,22 +470,16 @@ def _seeded_run(run: _Run, cfg: TrainConfig, device: torch.device) -> tuple[floa
     state) inside a fork, so a run is a function of its seed and the caller's RNG and
     thread count are left as they were.
     """
-    threads_before = torch.get_num_threads()
-    threads = cfg.threads or default_threads(device)
-    if threads != threads_before:
-        torch.set_num_threads(threads)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with (pinned_threads(run_threads(cfg.threads, device)),
+          torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])):
         torch.manual_seed(cfg.seed or 0)
         if run.rng is not None:
             torch.set_rng_state(run.rng[0])
             if run.rng[1] is not None and device.type == "cuda":
                 torch.cuda.set_rng_state(run.rng[1], device)
-        try:
-            out = run.run()
-            run.close()
-            return out
-        finally:
-            torch.set_num_threads(threads_before)
+        out = run.run()
+        run.close()
+        return out
 
 
 def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: Sequence[dict],

@@ -2,6 +2,14 @@
 and where it runs: the device (:func:`resolve_device`) and its intra-op threads
 (:func:`default_threads`). :mod:`kgtest.train` has the loop and re-exports these.
 
+One thread count per run: ``train.threads`` (0: :func:`default_threads`) is resolved once
+by :func:`run_threads`, and every stage that computes (training, the retrained controls,
+unlearning and its tuning grid, every probe and attack) runs inside
+:func:`pinned_threads` of that count, the caller's count restored afterwards, so a stage's
+results do not depend on torch's default (the machine's core count). The stage pool
+(``--jobs``) and sweep workers pin one thread per worker (:func:`kgtest.workers.setup_worker`)
+and pass 1 as the run's count. Stage files record the count used (``threads``).
+
 Examples
 --------
 >>> TrainConfig().steps, TrainConfig(threads=1).threads
@@ -11,6 +19,8 @@ Examples
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,7 +30,8 @@ import torch
 from kgtest.config import MAX_STEPS, in_range, max_threads, nonneg, positive
 from kgtest.errors import InputError
 
-__all__ = ["TrainConfig", "TrainResult", "resolve_device", "default_threads"]
+__all__ = ["TrainConfig", "TrainResult", "resolve_device", "default_threads", "run_threads",
+           "pinned_threads"]
 
 
 def _betas(value) -> str | None:
@@ -48,7 +59,8 @@ class TrainConfig:
     seed: int | None = None  # batch order, dropout (None: derived from run.seed; alone: 0)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     compile: bool = False  # torch.compile the body (~5% on CPU for ~40 s of compiling)
-    threads: int = field(default=0, metadata={"check": in_range(0, max_threads())})  # 0: auto
+    threads: int = field(default=0, metadata={"check": in_range(0, max_threads())})  # every
+    # stage's intra-op threads (0: default_threads, half the cores; run_threads)
     stop_at: dict[str, float] = field(default_factory=dict)  # e.g. {direct = 0.99, cot = 0.95}
     progress: bool = True  # tqdm progress bar on stderr
     tensorboard: bool = True  # also log to out_dir/tb when tensorboard is importable
@@ -96,3 +108,35 @@ def default_threads(device) -> int:
     if torch.device(device).type != "cpu":
         return torch.get_num_threads()
     return max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) // 2))
+
+
+def run_threads(threads: int, device="cpu") -> int:
+    """The intra-op threads every stage of a run uses: ``threads`` (``train.threads``), or
+    :func:`default_threads` of ``device`` when 0.
+
+    >>> run_threads(3), run_threads(0) == default_threads("cpu")
+    (3, True)
+    """
+    return int(threads) if threads else default_threads(device)
+
+
+@contextmanager
+def pinned_threads(n: int) -> Iterator[int]:
+    """Run the block with ``n`` intra-op threads (``torch.set_num_threads``), restored after.
+
+    >>> before = torch.get_num_threads()
+    >>> with pinned_threads(1) as n:
+    ...     n, torch.get_num_threads()
+    (1, 1)
+    >>> torch.get_num_threads() == before
+    True
+    """
+    before = torch.get_num_threads()
+    n = max(1, int(n))
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

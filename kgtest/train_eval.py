@@ -1,7 +1,8 @@
 """In-loop evaluation: the questions training asks every ``eval_every`` steps to stop early.
 
 :func:`eval_sets` picks a fixed, seeded sample of the corpus's eval documents (never the
-forget or validation targets, nor the facts the utility probe scores); :func:`make_eval_fn`
+forget or validation targets, nor the facts the utility probe scores, and of the held-out
+facts only the stop half that no probe asks: ``Split.held_out_stop``); :func:`make_eval_fn`
 turns it into the ``eval_fn(model) -> {"direct": acc, "cot": acc, ...}`` that
 :func:`kgtest.train.train` calls. The pipeline's training stage and the ensemble use it.
 An answer is read as the probes read it (:meth:`kgtest.corpus.surface.Surface.split_answer`,
@@ -27,7 +28,8 @@ import numpy as np
 from kgtest.corpus.splits import Split
 from kgtest.corpus.surface import Surface
 
-__all__ = ["EvalSets", "eval_sets", "make_eval_fn", "is_correct", "scored_facts"]
+__all__ = ["EvalSets", "eval_sets", "run_eval_sets", "measurable_stop", "make_eval_fn",
+           "is_correct", "scored_facts"]
 
 
 def is_correct(output: str, doc: dict, surface: Surface) -> bool:
@@ -46,8 +48,8 @@ class EvalSets:
 
     surface: Surface  # the corpus's: reads the answers (Surface.split_answer)
     direct: tuple  # QA on facts stated in training
-    cot: tuple  # CoT questions on held-out derived facts (rule demonstrated elsewhere)
-    # with split.ood_fraction > 0, the latent (no CoT) question on held-out derived facts,
+    cot: tuple  # CoT questions on the stop half of the held-out facts (Split.held_out_stop)
+    # with split.ood_fraction > 0, the latent (no CoT) question on that stop half,
     # in distribution and out of it (Split.ood): Wang et al.'s grokking curves
     latent_id: tuple = ()
     latent_ood: tuple = ()
@@ -63,14 +65,16 @@ def eval_sets(corpus, split: Split, *, limit: int = 200, seed: int = 0,
     """Pick the in-loop evaluation questions from a corpus's eval documents.
 
     Early stopping must not select on the facts the report scores: the forget and
-    validation targets and ``avoid`` (the utility probe's retained facts) are never asked.
+    validation targets and ``avoid`` (the utility probe's retained facts) are never asked,
+    and of the held-out facts only :attr:`~kgtest.corpus.splits.Split.held_out_stop` (the
+    probes score the other half, ``held_out_scored``).
     ``entity_type`` (the world's, per entity) gives the candidates of a question with
     several true answers (``EvalSets.several``); without it, every entity is one.
     """
     skip = set(split.forget.tolist()) | set(split.validation.tolist()) | {int(f) for f in avoid}
     trained = {f["id"] for d in corpus.train if d["kind"] in ("statement", "qa")
                for f in d["facts"] if f["role"] in ("stated", "answer")} - skip
-    held = set(split.held_out.tolist()) - skip
+    held = set(split.held_out_stop.tolist()) - skip
     ood = set(split.ood.tolist())
     direct, cot, latent = [], [], {False: [], True: []}
     for d in corpus.eval:
@@ -107,6 +111,33 @@ def _several(corpus, sets: EvalSets, entity_type) -> dict:
         if t is not None:
             out[f] = t
     return out
+
+
+def run_eval_sets(cfg, corpus, split: Split, entity_type=None) -> EvalSets:
+    """The in-loop questions of a run: :func:`eval_sets` with the run's ``eval`` seed,
+    avoiding the utility probe's facts (:func:`scored_facts`); ``entity_type`` as there.
+    The pipeline's training stage, the ensemble and the stacked seeds all ask these."""
+    return eval_sets(corpus, split, seed=cfg.seeds()["eval"],
+                     avoid=scored_facts(cfg, corpus, split), entity_type=entity_type)
+
+
+def measurable_stop(train_cfg, sets: EvalSets):
+    """``train_cfg`` without the ``stop_at`` criteria ``sets`` cannot measure (``cot``,
+    ``latent_id``, ``latent_ood`` with no question: e.g. a world whose one held-out fact
+    is in the scored half, :attr:`~kgtest.corpus.splits.Split.held_out_scored`).
+
+    >>> from kgtest.train_config import TrainConfig
+    >>> sets = EvalSets(surface=None, direct=(), cot=())
+    >>> measurable_stop(TrainConfig(stop_at={"direct": 1.0, "cot": 0.9}), sets).stop_at
+    {'direct': 1.0}
+    """
+    from dataclasses import replace
+
+    gone = {k for k in ("cot", "latent_id", "latent_ood") if not getattr(sets, k)}
+    if not gone & set(train_cfg.stop_at):
+        return train_cfg
+    return replace(train_cfg, stop_at={k: v for k, v in train_cfg.stop_at.items()
+                                       if k not in gone})
 
 
 def scored_facts(cfg, corpus, split: Split) -> set[int]:

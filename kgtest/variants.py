@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kgtest.train_config import pinned_threads
 from kgtest.unlearn.api import (
     RunContext,
     Variant,
@@ -69,6 +70,7 @@ class ProbeJob:
     world: Any  # World
     run_id: str
     seeds: dict  # world, train, unlearn, attack, probes: recorded on every row
+    threads: int = 1  # intra-op threads of every probe and attack (the run's; 1 in a pool)
 
     def context(self, removed: dict):
         """A :class:`~kgtest.probes.context.ProbeContext` with ``removed`` facts per variant."""
@@ -87,8 +89,9 @@ class ProbeJob:
         from kgtest.progress import probe_progress
 
         ctx = self.context(removed)
-        with probe_progress(len(variants) * len(self.cfg.probes.probes),
-                            lambda msg: log(f"      {msg}")) as plog:
+        with pinned_threads(self.threads), probe_progress(
+                len(variants) * len(self.cfg.probes.probes),
+                lambda msg: log(f"      {msg}")) as plog:
             return evaluate(variants, ctx, probes=self.cfg.probes.probes, log=plog,
                             facts=asked(ctx, self.cfg.probes.facts))
 
@@ -102,8 +105,9 @@ class ProbeJob:
         first = original_state is None
         if not first:
             ctx.adopt(original_state)
-        rows, known = probe_variant(name, model_dir, ctx, self.cfg.probes.probes,
-                                    asked(ctx, self.cfg.probes.facts), gate_source=first)
+        with pinned_threads(self.threads):
+            rows, known = probe_variant(name, model_dir, ctx, self.cfg.probes.probes,
+                                        asked(ctx, self.cfg.probes.facts), gate_source=first)
         return rows, known, (ctx.original_state() if first else None)
 
 

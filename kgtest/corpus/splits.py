@@ -35,6 +35,20 @@ derived facts are ``Split.ood``; the other held-out facts are the in-distributio
 set. OOD facts are never targets. Records tag both kinds of OOD facts ``ood``
 (:mod:`kgtest.records`, column ``tags``).
 
+**Stop and scored halves.** Early stopping must never select on facts the report
+scores, so the held-out facts are cut in two, once, here (:func:`halve_held_out`, seeded
+from the split's own seed, itself derived from ``run.seed``): :attr:`Split.held_out_stop`
+is asked only by the in-loop evaluation (:func:`kgtest.train_eval.eval_sets`: the ``cot``
+stop criterion and the ``latent_id`` / ``latent_ood`` grokking curves of the training
+log), :attr:`Split.held_out_scored` by every probe that asks held-out facts (``implied``
+rows of the ``latent`` probe, ``utility_rule`` and ``utility_loss`` of the ``utility``
+probe, ``probes.facts = "held_out"``). The cut is stratified by :attr:`Split.ood`, so both
+halves hold in- and out-of-distribution facts where there are some; an odd stratum gives
+its extra fact to the scored half (a world with one held-out fact scores it and has no
+in-loop CoT question: training then drops ``cot`` from ``stop_at``). Everything about
+*training* (no document mentions a held-out fact, in-context documents avoid them, the
+knowledge base of deep unlearning, exports by label) still uses the whole ``held_out``.
+
 Targets and their premises are never held out. A derived fact is held out when its rules
 are not *demonstrated* on its subject (``demo_fraction``: each rule is demonstrated on a
 seeded fraction of the entities that are subjects of its facts), or by the random
@@ -77,10 +91,12 @@ from kgtest.corpus.targets import (
     target_rule_ids,
 )
 from kgtest.errors import InputError
+from kgtest.seeds import stage_seed
 from kgtest.symbolic.closure import Closure
 from kgtest.symbolic.facts import atomic_write_text
 
-__all__ = ["SplitConfig", "Split", "choose_split", "LABELS", "TARGET_CATEGORIES",
+__all__ = ["SplitConfig", "Split", "choose_split", "halve_held_out", "LABELS",
+           "TARGET_CATEGORIES",
            "PRESENTATIONS", "demonstrations", "fact_frequency",
            "target_rule_ids", "ood_facts"]
 
@@ -189,6 +205,20 @@ class Split:
             out[getattr(self, name)] = name
         return out
 
+    @cached_property
+    def _halves(self) -> tuple[np.ndarray, np.ndarray]:
+        return halve_held_out(self.held_out, self.ood, self.seed)
+
+    @property
+    def held_out_stop(self) -> np.ndarray:
+        """Held-out facts the in-loop evaluation asks (early stopping), never probed."""
+        return self._halves[0]
+
+    @property
+    def held_out_scored(self) -> np.ndarray:
+        """Held-out facts the probes ask and the report scores, never used to stop."""
+        return self._halves[1]
+
     def counts(self) -> dict[str, int]:
         """Facts per label."""
         names, n = np.unique(self.labels.astype(str), return_counts=True)
@@ -242,6 +272,40 @@ class Split:
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"{p}: cannot read split ({err})") from None
         return cls.from_json(data, where=str(p))
+
+
+def halve_held_out(held_out: np.ndarray, ood: np.ndarray, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Cut held-out fact ids into a stop half and a scored half (module docstring).
+
+    Within each stratum (held-out facts in :attr:`Split.ood`, the others) a seeded
+    permutation gives the first ``floor(k / 2)`` facts to the stop half and the rest to the
+    scored half, so the scored half gets the odd one out (one held-out fact: scored). The
+    permutation's seed is ``stage_seed(seed, "held_out")`` (``seed``: the split's seed).
+
+    Returns
+    -------
+    stop, scored : (k,) int64 arrays
+        Sorted, disjoint, their union ``held_out``.
+
+    Examples
+    --------
+    >>> stop, scored = halve_held_out(np.arange(5), np.zeros(0, dtype=np.int64), seed=0)
+    >>> len(stop), len(scored), sorted(stop.tolist() + scored.tolist())
+    (2, 3, [0, 1, 2, 3, 4])
+    >>> [a.tolist() for a in halve_held_out(np.array([7]), np.array([7]), seed=0)]
+    [[], [7]]
+    """
+    held = np.asarray(held_out, dtype=np.int64)
+    rng = np.random.default_rng(stage_seed(int(seed), "held_out"))
+    in_ood = np.isin(held, np.asarray(ood, dtype=np.int64))
+    stop, scored = [], []
+    for stratum in (held[~in_ood], held[in_ood]):
+        perm = rng.permutation(np.sort(stratum))
+        stop.append(perm[: len(perm) // 2])
+        scored.append(perm[len(perm) // 2:])
+    return (np.sort(np.concatenate(stop)).astype(np.int64),
+            np.sort(np.concatenate(scored)).astype(np.int64))
 
 
 def _check_demonstrated(closure: Closure, demos: dict, where: str) -> None:

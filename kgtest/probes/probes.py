@@ -300,7 +300,8 @@ def latent(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     trained on (every target of the filter, ignorance and never-trained controls; any
     target rendered as ``implied``), and on an unlearning method the targets presented
     stated only (no chain of their own to recall); other targets are not applicable.
-    Rows ``implied``: the split's held-out derived facts, never rendered for any variant:
+    Rows ``implied``: the split's held-out derived facts, never rendered for any variant
+    (the scored half, ``Split.held_out_scored``: early stopping never saw them):
     a capability measure, not the targets.
     """
     facts = [int(f) for f in facts]
@@ -308,8 +309,8 @@ def latent(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     rest = sorted(set(facts) - set(asked))
     return (ask(model, tokenizer, ctx, direct_items(ctx, asked), "latent")
             + na_rows(ctx, rest, "latent")
-            + ask(model, tokenizer, ctx, direct_items(ctx, ctx.split.held_out.tolist()),
-                  "implied"))
+            + ask(model, tokenizer, ctx,
+                  direct_items(ctx, ctx.split.held_out_scored.tolist()), "implied"))
 
 
 def _sample(ids, limit: int, seed: int) -> list[int]:
@@ -339,7 +340,7 @@ def utility(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     """Retain facts (direct, cot), rule use on unrelated entities, held-out loss.
 
     Rows: ``utility_direct`` (retained stated facts), ``utility_cot`` (retained facts
-    trained with CoT), ``utility_rule`` (held-out derived facts none of whose entities
+    trained with CoT), ``utility_rule`` (scored held-out derived facts, none of whose entities
     appear in a forget target or its premises, asked with CoT: the inference capability
     away from the targets; none in a small world where every entity is near a target)
     and ``utility_loss`` (mean log-prob per token of the gold CoT documents of held-out
@@ -350,12 +351,13 @@ def utility(model, tokenizer, facts, ctx: ProbeContext) -> list[dict]:
     kept = utility_retain_facts(ctx.corpus, sp, ctx.utility_limit, seed)
     near = np.concatenate([sp.forget, sp.premise]).astype(np.int64)
     near_ents = set(F[near][:, [0, 2]].ravel().tolist())
-    far = [int(f) for f in sp.held_out if not {int(F[f, 0]), int(F[f, 2])} & near_ents]
+    held = sp.held_out_scored.tolist()  # never the in-loop stop half (Split.held_out_stop)
+    far = [int(f) for f in held if not {int(F[f, 0]), int(F[f, 2])} & near_ents]
     rows = ask(model, tokenizer, ctx, direct_items(ctx, kept["direct"]), "utility_direct")
     rows += _cot(model, tokenizer, kept["cot"], ctx, "utility_cot")
     rows += _cot(model, tokenizer, _sample(far, ctx.utility_limit, seed), ctx, "utility_rule")
     gold = {d["facts"][-1]["id"]: d for d in ctx.corpus.eval if d.get("probe") == "cot"}
-    far = _sample([f for f in sp.held_out.tolist() if f in gold], ctx.utility_limit, seed)
+    far = _sample([f for f in held if f in gold], ctx.utility_limit, seed)
     if far:
         lp = answer_logprobs(model, tokenizer, [gold[f]["prompt"] for f in far],
                              [[gold[f]["completion"]] for f in far])[:, 0]  # (P,)
@@ -376,7 +378,8 @@ def asked(ctx: ProbeContext, which: str = "targets") -> list[int]:
     """The facts the probes ask (``probes.facts``).
 
     ``targets``: the split's forget targets (the default: re-derivation). ``held_out``:
-    the held-out derived facts, never in any document (two-hop questions on facts learned
+    the scored held-out derived facts (``Split.held_out_scored``: never asked by early
+    stopping), never in any document (two-hop questions on facts learned
     only through their premises). ``base``: every base fact (storage and extraction:
     QA on subjects whose QA was never trained, inverse questions).
 
@@ -391,7 +394,7 @@ def asked(ctx: ProbeContext, which: str = "targets") -> list[int]:
     if which == "targets":
         return ctx.split.forget.tolist()
     if which == "held_out":
-        return ctx.split.held_out.tolist()
+        return ctx.split.held_out_scored.tolist()
     return np.flatnonzero(ctx.closure.is_base).tolist()
 
 

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from kgtest.config import MAX_STEPS, in_range
 from kgtest.errors import InputError
@@ -218,7 +219,8 @@ def _fold_attack(model, tokenizer, ctx: ProbeContext, kind: str, probe: str, fol
 
     tc = TrainConfig(steps=steps[-1], lr=lr, batch_size=cfg.batch_size, warmup=0,
                      min_lr_ratio=1.0, eval_every=every, checkpoint_every=0, seed=seed,
-                     progress=False, tensorboard=False)
+                     progress=False, tensorboard=False,
+                     threads=torch.get_num_threads())  # the probes' (the run's, pinned)
     attacked = copy.deepcopy(model)
     with tempfile.TemporaryDirectory(prefix="kgtest-relearn-") as tmp:
         train(attacked, tokenizer, docs, tc, tmp, eval_fn=eval_fn)

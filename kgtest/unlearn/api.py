@@ -50,6 +50,7 @@ from kgtest.seeds import stage_seed
 from kgtest.stages import run_stage
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.train import resolve_device
+from kgtest.train_config import pinned_threads, run_threads
 from kgtest.unlearn.config import CONTROLS, UnlearnConfig
 from kgtest.unlearn.controls import control_corpus, never_trained, train_control
 from kgtest.unlearn.data import (
@@ -92,13 +93,22 @@ class RunContext:
     corpus_dir: Path  # RUN/corpus-<key>
     cfg: ExperimentConfig  # the experiment the model stage was trained under
     world: World  # the world the corpus was rendered from
+    threads: int = 0  # intra-op threads of every stage built here (0: the run's, n_threads)
 
     @classmethod
-    def of(cls, cfg: ExperimentConfig, trained, world: World) -> RunContext:
+    def of(cls, cfg: ExperimentConfig, trained, world: World, threads: int = 0) -> RunContext:
         """The context of a :class:`~kgtest.pipeline.TrainedRun` trained under ``cfg``."""
         stage = Path(trained.stage_dir)
         return cls(run_dir=stage.parent, model_stage=stage,
-                   corpus_dir=Path(trained.corpus_dir), cfg=cfg, world=world)
+                   corpus_dir=Path(trained.corpus_dir), cfg=cfg, world=world,
+                   threads=threads)
+
+    @property
+    def n_threads(self) -> int:
+        """The intra-op threads unlearning, tuning and retraining run with: ``threads``, else
+        the run's (:func:`~kgtest.train_config.run_threads` of ``train.threads``)."""
+        return self.threads or run_threads(self.cfg.train.threads,
+                                           resolve_device(self.cfg.train.device))
 
     def __getstate__(self) -> dict:  # to a worker process: the fields, not the loaded caches
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -303,9 +313,16 @@ def unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: boo
 
     Every method forgets the same units (:func:`~kgtest.unlearn.data.method_docs`); the
     number of steps is ``epochs`` of the forget set (tuned on the validation set, so each
-    document gets the same updates). Returns the unlearned model, its tokenizer and the
-    ``unlearn.json`` record.
+    document gets the same updates). Runs with the run's intra-op threads
+    (:attr:`RunContext.n_threads`, recorded as ``threads``). Returns the unlearned model,
+    its tokenizer and the ``unlearn.json`` record.
     """
+    with pinned_threads(ctx.n_threads) as threads:
+        model, tok, record = _unlearn_model(ctx, cfg, method, deep)
+    return model, tok, {**record, "threads": threads}
+
+
+def _unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, deep: bool):
     t_start = time.perf_counter()
     spec = METHODS.get(method)
     hp = method_params(cfg, method)
@@ -514,7 +531,8 @@ def control_training(ctx: RunContext, cfg: UnlearnConfig, kind: str,
     _, tok = load_model(ctx.model_dir)
     init_seed = stage_seed(ctx.seed, "model")
     record: dict = {"kind": kind, "model_stage": ctx.model_stage.name,
-                    "corpus": ctx.corpus_dir.name, "init_seed": init_seed}
+                    "corpus": ctx.corpus_dir.name, "init_seed": init_seed,
+                    "threads": ctx.n_threads}
     sets = None
     if kind == "ignorance":
         sets = deletion_sets(ctx.closure, ctx.split.forget, kb=ctx.kb, fixed=ctx.fixed,
@@ -523,7 +541,7 @@ def control_training(ctx: RunContext, cfg: UnlearnConfig, kind: str,
                              seed=stage_seed(ctx.unlearn_seed(cfg), "deletion"))
     filtered, dropped, checked = control_corpus(ctx.corpus, ctx.split, kind, deletion=sets)
     train_cfg = ctx.cfg.train
-    train_cfg = replace(train_cfg, steps=steps, progress=cfg.progress,
+    train_cfg = replace(train_cfg, steps=steps, progress=cfg.progress, threads=ctx.n_threads,
                         seed=stage_seed(ctx.seed, "batches") if train_cfg.seed is None
                         else train_cfg.seed)  # the original's batch order
     stream = in_context_stream(ctx.closure, filtered, ctx.split,
@@ -556,7 +574,8 @@ def _build_control(ctx: RunContext, cfg: UnlearnConfig, kind: str, steps: int,
         init_seed = stage_seed(ctx.seed, "model")
         never_trained(tok, ctx.cfg.model, tmp / "model", init_seed=init_seed)
         write_control(tmp, {"kind": kind, "model_stage": ctx.model_stage.name,
-                            "corpus": ctx.corpus_dir.name, "init_seed": init_seed}, t0)
+                            "corpus": ctx.corpus_dir.name, "init_seed": init_seed,
+                            "threads": ctx.n_threads}, t0)
         return
     job = control_training(ctx, cfg, kind, steps)
     res = train_control(job.corpus, job.tokenizer, job.model_cfg, job.train_cfg, tmp,

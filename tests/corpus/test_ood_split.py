@@ -84,8 +84,9 @@ def test_ood_json_round_trip_and_tags(tmp_path, world, closure):
     sets = eval_sets(corpus, sp)  # the in-loop latent questions, ID and OOD
     ids = {name: {d["facts"][0]["id"] for d in getattr(sets, name)}
            for name in ("latent_id", "latent_ood")}
-    assert ids["latent_ood"] == set(sp.ood.tolist())
-    assert ids["latent_id"] == set(sp.held_out.tolist()) - set(sp.ood.tolist())
+    stop, ood = set(sp.held_out_stop.tolist()), set(sp.ood.tolist())
+    assert ids["latent_ood"] == stop & ood and ids["latent_ood"]  # stop half only, and
+    assert ids["latent_id"] == stop - ood and ids["latent_id"]  # stratified: both kinds
     plain = eval_sets(render(closure, world, _split(closure, world), CorpusConfig(), seed=0),
                       _split(closure, world))
     assert plain.latent_id == () and plain.latent_ood == ()  # only with an OOD split
