@@ -31,6 +31,7 @@ from kgtest.seeds import stage_seed
 from kgtest.stages import finish_stage, prepare_partial, stage_path
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.train import resolve_device
+from kgtest.train_config import pinned_threads
 from kgtest.unlearn.api import (
     RunContext,
     _curve_log,
@@ -223,7 +224,7 @@ def _record(j: MemberJob, tuning, lr, epochs, steps, before, after, res, i, *,
         "seconds": None,
         "seed": str(j.loop.seed),
         "config": to_dict(j.cfg), "model_stage": ctx.model_stage.name,
-        "corpus": ctx.corpus_dir.name, "device": str(j.dev),
+        "corpus": ctx.corpus_dir.name, "device": str(j.dev), "threads": ctx.n_threads,
     }
 
 
@@ -286,8 +287,9 @@ def _stack_group(group: Sequence[RunContext], method: str, deep: bool, name: str
         "model")
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        jobs = [prepare(ctx, ctx.cfg.unlearn, method, deep) for ctx in group]
-        records = unlearn_group(jobs, seeds)
+        with pinned_threads(group[0].n_threads):  # the run's, as unlearn_model pins them
+            jobs = [prepare(ctx, ctx.cfg.unlearn, method, deep) for ctx in group]
+            records = unlearn_group(jobs, seeds)
     except InputError as err:
         log(f"[seeds] {name}: not stacked ({err}): unlearned one seed at a time")
         return
