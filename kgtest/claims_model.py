@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kgtest.config import config_hash, to_dict
+from kgtest.config import RESULTS_SCHEME, config_hash, to_dict
 from kgtest.corpus.render import CorpusConfig
 from kgtest.corpus.splits import SplitConfig
 from kgtest.errors import InputError
@@ -255,7 +255,8 @@ def _records(world: World, cfg, run_dir: Path, log) -> list[dict]:
     from kgtest.stages import run_stage
 
     wkey = world_key(world)
-    keys = {s: config_hash(wkey, cfg.run.seed, *(getattr(cfg, x) for x in parts))
+    keys = {s: config_hash(wkey, cfg.run.seed, *(getattr(cfg, x) for x in parts),
+                           *([{"results_scheme": RESULTS_SCHEME}] if "train" in parts else []))
             for s, parts in {"corpus": ("split", "corpus"),
                              "model": ("split", "corpus", "model", "train")}.items()}
 

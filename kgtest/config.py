@@ -41,7 +41,16 @@ from typing import Any
 from kgtest.errors import InputError
 
 __all__ = ["build", "load_toml", "apply_overrides", "to_dict", "config_hash", "nonneg",
-           "in_range", "check_seed", "check_name", "MAX_STEPS", "MAX_SEED", "max_threads"]
+           "in_range", "check_seed", "check_name", "MAX_STEPS", "MAX_SEED", "max_threads",
+           "RESULTS_SCHEME"]
+
+#: Part of every stage key from training on (model, controls, unlearning, records): bumped
+#: when the code computes something different from the same config, so that run folders
+#: made by older code are recomputed, never reused. 2 (2026-11-29): early stopping asks
+#: only the stop half of the held-out facts, every stage runs at the run's thread count,
+#: the probes score only the other half (issues 10 and 11). Keys without ``train`` (world,
+#: corpus) do not carry it.
+RESULTS_SCHEME = 2
 
 #: Most optimiser steps any loop accepts (a tiny model runs ~50 steps/s: weeks of work).
 MAX_STEPS = 10**7

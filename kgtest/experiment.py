@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kgtest.config import (
+    RESULTS_SCHEME,
     apply_overrides,
     build,
     check_name,
@@ -85,6 +86,8 @@ class ExperimentConfig:
                 model, init_from="sha256:" + checkpoint_identity(model.init_from))
         parts = [self.run.seed] + [world if s == "world" else model if s == "model"
                                    else getattr(self, s) for s in sections]
+        if "train" in sections:  # results of older code are never reused
+            parts.append({"results_scheme": RESULTS_SCHEME})
         return config_hash(*parts)
 
     def seeds(self) -> dict[str, int]:

@@ -78,3 +78,18 @@ def test_a_change_rebuilds_its_stage_and_what_follows_only(first, change, rebuil
         assert before[s] <= after[s]
     again = _run(spec, run)  # back to the first settings: every stage is found, none rebuilt
     assert again == after
+
+
+def test_a_results_scheme_bump_rekeys_training_and_what_follows_only(monkeypatch):
+    """Run folders made by older code are recomputed from training on, never reused: the
+    world and corpus keys stay, every key that covers ``train`` changes."""
+    import kgtest.experiment as experiment
+
+    cfg = load_experiment(Path("tests/data/tiny.toml"))
+    sections = {"world": ("world",), "corpus": ("world", "split", "corpus"),
+                "model": ("world", "split", "corpus", "model", "train"),
+                "records": ("world", "split", "corpus", "model", "train", "unlearn", "probes")}
+    before = {s: cfg.key(*p) for s, p in sections.items()}
+    monkeypatch.setattr(experiment, "RESULTS_SCHEME", experiment.RESULTS_SCHEME + 1)
+    after = {s: cfg.key(*p) for s, p in sections.items()}
+    assert [s for s in sections if before[s] != after[s]] == ["model", "records"]
