@@ -66,7 +66,7 @@ from kgtest.unlearn.data import (
 )
 from kgtest.unlearn.loop import LoopConfig, unlearn
 from kgtest.unlearn.methods import METHODS
-from kgtest.unlearn.tune import epochs_to_steps, tune
+from kgtest.unlearn.tune import curve_log, epochs_to_steps, tune
 
 if TYPE_CHECKING:
     from kgtest.experiment import ExperimentConfig
@@ -380,24 +380,6 @@ def _unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, deep: bool)
     return model, tok, record
 
 
-def _curve_log(record: dict) -> str:
-    """``unlearn_log.jsonl``: the final run's losses, and the tuning run at the chosen lr.
-
-    The tuning grid evaluates every ``steps`` value along one run per learning rate, so
-    its points at the chosen lr are an unlearning curve on the validation targets.
-    """
-    rows = [{"step": h["step"], "loss": h["loss"]} for h in record.get("history") or []
-            if "step" in h and "loss" in h]
-    tuning = record.get("tuning") or {}
-    lr = (tuning.get("choice") or {}).get("lr")
-    for g in tuning.get("grid") or []:
-        if g.get("lr") == lr:
-            rows.append({"step": g["steps"], "epochs": g.get("epochs"),
-                         "val_forget_acc": g["forget_acc"],
-                         "val_retain_acc": g["retain_acc"]})
-    return "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["step"]))
-
-
 @dataclass(frozen=True)
 class Variant:
     """A finished control or unlearned model: what the probes need of it."""
@@ -441,7 +423,7 @@ def unlearn_variant(ctx: RunContext, cfg: UnlearnConfig, method: str, *, deep: b
         model, tok, record = unlearn_model(ctx, cfg, method, deep=deep)
         save_model(model, tok, tmp / "model")
         atomic_write_text(tmp / "unlearn.json", json.dumps(record, indent=1) + "\n")
-        atomic_write_text(tmp / "unlearn_log.jsonl", _curve_log(record))
+        atomic_write_text(tmp / "unlearn_log.jsonl", curve_log(record))
 
     stage = run_stage(ctx.run_dir, name, key, build_stage, force=force)
     record = json.loads((stage / "unlearn.json").read_text())

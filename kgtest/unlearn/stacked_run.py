@@ -34,7 +34,6 @@ from kgtest.train import resolve_device
 from kgtest.train_config import pinned_threads
 from kgtest.unlearn.api import (
     RunContext,
-    _curve_log,
     _forget,
     _retain_eval,
     method_params,
@@ -53,7 +52,14 @@ from kgtest.unlearn.data import (
 from kgtest.unlearn.loop import LoopConfig
 from kgtest.unlearn.methods import METHODS
 from kgtest.unlearn.stacked import stackable, stacked_unlearn
-from kgtest.unlearn.tune import TuneResult, _warnings, admissible, choose, epochs_to_steps
+from kgtest.unlearn.tune import (
+    TuneResult,
+    _warnings,
+    admissible,
+    choose,
+    curve_log,
+    epochs_to_steps,
+)
 
 __all__ = ["MemberJob", "prepare", "stacked_tune", "unlearn_group", "unlearn_members"]
 
@@ -232,7 +238,7 @@ def _write(j: MemberJob, record: dict) -> None:
     tmp = prepare_partial(j.ctx.run_dir, j.stage, j.key)
     save_model(j.model, j.tok, tmp / "model")
     atomic_write_text(tmp / "unlearn.json", json.dumps(record, indent=1) + "\n")
-    atomic_write_text(tmp / "unlearn_log.jsonl", _curve_log(record))
+    atomic_write_text(tmp / "unlearn_log.jsonl", curve_log(record))
     finish_stage(j.ctx.run_dir, j.stage, j.key)
 
 

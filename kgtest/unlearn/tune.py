@@ -41,6 +41,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -51,7 +52,8 @@ from kgtest.unlearn.data import ForgetSet, direct_accuracy, method_docs
 from kgtest.unlearn.loop import LoopConfig, unlearn
 from kgtest.unlearn.methods import METHODS
 
-__all__ = ["TuneResult", "tune", "choose", "epochs_to_steps", "admissible", "shortfall"]
+__all__ = ["TuneResult", "tune", "choose", "epochs_to_steps", "admissible", "shortfall",
+           "curve_log"]
 
 
 def epochs_to_steps(epochs: float, n_docs: int, batch_size: int) -> int:
@@ -207,3 +209,29 @@ def _warnings(choice: dict, who: str, level: float, floor: float, margin: float,
                         f"below {utility_floor:g} x the original's "
                         f"{original['retain_acc']:.2f} = {retain_min:.2f}")
     return warnings
+
+
+def curve_log(record: dict) -> str:
+    """``unlearn_log.jsonl``: the final run's losses, and the tuning run at the chosen lr.
+
+    The tuning grid evaluates every ``steps`` value along one run per learning rate, so
+    its points at the chosen lr are an unlearning curve on the validation targets.
+
+    Examples
+    --------
+    >>> rec = {"history": [{"step": 5, "loss": 1.5}], "tuning": {"choice": {"lr": 1e-3},
+    ...        "grid": [{"lr": 1e-3, "steps": 3, "forget_acc": 0.5, "retain_acc": 1.0}]}}
+    >>> print(curve_log(rec), end="")
+    {"step": 3, "epochs": null, "val_forget_acc": 0.5, "val_retain_acc": 1.0}
+    {"step": 5, "loss": 1.5}
+    """
+    rows = [{"step": h["step"], "loss": h["loss"]} for h in record.get("history") or []
+            if "step" in h and "loss" in h]
+    tuning = record.get("tuning") or {}
+    lr = (tuning.get("choice") or {}).get("lr")
+    for g in tuning.get("grid") or []:
+        if g.get("lr") == lr:
+            rows.append({"step": g["steps"], "epochs": g.get("epochs"),
+                         "val_forget_acc": g["forget_acc"],
+                         "val_retain_acc": g["retain_acc"]})
+    return "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["step"]))
