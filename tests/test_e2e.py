@@ -15,17 +15,44 @@ trajectory), so a rerun is held to three kinds of checks:
 - **rates** near the golden ones: within ``cell_tolerance`` per line and, pooled over all
   lines (~300 fact-probe pairs, where one-target swings average out), within ``MEAN_TOL``.
 
-Measured spread (why these margins): the golden, written on an Intel Xeon, against a
-rerun on an AMD EPYC (same spec, one thread; before the ``implied`` probe was split off):
-gated counts identical on every line; 16 of 72 rate lines moved, each by one fact on
-lines of 3 to 6 facts (latent implied 0.25 -> 0.50 for three variants, relearn 1/3,
-quantize and ignorance direct 1/6), NPO's utility lines (56 to 100 facts) by 0.04 to
-0.09, and utility_rule (one fact, so not compared line by line) 0 -> 1 for NPO; pooled
-mean |rate - golden| 0.057 (``MEAN_TOL`` 0.12). The unlearned model's retain accuracy
-varies by up to 0.16 over training seeds (tests/unlearn/test_end_to_end.py), hence at
-least 0.25 on a line.
+Measured spread (why these margins), twice:
 
-To regenerate after an intended change (one seeded run, ~6 CPU-minutes):
+1. The golden, written on an Intel Xeon, against a rerun on an AMD EPYC (same spec, one
+   thread; before the ``implied`` probe was split off): gated counts identical on every
+   line; 16 of 72 rate lines moved, each by one fact on lines of 3 to 6 facts, NPO's
+   utility lines (56 to 100 facts) by 0.04 to 0.09; pooled mean |rate - golden| 0.057.
+2. Five trajectories of the golden's own world (2026-11-29, AMD EPYC, one thread,
+   ``train.seed = unlearn.seed = S`` for S = 1..4 beside the golden's derived seeds, so
+   world, split, corpus and initialisation are the golden's and every line asks the same
+   facts; a new batch order perturbs the run at least as much as another BLAS's rounding,
+   which 1200 AdamW steps also turn into another trajectory)::
+
+       python spread.py S 1   # kgtest run tests/data/tiny.toml --set train.seed=S
+                              #   --set unlearn.seed=S --set train.threads=1
+
+   The golden's seeds reproduced the golden byte for byte. Per line, min-max of the rate
+   over the five runs where it moved (n_in: the golden's gated facts; the gated count
+   itself moved, e.g. 2-4 on the CoT lines): NPO utility_cot 0.36-0.77 (56), utility_direct
+   0.43-0.71 (100); NPO_deep utility_cot 0.16-0.30, utility_direct 0.41-0.52; NPO direct,
+   latent, quantize 0.00-0.33 (6), cot 0.00-0.25 (4), cot_answer and in_context 0.00-0.50
+   (4), relearn 0.00-0.17 (6); filter cot and cot_answer 0.25-1.00 (4), in_context
+   0.00-1.00 (4), direct, latent, quantize 0.00-0.17 (6); ignorance cot_answer 0.00-0.25,
+   in_context 0.00-0.50 (4); original relearn 0.17-0.83 (6). Every other line: identical
+   in all five. Pooled mean |rate - golden| per run 0.030 to 0.081 (``MEAN_TOL`` 0.12).
+   Every run passed :func:`check_invariants`. Thread count: a 150-step run of this spec
+   at ``train.threads`` 1 and 2 gave the same ``correct`` on all 1314 records (scores
+   differ in the last digits); full-length runs at 2 threads were not measured (the
+   2-core machine was shared, and 2 threads beside another job run 10x slower).
+
+Hence each line's tolerance (:func:`cell_tolerance`) is the larger of the general margin
+(two facts of ``n_in``, at least 0.25, at most 0.5) and the line's measured largest
+deviation from the golden (:data:`LINE_SPREAD`) plus one target's swing (``1 / n_in``).
+A line that moved from 0 to 1 (filter in_context) is then no longer checked line by line;
+the invariants and the pooled mean still are. A method that stops forgetting (its lines
+at the original's) still fails (``test_golden_checks_have_teeth``).
+
+To regenerate after an intended change (one seeded run, ~2 CPU-minutes; then remeasure
+:data:`LINE_SPREAD` if the change moves the rates):
 
     .venv/bin/python tests/test_e2e.py --regenerate
 """
@@ -48,16 +75,34 @@ VARIANTS = {"original", "filter", "ignorance", "never_trained", "NPO", "NPO_deep
 FLOOR_PROBES = ("direct", "cot", "cot_answer", "in_context", "latent", "relearn",
                 "relearn_premises", "quantize", "implied")
 MEAN_TOL = 0.12  # pooled mean |rate - golden| over every line (see the spread above)
+#: per line, the largest |rate - golden| measured over five trajectories (docstring, 2.)
+LINE_SPREAD = {
+    "NPO_deep|utility_cot|": 0.143, "NPO_deep|utility_direct|": 0.111,
+    "NPO|cot_answer|": 0.5, "NPO|cot|": 0.25, "NPO|direct|": 0.334, "NPO|in_context|": 0.5,
+    "NPO|latent|": 0.334, "NPO|quantize|int4": 0.334, "NPO|quantize|int8": 0.334,
+    "NPO|relearn|steps=20,lr=0.001": 0.167, "NPO|relearn|worst": 0.167,
+    "NPO|utility_cot|": 0.393, "NPO|utility_direct|": 0.2,
+    "filter|cot_answer|": 0.5, "filter|cot|": 0.5, "filter|direct|": 0.167,
+    "filter|in_context|": 1.0, "filter|latent|": 0.167, "filter|quantize|int4": 0.167,
+    "filter|quantize|int8": 0.167,
+    "ignorance|cot_answer|": 0.25, "ignorance|in_context|": 0.25,
+    "original|relearn|steps=20,lr=0.001": 0.5, "original|relearn|worst": 0.5,
+}
 
 
-def cell_tolerance(n_in: int) -> float | None:
-    """How far one line's rate may move: two facts of ``n_in``, at least 0.25, at most 0.5;
-    None (not compared line by line) under 3 facts, where one fact is the whole rate.
+def cell_tolerance(n_in: int, spread: float = 0.0) -> float | None:
+    """How far one line's rate may move: two facts of ``n_in``, at least 0.25, at most 0.5,
+    or the line's measured ``spread`` plus one fact of ``n_in`` if that is more; None (not
+    compared line by line) under 3 facts, where one fact is the whole rate.
 
     >>> [cell_tolerance(n) and round(cell_tolerance(n), 3) for n in (1, 3, 4, 6, 56, 100)]
     [None, 0.5, 0.5, 0.334, 0.25, 0.25]
+    >>> round(cell_tolerance(6, LINE_SPREAD["NPO|direct|"]), 3)  # 0/6 to 2/6 measured
+    0.502
     """
-    return None if n_in < 3 else min(0.5, max(0.25, 2 / n_in + 1e-3))
+    if n_in < 3:
+        return None
+    return max(min(0.5, max(0.25, 2 / n_in + 1e-3)), spread + 1 / n_in + 1e-3)
 
 
 def _run(out: Path) -> list[dict]:
@@ -108,7 +153,8 @@ def check_against_golden(got: dict, want: dict) -> list[str]:
             if g["rate"] is None:
                 bad.append(f"{key}: no rate (golden {w['rate']})")
                 continue
-            d, tol = abs(g["rate"] - w["rate"]), cell_tolerance(w["n_in"])
+            d, tol = abs(g["rate"] - w["rate"]), cell_tolerance(w["n_in"],
+                                                                 LINE_SPREAD.get(key, 0.0))
             devs.append(d)
             if tol is not None and d > tol:
                 bad.append(f"{key}: rate {g['rate']} vs golden {w['rate']} (tolerance {tol:.3f})")
