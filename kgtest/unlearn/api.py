@@ -295,6 +295,27 @@ def _forget(ctx: RunContext, cfg: UnlearnConfig, targets, deep: bool):
                       include_cot_premise_docs=cfg.include_cot_premise_docs, **kw)
 
 
+def unlearn_data(ctx: RunContext, cfg: UnlearnConfig, deep: bool) -> tuple:
+    """What unlearning one run needs besides the model, for the per-seed and the stacked
+    path alike: ``(forget set, validation set or None, retain documents, tuning's retain
+    sample, LoopConfig)``; the retain documents and sample avoid every forget and
+    validation fact."""
+    split = ctx.split
+    fs = _forget(ctx, cfg, split.forget, deep)
+    if cfg.tune and len(split.validation) == 0:
+        raise InputError("unlearn: tuning needs validation targets but split.n_validation "
+                         "is 0 (set split.n_validation > 0, or unlearn.tune = false)")
+    val = _forget(ctx, cfg, split.validation, deep) if cfg.tune else None
+    avoid = set(fs.facts.tolist()) | (set(val.facts.tolist()) if val else set())
+    avoid |= set(split.validation.tolist())
+    useed = ctx.unlearn_seed(cfg)
+    retain_eval = _retain_eval(ctx, avoid, cfg.retain_eval, stage_seed(useed, "retain"))
+    loop = LoopConfig(batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
+                      weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=useed,
+                      device=cfg.device, progress=cfg.progress)
+    return fs, val, retain_docs(ctx.corpus, avoid), retain_eval, loop
+
+
 def _tune(ctx: RunContext, cfg: UnlearnConfig, model, tok, val, retain, method, hp, name,
           retain_eval, loop: LoopConfig):
     """Tune on the validation targets; warnings go to stderr (and the record)."""
@@ -328,20 +349,7 @@ def _unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, deep: bool)
     hp = method_params(cfg, method)
     dev = resolve_device(cfg.device)
     model, tok = load_model(ctx.model_dir, device=dev, expect=ctx.cfg.model)
-    split = ctx.split
-    fs = _forget(ctx, cfg, split.forget, deep)
-    if cfg.tune and len(split.validation) == 0:
-        raise InputError("unlearn: tuning needs validation targets but split.n_validation "
-                         "is 0 (set split.n_validation > 0, or unlearn.tune = false)")
-    val = _forget(ctx, cfg, split.validation, deep) if cfg.tune else None
-    avoid = set(fs.facts.tolist()) | (set(val.facts.tolist()) if val else set())
-    avoid |= set(split.validation.tolist())
-    retain = retain_docs(ctx.corpus, avoid)
-    useed = ctx.unlearn_seed(cfg)
-    retain_eval = _retain_eval(ctx, avoid, cfg.retain_eval, stage_seed(useed, "retain"))
-    loop = LoopConfig(batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
-                      weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=useed,
-                      device=cfg.device, progress=cfg.progress)
+    fs, val, retain, retain_eval, loop = unlearn_data(ctx, cfg, deep)
     tuning, lr, epochs = None, cfg.lr, cfg.epochs
     if cfg.tune:
         tuning = _tune(ctx, cfg, model, tok, val, retain, method, hp,
@@ -373,7 +381,7 @@ def _unlearn_model(ctx: RunContext, cfg: UnlearnConfig, method: str, deep: bool)
         "history": res.history,
         "seconds": {"tune": round(t_tuned - t_start, 3), "unlearn": round(res.seconds, 3),
                     "total": round(time.perf_counter() - t_start, 3)},
-        "seed": str(useed),
+        "seed": str(loop.seed),
         "config": to_dict(cfg), "model_stage": ctx.model_stage.name,
         "corpus": ctx.corpus_dir.name, "device": str(dev),
     }

@@ -27,16 +27,14 @@ import numpy as np
 from kgtest.config import to_dict
 from kgtest.errors import InputError
 from kgtest.model import load_model, save_model
-from kgtest.seeds import stage_seed
 from kgtest.stages import finish_stage, prepare_partial, stage_path
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.train import resolve_device
 from kgtest.train_config import pinned_threads
 from kgtest.unlearn.api import (
     RunContext,
-    _forget,
-    _retain_eval,
     method_params,
+    unlearn_data,
     unlearn_stage,
     variant_name,
 )
@@ -47,7 +45,6 @@ from kgtest.unlearn.data import (
     direct_docs,
     majority_floor,
     method_docs,
-    retain_docs,
 )
 from kgtest.unlearn.loop import LoopConfig
 from kgtest.unlearn.methods import METHODS
@@ -96,22 +93,9 @@ def prepare(ctx: RunContext, cfg: UnlearnConfig, method: str, deep: bool) -> Mem
     stage, key = unlearn_stage(ctx, cfg, method, deep)
     dev = resolve_device(cfg.device)
     model, tok = load_model(ctx.model_dir, device=dev, expect=ctx.cfg.model)
-    split = ctx.split
-    fs = _forget(ctx, cfg, split.forget, deep)
-    if cfg.tune and len(split.validation) == 0:
-        raise InputError("unlearn: tuning needs validation targets but split.n_validation "
-                         "is 0 (set split.n_validation > 0, or unlearn.tune = false)")
-    val = _forget(ctx, cfg, split.validation, deep) if cfg.tune else None
-    avoid = set(fs.facts.tolist()) | (set(val.facts.tolist()) if val else set())
-    avoid |= set(split.validation.tolist())
-    useed = ctx.unlearn_seed(cfg)
-    retain_eval = _retain_eval(ctx, avoid, cfg.retain_eval, stage_seed(useed, "retain"))
-    loop = LoopConfig(batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
-                      weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=useed,
-                      device=cfg.device, progress=cfg.progress)
+    fs, val, retain, retain_eval, loop = unlearn_data(ctx, cfg, deep)
     return MemberJob(ctx, cfg, method, deep, stage, key, method_params(cfg, method), model,
-                     tok, fs, val, retain_docs(ctx.corpus, avoid), retain_eval, loop, dev,
-                     t_start)
+                     tok, fs, val, retain, retain_eval, loop, dev, t_start)
 
 
 def _eval_fn(job: MemberJob, forget_eval):
