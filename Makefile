@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-arith lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest kgtest tests
+
+# The tests marked `trained` (a trained model's outcome) under other CPU arithmetic, a
+# stand-in for another machine's rounding: ATen's non-vectorised kernels and MKL's
+# reproducibility GEMM path. tests/test_arith.py first checks that this changes the numbers.
+ARITH := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE
+test-arith: $(STAMP)
+	$(BIN)/python -m pytest tests/test_arith.py
+	$(ARITH) $(BIN)/python -m pytest -m trained tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -22,6 +22,13 @@ TINY_QUICKSTART = ("model.preset=tiny", "train.steps=1500", "train.progress=fals
                    "corpus.derived=both")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "trained: asserts a trained model's outcome (accuracies, rates, two "
+        "trainings equal within a tolerance); `make test-arith` reruns these under other "
+        "CPU arithmetic (tests/test_arith.py)")
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """``tiny_run(*overrides) -> (cfg, TrainedRun)``: the tiny quickstart run with extra

@@ -20,6 +20,9 @@ from kgtest.train import LOG, train
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import DOCS, TOK, quiet  # noqa: E402
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 

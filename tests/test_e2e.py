@@ -67,6 +67,9 @@ import torch
 
 from kgtest.cli import main
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 SPEC = Path(__file__).parent / "data" / "tiny.toml"
 GOLDEN = Path(__file__).parent / "data" / "golden_tiny_summary.json"
 VARIANTS = {"original", "filter", "ignorance", "never_trained", "NPO", "NPO_deep"}

@@ -30,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_distributed import LOSS_RTOL, UPDATE_RTOL, assert_same_update, update_error  # noqa: E402,E501
 from test_train import DOCS, TOK, qa_world, quiet  # noqa: E402
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 torch.set_num_threads(1)
 SEEDS = (3, 4, 5)
 CFG = dict(steps=15, batch_size=8, micro_batches=2, lr=3e-3, warmup=3, log_every=5,

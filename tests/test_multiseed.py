@@ -21,6 +21,9 @@ import pytest
 from kgtest.cli import main
 from kgtest.multiseed import run_dir_of, seed_configs, split_log
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 DATA = Path(__file__).parent / "data"
 SPEC_TEXT = (DATA / "sweep_tiny.toml").read_text().split("[sweep]")[0]
 FAST = ["train.steps=20", "train.eval_every=10", "unlearn.epochs=1", "probes.n_boot=20",

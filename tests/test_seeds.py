@@ -9,6 +9,9 @@ import torch
 from kgtest.experiment import load_experiment
 from kgtest.seeds import STAGES, run_seeds, stage_seed
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 SPEC = Path(__file__).parent / "data" / "tiny.toml"
 # a seconds-scale version of the tiny run: every stage that draws random numbers still runs
 SMALL = ["train.steps=40", "train.stop_at={}", "train.eval_every=0",

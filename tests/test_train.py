@@ -33,6 +33,9 @@ from kgtest.train import (
     train,
 )
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -37,6 +37,9 @@ from kgtest.claims_model import (
 from kgtest.errors import InputError
 from kgtest.strategies import worlds
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 #: Worlds with at least 32 derived facts (two rules x 16 entities): 8 forget and 3
 #: validation targets leave most of each rule's facts as demonstrations.
 WORLDS = composition_worlds(min_entities=16, max_entities=30, max_relations=4, min_rules=2,

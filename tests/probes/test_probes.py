@@ -25,6 +25,9 @@ from kgtest.probes.quantize import quantize_model, rtn_quantize
 from kgtest.probes.relearn import RelearnConfig, answer_folds, audit
 from kgtest.records import COLUMNS
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 slow = pytest.mark.slow  # these use the session's trained model (~30 s once)
 
 

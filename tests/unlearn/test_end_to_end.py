@@ -17,6 +17,9 @@ from kgtest.unlearn.api import control_run, method_params, unlearn_run
 from kgtest.unlearn.data import OWN_ROLES, direct_accuracy, direct_docs, majority_floor
 from kgtest.unlearn.tune import epochs_to_steps
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 torch.set_num_threads(1)
 
 #: method -> (hyperparameters, lr, steps, forget accuracy at most, retain accuracy at least).

@@ -31,6 +31,9 @@ from kgtest.unlearn.loop import LoopConfig, unlearn
 from kgtest.unlearn.methods import METHODS
 from kgtest.unlearn.stacked import stackable, stacked_unlearn
 
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
+
 LOSS_RTOL = torch.finfo(torch.float32).eps * 2**7  # ~1.5e-5
 STACKABLE = [m for m in METHODS.names() if stackable(m) is None]
 

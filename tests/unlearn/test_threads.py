@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 import kgtest.probes.probes as probes_mod
 import kgtest.unlearn.api as api
 from kgtest.variants import ProbeJob
+
+#: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
+pytestmark = pytest.mark.trained
 
 
 def _spy(monkeypatch, module, name: str, seen: list) -> None:
