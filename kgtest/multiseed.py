@@ -90,6 +90,8 @@ def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
     with contextlib.ExitStack() as stack:
         for d in dirs:
             stack.enter_context(run_lock(d, command=command or None))
+        if jobs > 1:
+            return _run_pooled(cfgs, dirs, command=command, log=log, jobs=jobs)
         log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(out)}")
         worlds = [world_of(c) for c in cfgs]
         for c, d, w in zip(cfgs, dirs, worlds, strict=True):
@@ -221,21 +223,40 @@ def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
 
 
 def train_controls(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
-                   log=print) -> None:
+                   log=print, only: Sequence[tuple] | None = None) -> None:
     """Each seed's retrained controls (``filter``, ``ignorance``) not yet finished, trained
     as stacked models (the originals must be finished; hold the run folders' locks).
 
     A control trains from the original's initialisation for the original's number of
     steps, so seeds whose originals stopped at different steps train in different groups.
-    ``never_trained`` trains nothing and is left to the ordinary code.
+    ``never_trained`` trains nothing and is left to the ordinary code. ``only``: train
+    just the group of these members (``(run folder, stage, key)`` each, as
+    :func:`control_groups` gives them), for a worker process.
     """
+    members = _control_members(cfgs, dirs, worlds)
+    if only is not None:
+        want = {(str(d), stage, key) for d, stage, key in only}
+        members = [m for m in members if (str(m.run_dir), m.stage, m.key) in want]
+    train_stacked(members, "controls", log)
+
+
+def control_groups(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds
+                   ) -> list[list[tuple]]:
+    """The unfinished controls' stacked groups of two or more, as ``(run folder, stage,
+    key)`` lists: :func:`train_controls` ``(only=group)`` trains one of them."""
+    return [[(str(m.run_dir), m.stage, m.key) for m in g]
+            for g in _groups(_control_members(cfgs, dirs, worlds)) if len(g) > 1]
+
+
+def _control_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds
+                     ) -> list[Member]:
     from kgtest.model import build_model
-    from kgtest.pipeline import train_experiment
+    from kgtest.pipeline import stage_threads, train_experiment
     from kgtest.unlearn.api import RunContext, control_stage, control_training, write_control
 
     members = []
     for c, d, w in zip(cfgs, dirs, worlds, strict=True):
-        ctx = RunContext.of(c, train_experiment(c, d, w), w)
+        ctx = RunContext.of(c, train_experiment(c, d, w), w, threads=stage_threads(c))
         for kind in c.unlearn.controls:
             if kind == "never_trained":
                 continue
@@ -256,21 +277,27 @@ def train_controls(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], world
             model = build_model(job.model_cfg, job.tokenizer, seed=job.init_seed)
             members.append(Member(d, name, key, model, job.tokenizer, list(job.corpus.train),
                                   replace(job.train_cfg, stop_at={}), None, write, c.run.seed))
-    train_stacked(members, "controls", log)
+    return members
 
 
 def unlearn_methods(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
-                    log=print) -> None:
+                    log=print, only: tuple[str, bool] | None = None) -> None:
     """Each seed's unlearned variants not yet finished, every method applied to the
     seeds' originals as one stacked model (:mod:`kgtest.unlearn.stacked_run`; the
-    originals must be finished; hold the run folders' locks)."""
-    from kgtest.pipeline import train_experiment
-    from kgtest.unlearn.api import RunContext
+    originals must be finished; hold the run folders' locks). ``only``: one
+    ``(method, deep)`` variant, for a worker process."""
     from kgtest.unlearn.stacked_run import unlearn_members
 
-    ctxs = [RunContext.of(c, train_experiment(c, d, w), w)
+    unlearn_members(_contexts(cfgs, dirs, worlds), log=log, only=only)
+
+
+def _contexts(cfgs, dirs, worlds) -> list:
+    """Each seed's RunContext (its finished original), at its stages' threads."""
+    from kgtest.pipeline import stage_threads, train_experiment
+    from kgtest.unlearn.api import RunContext
+
+    return [RunContext.of(c, train_experiment(c, d, w), w, threads=stage_threads(c))
             for c, d, w in zip(cfgs, dirs, worlds, strict=True)]
-    unlearn_members(ctxs, log=log)
 
 
 def split_log(path: Path, n: int, steps: Sequence[int]) -> list[list[dict]]:
@@ -299,3 +326,84 @@ def split_log(path: Path, n: int, steps: Sequence[int]) -> list[list[dict]]:
                 out[m].append({"step": e["step"], "loss": e["loss"][m], "lr": e["lr"],
                                "tokens": e["tokens"][m], "elapsed_s": e["elapsed_s"]})
     return out
+
+
+# --- jobs > 1: the seeds' independent work in worker processes -------------------------------
+
+
+def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, command: str,
+                log, jobs: int) -> list[Path]:
+    """:func:`run_seeds` on ``jobs`` worker processes, one torch thread each (the caller
+    holds the run folders' locks; the workers share them).
+
+    The same stages, stacked the same way, as with one process, so the same files:
+    the worlds are drawn while the originals train; then the stacked control groups and
+    the stacked unlearning methods, independent of each other, run side by side; then
+    each seed's remaining stages (``never_trained``, RMU, probes, report) run as one task
+    per seed, ``jobs`` seeds at a time, each as ``kgtest run --jobs N`` would run them
+    (one thread). Workers are silent: one line per finished task here.
+    """
+    from kgtest.pipeline import corpus_stage, world_of
+    from kgtest.unlearn.stacked_run import method_builds
+    from kgtest.workers import stage_pool
+
+    with stage_pool(jobs, dirs) as pool:
+        log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(dirs[0]).parent} "
+            f"({jobs} worker processes)")
+        worlds = [world_of(c) for c in cfgs]
+        drawn = {pool.submit(_timed, _world_task, c, d, w): f"world of seed {c.run.seed}"
+                 for c, d, w in zip(cfgs, dirs, worlds, strict=True)}
+        for c, d, w in zip(cfgs, dirs, worlds, strict=True):
+            corpus_stage(c, d, w)
+        log(f"[seeds] original: seeds {', '.join(str(c.run.seed) for c in cfgs)}")
+        _await({**drawn, pool.submit(_timed, train_originals, cfgs, dirs, worlds,
+                                     log=_quiet): "original models"}, log)
+        tasks = {}
+        for group in control_groups(cfgs, dirs, worlds):  # the longest first
+            tasks[pool.submit(_timed, train_controls, cfgs, dirs, worlds, log=_quiet,
+                              only=group)] = f"controls ({len(group)} models stacked)"
+        for method, deep in sorted(method_builds(cfgs), key=lambda b: not b[1]):
+            tasks[pool.submit(_timed, unlearn_methods, cfgs, dirs, worlds, log=_quiet,
+                              only=(method, deep))] = f"unlearning {method}{' deep' * deep}"
+        log(f"[seeds] controls and unlearning: {len(tasks)} stacked tasks")
+        _await(tasks, log)
+        log(f"[seeds] the rest of each seed (never_trained, unstacked methods, probes, "
+            f"report), {min(jobs, len(cfgs))} at a time")
+        return _await({pool.submit(_timed, _seed_task, c, d, command):
+                       f"seed {c.run.seed}: probes and report"
+                       for c, d in zip(cfgs, dirs, strict=True)}, log)
+
+
+def _world_task(cfg: ExperimentConfig, run_dir: Path, world) -> Path:
+    from kgtest.pipeline import world_stage
+
+    return world_stage(cfg, run_dir, world)
+
+
+def _seed_task(cfg: ExperimentConfig, run_dir: Path, command: str) -> Path:
+    from kgtest.pipeline import run_experiment
+
+    return run_experiment(cfg, run_dir, command=command, log=_quiet, jobs=1)
+
+
+def _quiet(msg: str) -> None:
+    """The log of a worker's task (the parent logs each task as it ends)."""
+
+
+def _timed(fn, *args, **kwargs):
+    """``(fn(...), wall seconds, CPU seconds of this process)``: a task in a worker."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+def _await(tasks: dict, log) -> list:
+    """Wait for every future of ``tasks`` (future -> what), logging each as it ends;
+    their results in ``tasks``' order (a failed task raises here)."""
+    from concurrent.futures import as_completed
+
+    out = {}
+    for fut in as_completed(tasks):
+        out[fut], wall, cpu = fut.result()
+        log(f"[seeds] {tasks[fut]}: {wall:.0f} s, {cpu:.0f} s CPU")
+    return [out[f] for f in tasks]

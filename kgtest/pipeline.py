@@ -232,9 +232,13 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike,
 
 def stage_threads(cfg: ExperimentConfig, jobs: int = 1) -> int:
     """The intra-op threads of a run's stages after training: 1 in a stage pool
-    (``jobs`` > 1, one thread per worker), else the run's
+    (``jobs`` > 1, or in one of its workers: one thread per worker), else the run's
     (:func:`~kgtest.train_config.run_threads` of ``train.threads``)."""
-    return 1 if jobs > 1 else run_threads(cfg.train.threads, resolve_device(cfg.train.device))
+    from kgtest.workers import in_stage_worker
+
+    if jobs > 1 or in_stage_worker():
+        return 1
+    return run_threads(cfg.train.threads, resolve_device(cfg.train.device))
 
 
 def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World,

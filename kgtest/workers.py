@@ -29,10 +29,22 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["setup_worker", "die_with_parent", "stage_pool"]
+__all__ = ["setup_worker", "die_with_parent", "stage_pool", "in_stage_worker"]
+
+_STAGE_WORKER = False  # set in a stage pool's workers (_init_stage_worker)
+
+
+def in_stage_worker() -> bool:
+    """True in a :func:`stage_pool` worker (one intra-op thread; the run's stages there run
+    at one thread, as ``kgtest run --jobs N`` runs them, whatever ``train.threads`` says).
+
+    >>> in_stage_worker()
+    False
+    """
+    return _STAGE_WORKER
 
 
 def setup_worker(threads: int = 1, gpu: str | None = None,
@@ -101,30 +113,36 @@ def die_with_parent(parent: int | None = None, poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="kgtest-parent-watch", daemon=True).start()
 
 
-def _init_stage_worker(parent: int, run_dir: str, threads: int) -> None:
-    """Pool initializer: die with the parent, pin threads, share the parent's run lock."""
+def _init_stage_worker(parent: int, run_dirs: list[str], threads: int) -> None:
+    """Pool initializer: die with the parent, pin threads, share the parent's run locks."""
+    global _STAGE_WORKER
     die_with_parent(parent)
     setup_worker(threads)
+    _STAGE_WORKER = True
     from kgtest.stages import share_lock
 
-    share_lock(run_dir, parent)
+    for run_dir in run_dirs:
+        share_lock(run_dir, parent)
 
 
 @contextlib.contextmanager
-def stage_pool(jobs: int, run_dir: str | os.PathLike, *,
+def stage_pool(jobs: int, run_dir: str | os.PathLike | Sequence[str | os.PathLike], *,
                threads: int = 1) -> Iterator[ProcessPoolExecutor]:
-    """A pool of ``jobs`` worker processes that may write stages in ``run_dir``.
+    """A pool of ``jobs`` worker processes that may write stages in ``run_dir`` (a run
+    folder, or several: ``kgtest run --seeds M --jobs N`` shares its M folders).
 
-    Hold ``run_dir``'s lock (:func:`kgtest.stages.run_lock`) around it: the workers share
-    it (and refuse to start otherwise). Each worker has ``threads`` intra-op threads and
+    Hold each folder's lock (:func:`kgtest.stages.run_lock`) around it: the workers share
+    them (and refuse to start otherwise). Each worker has ``threads`` intra-op threads and
     dies with this process. On an error or an interrupt in the block, the workers are
     killed at once (their unfinished stages stay as ``.partial`` folders, removed or
     resumed by the next run); on a normal exit the pool is shut down cleanly.
     """
     ctx = mp.get_context("spawn")
+    dirs = ([os.fspath(run_dir)] if isinstance(run_dir, str | os.PathLike)
+            else [os.fspath(d) for d in run_dir])
     pool = ProcessPoolExecutor(max(1, int(jobs)), mp_context=ctx,
                                initializer=_init_stage_worker,
-                               initargs=(os.getpid(), os.fspath(run_dir), threads))
+                               initargs=(os.getpid(), dirs, threads))
     try:
         yield pool
     except BaseException:

@@ -122,6 +122,26 @@ def test_a_later_single_seed_run_reuses_the_stacked_stages(runs):
     assert {d: (run / d / ".done").stat().st_mtime_ns for d in _stages(run)} == before
 
 
+@pytest.mark.slow
+def test_jobs_2_writes_the_one_process_runs_files(runs, tmp_path):
+    """``--seeds 2 --jobs 2`` (worlds, stacked groups and each seed's rest in worker
+    processes, one thread each) writes what ``--jobs 1`` at one thread writes: the same
+    stage folders, the same weights and records byte for byte (times aside)."""
+    spec, stacked, _ = runs
+    assert main(["run", str(spec), "--out", str(tmp_path), "--seeds", "2", "--jobs", "2",
+                 *_sets(FAST)]) == 0
+    for cfg in seed_configs(spec, FAST, 2):
+        ours, theirs = run_dir_of(tmp_path, cfg), run_dir_of(stacked, cfg)
+        assert _stages(ours) == _stages(theirs)
+        assert (ours / "records.jsonl").read_bytes() == (theirs / "records.jsonl").read_bytes()
+        weights = sorted(p.relative_to(ours) for p in ours.glob("*/model/*.safetensors"))
+        assert len(weights) >= 3  # the original, a control, an unlearned variant
+        for w in weights:
+            assert (ours / w).read_bytes() == (theirs / w).read_bytes(), w
+        info = json.loads((next(ours.glob("control-filter-*")) / "control.json").read_text())
+        assert info["stacked"]["seeds"] == [0, 1]  # still stacked in the worker
+
+
 def test_split_log_keeps_each_members_entries_up_to_its_last_step(tmp_path):
     p = tmp_path / "log.jsonl"
     p.write_text("\n".join(json.dumps(e) for e in [

@@ -58,7 +58,8 @@ from kgtest.unlearn.tune import (
     epochs_to_steps,
 )
 
-__all__ = ["MemberJob", "prepare", "stacked_tune", "unlearn_group", "unlearn_members"]
+__all__ = ["MemberJob", "prepare", "stacked_tune", "unlearn_group", "unlearn_members",
+           "method_builds"]
 
 
 @dataclass
@@ -226,18 +227,20 @@ def _write(j: MemberJob, record: dict) -> None:
     finish_stage(j.ctx.run_dir, j.stage, j.key)
 
 
-def _builds(ctxs: Sequence[RunContext]) -> list[tuple[str, bool]]:
-    """(method, deep) of every seed's spec, in the records' order, once each."""
+def method_builds(cfgs: Sequence) -> list[tuple[str, bool]]:
+    """(method, deep) of every seed's spec (ExperimentConfigs), in the records' order,
+    once each."""
     seen: list = []
-    for ctx in ctxs:
-        for method in ctx.cfg.unlearn.methods:
-            for deep in ctx.cfg.unlearn.deep:
+    for cfg in cfgs:
+        for method in cfg.unlearn.methods:
+            for deep in cfg.unlearn.deep:
                 if (method, deep) not in seen:
                     seen.append((method, deep))
     return seen
 
 
-def unlearn_members(ctxs: Sequence[RunContext], log=print) -> None:
+def unlearn_members(ctxs: Sequence[RunContext], log=print,
+                    only: tuple[str, bool] | None = None) -> None:
     """Every seed's unfinished unlearned variants, each method's members stacked.
 
     Seeds with equal ``[unlearn]`` settings (the seed aside) form a group; a group of two
@@ -245,8 +248,9 @@ def unlearn_members(ctxs: Sequence[RunContext], log=print) -> None:
     cannot be stacked, groups of one, and groups that fail (bad input, a non-finite loss,
     models the stacked model refuses) are logged and left to the ordinary per-seed code,
     which then builds (or refuses) them as a separate run would. Hold the run locks.
+    ``only``: just this ``(method, deep)`` variant (one of :func:`method_builds`).
     """
-    for method, deep in _builds(ctxs):
+    for method, deep in method_builds([c.cfg for c in ctxs]) if only is None else [tuple(only)]:
         name = variant_name(method, deep)
         pending = []
         for ctx in ctxs:
