@@ -85,7 +85,7 @@ from kgtest.stacked_lm import StackedLM
 from kgtest.train import TrainConfig, make_optimizer, make_scheduler, resolve_device
 from kgtest.train_config import pinned_threads, run_threads
 
-__all__ = ["StackedLM", "EnsembleResult", "train_ensemble", "MEMBER_DIR"]
+__all__ = ["StackedLM", "EnsembleResult", "train_ensemble", "MEMBER_DIR", "Shadow"]
 
 MEMBER_DIR = "member-{}"  # in out_dir: member m's saved Hugging Face checkpoint
 
@@ -102,12 +102,16 @@ def _optimizer(stack: StackedLM, models: Sequence[PreTrainedModel], cfg: TrainCo
                              fused=device.type in ("cpu", "cuda"))
 
 
-def clip_per_member(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_per_member(params: Sequence[torch.Tensor], max_norm: float,
+                    layout: tuple[int, Sequence[int]] | None = None) -> torch.Tensor:
     """Clip each member's gradient (slice ``m`` of every ``(M, ...)`` grad) to ``max_norm``.
 
     The per-member version of ``torch.nn.utils.clip_grad_norm_``: same norm (L2 over all
     of the member's gradients), same factor ``max_norm / (norm + 1e-6)`` capped at 1.
-    Returns the ``(M,)`` norms before clipping.
+    Returns the ``(M,)`` norms before clipping. ``layout`` ``(n, positions)``: these M
+    members sit at ``positions`` of a group of ``n`` split across processes (shadows):
+    the sum over the parameters is taken in the whole group's ``(P, n)`` layout, whose
+    summation order depends on ``n``, so each member is clipped as in the whole group.
 
     >>> g = torch.nn.Parameter(torch.zeros(2, 3))
     >>> g.grad = torch.tensor([[3., 4, 0], [0.3, 0.4, 0]])
@@ -115,7 +119,14 @@ def clip_per_member(params: Sequence[torch.Tensor], max_norm: float) -> torch.Te
     ([5.0, 0.5...], [0.99999..., 0.5...])
     """
     grads = [p.grad for p in params if p.grad is not None]
-    sq = torch.stack([g.float().pow(2).flatten(1).sum(1) for g in grads]).sum(0)  # (M,)
+    sq = torch.stack([g.float().pow(2).flatten(1).sum(1) for g in grads])  # (P, M)
+    if layout is None:
+        sq = sq.sum(0)  # (M,)
+    else:
+        where = torch.tensor(list(layout[1]), device=sq.device)
+        group = sq.new_zeros(sq.shape[0], layout[0])  # (P, n): zeros for the shadows
+        group[:, where] = sq
+        sq = group.sum(0)[where]  # (M,)
     norms = sq.sqrt()
     coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
@@ -137,6 +148,24 @@ class EnsembleResult:
     model_dirs: tuple[Path, ...]  # out_dir/member-<m>: ordinary HF checkpoints
 
 
+@dataclass(frozen=True)
+class Shadow:
+    """A member of the same stacked group that trains in another process.
+
+    Its batches still set each step's padding here, and its vocabulary the stacked
+    embedding's size, so the members trained here get the arithmetic of the whole group's
+    run (``kgtest run --seeds M --jobs N`` splits a group across worker processes and
+    writes the weights one process writes; batched matmuls do not depend on how many
+    members they stack, padding does).
+    """
+
+    tokenizer: object  # PreTrainedTokenizerFast
+    docs: list  # its training documents
+    batch_seed: int | None  # its batch order's seed
+    vocab: int  # its model's vocabulary rows
+    position: int  # its place in the whole group (the members trained here fill the rest)
+
+
 def _per_member(value, n: int, name: str, single) -> list:
     """``value`` as a list of n: one per member if it is a sequence of n, else n times."""
     if isinstance(value, (list, tuple)) and value and single(value[0]):
@@ -149,8 +178,10 @@ def _per_member(value, n: int, name: str, single) -> list:
     return [value] * n
 
 
-def _member_inputs(models, tokenizer, docs, eval_fn, batch_seeds, cfg: TrainConfig):
-    """Per-member tokenizers, eval functions, batch seeds and encoded corpora (checked)."""
+def _member_inputs(models, tokenizer, docs, eval_fn, batch_seeds, cfg: TrainConfig,
+                   shadows: Sequence[Shadow] = ()):
+    """Per-member tokenizers, eval functions, batch seeds and encoded corpora (checked);
+    seeds and corpora go on with the shadows'."""
     M = len(models)
     toks = _per_member(tokenizer, M, "tokenizers", lambda t: False)
     doc_sets = _per_member(docs, M, "document sets", lambda d: isinstance(d, dict))
@@ -158,9 +189,11 @@ def _member_inputs(models, tokenizer, docs, eval_fn, batch_seeds, cfg: TrainConf
     seeds = list(batch_seeds) if batch_seeds is not None else [cfg.seed] * M
     if len(seeds) != M:
         raise InputError(f"ensemble: {len(seeds)} batch seeds for {M} models")
+    seeds += [s.batch_seed for s in shadows]
     cache: dict[tuple[int, int], EncodedCorpus] = {}  # one encoding per (tokenizer, docs)
     corpora = []
-    for tok, ds in zip(toks, doc_sets, strict=True):
+    for tok, ds in zip(toks + [s.tokenizer for s in shadows],
+                       doc_sets + [s.docs for s in shadows], strict=True):
         key = (id(tok), id(ds))
         if key not in cache:
             cache[key] = encode_corpus(tok, ds, cfg.answer_only_loss)
@@ -179,7 +212,8 @@ def train_ensemble(models: Sequence[PreTrainedModel],
                    out_dir: str | os.PathLike, *,
                    eval_fn: Callable[[PreTrainedModel], dict[str, float]]
                    | Sequence[Callable] | None = None,
-                   batch_seeds: Sequence[int | None] | None = None) -> EnsembleResult:
+                   batch_seeds: Sequence[int | None] | None = None,
+                   shadows: Sequence[Shadow] = ()) -> EnsembleResult:
     """Train ``models`` together (in place), then save each to ``out_dir/member-<m>``.
 
     Parameters
@@ -204,6 +238,9 @@ def train_ensemble(models: Sequence[PreTrainedModel],
     batch_seeds : sequence of M ints, optional
         Member ``m``'s batch order is the ordinary loop's with ``cfg.seed =
         batch_seeds[m]`` (default: ``cfg.seed`` for all).
+    shadows : sequence of Shadow, optional
+        The group's members trained in other processes: they pad every step's batches and
+        the vocabulary here as if they were stacked too (they are not trained here).
 
     Returns
     -------
@@ -229,11 +266,12 @@ def train_ensemble(models: Sequence[PreTrainedModel],
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     toks, fns, seeds, corpora = _member_inputs(models, tokenizer, docs, eval_fn, batch_seeds,
-                                               cfg)
+                                               cfg, shadows)
     with (pinned_threads(run_threads(cfg.threads, device)),  # as kgtest.train.train
           torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])):
         torch.manual_seed(cfg.seed or 0)
-        loop = _Loop(models, corpora, seeds, cfg, out, device, fns)
+        loop = _Loop(models, corpora, seeds, cfg, out, device, fns,
+                     [s.vocab for s in shadows], _layout(len(models), shadows))
         seconds, cpu_seconds = loop.run()
     dirs = []
     for m, model in enumerate(models):
@@ -248,12 +286,26 @@ def train_ensemble(models: Sequence[PreTrainedModel],
                           cpu_seconds=cpu_seconds, model_dirs=tuple(dirs))
 
 
+def _layout(M: int, shadows: Sequence[Shadow]) -> tuple[int, list[int]] | None:
+    """``(n, positions)`` of M members beside their shadows in a group of ``n`` (None: no
+    shadows)."""
+    if not shadows:
+        return None
+    n, taken = M + len(shadows), {s.position for s in shadows}
+    if len(taken) != len(shadows) or not taken <= set(range(n)):
+        raise InputError(f"ensemble: shadow positions {sorted(taken)} do not fit a group of {n}")
+    return n, [i for i in range(n) if i not in taken]
+
+
 class _Data:
     """The members' corpora and batch orders: each step's micro-batches, stacked."""
 
     def __init__(self, corpora: Sequence[EncodedCorpus], seeds: Sequence[int | None],
-                 cfg: TrainConfig, device: torch.device, pad_id: int):
+                 cfg: TrainConfig, device: torch.device, pad_id: int, n: int):
+        """``n``: the members trained here, the first ``n`` of ``corpora`` and ``seeds``
+        (the rest: shadows, which only pad)."""
         self.corpora, self.cfg, self.device, self.pad = corpora, cfg, device, pad_id
+        self.n = n
         self.tokens = {id(c): c.tokens.to(device) for c in corpora}  # (N, L_max) per corpus
         self.gens = [torch.Generator().manual_seed(s or 0) for s in seeds]  # as train()'s
         self.n_batches = [math.ceil(c.n_docs / cfg.batch_size) for c in corpora]
@@ -266,7 +318,7 @@ class _Data:
         real token counts. Micro-batch ``j`` stacks every member's ``j``-th length run
         (a member with fewer runs adds an empty one): ``x`` ``(M, b, L)`` padded to the
         longest, ``flat`` ``(M, S)`` positions in that padded layout, ``mask`` ``(M, S)``."""
-        M, cfg, device = len(self.corpora), self.cfg, self.device
+        M, cfg, device = self.n, self.cfg, self.device
         if self.shared:
             return self._shared_step(step, M)
         runs, n_sup, n_tok = [], [], []
@@ -281,15 +333,15 @@ class _Data:
             n_sup.append(sup)
             n_tok.append(real)
         micro = []
-        for j in range(max(len(r) for r in runs)):
-            parts = [(m, runs[m][j]) for m in range(M) if j < len(runs[m])]
+        for j in range(max(len(r) for r in runs)):  # shadows included: the group's sizes
+            parts = [(m, runs[m][j]) for m in range(len(runs)) if j < len(runs[m])]
             b = max(i_hi - i_lo for _, (i_lo, i_hi, _, _, _) in parts)
             L = max(p[4] for _, p in parts)
             S = max(f_hi - f_lo for _, (_, _, f_lo, f_hi, _) in parts)
             x = torch.full((M, b, L), self.pad, dtype=torch.long, device=device)
             flat = torch.zeros((M, S), dtype=torch.long, device=device)
             mask = torch.zeros((M, S), dtype=torch.bool, device=device)
-            for m, (i_lo, i_hi, f_lo, f_hi, L_m) in parts:
+            for m, (i_lo, i_hi, f_lo, f_hi, L_m) in (p for p in parts if p[0] < M):
                 plan = self.plans[m]
                 rows = self.tokens[id(self.corpora[m])].index_select(0, plan.idx[i_lo:i_hi])
                 x[m, :i_hi - i_lo, :L_m] = rows[:, :L_m]
@@ -297,7 +349,7 @@ class _Data:
                 flat[m, :f_hi - f_lo] = f // L_m * L + f % L_m
                 mask[m, :f_hi - f_lo] = True
             micro.append((x, flat, mask))
-        return micro, n_sup, n_tok
+        return micro, n_sup[:M], n_tok[:M]
 
     def _shared_step(self, step: int, M: int):
         """As :meth:`step` when all members share the data: ``x`` ``(b, L)``, ``flat``
@@ -317,14 +369,15 @@ class _Loop:
     """The state of one ensemble run and its steps (used by :func:`train_ensemble`)."""
 
     def __init__(self, models, corpora: Sequence[EncodedCorpus], seeds, cfg: TrainConfig,
-                 out: Path, device: torch.device, eval_fns):
-        self.models, self.cfg, self.device = models, cfg, device
+                 out: Path, device: torch.device, eval_fns, others_vocab=(), layout=None):
+        self.models, self.cfg, self.device, self.layout = models, cfg, device, layout
         self.eval_fns, self.log_path = eval_fns, out / LOG
-        self.stack = StackedLM(models).to(device).train()
+        self.stack = StackedLM(models, others_vocab).to(device).train()
         self.params = list(self.stack.parameters())
         self.opt = _optimizer(self.stack, models, cfg, device)
         self.sched = make_scheduler(self.opt, cfg)
-        self.data = _Data(corpora, seeds, cfg, device, models[0].config.pad_token_id or 0)
+        self.data = _Data(corpora, seeds, cfg, device, models[0].config.pad_token_id or 0,
+                          len(models))
         M = len(models)
         self.steps, self.final_loss = [0] * M, [float("nan")] * M
         self.metrics: list[dict[str, float]] = [{} for _ in range(M)]
@@ -364,7 +417,7 @@ class _Loop:
         """One optimizer step (gradients clipped per member); the stopped members (``active``
         ``(M,)`` False) get their frozen weights back."""
         if self.cfg.grad_clip > 0:
-            clip_per_member(self.params, self.cfg.grad_clip)
+            clip_per_member(self.params, self.cfg.grad_clip, self.layout)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)

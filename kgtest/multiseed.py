@@ -53,7 +53,8 @@ from kgtest.stages import finish_stage, prepare_partial, run_lock, stage_path
 from kgtest.symbolic.facts import atomic_write_text
 
 __all__ = ["seed_configs", "run_dir_of", "run_seeds", "train_originals", "train_controls",
-           "train_stacked", "unlearn_methods", "Member", "split_log"]
+           "train_stacked", "unlearn_methods", "Member", "split_log", "original_members",
+           "control_members", "stacked_groups"]
 
 MAX_SEEDS = 256
 
@@ -144,17 +145,48 @@ def _groups(members: Sequence[Member]) -> list[list[Member]]:
     return list(groups.values())
 
 
-def train_stacked(members: Sequence[Member], what: str, log=print) -> None:
+def train_stacked(members: Sequence[Member], what: str, log=print,
+                  part: tuple[Sequence[tuple], Sequence[tuple]] | None = None) -> None:
     """Train every group of two or more members as one stacked model and write each
     member's stage (``model/``, its own ``train_log.jsonl``, then ``write``'s files).
-    Hold the run folders' locks. Members left alone are left to the ordinary code."""
+    Hold the run folders' locks. Members left alone are left to the ordinary code.
+
+    ``part``: ``(group, here)``, member ids (:func:`stacked_groups`): train only the
+    members ``here`` of that group, padded as the whole group would pad them (the rest of
+    the group trains in other worker processes; the same weights as one whole run).
+    ``members`` must then hold the whole group, finished members included (another
+    process may finish its part first).
+    """
+    if part is not None:
+        group, here = ({tuple(x) for x in ids} for ids in part)
+        group_members = [m for m in members if _id(m) in group]
+        if len(group_members) != len(group):
+            raise InputError(f"--seeds: {len(group) - len(group_members)} members of a "
+                             f"stacked group were not found")
+        _train_group([m for m in group_members if _id(m) in here], what, log,
+                     shadows=[(i, m) for i, m in enumerate(group_members)
+                              if _id(m) not in here])
+        return
     for group in _groups(members):
         if len(group) > 1:
             _train_group(group, what, log)
 
 
-def _train_group(group: list[Member], what: str, log) -> None:
-    from kgtest.ensemble import MEMBER_DIR, train_ensemble
+def _id(m: Member) -> tuple[str, str, str]:
+    return (str(m.run_dir), m.stage, m.key)
+
+
+def stacked_groups(members: Sequence[Member]) -> list[list[tuple]]:
+    """The stacked groups (two or more members) of ``members``, as lists of member ids
+    ``(run folder, stage, key)``, for :func:`train_stacked`'s ``part``."""
+    return [[_id(m) for m in g] for g in _groups(members) if len(g) > 1]
+
+
+def _train_group(group: list[Member], what: str, log,
+                 shadows: Sequence[tuple[int, Member]] = ()) -> None:
+    """Train ``group`` stacked and write its stages; ``shadows``: ``(position, member)``
+    of the whole group's members trained elsewhere (:class:`kgtest.ensemble.Shadow`)."""
+    from kgtest.ensemble import MEMBER_DIR, Shadow, train_ensemble
     from kgtest.train import TrainResult
 
     seeds = [m.seed for m in group]
@@ -166,7 +198,10 @@ def _train_group(group: list[Member], what: str, log) -> None:
         res = train_ensemble([m.model for m in group], [m.tokenizer for m in group],
                              [m.docs for m in group], group[0].cfg, scratch,
                              eval_fn=evals if any(evals) else None,
-                             batch_seeds=[m.cfg.seed for m in group])
+                             batch_seeds=[m.cfg.seed for m in group],
+                             shadows=[Shadow(m.tokenizer, m.docs, m.cfg.seed,
+                                             m.model.get_input_embeddings().weight.shape[0],
+                                             position) for position, m in shadows])
         logs = split_log(scratch / LOG, len(group), res.steps)
         for i, m in enumerate(group):
             tmp = prepare_partial(m.run_dir, m.stage, m.key)
@@ -185,24 +220,35 @@ def _train_group(group: list[Member], what: str, log) -> None:
 
 
 def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
-                    log=print) -> list[Path]:
+                    log=print, part: tuple | None = None) -> list[Path]:
     """Each seed's ``model-<key>`` stage, the unfinished ones trained as stacked models.
 
     Hold the run folders' locks (:func:`run_seeds` does). Returns the model stage folders.
+    ``part``: train only that part of a stacked group (:func:`train_stacked`; returns
+    nothing), for a worker process.
     """
+    from kgtest.pipeline import train_stage
+
+    train_stacked(original_members(cfgs, dirs, worlds, log=log, finished=part is not None),
+                  "original", log, part)
+    if part is not None:
+        return []
+    return [train_stage(c, d, world=w)  # the rest, one at a time
+            for c, d, w in zip(cfgs, dirs, worlds, strict=True)]
+
+
+def original_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
+                     log=print, finished: bool = False) -> list[Member]:
+    """The seeds' unfinished original models that can train stacked (the corpus stages
+    must be finished); ``finished``: the finished ones too."""
     from kgtest.distributed import dist_info
-    from kgtest.pipeline import (
-        MODEL_SECTIONS,
-        corpus_stage,
-        train_job,
-        train_stage,
-        write_model_stage,
-    )
+    from kgtest.pipeline import MODEL_SECTIONS, corpus_stage, train_job, write_model_stage
 
     members = []
     for c, d, w in zip(cfgs, dirs, worlds, strict=True):
         key = c.key(*MODEL_SECTIONS)
-        if (stage_path(d, "model", key) / ".done").exists() or dist_info().world_size > 1:
+        if ((stage_path(d, "model", key) / ".done").exists() and not finished
+                or dist_info().world_size > 1):
             continue  # finished, or torchrun (data parallelism: one seed at a time)
         job = train_job(c, corpus_stage(c, d, w), w)
         why = _unstackable(c, job)
@@ -217,39 +263,27 @@ def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
 
         members.append(Member(d, "model", key, job.model, job.tokenizer, job.docs, job.cfg,
                               job.eval_fn, write, c.run.seed))
-    train_stacked(members, "original", log)
-    return [train_stage(c, d, world=w)  # the rest, one at a time
-            for c, d, w in zip(cfgs, dirs, worlds, strict=True)]
+    return members
 
 
 def train_controls(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
-                   log=print, only: Sequence[tuple] | None = None) -> None:
+                   log=print, part: tuple | None = None) -> None:
     """Each seed's retrained controls (``filter``, ``ignorance``) not yet finished, trained
     as stacked models (the originals must be finished; hold the run folders' locks).
 
     A control trains from the original's initialisation for the original's number of
     steps, so seeds whose originals stopped at different steps train in different groups.
-    ``never_trained`` trains nothing and is left to the ordinary code. ``only``: train
-    just the group of these members (``(run folder, stage, key)`` each, as
-    :func:`control_groups` gives them), for a worker process.
+    ``never_trained`` trains nothing and is left to the ordinary code. ``part``: train
+    only that part of a stacked group (:func:`train_stacked`), for a worker process.
     """
-    members = _control_members(cfgs, dirs, worlds)
-    if only is not None:
-        want = {(str(d), stage, key) for d, stage, key in only}
-        members = [m for m in members if (str(m.run_dir), m.stage, m.key) in want]
-    train_stacked(members, "controls", log)
+    train_stacked(control_members(cfgs, dirs, worlds, finished=part is not None),
+                  "controls", log, part)
 
 
-def control_groups(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds
-                   ) -> list[list[tuple]]:
-    """The unfinished controls' stacked groups of two or more, as ``(run folder, stage,
-    key)`` lists: :func:`train_controls` ``(only=group)`` trains one of them."""
-    return [[(str(m.run_dir), m.stage, m.key) for m in g]
-            for g in _groups(_control_members(cfgs, dirs, worlds)) if len(g) > 1]
-
-
-def _control_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds
-                     ) -> list[Member]:
+def control_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
+                    finished: bool = False) -> list[Member]:
+    """The seeds' unfinished retrained controls that can train stacked (the originals
+    must be finished); ``finished``: the finished ones too."""
     from kgtest.model import build_model
     from kgtest.pipeline import stage_threads, train_experiment
     from kgtest.unlearn.api import RunContext, control_stage, control_training, write_control
@@ -261,7 +295,7 @@ def _control_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], wor
             if kind == "never_trained":
                 continue
             name, key, steps = control_stage(ctx, c.unlearn, kind)
-            if (stage_path(d, name, key) / ".done").exists():
+            if (stage_path(d, name, key) / ".done").exists() and not finished:
                 continue
             job = control_training(ctx, c.unlearn, kind, steps)
             if job.stream is not None:
@@ -337,8 +371,10 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
     holds the run folders' locks; the workers share them).
 
     The same stages, stacked the same way, as with one process, so the same files:
-    the worlds are drawn while the originals train; then the stacked control groups and
-    the stacked unlearning methods, independent of each other, run side by side; then
+    the worlds are drawn while the originals train; each stacked training group (the
+    originals, then the controls) is split into up to ``jobs`` parts, one per worker,
+    each part padded as the whole group (:class:`kgtest.ensemble.Shadow`: the same
+    weights); the control parts and the stacked unlearning methods run side by side; then
     each seed's remaining stages (``never_trained``, RMU, probes, report) run as one task
     per seed, ``jobs`` seeds at a time, each as ``kgtest run --jobs N`` would run them
     (one thread). Workers are silent: one line per finished task here.
@@ -355,13 +391,13 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
                  for c, d, w in zip(cfgs, dirs, worlds, strict=True)}
         for c, d, w in zip(cfgs, dirs, worlds, strict=True):
             corpus_stage(c, d, w)
-        log(f"[seeds] original: seeds {', '.join(str(c.run.seed) for c in cfgs)}")
-        _await({**drawn, pool.submit(_timed, train_originals, cfgs, dirs, worlds,
-                                     log=_quiet): "original models"}, log)
-        tasks = {}
-        for group in control_groups(cfgs, dirs, worlds):  # the longest first
-            tasks[pool.submit(_timed, train_controls, cfgs, dirs, worlds, log=_quiet,
-                              only=group)] = f"controls ({len(group)} models stacked)"
+        groups = stacked_groups(original_members(cfgs, dirs, worlds, log=log))
+        _await({**drawn, **_parts(pool, train_originals, groups, jobs, (cfgs, dirs, worlds),
+                                  "original models")}, log)
+        _await({pool.submit(_timed, train_originals, cfgs, dirs, worlds, log=_quiet):
+                "original models trained alone (if any)"}, log)
+        groups = stacked_groups(control_members(cfgs, dirs, worlds))
+        tasks = _parts(pool, train_controls, groups, jobs, (cfgs, dirs, worlds), "controls")
         for method, deep in sorted(method_builds(cfgs), key=lambda b: not b[1]):
             tasks[pool.submit(_timed, unlearn_methods, cfgs, dirs, worlds, log=_quiet,
                               only=(method, deep))] = f"unlearning {method}{' deep' * deep}"
@@ -372,6 +408,19 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
         return _await({pool.submit(_timed, _seed_task, c, d, command):
                        f"seed {c.run.seed}: probes and report"
                        for c, d in zip(cfgs, dirs, strict=True)}, log)
+
+
+def _parts(pool, fn, groups: list[list[tuple]], jobs: int, args: tuple, what: str) -> dict:
+    """Each stacked group split into up to ``jobs`` parts of nearly equal size, one task
+    each (``fn(*args, part=(group, part))``): future -> what."""
+    tasks = {}
+    for group in groups:
+        n = min(jobs, len(group))
+        for i in range(n):
+            here = group[len(group) * i // n:len(group) * (i + 1) // n]
+            tasks[pool.submit(_timed, fn, *args, log=_quiet, part=(group, here))] = \
+                f"{what}: {len(here)} of {len(group)} stacked"
+    return tasks
 
 
 def _world_task(cfg: ExperimentConfig, run_dir: Path, world) -> Path:

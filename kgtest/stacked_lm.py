@@ -48,7 +48,10 @@ class StackedLM(nn.Module):
     True
     """
 
-    def __init__(self, models: Sequence[PreTrainedModel]):
+    def __init__(self, models: Sequence[PreTrainedModel], others_vocab: Sequence[int] = ()):
+        """``others_vocab``: the vocabulary sizes of the members of the same group stacked
+        in another process (:class:`kgtest.ensemble.Shadow`): the embedding is padded to
+        the largest of all, as the whole group's would be."""
         super().__init__()
         if not models:
             raise InputError("ensemble: no models given")
@@ -66,7 +69,7 @@ class StackedLM(nn.Module):
         self.n = len(models)
         names = [n for n, _ in first.named_parameters()]  # a tied head appears once
         self.vocab = [m.get_input_embeddings().weight.shape[0] for m in models]  # (M,)
-        V = max(self.vocab)
+        V = max(self.vocab + list(others_vocab))
         self.vocab_params = {n for n, p in first.named_parameters()
                              if p.shape[0] == self.vocab[0]
                              and ("wte" in n or "embed_tokens" in n or "lm_head" in n)}
@@ -92,7 +95,8 @@ class StackedLM(nn.Module):
         mask = torch.zeros(self.n, V)
         for m, v in enumerate(self.vocab):
             mask[m, v:] = -torch.inf
-        self.register_buffer("vocab_mask", mask if min(self.vocab) < V else None,
+        self.register_buffer("vocab_mask",
+                             mask if min(self.vocab + list(others_vocab)) < V else None,
                              persistent=False)
         if self.arch == "llama":
             self._rotary = [first.model.rotary_emb]  # parameter-free: cos/sin for positions
