@@ -31,6 +31,7 @@ on them one seed at a time and stacked, and counts the stages whose chosen grid 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -54,10 +55,17 @@ DRY = ["train.steps=20", "train.eval_every=10"]  # --dry-run: runs, not timings
 RATIOS: dict[str, float] = {}  # filled by main(): speed-ups, for benchmarks/run_all.py
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (worker processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _timed(fn) -> tuple[float, float]:
-    t0, c0 = time.perf_counter(), time.process_time()
+    """(wall s, CPU s of this process and of the worker processes it ran)."""
+    t0, c0 = time.perf_counter(), _cpu()
     fn()
-    return time.perf_counter() - t0, time.process_time() - c0
+    return time.perf_counter() - t0, _cpu() - c0
 
 
 def _stamped(msg: str) -> None:
@@ -65,14 +73,15 @@ def _stamped(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-def separate(cfgs, out: Path) -> tuple[float, float, list[float]]:
-    """Each seed's run in turn: (wall s, CPU s, wall s of each seed)."""
+def separate(cfgs, out: Path, jobs: int = 1) -> tuple[float, float, list[float]]:
+    """Each seed's run in turn (``kgtest run --jobs jobs``): (wall s, CPU s, wall s of
+    each seed)."""
     each = []
 
     def go():
         for cfg in cfgs:
             t0 = time.perf_counter()
-            run_experiment(cfg, run_dir_of(out, cfg), log=lambda m: None)
+            run_experiment(cfg, run_dir_of(out, cfg), log=lambda m: None, jobs=jobs)
             each.append(time.perf_counter() - t0)
             print(f"separate run, seed {cfg.run.seed}: {each[-1]:.1f} s wall", flush=True)
 
@@ -106,15 +115,29 @@ def compare(cfgs, a: Path, b: Path) -> dict:
     return {"score": worst, "flips": flips, "rows": rows, "rate": rate}
 
 
-def unlearning_only(cfgs, out: Path) -> None:
-    """``--unlearn-only``: the quickstart's whole ``[unlearn]`` section (every method, plain
-    and deep, its tuning grid) on M trained originals, one seed at a time vs stacked."""
-    import shutil
+@contextlib.contextmanager
+def _pool(jobs: int, dirs):
+    """A stage pool of ``jobs`` workers over run folders ``dirs`` (their locks held)."""
+    from kgtest.stages import run_lock
+    from kgtest.workers import stage_pool
 
-    from kgtest.multiseed import train_originals
+    with contextlib.ExitStack() as stack:
+        for d in dirs:
+            stack.enter_context(run_lock(d))
+        yield stack.enter_context(stage_pool(jobs, dirs))
+
+
+def unlearning_only(cfgs, out: Path, jobs: int = 1) -> None:
+    """``--unlearn-only``: the quickstart's whole ``[unlearn]`` section (every method, plain
+    and deep, its tuning grid) on M trained originals, one seed at a time vs stacked
+    (``jobs`` > 1: the variants, or the stacked methods, in that many worker processes)."""
+    import shutil
+    from dataclasses import replace
+
+    from kgtest.multiseed import train_originals, unlearn_methods
     from kgtest.pipeline import corpus_stage, train_experiment, world_of, world_stage
     from kgtest.unlearn.api import RunContext, unlearn_variant
-    from kgtest.unlearn.stacked_run import unlearn_members
+    from kgtest.unlearn.stacked_run import method_builds, unlearn_members
 
     dirs = [run_dir_of(out / "trained", c) for c in cfgs]
     worlds = [world_of(c) for c in cfgs]
@@ -130,13 +153,28 @@ def unlearning_only(cfgs, out: Path) -> None:
             ctxs[side].append(RunContext.of(c, train_experiment(c, out / side / d.name, w), w))
 
     def one_at_a_time():
-        for ctx in ctxs["separate"]:
-            for method in ctx.cfg.unlearn.methods:
-                for deep in ctx.cfg.unlearn.deep:
-                    unlearn_variant(ctx, ctx.cfg.unlearn, method, deep=deep)
+        builds = [(ctx, method, deep) for ctx in ctxs["separate"]
+                  for method in ctx.cfg.unlearn.methods for deep in ctx.cfg.unlearn.deep]
+        if jobs == 1:
+            for ctx, method, deep in builds:
+                unlearn_variant(ctx, ctx.cfg.unlearn, method, deep=deep)
+            return
+        with _pool(jobs, [c.run_dir for c in ctxs["separate"]]) as pool:
+            for f in [pool.submit(unlearn_variant, replace(ctx, threads=1), ctx.cfg.unlearn,
+                                  method, deep=deep) for ctx, method, deep in builds]:
+                f.result()
+
+    def stacked():
+        if jobs == 1:
+            return unlearn_members(ctxs["stacked"], log=_stamped)
+        sdirs = [c.run_dir for c in ctxs["stacked"]]
+        with _pool(jobs, sdirs) as pool:
+            for f in [pool.submit(unlearn_methods, cfgs, sdirs, worlds, only=b)
+                      for b in method_builds(cfgs)]:
+                f.result()
 
     wall_sep, cpu_sep = _timed(one_at_a_time)
-    wall_st, cpu_st = _timed(lambda: unlearn_members(ctxs["stacked"], log=_stamped))
+    wall_st, cpu_st = _timed(stacked)
     same = total = 0
     for a, b in zip(ctxs["separate"], ctxs["stacked"], strict=True):
         for stage in sorted(a.run_dir.glob("unlearn-*")):
@@ -148,7 +186,7 @@ def unlearning_only(cfgs, out: Path) -> None:
     print(f"== unlearning only: {cfgs[0].unlearn.methods} x deep {cfgs[0].unlearn.deep}, "
           f"grid {cfgs[0].unlearn.tune_lrs} x {cfgs[0].unlearn.tune_epochs} epochs, "
           f"{len(cfgs)} seeds, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs ==")
+          f"{os.cpu_count()} CPUs, --jobs {jobs} ==")
     print(f"{'side':<24}{'wall s':>9}{'CPU s':>9}")
     print(f"{'one seed at a time':<24}{wall_sep:>9.1f}{cpu_sep:>9.1f}")
     print(f"{'stacked':<24}{wall_st:>9.1f}{cpu_st:>9.1f}")
@@ -161,6 +199,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--small", action="store_true", help="the cut quickstart (see above)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes on both sides (kgtest run --jobs; default 1)")
     ap.add_argument("--out", help="folder for the runs (default: a temporary one)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                     help="train.device and unlearn.device of every run (default auto)")
@@ -183,16 +223,17 @@ def main(argv=None) -> int:
     load_experiment(SPEC, overrides)  # bad overrides fail before any work
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_seeds-"))
     if args.unlearn_only:
-        unlearning_only(cfgs, out)
+        unlearning_only(cfgs, out, args.jobs)
         return 0
-    wall_sep, cpu_sep, each = separate(cfgs, out / "separate")
-    wall_st, cpu_st = _timed(lambda: run_seeds(cfgs, out / "stacked", log=_stamped))
+    wall_sep, cpu_sep, each = separate(cfgs, out / "separate", args.jobs)
+    wall_st, cpu_st = _timed(lambda: run_seeds(cfgs, out / "stacked", log=_stamped,
+                                               jobs=args.jobs))
     diff = compare(cfgs, out / "separate", out / "stacked")
     one = sum(each) / len(each)
     RATIOS["seeds: stacked vs separate runs (wall)"] = wall_sep / wall_st
     print(f"== {args.seeds} seeds of the {'small ' if args.small else ''}quickstart, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{args.threads} thread(s) ==")
+          f"{args.threads} thread(s), --jobs {args.jobs} on both sides ==")
     print(f"{'side':<24}{'wall s':>9}{'CPU s':>9}{'wall / one seed':>17}")
     print(f"{'separate runs':<24}{wall_sep:>9.1f}{cpu_sep:>9.1f}{wall_sep / one:>17.2f}")
     print(f"{'--seeds (stacked)':<24}{wall_st:>9.1f}{cpu_st:>9.1f}{wall_st / one:>17.2f}")
