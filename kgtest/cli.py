@@ -181,6 +181,9 @@ def _add_sweep(sub) -> None:
     sw.add_argument("--jobs", type=int, help="runs at once: local workers (default: CPU "
                     "cores), Ray tasks in flight, or the Slurm array parallelism")
     sw.add_argument("--out", help="sweep folder (default: runs/<spec file stem>)")
+    sw.add_argument("--stack-seeds", action="store_true",
+                    help="local: run each cell's seeds as one `kgtest run --seeds M --jobs "
+                    "JOBS` (originals, controls, unlearning stacked; same folders)")
     sw.add_argument("--address", help="ray: cluster address, e.g. auto or ray://head:10001 "
                     "(default: start a local cluster)")
     sw.add_argument("--cpus-per-run", type=float, default=1,
@@ -402,7 +405,9 @@ def cmd_sweep(args) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
     _check_sweep_args(args)
-    options = {}
+    options = {"stack_seeds": True} if args.stack_seeds else {}
+    if args.stack_seeds and args.backend != "local":
+        raise InputError(f"--stack-seeds: needs --backend local, got {args.backend}")
     if args.backend == "ray":
         options = {"address": args.address, "cpus_per_run": args.cpus_per_run,
                    "gpus_per_run": args.gpus_per_run}

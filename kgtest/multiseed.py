@@ -75,17 +75,21 @@ def run_dir_of(out: str | os.PathLike, cfg: ExperimentConfig) -> Path:
 
 
 def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
-              command: str = "", log=print, jobs: int = 1) -> list[Path]:
+              command: str = "", log=print, jobs: int = 1,
+              dirs: Sequence[str | os.PathLike] | None = None) -> list[Path]:
     """Run every seed's experiment, the originals, the retrained controls and the
     unlearning methods stacked; returns the summaries.
 
-    The M run folders are locked for the whole call. Finished stages are reused, as by
+    The M run folders (``dirs``, default :func:`run_dir_of` each config in ``out``) are
+    locked for the whole call. Finished stages are reused, as by
     :func:`kgtest.pipeline.run_experiment`, which then runs each seed's remaining stages
     (unlearning, probes, report; in ``jobs`` worker processes where ``jobs`` > 1).
     """
     from kgtest.pipeline import corpus_stage, run_experiment, world_of, world_stage
 
-    dirs = [run_dir_of(out, c) for c in cfgs]
+    dirs = [Path(d) for d in dirs] if dirs is not None else [run_dir_of(out, c) for c in cfgs]
+    if len(dirs) != len(cfgs):
+        raise InputError(f"--seeds: {len(dirs)} run folders for {len(cfgs)} seeds")
     if len(set(dirs)) != len(dirs):
         raise InputError("--seeds: two seeds share a run folder")
     with contextlib.ExitStack() as stack:

@@ -142,6 +142,39 @@ def test_jobs_2_writes_the_one_process_runs_files(runs, tmp_path):
         assert info["stacked"]["seeds"] == [0, 1]  # still stacked in the worker
 
 
+@pytest.mark.slow
+def test_sweep_stack_seeds_writes_the_unstacked_sweeps_folders(tmp_path):
+    """``kgtest sweep --stack-seeds``: a cell's seeds run as one ``--seeds M`` into the
+    folders the unstacked sweep writes (same names, stages, record rows and columns)."""
+    sets = _sets(["train.steps=20", "train.eval_every=10", "train.threads=1"])
+    spec = str(DATA / "sweep_tiny.toml")
+    assert main(["sweep", spec, "--out", str(tmp_path / "a"), "--jobs", "1", *sets]) == 0
+    assert main(["sweep", spec, "--out", str(tmp_path / "b"), "--jobs", "1",
+                 "--stack-seeds", *sets]) == 0
+    names = sorted(d.name for d in (tmp_path / "a" / "runs").iterdir())
+    assert len(names) == 2
+    assert sorted(d.name for d in (tmp_path / "b" / "runs").iterdir()) == names
+    sweep = json.loads((tmp_path / "b" / "sweep.json").read_text())
+    assert [r["status"] for r in sweep["runs"]] == ["ok", "ok"]
+    for name in names:
+        a, b = tmp_path / "a" / "runs" / name, tmp_path / "b" / "runs" / name
+        assert _stages(a) == _stages(b)
+        assert json.loads((b / "status.json").read_text())["stacked"] == names
+        info = json.loads((next(b.glob("model-*")) / "metrics.json").read_text())
+        assert info["stacked"]["seeds"] == [0, 1]  # really stacked
+        ra, rb = _records(a), _records(b)
+        assert len(ra) == len(rb) > 10 and ra[0].keys() == rb[0].keys()
+        worst, flips = _differences(ra, rb)
+        assert worst <= SCORE_TOL and flips <= FLIP_TOL * len(ra), (worst, flips)
+    assert (tmp_path / "b" / "summary.md").exists()  # the sweep report reads them
+
+
+def test_stack_seeds_needs_the_local_backend(tmp_path, capsys):
+    assert main(["sweep", str(DATA / "sweep_tiny.toml"), "--out", str(tmp_path),
+                 "--backend", "ray", "--stack-seeds"]) == 2
+    assert "--stack-seeds" in capsys.readouterr().err
+
+
 def test_split_log_keeps_each_members_entries_up_to_its_last_step(tmp_path):
     p = tmp_path / "log.jsonl"
     p.write_text("\n".join(json.dumps(e) for e in [

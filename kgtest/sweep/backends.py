@@ -123,19 +123,29 @@ def _pool(batch: Sequence[SweepRun], n: int, spec: str, runs_dir: Path, gpus: li
 
 def local_backend(sweep: Sweep, runs: Sequence[SweepRun], *, jobs: int | None = None,
                   threads: int = 1, gpus: Sequence[str] | None = None,
-                  gpu_fraction: float | None = None) -> Iterator[dict]:
+                  gpu_fraction: float | None = None,
+                  stack_seeds: bool = False) -> Iterator[dict]:
     """Run on a ``spawn`` process pool of ``jobs`` workers (default: one per CPU core).
 
     A worker that dies (killed, out of memory) breaks the whole pool. The runs that had
     started then are retried one at a time, each in a pool of its own, so the one that
     kills its worker again is recorded as failed and the others finish; runs that had not
     started go back to the queue.
+
+    ``stack_seeds``: the runs of a cell (two or more that differ only in ``run.seed``)
+    run first, one cell at a time, as one ``kgtest run --seeds M --jobs jobs``
+    (:func:`kgtest.sweep.job.stacked_jobs`: originals, controls and unlearning stacked,
+    the same folders and record columns); the rest go to the pool.
     """
     if not runs:
         return
+    spec, runs_dir = _paths(sweep)
+    if stack_seeds:
+        runs = yield from _stacked_cells(spec, runs_dir, runs, jobs)
+        if not runs:
+            return
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(runs)))
     gpus = visible_gpus() if gpus is None else list(gpus)
-    spec, runs_dir = _paths(sweep)
     queue, alone = list(runs), []
     requeued = {r.name: 0 for r in runs}
     while queue or alone:
@@ -154,6 +164,22 @@ def local_backend(sweep: Sweep, runs: Sequence[SweepRun], *, jobs: int | None = 
                               "memory?); re-launch the sweep to retry it")
             else:
                 queue.append(run)
+
+
+def _stacked_cells(spec: str, runs_dir: Path, runs: Sequence[SweepRun], jobs: int | None):
+    """Yield the results of every cell of two or more runs, each cell stacked; return the
+    runs left (cells of one run)."""
+    from kgtest.sweep.job import stacked_jobs
+
+    cells: dict[str, list[SweepRun]] = {}
+    for r in runs:
+        cells.setdefault(r.cell, []).append(r)
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    for cell in cells.values():
+        if len(cell) > 1:
+            yield from stacked_jobs(spec, [(r.overrides, r.name) for r in cell], runs_dir,
+                                    jobs=jobs)
+    return [r for cell in cells.values() if len(cell) == 1 for r in cell]
 
 
 # --- ray ----------------------------------------------------------------------------------

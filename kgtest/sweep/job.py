@@ -43,8 +43,8 @@ from pathlib import Path
 from kgtest.symbolic.facts import atomic_write_text
 from kgtest.workers import die_with_parent, setup_worker
 
-__all__ = ["run", "job", "setup_worker", "die_with_parent", "read_status", "is_finished",
-           "run_state", "STATUS", "ERROR", "LOG"]
+__all__ = ["run", "job", "stacked_jobs", "setup_worker", "die_with_parent", "read_status",
+           "is_finished", "run_state", "STATUS", "ERROR", "LOG"]
 
 STATUS = "status.json"
 ERROR = "error.txt"
@@ -181,3 +181,65 @@ def job(spec_path: str | os.PathLike, overrides, runs_dir: str | os.PathLike, *,
                                    "traceback": traceback.format_exc()}
     return {"name": name, "status": status, "dir": str(folder),
             "seconds": time.perf_counter() - start, "error": error}
+
+
+def stacked_jobs(spec_path: str | os.PathLike, runs, runs_dir: str | os.PathLike, *,
+                 jobs: int = 1) -> list[dict]:
+    """The runs of one sweep cell (they differ only in ``run.seed``) as one ``kgtest run
+    --seeds M`` (:func:`kgtest.multiseed.run_seeds`, ``jobs`` worker processes) into their
+    ordinary sweep folders; one :func:`job` result per run, in ``runs``' order.
+
+    ``runs``: ``(overrides, name)`` of each run. Every folder gets what :func:`run` writes
+    (``status.json``, ``error.txt`` on failure, ``log.txt``: the stacked run's log, the
+    same in each). The folders are locked first; if another live process holds one, or a
+    config does not load, the runs go one by one through :func:`job` instead (which records
+    each its own way). A failure of the stacked run fails every run of the cell.
+    """
+    from kgtest.experiment import load_experiment
+    from kgtest.multiseed import run_seeds
+    from kgtest.stages import RunBusy, run_lock
+
+    start = time.perf_counter()
+    folders = [Path(runs_dir) / name for _, name in runs]
+    try:
+        cfgs = [load_experiment(spec_path, overrides) for overrides, _ in runs]
+    except Exception:  # noqa: BLE001  (each run records its own error)
+        return [job(spec_path, o, runs_dir, name=n) for o, n in runs]
+    commands = [_command(spec_path, o) for o, _ in runs]
+    with contextlib.ExitStack() as locks:
+        try:
+            for folder, command in zip(folders, commands, strict=True):
+                locks.enter_context(run_lock(folder, command=command))
+        except RunBusy:
+            locks.close()
+            return [job(spec_path, o, runs_dir, name=n) for o, n in runs]
+        for folder, (overrides, _) in zip(folders, runs, strict=True):
+            (folder / ERROR).unlink(missing_ok=True)
+            _write_status(folder, status="running", overrides=list(overrides))
+        logs = [locks.enter_context(open(f / LOG, "a")) for f in folders]
+
+        def log(msg: str) -> None:
+            for f in logs:
+                print(msg, file=f, flush=True)
+
+        error = None
+        try:
+            with contextlib.redirect_stdout(logs[0]), contextlib.redirect_stderr(logs[0]):
+                run_seeds(cfgs, runs_dir, command=commands[0], log=log, jobs=jobs,
+                          dirs=folders)
+        except Exception as err:  # one failing cell never stops the sweep
+            error = {"type": type(err).__name__, "message": str(err),
+                     "traceback": traceback.format_exc()}
+        seconds = time.perf_counter() - start
+        out = []
+        for folder, (overrides, name) in zip(folders, runs, strict=True):
+            if error:
+                atomic_write_text(folder / ERROR, error["traceback"])
+                _write_status(folder, status="failed", overrides=list(overrides),
+                              seconds=seconds, error={k: error[k] for k in ("type", "message")})
+            else:
+                _write_status(folder, status="ok", overrides=list(overrides), seconds=seconds,
+                              stacked=[n for _, n in runs], jobs=jobs)
+            out.append({"name": name, "status": "failed" if error else "ok",
+                        "dir": str(folder), "seconds": seconds, "error": error})
+    return out
