@@ -10,15 +10,18 @@ difference of a rate in the paired summary tables, ``summary.json``, line by lin
 
 What is stacked: the original models' training (one stacked model, each member on its own
 seed's corpus), then the retrained controls ``filter`` and ``ignorance``, then each
-unlearning method with its tuning grid (each member its own grid choice). Not stacked (one
-seed at a time, the ordinary code): world, corpus, ``never_trained``, RMU, probes and the
-report.
+unlearning method with its tuning grid (each member its own grid choice). Not stacked (per
+seed, the ordinary code): world, corpus, ``never_trained``, RMU, probes and the report.
+``--jobs J`` runs both sides with J worker processes (one torch thread each): each separate
+run as ``kgtest run --jobs J``, the stacked side as ``kgtest run --seeds M --jobs J`` (stacked
+groups split across the workers, each seed's unstacked rest one task per seed). CPU time
+counts the worker processes too.
 
 ``--small`` cuts the quickstart to a size whose two sides fit in minutes on 2 cores (the
 tiny model preset, 200 training steps, NPO only at one grid point, the direct and utility
 probes; every control); the full quickstart is about 30 CPU-minutes per seed.
 
-    .venv/bin/python benchmarks/bench_seeds.py --small --seeds 5
+    .venv/bin/python benchmarks/bench_seeds.py --small --seeds 5 --jobs 2
     .venv/bin/python benchmarks/bench_seeds.py --seeds 5            # the full quickstart
     .venv/bin/python benchmarks/bench_seeds.py --dry-run            # 2 seeds, 20 steps: runs
     .venv/bin/python benchmarks/bench_seeds.py --small --unlearn-only --seeds 5
