@@ -95,7 +95,7 @@ def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
     with contextlib.ExitStack() as stack:
         for d in dirs:
             stack.enter_context(run_lock(d, command=command or None))
-        if jobs > 1:
+        if jobs > 1 and len(cfgs) > 1:  # one seed: kgtest run --jobs N's own pool below
             return _run_pooled(cfgs, dirs, command=command, log=log, jobs=jobs)
         log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(out)}")
         worlds = [world_of(c) for c in cfgs]
