@@ -57,6 +57,7 @@ def whole():
     return _train(list(range(N)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parts", [[[0, 1, 2], [3, 4]], [[0], [1, 3], [2, 4]]])
 def test_parts_with_shadows_give_the_whole_groups_weights(whole, parts):
     for own in parts:
@@ -65,6 +66,7 @@ def test_parts_with_shadows_give_the_whole_groups_weights(whole, parts):
             assert all(torch.equal(got[i][n], whole[i][n]) for n in whole[i]), (own, i)
 
 
+@pytest.mark.slow
 def test_without_shadows_a_part_differs(whole):
     got = _train([0, 1, 2], shadows=False)
     assert any(not torch.equal(got[i][n], whole[i][n]) for i in got for n in whole[i])
