@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest kgtest tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile kgtest tests
 
 # The tests marked `trained` (a trained model's outcome) under other CPU arithmetic, a
 # stand-in for another machine's rounding: ATen's non-vectorised kernels and MKL's
@@ -27,7 +27,7 @@ test: $(STAMP)
 ARITH := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE
 test-arith: $(STAMP)
 	$(BIN)/python -m pytest tests/test_arith.py
-	$(ARITH) $(BIN)/python -m pytest -m trained tests
+	$(ARITH) $(BIN)/python -m pytest -n 2 --dist loadfile -m trained tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,12 +2,16 @@
 
 ``tiny_run`` trains the quickstart experiment shrunk to a tiny model (20 entities, a
 2-layer d=32 GPT-2, 1500 steps at lr 3e-3, one torch thread; ~15-30 s), once per test
-session for each setting asked for. The probe and unlearning tests train from it (they
-ask for different target presentations, so for two models: see their conftest.py).
+session for each setting asked for, by one xdist worker (the other reuses it). The probe
+and unlearning tests train from it (they ask for different target presentations, so for
+two models: see their conftest.py).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,7 +34,7 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
+def tiny_run(request, tmp_path_factory):
     """``tiny_run(*overrides) -> (cfg, TrainedRun)``: the tiny quickstart run with extra
     ``--set`` overrides, trained on first use and kept for the session."""
     from kgtest.experiment import load_experiment
@@ -43,10 +47,27 @@ def tiny_run(tmp_path_factory):
             torch.set_num_threads(1)
             cfg = load_experiment(ROOT / "experiments" / "quickstart.toml",
                                   [*TINY_QUICKSTART, *overrides])
-            runs[overrides] = cfg, train_experiment(cfg, tmp_path_factory.mktemp("tiny-run"))
+            shared = _shared_tmp(request.config, tmp_path_factory) / ("tiny-run-" + hashlib.sha1(
+                repr(overrides).encode()).hexdigest()[:12])
+            # one trainer: under xdist the other worker waits for the lock, then finds the
+            # finished stages; each worker works in its own copy (tests add stages to it)
+            with open(f"{shared}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                train_experiment(cfg, shared)
+            own = tmp_path_factory.mktemp("tiny-run")
+            shutil.copytree(shared, own, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(".lock"))
+            runs[overrides] = cfg, train_experiment(cfg, own)  # reuses every stage copied
         return runs[overrides]
 
     return get
+
+
+def _shared_tmp(config, tmp_path_factory) -> Path:
+    """This session's temporary folder, shared by its xdist workers (``make test`` runs
+    ``pytest -n 2``: each worker's basetemp is a ``popen-gwN`` folder inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(config, "workerinput") else base
 
 
 def _alive(pid: int) -> bool:
