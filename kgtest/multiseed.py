@@ -137,7 +137,7 @@ class Member:
     docs: list
     cfg: object  # its TrainConfig (cfg.seed: its batch order)
     eval_fn: object  # or None
-    write: Callable  # write(tmp, TrainResult): the stage's own files beside model/ and the log
+    write: Callable  # write(tmp, stacked, TrainResult): the stage's files beside model/, log
     seed: int  # run.seed, for progress lines and metrics
 
 
@@ -195,12 +195,16 @@ def _train_group(group: list[Member], what: str, log,
 
     seeds = [m.seed for m in group]
     log(f"[seeds] {what}: seeds {', '.join(map(str, seeds))} trained as one stacked model")
+    whole = _whole_group(group, shadows)
     scratch = Path(tempfile.mkdtemp(prefix=".seeds.tmp-", dir=group[0].run_dir))
     try:
         t0, c0 = time.perf_counter(), time.process_time()
         evals = [m.eval_fn for m in group]
         res = train_ensemble([m.model for m in group], [m.tokenizer for m in group],
-                             [m.docs for m in group], group[0].cfg, scratch,
+                             # torch seeded from the WHOLE group's first member, as one
+                             # process training the whole group seeds it (bit-identity)
+                             [m.docs for m in group],
+                             replace(group[0].cfg, seed=whole[0].cfg.seed), scratch,
                              eval_fn=evals if any(evals) else None,
                              batch_seeds=[m.cfg.seed for m in group],
                              shadows=[Shadow(m.tokenizer, m.docs, m.cfg.seed,
@@ -211,16 +215,35 @@ def _train_group(group: list[Member], what: str, log,
             tmp = prepare_partial(m.run_dir, m.stage, m.key)
             os.replace(scratch / MEMBER_DIR.format(i), tmp / "model")
             atomic_write_text(tmp / LOG, "".join(json.dumps(e) + "\n" for e in logs[i]))
-            m.write(tmp, TrainResult(steps=res.steps[i], final_loss=res.final_losses[i],
-                                     metrics=res.metrics[i],
-                                     stopped_early=res.stopped_early[i],
-                                     tokens=res.tokens[i], seconds=res.seconds,
-                                     cpu_seconds=res.cpu_seconds, model_dir=tmp / "model"))
+            m.write(tmp, _stacked_info(whole, m, group if shadows else None),
+                    TrainResult(steps=res.steps[i], final_loss=res.final_losses[i],
+                                metrics=res.metrics[i], stopped_early=res.stopped_early[i],
+                                tokens=res.tokens[i], seconds=res.seconds,
+                                cpu_seconds=res.cpu_seconds, model_dir=tmp / "model"))
             finish_stage(m.run_dir, m.stage, m.key)
         log(f"[seeds] {what}: {len(group)} models trained together in "
             f"{time.perf_counter() - t0:.0f} s ({time.process_time() - c0:.0f} CPU s)")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _whole_group(group: list[Member], shadows: Sequence[tuple[int, Member]]) -> list[Member]:
+    """The whole stacked group in order: ``group``'s members in the positions ``shadows``
+    (``(position, member)``) leave free."""
+    n, taken = len(group) + len(shadows), dict(shadows)
+    rest = iter(group)
+    return [taken[i] if i in taken else next(rest) for i in range(n)]
+
+
+def _stacked_info(whole: list[Member], m: Member, part: list[Member] | None) -> dict:
+    """A stacked stage's ``stacked`` entry: the seeds of the group trained as one model,
+    this member's position in it and, where the group was split over worker processes,
+    the seeds of the part trained in this process."""
+    info = {"seeds": [x.seed for x in whole],
+            "member": next(i for i, x in enumerate(whole) if x is m)}
+    if part is not None:
+        info["part"] = [x.seed for x in part]
+    return info
 
 
 def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worlds, *,
@@ -259,11 +282,8 @@ def original_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], wor
         if why:
             log(f"[seeds] seed {c.run.seed}: {why}: trained on its own")
             continue
-        seeds = [x.run.seed for x in cfgs]
-
-        def write(tmp, result, c=c, job=job, seeds=seeds):
-            write_model_stage(c, tmp, job, result,
-                              stacked={"seeds": seeds, "member": seeds.index(c.run.seed)})
+        def write(tmp, stacked, result, c=c, job=job):
+            write_model_stage(c, tmp, job, result, stacked=stacked)
 
         members.append(Member(d, "model", key, job.model, job.tokenizer, job.docs, job.cfg,
                               job.eval_fn, write, c.run.seed))
@@ -305,12 +325,8 @@ def control_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
             if job.stream is not None:
                 continue  # a fresh document stream per step: the ordinary code trains it
 
-            seeds = [x.run.seed for x in cfgs]
-
-            def write(tmp, result, job=job, seeds=seeds, me=c.run.seed):
-                write_control(tmp, {**job.record, "stacked": {"seeds": seeds,
-                                                              "member": seeds.index(me)}},
-                              job.t0, result)
+            def write(tmp, stacked, result, job=job):
+                write_control(tmp, {**job.record, "stacked": stacked}, job.t0, result)
 
             model = build_model(job.model_cfg, job.tokenizer, seed=job.init_seed)
             members.append(Member(d, name, key, model, job.tokenizer, list(job.corpus.train),
@@ -383,7 +399,7 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
     per seed, ``jobs`` seeds at a time, each as ``kgtest run --jobs N`` would run them
     (one thread). Workers are silent: one line per finished task here.
     """
-    from kgtest.pipeline import corpus_stage, world_of
+    from kgtest.pipeline import MODEL_SECTIONS, corpus_stage, train_stage, world_of
     from kgtest.unlearn.stacked_run import method_builds
     from kgtest.workers import stage_pool
 
@@ -398,8 +414,11 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
         groups = stacked_groups(original_members(cfgs, dirs, worlds, log=log))
         _await({**drawn, **_parts(pool, train_originals, groups, jobs, (cfgs, dirs, worlds),
                                   "original models")}, log)
-        _await({pool.submit(_timed, train_originals, cfgs, dirs, worlds, log=_quiet):
-                "original models trained alone (if any)"}, log)
+        _await({pool.submit(_timed, train_stage, c, d, world=w):  # one task per seed
+                f"original model of seed {c.run.seed} trained alone"
+                for c, d, w in zip(cfgs, dirs, worlds, strict=True)
+                if not (stage_path(d, "model", c.key(*MODEL_SECTIONS)) / ".done").exists()},
+               log)
         groups = stacked_groups(control_members(cfgs, dirs, worlds))
         tasks = _parts(pool, train_controls, groups, jobs, (cfgs, dirs, worlds), "controls")
         for method, deep in sorted(method_builds(cfgs), key=lambda b: not b[1]):
@@ -454,9 +473,15 @@ def _await(tasks: dict, log) -> list:
     """Wait for every future of ``tasks`` (future -> what), logging each as it ends;
     their results in ``tasks``' order (a failed task raises here)."""
     from concurrent.futures import as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     out = {}
     for fut in as_completed(tasks):
-        out[fut], wall, cpu = fut.result()
+        try:
+            out[fut], wall, cpu = fut.result()
+        except BrokenProcessPool:  # a worker was killed (out of memory, SIGKILL): one line
+            raise InputError(f"--seeds --jobs: a worker process died during "
+                             f"{tasks[fut]!r} (killed? out of memory?); rerun to resume "
+                             f"the finished stages, or use fewer --jobs") from None
         log(f"[seeds] {tasks[fut]}: {wall:.0f} s, {cpu:.0f} s CPU")
     return [out[f] for f in tasks]

@@ -14,15 +14,17 @@ way on another CPU), while another seed's records differ in most rows.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from kgtest.cli import main
 from kgtest.multiseed import run_dir_of, seed_configs, split_log
+from kgtest.train import TrainConfig
 
 #: asserts a trained model's outcome: `make test-arith` reruns it under other CPU arithmetic
-pytestmark = pytest.mark.trained
+trained = pytest.mark.trained
 
 DATA = Path(__file__).parent / "data"
 SPEC_TEXT = (DATA / "sweep_tiny.toml").read_text().split("[sweep]")[0]
@@ -72,6 +74,7 @@ def _differences(a: list[dict], b: list[dict]) -> tuple[float, int]:
     return worst, flips
 
 
+@trained
 @pytest.mark.slow
 def test_stacked_seeds_write_the_separate_runs_folders_and_records(runs):
     spec, stacked, separate = runs
@@ -113,6 +116,7 @@ def test_stacked_seeds_write_the_separate_runs_folders_and_records(runs):
     assert other > 0.5 * min(len(a), len(b))
 
 
+@trained
 @pytest.mark.slow
 def test_a_later_single_seed_run_reuses_the_stacked_stages(runs):
     spec, stacked, _ = runs
@@ -122,6 +126,7 @@ def test_a_later_single_seed_run_reuses_the_stacked_stages(runs):
     assert {d: (run / d / ".done").stat().st_mtime_ns for d in _stages(run)} == before
 
 
+@trained
 @pytest.mark.slow
 def test_jobs_2_writes_the_one_process_runs_files(runs, tmp_path):
     """``--seeds 2 --jobs 2`` (worlds, stacked groups and each seed's rest in worker
@@ -142,6 +147,7 @@ def test_jobs_2_writes_the_one_process_runs_files(runs, tmp_path):
         assert info["stacked"]["seeds"] == [0, 1]  # still stacked in the worker
 
 
+@trained
 @pytest.mark.slow
 def test_sweep_stack_seeds_writes_the_unstacked_sweeps_folders(tmp_path):
     """``kgtest sweep --stack-seeds``: a cell's seeds run as one ``--seeds M`` into the
@@ -195,3 +201,59 @@ def test_bad_seed_counts_are_one_line_errors(tmp_path, capsys):
     assert main(["run", str(spec), "--out", str(tmp_path), "--seeds", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seeds" in err[0]
+
+
+class _DiesWhenUnpickled:
+    """A world whose unpickling in a worker process kills that process (as an OOM kill)."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def test_a_dead_worker_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """``--seeds 2 --jobs 2``: a worker killed mid-task (here: the task drawing a world)
+    ends the run with one line naming the task, exit 2, no traceback."""
+    import kgtest.multiseed
+    import kgtest.pipeline
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC_TEXT)
+    monkeypatch.setattr(kgtest.pipeline, "world_of", lambda cfg: _DiesWhenUnpickled())
+    monkeypatch.setattr(kgtest.pipeline, "corpus_stage", lambda *a, **k: None)
+    monkeypatch.setattr(kgtest.multiseed, "original_members", lambda *a, **k: [])
+    assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--seeds", "2",
+                 "--jobs", "2", *_sets(FAST)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "worker process died" in err[0] and "world of seed" in err[0]
+    assert "Traceback" not in err[0]
+
+
+def test_a_stage_worker_trains_at_one_thread(monkeypatch, tmp_path):
+    """In a stage pool's worker (``--seeds M --jobs N``), stacked and lone training pin one
+    intra-op thread whatever ``train.threads`` says (N workers x T threads oversubscribe)."""
+    import kgtest.ensemble
+    import kgtest.train
+    import kgtest.workers
+    from kgtest.corpus.tokenizer import build_tokenizer
+    from kgtest.model import ModelConfig, build_model
+
+    docs = [{"prompt": "Q a r ? A ", "completion": "b"}]
+    tok = build_tokenizer(["Q a r ? A b"])
+    cfg = TrainConfig(steps=1, warmup=0, progress=False, device="cpu", threads=3)
+    for worker in (False, True):
+        pinned = []
+        real = kgtest.train.pinned_threads
+
+        def spy(n, real=real, pinned=pinned):
+            pinned.append(n)
+            return real(1)  # the spy pins nothing more than one thread itself
+
+        monkeypatch.setattr(kgtest.workers, "_STAGE_WORKER", worker)
+        monkeypatch.setattr(kgtest.train, "pinned_threads", spy)
+        monkeypatch.setattr(kgtest.ensemble, "pinned_threads", spy)
+        kgtest.ensemble.train_ensemble(
+            [build_model(ModelConfig(preset="tiny"), tok, seed=s) for s in (0, 1)], tok, docs,
+            cfg, tmp_path / f"e{worker}")
+        kgtest.train.train(build_model(ModelConfig(preset="tiny"), tok, seed=0), tok, docs,
+                           cfg, tmp_path / f"t{worker}")
+        assert pinned == ([1, 1] if worker else [3, 3])
