@@ -145,6 +145,7 @@ def test_jobs_2_writes_the_one_process_runs_files(runs, tmp_path):
             assert (ours / w).read_bytes() == (theirs / w).read_bytes(), w
         info = json.loads((next(ours.glob("control-filter-*")) / "control.json").read_text())
         assert info["stacked"]["seeds"] == [0, 1]  # still stacked in the worker
+        assert info["stacked"]["part"] == [cfg.run.seed]  # the group split over 2 workers
 
 
 @trained
@@ -165,7 +166,8 @@ def test_sweep_stack_seeds_writes_the_unstacked_sweeps_folders(tmp_path):
     for name in names:
         a, b = tmp_path / "a" / "runs" / name, tmp_path / "b" / "runs" / name
         assert _stages(a) == _stages(b)
-        assert json.loads((b / "status.json").read_text())["stacked"] == names
+        status = json.loads((b / "status.json").read_text())
+        assert status["stacked"] == names and status["threads"] == 1  # as run() records
         info = json.loads((next(b.glob("model-*")) / "metrics.json").read_text())
         assert info["stacked"]["seeds"] == [0, 1]  # really stacked
         ra, rb = _records(a), _records(b)

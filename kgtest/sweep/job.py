@@ -190,13 +190,16 @@ def stacked_jobs(spec_path: str | os.PathLike, runs, runs_dir: str | os.PathLike
     ordinary sweep folders; one :func:`job` result per run, in ``runs``' order.
 
     ``runs``: ``(overrides, name)`` of each run. Every folder gets what :func:`run` writes
-    (``status.json``, ``error.txt`` on failure, ``log.txt``: the stacked run's log, the
-    same in each). The folders are locked first; if another live process holds one, or a
-    config does not load, the runs go one by one through :func:`job` instead (which records
-    each its own way). A failure of the stacked run fails every run of the cell.
+    (``status.json``, with the intra-op ``threads`` its training ran with; ``error.txt`` on
+    failure; ``log.txt``: the stacked run's progress lines in each, its stdout and stderr,
+    such as warnings, in the first run's only). The folders are locked first; if another
+    live process holds one, or a config does not load, the runs go one by one through
+    :func:`job` instead (which records each its own way). A failure of the stacked run
+    fails every run of the cell.
     """
     from kgtest.experiment import load_experiment
     from kgtest.multiseed import run_seeds
+    from kgtest.pipeline import stage_threads
     from kgtest.stages import RunBusy, run_lock
 
     start = time.perf_counter()
@@ -232,14 +235,16 @@ def stacked_jobs(spec_path: str | os.PathLike, runs, runs_dir: str | os.PathLike
                      "traceback": traceback.format_exc()}
         seconds = time.perf_counter() - start
         out = []
-        for folder, (overrides, name) in zip(folders, runs, strict=True):
+        for folder, (overrides, name), cfg in zip(folders, runs, cfgs, strict=True):
             if error:
                 atomic_write_text(folder / ERROR, error["traceback"])
                 _write_status(folder, status="failed", overrides=list(overrides),
                               seconds=seconds, error={k: error[k] for k in ("type", "message")})
             else:
                 _write_status(folder, status="ok", overrides=list(overrides), seconds=seconds,
-                              stacked=[n for _, n in runs], jobs=jobs)
+                              threads=stage_threads(cfg, jobs), stacked=[n for _, n in runs],
+                              jobs=jobs,
+                              cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
             out.append({"name": name, "status": "failed" if error else "ok",
                         "dir": str(folder), "seconds": seconds, "error": error})
     return out
