@@ -267,9 +267,7 @@ def train_ensemble(models: Sequence[PreTrainedModel],
     device = resolve_device(cfg.device)
     toks, fns, seeds, corpora = _member_inputs(models, tokenizer, docs, eval_fn, batch_seeds,
                                                cfg, shadows)
-    from kgtest.workers import in_stage_worker  # one thread in a stage worker
-    threads = 1 if in_stage_worker() else run_threads(cfg.threads, device)
-    with (pinned_threads(threads),  # as kgtest.train.train: one thread in a stage worker
+    with (pinned_threads(run_threads(cfg.threads, device)),  # as kgtest.train.train
           torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])):
         torch.manual_seed(cfg.seed or 0)
         loop = _Loop(models, corpora, seeds, cfg, out, device, fns,

@@ -234,9 +234,7 @@ def stage_threads(cfg: ExperimentConfig, jobs: int = 1) -> int:
     """The intra-op threads of a run's stages after training: 1 in a stage pool
     (``jobs`` > 1, or in one of its workers: one thread per worker), else the run's
     (:func:`~kgtest.train_config.run_threads` of ``train.threads``)."""
-    from kgtest.workers import in_stage_worker
-
-    if jobs > 1 or in_stage_worker():
+    if jobs > 1:
         return 1
     return run_threads(cfg.train.threads, resolve_device(cfg.train.device))
 

@@ -470,9 +470,7 @@ def _seeded_run(run: _Run, cfg: TrainConfig, device: torch.device) -> tuple[floa
     state) inside a fork, so a run is a function of its seed and the caller's RNG and
     thread count are left as they were.
     """
-    from kgtest.workers import in_stage_worker  # a stage worker runs at one thread
-
-    with (pinned_threads(1 if in_stage_worker() else run_threads(cfg.threads, device)),
+    with (pinned_threads(run_threads(cfg.threads, device)),  # 1 in a stage worker
           torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])):
         torch.manual_seed(cfg.seed or 0)
         if run.rng is not None:

@@ -111,12 +111,18 @@ def default_threads(device) -> int:
 
 
 def run_threads(threads: int, device="cpu") -> int:
-    """The intra-op threads every stage of a run uses: ``threads`` (``train.threads``), or
-    :func:`default_threads` of ``device`` when 0.
+    """The intra-op threads every stage of a run uses: 1 in a stage pool's worker
+    (``--jobs N``: N workers x T threads would oversubscribe the cores), else ``threads``
+    (``train.threads``), or :func:`default_threads` of ``device`` when 0. What a stage
+    records as ``threads`` is this, so the record says what ran.
 
     >>> run_threads(3), run_threads(0) == default_threads("cpu")
     (3, True)
     """
+    from kgtest.workers import in_stage_worker
+
+    if in_stage_worker():
+        return 1
     return int(threads) if threads else default_threads(device)
 
 

@@ -234,6 +234,7 @@ def test_a_stage_worker_trains_at_one_thread(monkeypatch, tmp_path):
     """In a stage pool's worker (``--seeds M --jobs N``), stacked and lone training pin one
     intra-op thread whatever ``train.threads`` says (N workers x T threads oversubscribe)."""
     import kgtest.ensemble
+    import kgtest.pipeline
     import kgtest.train
     import kgtest.workers
     from kgtest.corpus.tokenizer import build_tokenizer
@@ -259,3 +260,5 @@ def test_a_stage_worker_trains_at_one_thread(monkeypatch, tmp_path):
         kgtest.train.train(build_model(ModelConfig(preset="tiny"), tok, seed=0), tok, docs,
                            cfg, tmp_path / f"t{worker}")
         assert pinned == ([1, 1] if worker else [3, 3])
+        # and what a stage records as its threads is what ran
+        assert kgtest.pipeline.run_threads(3) == (1 if worker else 3)
