@@ -84,3 +84,33 @@ def test_report_writes_both_sections(tmp_path):
     assert "## By domain" in text and "## Stability over the tuning grid and seeds" in text
     assert text.index("## By domain") < text.index("## Tuning choices")
     assert (run / "plots" / "by_domain.png").stat().st_size > 0 and "by_domain.png" in text
+
+
+def _cell(tmp_path, density, proofs, npo_right):
+    """One sweep cell: a run folder with the ignorance control's deletion sets, and rows of
+    targets with the given proof counts (NPO re-derives the first ``npo_right`` by CoT)."""
+    run = tmp_path / f"d{density}"
+    (run / "control-ignorance-x").mkdir(parents=True)
+    (run / "spec.toml").write_text(f'[run]\nname = "d{density}"\nseed = 0\n')
+    sets = {str(f): list(range(100, 100 + k + 1)) for f, k in enumerate(proofs)}
+    (run / "control-ignorance-x" / "control.json").write_text(json.dumps(
+        {"kind": "ignorance", "deletion_sets": sets, "extra_facts": 2 * sum(proofs)}))
+    rows = [new_row(run_id=f"d{density}-seed0", variant=v, probe="cot", fact=f, proofs=k,
+                    split="forget", gated_in=True,
+                    correct=v == "original" or (v == "NPO" and f < npo_right))
+            for v in ("original", "filter", "NPO") for f, k in enumerate(proofs)]
+    return rows, [run]
+
+
+def test_cells_section_puts_proofs_deletion_cost_and_rates_side_by_side(tmp_path):
+    from kgtest.report.cells import cells_section
+
+    cells = {"world.params.density=0.5": _cell(tmp_path, 0.5, [1, 1, 1, 1], 1),
+             "world.params.density=1.0": _cell(tmp_path, 1.0, [1, 2, 2, 3], 3)}
+    md = "\n".join(cells_section(cells, tmp_path / "plots", n_boot=50))
+    assert "| 0.5 | 4 | 1.00 | 0/4 | 2.00 (2–2) | 8.00 (8–8) |" in md
+    assert "| 1.0 | 4 | 2.00 | 3/4 | 3.00 (2–4) | 16.00 (16–16) |" in md
+    assert "| NPO | 0.25 [0.05, 0.70] 1/4 | 0.75 [0.30, 0.95] 3/4 |" in md
+    assert "| filter (control) | 0.00 [0.00, 0.49] 0/4 | 0.00 [0.00, 0.49] 0/4 |" in md
+    assert (tmp_path / "plots" / "cells.png").stat().st_size > 0
+    assert cells_section(dict(list(cells.items())[:1]), tmp_path / "plots") == []

@@ -6,7 +6,9 @@
 - ``proof_count.png``: rate against proof count, only when the targets differ in it;
 - ``forget_vs_utility.png``, ``training.png``, ``unlearning.png``, ``tuning_frontier.png``;
 - ``proof_cost.png`` (:func:`proof_cost_plot`), ``by_domain.png`` (:func:`domain_plot`),
-  ``deep_unlearning.png`` (:func:`kb_recall_plot`), where their data is there.
+  ``deep_unlearning.png`` (:func:`kb_recall_plot`), where their data is there;
+- a sweep's ``exposure.png`` (:func:`exposure_by_cell`) and ``cells.png``
+  (:func:`cells_plot`: re-derivation and deletion cost per cell).
 
 Examples
 --------
@@ -37,7 +39,7 @@ from kgtest.report.runs import deletion_stats, stage_files
 from kgtest.report.tables import CONTROLS, columns, head, label, order, target_rows
 
 __all__ = ["heatmap", "write_plots", "proof_cost_plot", "domain_plot", "kb_recall_plot",
-           "exposure_by_cell"]
+           "exposure_by_cell", "cells_plot"]
 
 
 def _plt():
@@ -489,3 +491,60 @@ def kb_recall_plot(points, symbolic, plots_dir) -> Path:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower left")
     return _save(fig, Path(plots_dir) / "deep_unlearning.png")
+
+
+def cells_plot(points: dict[str, dict], values: list[str], axis: str, path: Path, *,
+               probe: str = "cot") -> Path | None:
+    """A sweep's cells side by side (:func:`kgtest.report.cells.cells_section`).
+
+    Left: per variant, the ``probe`` rate on the forget targets per cell (95% intervals;
+    ``direct`` when no cell has a gated-in ``probe`` line). Middle: the targets' mean proof
+    count and the mean smallest minimal deletion set (min and max as bars). Right: the
+    facts deleted beyond the targets per run, per deep variant and the ignorance control.
+    None without cells.
+    """
+    if not points:
+        return None
+    aggs = [p["agg"] for p in points.values()]
+    if not any(a["probe"] == probe and a["n_in"] for agg in aggs for a in agg):
+        probe = "direct"
+    plt = _plt()
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(13, 3.9))
+    xs = np.arange(len(values))
+    variants = order(a["variant"] for agg in aggs for a in agg)
+    colour = _colours(variants)
+    for i, v in enumerate(variants):
+        pts = [(x + (i - len(variants) / 2) * 0.05, a["rate"], *_err(a)) for x, agg in
+               zip(xs, aggs, strict=True) for a in agg if a["variant"] == v and label(a) == probe
+               and a["n_in"]]
+        if pts:
+            px, py, el, eh = np.array(pts).T
+            ax.errorbar(px, py, yerr=[np.maximum(el, 0), np.maximum(eh, 0)], marker="o",
+                        capsize=3, label=v, color=colour[v])
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_ylabel(f"{probe}: correct among gated-in targets")
+    ax.set_title(f"re-derivation ({probe})", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3)
+    mean_k = [np.mean(p["proofs"]) if p["proofs"] else np.nan for p in points.values()]
+    bx.plot(xs, mean_k, marker="o", color="tab:blue", label="mean proof count")
+    sizes = [p["sizes"] or [np.nan] for p in points.values()]
+    m = np.array([np.mean(s) for s in sizes])
+    bx.errorbar(xs, m, yerr=[m - [min(s) for s in sizes], [max(s) for s in sizes] - m],
+                marker="s", capsize=3, color="black", label="smallest deletion set")
+    bx.set_ylabel("facts")
+    bx.set_title("proofs and deletion cost per target", fontsize=10)
+    bx.legend(fontsize=7, loc="upper left")
+    extra = sorted({v for p in points.values() for v in p["extra"]})
+    for j, v in enumerate(extra):
+        ns = [p["extra"].get(v) or [np.nan] for p in points.values()]
+        m = np.array([np.mean(n) for n in ns])
+        cx.errorbar(xs + (j - len(extra) / 2) * 0.05, m, capsize=3, marker="o", label=v,
+                    yerr=[m - [min(n) for n in ns], [max(n) for n in ns] - m])
+    cx.set_ylabel("facts per run")
+    cx.set_title("deleted beyond the targets", fontsize=10)
+    if extra:
+        cx.legend(fontsize=7, loc="upper left")
+    for a in (ax, bx, cx):
+        a.set_xticks(xs, values)
+        a.set_xlabel(axis)
+    return _save(fig, path)

@@ -230,24 +230,29 @@ def _embed(markdown: str, prefix: str) -> str:
 
 
 def _exposure_figure(sweep_dir: Path, cells: dict, finished, out: Path, *, n_boot: int,
-                     seed: int) -> list[str]:
+                     seed: int, control: str = "filter") -> list[str]:
     """``plots/exposure.png``: each cell's original on every asked fact, by training
-    exposure (the cells' "by training exposure" sections side by side)."""
+    exposure (the cells' "by training exposure" sections side by side), then the cells'
+    re-derivation and deletion cost side by side (:func:`kgtest.report.cells.cells_section`)."""
     from kgtest.records import read_runs
     from kgtest.report.aggregate import aggregate_by
+    from kgtest.report.cells import cells_section
     from kgtest.report.plots import exposure_by_cell
 
-    cuts = {}
+    cuts, both = {}, {}
     for label, entries in cells.items():
         done = [sweep_dir / e["dir"] for e in entries if finished(e)]
         if done:
-            cuts[label] = aggregate_by(read_runs(done), ("trained", "tags"), n_boot=n_boot,
+            both[label] = (read_runs(done), done)
+            cuts[label] = aggregate_by(both[label][0], ("trained", "tags"), n_boot=n_boot,
                                        seed=seed)
     path = exposure_by_cell(cuts, out / "plots" / "exposure.png") if len(cuts) > 1 else None
+    across = cells_section(both, out / "plots", control=control, n_boot=n_boot, seed=seed)
     if path is None:
-        return []
+        return across
     return ["The original model on every asked fact, by training exposure, per cell (the "
-            "cells' sections of that name):", "", "![exposure](plots/exposure.png)", ""]
+            "cells' sections of that name):", "", "![exposure](plots/exposure.png)", "",
+            *across]
 
 
 def sweep_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
@@ -311,7 +316,8 @@ def sweep_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         embedded = _embed(summary.read_text(), cell_out.relative_to(out).as_posix())
         parts += [f"## Cell {i:02d}: {label}", "", embedded, ""]
     unfinished = [e for e in data["runs"] if not finished(e)]
-    figure = _exposure_figure(sweep_dir, cells, finished, out, n_boot=n_boot, seed=seed)
+    figure = _exposure_figure(sweep_dir, cells, finished, out, n_boot=n_boot, seed=seed,
+                              control=control)
     lines = ["# kgtest sweep report", "",
              f"Sweep `{data['spec']}` ({data['backend']} backend): {len(data['runs'])} runs, "
              f"{len(data['runs']) - len(unfinished)} finished. Intervals are across seeds "
