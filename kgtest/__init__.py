@@ -12,21 +12,6 @@ Examples
 ('a', 'grandparent', 'c')
 """
 
-from kgtest.errors import InputError
-from kgtest.symbolic.closure import Closure, forward_chain, forward_chain_names
-from kgtest.symbolic.deletion import (
-    DeletionResult,
-    deep_unlearns,
-    is_minimal,
-    minimal_deletion_sets,
-    recall_accuracy,
-)
-from kgtest.symbolic.facts import Vocab, read_tsv
-from kgtest.symbolic.rules import Rule, parse_rules, read_rules
-from kgtest.worlds.samplers import SAMPLERS, sample_world, world_from_tsv
-from kgtest.worlds.spec import WorldConfig, load_world_spec
-from kgtest.worlds.world import World
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -54,12 +39,44 @@ __all__ = [
     "world_from_tsv",
 ]
 
-_LAZY = {"load_experiment": "kgtest.experiment", "train_experiment": "kgtest.pipeline"}
+# Every public name loads on first use, so a command imports only the modules it runs
+# (``kgtest world closure`` neither the world samplers nor the deletion-set search, nor
+# torch: the model-side entry points load_experiment and train_experiment).
+_LAZY = {
+    "InputError": "kgtest.errors",
+    "Closure": "kgtest.symbolic.closure",
+    "forward_chain": "kgtest.symbolic.closure",
+    "forward_chain_names": "kgtest.symbolic.closure",
+    "DeletionResult": "kgtest.symbolic.deletion",
+    "deep_unlearns": "kgtest.symbolic.deletion",
+    "is_minimal": "kgtest.symbolic.deletion",
+    "minimal_deletion_sets": "kgtest.symbolic.deletion",
+    "recall_accuracy": "kgtest.symbolic.deletion",
+    "Vocab": "kgtest.symbolic.facts",
+    "read_tsv": "kgtest.symbolic.facts",
+    "Rule": "kgtest.symbolic.rules",
+    "parse_rules": "kgtest.symbolic.rules",
+    "read_rules": "kgtest.symbolic.rules",
+    "SAMPLERS": "kgtest.worlds.samplers",
+    "sample_world": "kgtest.worlds.samplers",
+    "world_from_tsv": "kgtest.worlds.samplers",
+    "WorldConfig": "kgtest.worlds.spec",
+    "load_world_spec": "kgtest.worlds.spec",
+    "World": "kgtest.worlds.world",
+    "load_experiment": "kgtest.experiment",
+    "train_experiment": "kgtest.pipeline",
+}
 
 
-def __getattr__(name):  # torch-backed entry points load on first use
+def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'kgtest' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

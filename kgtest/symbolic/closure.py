@@ -369,8 +369,15 @@ def _distinct_input(facts, entities: Vocab, relations: Vocab) -> tuple[np.ndarra
     keys, order = _stable_sort(fact_keys(base, len(entities)))
     first = np.ones(len(order), dtype=bool)
     first[1:] = keys[1:] != keys[:-1]
-    kept = np.sort(order[first])  # input rows kept, in input order
-    return base[kept], _KeySet(keys[first], np.searchsorted(kept, order[first]))
+    if first.all():  # no repeats (the usual input): ids are input rows
+        return base, _KeySet(keys, order)
+    rows = order[first]  # (distinct,) the first row of each distinct key, in key order
+    keep = np.zeros(len(base), dtype=bool)
+    keep[rows] = True
+    kept = np.flatnonzero(keep)  # input rows kept, in input order
+    new_id = np.empty(len(base), dtype=np.int64)  # input row -> fact id (on kept rows)
+    new_id[kept] = np.arange(len(kept))
+    return base[kept], _KeySet(keys[first], new_id[rows])
 
 
 def _intern_heads(outs, known: _KeySet, new_end: int, n_ent: int

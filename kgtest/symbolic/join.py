@@ -85,19 +85,23 @@ def _ranges(lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def _stable_sort(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(sorted keys, stable argsort)`` of non-negative int64 keys.
 
-    Sorting the distinct values ``key * n + position`` is several times faster than a
-    stable argsort of unordered keys (numpy sorts plain values with SIMD) and gives the
-    same order; already sorted keys (common: facts arrive grouped) are detected first.
-    Falls back to the stable argsort where the packing could overflow.
+    Sorting the distinct values ``key << b | position`` (``b`` bits hold a position) is
+    several times faster than a stable argsort of unordered keys (numpy sorts plain values
+    with SIMD) and gives the same order; already sorted keys (common: facts arrive
+    grouped) are detected first. Falls back to the stable argsort where the packing could
+    overflow.
     """
     n = len(keys)
     if n < 2 or bool((keys[1:] >= keys[:-1]).all()):
         return keys, np.arange(n, dtype=np.int64)
-    if (int(keys.max()) + 1) <= (2**62) // n:
-        packed = keys * n + np.arange(n, dtype=np.int64)
+    b = (n - 1).bit_length()
+    if int(keys.max()) < 1 << (62 - b):
+        packed = keys << b  # (n,) a fresh array: sorted in place below
+        packed |= np.arange(n, dtype=np.int64)
         packed.sort()
-        perm = packed % n
-        return (packed - perm) // n, perm
+        perm = packed & ((1 << b) - 1)
+        packed >>= b
+        return packed, perm
     perm = np.argsort(keys, kind="stable")
     return keys[perm], perm
 

@@ -31,7 +31,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgtest.config import did_you_mean
 from kgtest.errors import InputError, reading
 
 __all__ = [
@@ -322,6 +321,8 @@ def check_body_relations(rules: Iterable[Rule], known: Iterable[str]) -> None:
         for atom in rule.atoms:
             if atom.relation in have:
                 continue
+            from kgtest.config import did_you_mean  # only on this error: config is big
+
             hint = did_you_mean(atom.relation, sorted(have))
             names = sorted(have)
             shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")

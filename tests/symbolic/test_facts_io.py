@@ -202,6 +202,35 @@ def test_writer_pads_short_cells_and_falls_back_for_long_ones():
     assert tsv.format_columns([(["x"], [0, 0])], rows_per_chunk=1) == b"x\nx\n"
 
 
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_writer_scatter_matches_a_plain_join_across_chunks(seed):
+    """Cells of 0 to 30 bytes (ASCII, non-ASCII, bytes) and constants: each cell's padding
+    spills into the cells after it, also across chunk boundaries (1,024 rows a chunk)."""
+    rng = np.random.default_rng(seed)
+    alphabet = list("abcxyz019_-.# \u00e9\u4e2d")
+    tables = [["".join(rng.choice(alphabet, rng.integers(0, 31))) for _ in range(50)]
+              for _ in range(3)]
+    tables[2] = [t.encode() for t in tables[2]]
+    n = 2500
+    ids = [rng.integers(0, 50, n) for _ in range(3)]
+    want = "".join(f"<{tables[0][a]}\t{tables[1][b]}|{tables[2][c].decode()}\n"
+                   for a, b, c in zip(*ids, strict=True)).encode()
+    cols = ["<", (tables[0], ids[0]), "\t", (tables[1], ids[1]), "|", (tables[2], ids[2])]
+    assert tsv.format_columns(cols, rows_per_chunk=1) == want
+    assert tsv.format_columns(cols) == want
+
+
+def test_word_matrix_fill_in_small_chunks():
+    table = ["a", "", "bcdefghij", "k" * 17, "\u00e9"]
+    for chunk in (1, 3, 1 << 22):
+        blob, lens = tsv._joined(table)
+        mat = np.zeros((len(table), 24), dtype=np.uint8)
+        tsv._fill(mat.ravel(), np.frombuffer(blob, dtype=np.uint8), lens, chunk=chunk)
+        assert [bytes(row[:k]) for row, k in zip(mat, lens, strict=True)] == \
+            [t.encode() for t in table]
+        assert all(not row[k:].any() for row, k in zip(mat, lens, strict=True))
+
 # --- fuzzing through the command line --------------------------------------------------------
 
 NAME_CHARS = st.sampled_from(list("abcxyz019_-.#' \u00e9\u00df\u4e2d\U0001f600\u00a0\x1c"))
