@@ -192,9 +192,12 @@ def table_triples(table: Table, entities: Vocab, relations: Vocab
     ent_ids = entities.add_all(ent_names)
     rel_ids = relations.add_all(rel_names)
     triples = np.empty((len(table), 3), dtype=np.int64)
-    if len(table):
-        triples[:, 0], triples[:, 2] = ent_ids[so[:, 0]], ent_ids[so[:, 1]]
-        triples[:, 1] = rel_ids[r[:, 0]]
+    if len(table):  # fresh vocabularies number names as the table does: no gathers
+        fresh = np.array_equal(ent_ids, np.arange(len(ent_ids)))
+        triples[:, 0], triples[:, 2] = (so[:, 0], so[:, 1]) if fresh else (ent_ids[so[:, 0]],
+                                                                           ent_ids[so[:, 1]])
+        triples[:, 1] = r[:, 0] if np.array_equal(rel_ids, np.arange(len(rel_ids))) else \
+            rel_ids[r[:, 0]]
     return triples, entities, relations
 
 

@@ -38,6 +38,8 @@ Examples
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,6 +54,7 @@ ECHO = 80  # characters of a bad line shown in an error
 NL = b"\n"
 HEADER = (b"subject", b"relation", b"object")
 _CHUNK = 1 << 24
+_WHOLE = 1 << 28  # a regular file up to this size is read at once
 
 _WS = np.zeros(256, dtype=bool)  # stripped around columns (tab and newline separate them)
 _WS[[ord(c) for c in " \r\v\f"]] = True
@@ -69,8 +72,12 @@ def read_bytes(path, max_bytes: int = MAX_BYTES) -> bytes:
     """
     chunks, size, lines, line_len = [], 0, 1, 0
     with reading(path, "facts"), open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        whole = st.st_size + 1 if stat.S_ISREG(st.st_mode) else 0
+        step = whole if 0 < whole <= min(max_bytes, _WHOLE) else _CHUNK  # one read, no join
         while True:
-            chunk = f.read(_CHUNK)
+            chunk = f.read(step)
+            step = _CHUNK
             if not chunk:
                 break
             if b"\0" in chunk:
@@ -90,12 +97,23 @@ def read_bytes(path, max_bytes: int = MAX_BYTES) -> bytes:
 def _check_lines(chunk: bytes, line_len: int, lines: int, path) -> int:
     """Refuse a line over MAX_LINE bytes (``line_len`` bytes of it were in earlier chunks,
     ``lines`` newlines came before); return the length of the chunk's unfinished line."""
+    first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
+    if (0 <= first and line_len + first <= MAX_LINE and len(chunk) - 1 - last <= MAX_LINE
+            and _newline_every(chunk, first, last, MAX_LINE // 2)):
+        return len(chunk) - 1 - last  # every line is short: no per-line arrays
     nl = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
     lens = np.diff(np.concatenate([[-1 - line_len], nl, [len(chunk)]])) - 1  # last: open
     if lens.max() > MAX_LINE:
         at = lines + int(np.argmax(lens > MAX_LINE))
         raise InputError(f"{path}:{at}: line longer than {MAX_LINE:,} bytes: not a facts file")
     return int(lens[-1])
+
+
+def _newline_every(chunk: bytes, first: int, last: int, block: int) -> bool:
+    """True if ``(a, a + block]`` holds a newline for every ``a = first + k * block <
+    last``: then consecutive newlines in ``[first, last]`` are under ``2 * block`` apart."""
+    return all(chunk.find(b"\n", a + 1, a + 1 + block) >= 0
+               for a in range(first, last, block))
 
 
 class Table:
@@ -115,9 +133,9 @@ class Table:
         self.data, self.start, self.end, self.line, self.where = data, start, end, line, where
         self.header, self.tabs, self.first_tab = header, tabs, first_tab
         self.n_cells, self.eol = n_cells, eol
-        padded = np.frombuffer(data + bytes(8), dtype=np.uint8)
-        # (len(data),) uint64 view with a 1-byte stride: _words[i] = the 8 bytes at i
-        self._words = np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))
+        buf = data if len(data) >= 8 else data + bytes(8 - len(data))  # no copy if long
+        # (len(buf) - 7,) uint64 view with a 1-byte stride: _words[i] = the 8 bytes at i
+        self._words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
 
     def __len__(self) -> int:
         return len(self.start)
@@ -141,11 +159,13 @@ class Table:
         >>> ids.tolist(), values, t.cells("fixed")
         ([0, 1], ['base', ''], None)
         """
-        if name not in self.header or self.first_tab is None:
+        if name not in self.header:
             return None
         j = self.header.index(name)
         if j < 3:
             raise ValueError(f"cells: {name!r} is a name column; use intern()")
+        if self.first_tab is None:  # a header of three columns: no annotations
+            return None
         last = max(len(self.tabs) - 1, 0)
         has = self.n_cells > j
         start = np.where(has, self.tabs[np.minimum(self.first_tab + j - 1, last)] + 1, self.eol)
@@ -162,13 +182,7 @@ class Table:
         if len(s) == 0:
             return np.zeros(shape, dtype=np.int64), []
         first, inv = _first_unique(_pack(self._words, s, e))
-        order = np.argsort(first, kind="stable")
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        data = self.data
-        names = [data[a:b].decode("utf-8") for a, b in
-                 zip(s[first[order]].tolist(), e[first[order]].tolist(), strict=True)]
-        return rank[inv.ravel()].reshape(shape), names
+        return inv.reshape(shape), _decode(self.data, s[first], e[first])
 
     def intern(self, cols: Sequence[int]) -> tuple[np.ndarray, list[str]]:
         """Ids (in first-appearance order, row-major over ``cols``) and distinct names.
@@ -178,7 +192,7 @@ class Table:
         >>> ids.tolist(), names
         ([[0, 1], [1, 0]], ['a', 'b'])
         """
-        return self._intern(self.start[:, cols], self.end[:, cols])  # row-major: s0, o0, ...
+        return self._intern(_columns(self.start, cols), _columns(self.end, cols))
 
     def names(self, col: str) -> list[str]:
         """Distinct names of one column (``"s"``, ``"r"`` or ``"o"``), first-appearance."""
@@ -192,18 +206,54 @@ class Table:
                                 strict=True)]
 
 
+def _decode(data: bytes, s: np.ndarray, e: np.ndarray) -> list[str]:
+    """``[data[a:b].decode() for a, b in zip(s, e)]`` for ranges without a newline: the
+    ranges are gathered into one buffer, one per line, decoded and split at once."""
+    if len(s) == 0:
+        return []
+    lens = e - s
+    put = np.cumsum(lens + 1) - (lens + 1)  # (k,) where each range goes in the buffer
+    buf = np.full(int(put[-1] + lens[-1] + 1), 10, dtype=np.uint8)  # newline-terminated
+    keep = np.ones(len(buf), dtype=bool)
+    keep[put + lens] = False  # the newlines
+    dst = np.flatnonzero(keep)  # (sum(lens),) buffer offsets of the ranges' bytes
+    buf[dst] = np.frombuffer(data, dtype=np.uint8)[dst + np.repeat(s - put, lens)]
+    return buf.tobytes().decode("utf-8").split("\n")[:-1]
+
+
+def _columns(a: np.ndarray, cols: Sequence[int]) -> np.ndarray:
+    """``a[:, cols]`` as a C-ordered copy (so ``ravel`` is row-major: s0, o0, s1, ...)."""
+    out = np.empty((len(a), len(cols)), dtype=a.dtype)
+    for j, c in enumerate(cols):
+        out[:, j] = a[:, c]
+    return out
+
+
 _LOW = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 
 
 def _pack(words: np.ndarray, s: np.ndarray, e: np.ndarray) -> list[np.ndarray]:
     """Each byte range as uint64 words, zero-padded: equal words iff equal bytes (names
     never contain NUL, refused on reading, so padding cannot make distinct names equal).
+
+    ``words`` is :attr:`Table._words` (``words[i]``: the 8 bytes at ``i``); a word that
+    would run past the data is read at the last full word and shifted down.
     """
     lens = e - s
     nwords = max(1, -(-int(lens.max()) // 8))
     last = len(words) - 1
-    return [words[np.minimum(s + 8 * k, last)] & _LOW[np.clip(lens - 8 * k, 0, 8)]
-            for k in range(nwords)]
+    out = []
+    for k in range(nwords):
+        at = s + 8 * k if k else s
+        past = np.flatnonzero(at > last)  # (few,) within 8 bytes of the end, or beyond
+        w = words[np.minimum(at, last)]  # (m,) past the last word: the last word,
+        w[past] >>= (8 * np.minimum(at[past] - last, 7)).astype(np.uint64)  # shifted down
+        left = lens if k == nwords - 1 else lens.copy()
+        if k:
+            left -= 8 * k
+        w &= _LOW[np.clip(left, 0, 8, out=left)]
+        out.append(w)
+    return out
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -211,37 +261,56 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 def _first_unique(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """``(first, inv)`` for keys given as rows of uint64 words: each distinct key's first
-    position, and each position's distinct-key number (what ``np.unique`` returns as
-    return_index / return_inverse, in another order of the distinct keys).
+    position (ascending), and each position's distinct-key number in that order (what
+    ``np.unique`` returns as return_index / return_inverse, numbered by first appearance).
 
     One SIMD sort of ``hash(key) << b | position`` groups equal keys with their positions
     ascending (a stable argsort of uint64 is several times slower); if two distinct keys
-    share a hash, a stable argsort of the keys themselves decides instead.
+    share a hash (a key differs from its group's first), a stable sort of the keys
+    themselves decides instead.
     """
     n = len(cols[0])
-    ib = max(1, (n - 1).bit_length())
-    h = np.zeros(n, dtype=np.uint64)
-    for c in cols:
-        h = (h ^ c) * _MIX
-    s = np.sort((h >> np.uint64(ib)) << np.uint64(ib) | np.arange(n, dtype=np.uint64))
-    order = (s & np.uint64((1 << ib) - 1)).astype(np.int64)
-    hs = s >> np.uint64(ib)
-    new = np.empty(n, dtype=bool)
-    new[:1] = True
-    new[1:] = hs[1:] != hs[:-1]
-    differ = np.zeros(n, dtype=bool)
-    for c in cols:
-        sc = c[order]
-        differ[1:] |= sc[1:] != sc[:-1]
-    if (differ[1:] & ~new[1:]).any():  # a hash collision: sort the keys themselves
+    ib = np.uint64(max(1, (n - 1).bit_length()))
+    h = cols[0] * _MIX
+    for c in cols[1:]:
+        h ^= c
+        h *= _MIX
+    h >>= ib
+    h <<= ib
+    h |= np.arange(n, dtype=np.uint64)
+    h.sort()
+    order = (h & ((np.uint64(1) << ib) - np.uint64(1))).view(np.int64)  # (n,) positions
+    h >>= ib
+    new = np.empty(n, dtype=bool)  # (n,) starts a group of equal hashes
+    new[0] = True
+    np.not_equal(h[1:], h[:-1], out=new[1:])
+    first, inv = _numbered(order, new, out=h.view(np.int64))  # h is not needed any more
+    del h
+    if not all(np.array_equal(c[first][inv], c) for c in cols):  # a hash collision
         order = np.lexsort(cols[::-1])  # stable: equal keys keep positions ascending
         new[1:] = False
         for c in cols:
             sc = c[order]
             new[1:] |= sc[1:] != sc[:-1]
-    first = order[new]
-    inv = np.empty(n, dtype=np.int64)
-    inv[order] = np.cumsum(new) - 1
+        first, inv = _numbered(order, new)
+    return first, inv
+
+
+def _numbered(order: np.ndarray, new: np.ndarray, out: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of ``order`` (each starting where ``new``; positions ascending within a
+    group) numbered by first position: ``(first, inv)`` as :func:`_first_unique`
+    (``inv`` written into ``out`` if given)."""
+    first = order[new]  # (k,) each group's first position, in group order
+    by_first = np.argsort(first)
+    first = first[by_first]
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[by_first] = np.arange(len(first))
+    group = np.cumsum(new)  # (n,) group of each sorted slot, from 1
+    group -= 1
+    np.take(rank, group, out=group, mode="clip")  # in place: each slot's group number
+    inv = np.empty(len(order), dtype=np.int64) if out is None else out
+    inv[order] = group
     return first, inv
 
 
@@ -249,23 +318,70 @@ def scan(data: bytes, where: str) -> Table:
     """Parse TSV bytes into a :class:`Table` (the format is in the module docstring)."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"{where}:{data.count(NL, 0, err.start) + 1}: not valid UTF-8 "
-                         f"(byte {err.start})") from None
+    if len(data) and np.frombuffer(data, dtype=np.uint8).max() >= 128:  # not ASCII
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{where}:{data.count(NL, 0, err.start) + 1}: not valid UTF-8 "
+                             f"(byte {err.start})") from None
     if not data.endswith(b"\n"):
         data += b"\n"
     u8 = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(u8 == 10)  # (L,) newline of each line
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    tab_pos = np.flatnonzero(u8 == 9)  # (T,) every tab
-    if (len(tab_pos) == 2 * len(ends) and (tab_pos[0::2] > starts).all()
-            and (tab_pos[1::2] < ends).all()):  # the usual file: two tabs on every line
-        first_tab = np.arange(0, len(tab_pos), 2)
-    else:  # (L,) index in tab_pos of each line's first tab
-        first_tab = np.searchsorted(tab_pos, starts)
-    ntab = np.diff(np.append(first_tab, len(tab_pos)))  # tabs per line (none after the last)
+    is_sep = np.equal(u8, 10)  # (len(data),) bool, reused for tabs below
+    ends = np.flatnonzero(is_sep)  # (L,) newline of each line
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    np.add(ends[:-1], 1, out=starts[1:])
+    tab_pos = np.flatnonzero(np.equal(u8, 9, out=is_sep))  # (T,) every tab
+    del is_sep
+    two_tabs = (len(tab_pos) == 2 * len(ends) and (tab_pos[0::2] > starts).all()
+                and (tab_pos[1::2] < ends).all())  # the usual file: two tabs on every line
+    kept, header = _body_lines(data, u8, starts, ends)
+    ncols = len(header) or 3
+    every = len(kept) == len(ends)  # no comment, blank or header line: no gathers
+
+    def rows(a):
+        return a if every else a[kept]
+
+    n = i0 = None  # (n,) cells per row and each row's first tab in tab_pos, if needed
+    if two_tabs and ncols == 3:  # every row has exactly three cells
+        p1, p2 = rows(tab_pos[0::2]), rows(tab_pos[1::2])
+    else:
+        first_tab = (np.arange(0, len(tab_pos), 2) if two_tabs  # (L,) index in tab_pos
+                     else np.searchsorted(tab_pos, starts))  # of each line's first tab
+        ntab = np.diff(first_tab, append=len(tab_pos))  # tabs per line (none after the last)
+        n = rows(ntab) + 1
+        bad = (n < 3) | (n > ncols)
+        if bad.any():
+            i = int(kept[np.argmax(bad)])
+            _fail(data, starts[i], ends[i], i + 1, where, f"expected {_expect(ncols)}, "
+                  f"got {int(ntab[i]) + 1} column{'s' if ntab[i] else ''}")
+        i0 = rows(first_tab)
+        p1, p2 = tab_pos[i0], tab_pos[i0 + 1]
+    start = np.empty((len(kept), 3), dtype=np.int64, order="F")  # (n, 3) each name's start
+    end = np.empty((len(kept), 3), dtype=np.int64, order="F")  # (n, 3) and the byte after it
+    start[:, 0], end[:, 0], end[:, 1], end[:, 2] = rows(starts), p1, p2, rows(ends)
+    np.add(end[:, :2], 1, out=start[:, 1:])
+    if ncols > 3:  # annotations follow the object: it ends at the third tab
+        more = n > 3
+        end[more, 2] = tab_pos[i0[more] + 2]
+    if any(c in data for c in (b" ", b"\r", b"\v", b"\f")):  # strip spaces around names
+        _strip(u8, start, end)
+    if (end <= start).any():
+        r = int(np.argmax((end <= start).any(1)))
+        i = int(kept[r])
+        col = ("subject", "relation", "object")[int(np.argmax(end[r] <= start[r]))]
+        _fail(data, starts[i], ends[i], i + 1, where, f"empty {col}; expected {_expect(ncols)}")
+    annotated = (tab_pos, i0, n, rows(ends)) if ncols > 3 else (None,) * 4  # for cells()
+    table = Table(data, start, end, kept + 1, where, header, *annotated)
+    _refuse_late_header(table, u8)
+    return table
+
+
+def _body_lines(data: bytes, u8: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The lines that hold facts ``(k,)`` (not blank, not a comment, not the header) and
+    the header's column names (``()`` without a header)."""
     first = u8[starts]
     odd = _WS[first] | (first == 9) | (first == 35) | (first == 10)  # ws, tab, '#', empty
     keep = np.ones(len(ends), dtype=bool)
@@ -278,38 +394,14 @@ def scan(data: bytes, where: str) -> Table:
             first_line = i
     kept = np.flatnonzero(keep)
     first_line = min(first_line, int(kept[0]) if len(kept) else len(ends))
-    ncols, header = 3, ()
+    header = ()
     if first_line < len(ends):
         head = data[starts[first_line] : ends[first_line]].strip(b" \t\r\v\f")
         if _is_header(head):
             header = tuple(c.strip(b" \r\v\f").decode()
                            for c in head.lstrip(b"#").split(b"\t"))
-            ncols = len(header)
-            keep[first_line] = False
             kept = kept[kept != first_line]
-    n = ntab[kept] + 1
-    bad = (n < 3) | (n > ncols)
-    if bad.any():
-        i = int(kept[np.argmax(bad)])
-        _fail(data, starts[i], ends[i], i + 1, where, f"expected {_expect(ncols)}, "
-              f"got {int(ntab[i]) + 1} column{'s' if ntab[i] else ''}")
-    s0 = starts[kept]
-    i0 = first_tab[kept]
-    p1, p2 = tab_pos[i0], tab_pos[i0 + 1]
-    p3 = np.where(n > 3, tab_pos[np.minimum(i0 + 2, len(tab_pos) - 1)], ends[kept])
-    start = np.stack([s0, p1 + 1, p2 + 1], axis=1)
-    end = np.stack([p1, p2, p3], axis=1)
-    if _WS[u8].any():  # spaces somewhere: strip them around columns
-        _strip(u8, start, end)
-    empty = (end <= start).any(1)
-    if empty.any():
-        r = int(np.argmax(empty))
-        i = int(kept[r])
-        col = ("subject", "relation", "object")[int(np.argmax(end[r] <= start[r]))]
-        _fail(data, starts[i], ends[i], i + 1, where, f"empty {col}; expected {_expect(ncols)}")
-    table = Table(data, start, end, kept + 1, where, header, tab_pos, i0, n, ends[kept])
-    _refuse_late_header(table, u8)
-    return table
+    return kept, header
 
 
 def _is_header(text: bytes) -> bool:

@@ -141,6 +141,25 @@ def test_endless_and_oversized_input_is_bounded(tmp_path, capsys, monkeypatch):
         read_facts(write(tmp_path, b"a\tb\tc\n" * 50), max_bytes=100)
 
 
+
+@pytest.mark.parametrize("limit", [10, 11])
+def test_line_length_check_agrees_with_a_per_line_count(monkeypatch, limit):
+    """The block scan (no per-line arrays when every line is short) refuses exactly the
+    chunks a per-line count refuses, naming the same line, and carries the same open line."""
+    monkeypatch.setattr(tsv, "MAX_LINE", limit)
+    rng = np.random.default_rng(limit)
+    for _ in range(3000):
+        lens = rng.integers(0, limit + 3, rng.integers(1, 8))
+        chunk = b"\n".join(b"x" * int(k) for k in lens)
+        carry = int(rng.integers(0, limit + 2))
+        parts = [carry + int(lens[0]), *map(int, lens[1:])]  # line lengths, last one open
+        bad = [i for i, k in enumerate(parts) if k > limit]
+        if bad:
+            with pytest.raises(InputError, match=f"f:{5 + bad[0]}: line longer"):
+                tsv._check_lines(chunk, carry, 5, "f")
+        else:
+            assert tsv._check_lines(chunk, carry, 5, "f") == parts[-1]
+
 def test_header_output_reads_back_without_a_header_fact(tmp_path, capsys):
     p = write(tmp_path, b"ann\tparent\tbob\nbob\tparent\tcy\n")
     for extra in ([], ["--explain"]):
