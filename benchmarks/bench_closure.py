@@ -107,10 +107,12 @@ def baseline_closure(facts: np.ndarray, rules: list[Rule], relations: Vocab):
 # --- whole process: the command line vs the plain-Python script ------------------------------
 
 
-def whole_process(n_facts: int, *, n_rules: int, seed: int, repeat: int) -> dict:
+def whole_process(n_facts: int, *, n_rules: int, seed: int, repeat: int,
+                  plain_repeat: int = 1) -> dict:
     """``kgtest world closure`` vs ``benchmarks/plain_chainer.py`` on the same files, each
-    a fresh process (start-up, reading, interning, chaining, writing), CPU and wall time;
-    checks that both wrote the same set of lines."""
+    a fresh process (start-up, reading, interning, chaining, writing), CPU and wall time
+    (medians of ``repeat`` and ``plain_repeat`` runs, interleaved so that both see the
+    same load); checks that both wrote the same set of lines."""
     facts, _, entities, relations = make_world(n_facts, seed=seed)
     rules_text = "".join(RULES_TEXT.splitlines(keepends=True)[:n_rules])
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,8 +124,12 @@ def whole_process(n_facts: int, *, n_rules: int, seed: int, repeat: int) -> dict
                 "--rules", d / "rules.dl", "--out", d / "ours.tsv"]
         base = [sys.executable, Path(__file__).with_name("plain_chainer.py"), d / "kb.tsv",
                 d / "rules.dl", d / "base.tsv"]
-        runs = [_run_process(ours, env) for _ in range(max(repeat, 1))]
-        b_wall, b_cpu = _run_process(base, env)
+        runs, base_runs = [], []
+        for i in range(max(repeat, plain_repeat, 1)):
+            if i < max(repeat, 1):
+                runs.append(_run_process(ours, env))
+            if i < max(plain_repeat, 1):
+                base_runs.append(_run_process(base, env))
         with open(d / "ours.tsv", "rb") as f:
             ours_lines = sorted(f.read().splitlines())
         with open(d / "base.tsv", "rb") as f:
@@ -131,7 +137,10 @@ def whole_process(n_facts: int, *, n_rules: int, seed: int, repeat: int) -> dict
     return {"base": len(facts), "out": len(ours_lines), "rules": n_rules,
             "ours_wall": float(np.median([w for w, _ in runs])),
             "ours_cpu": float(np.median([c for _, c in runs])),
-            "base_wall": b_wall, "base_cpu": b_cpu, "same": same}
+            "base_wall": float(np.median([w for w, _ in base_runs])),
+            "base_cpu": float(np.median([c for _, c in base_runs])),
+            "ours_cpus": [c for _, c in runs], "base_cpus": [c for _, c in base_runs],
+            "same": same}
 
 
 def _run_process(cmd, env) -> tuple[float, float]:
@@ -155,6 +164,10 @@ def format_process(rows: list[dict]) -> str:
                      f"{r['ours_wall']:>7.2f} {r['base_cpu']:>11.2f} {r['base_wall']:>7.2f} "
                      f"{r['base_cpu'] / r['ours_cpu']:>11.1f}x "
                      f"{r['base_wall'] / r['ours_wall']:>6.1f}x {'yes' if r['same'] else 'NO':>5}")
+    for r in rows:
+        lines.append(f"cpu s of each run at {r['base']:,}: kgtest "
+                     f"{', '.join(f'{c:.2f}' for c in r['ours_cpus'])}; plain "
+                     f"{', '.join(f'{c:.2f}' for c in r['base_cpus'])}")
     return "\n".join(lines)
 
 
@@ -270,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--process-sizes", default="1000000",
                     help="base facts for the whole-process comparison (kgtest world closure vs "
                          "plain_chainer.py, 10 rules); empty to skip (default: %(default)s)")
+    ap.add_argument("--plain-repeat", type=int, default=1,
+                    help="plain_chainer.py runs in the whole-process comparison (about 20 CPU "
+                         "s each at 1M facts), interleaved with kgtest's; the median is "
+                         "reported (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
@@ -297,10 +314,13 @@ def main(argv: list[str] | None = None) -> int:
               f"random 90% of facts kept) on the {c.n_base:,}-fact world: {secs:.3f} s")
     procs = []
     for n in [int(x.replace("_", "")) for x in args.process_sizes.split(",") if x.strip()]:
-        procs.append(whole_process(n, n_rules=10, seed=args.seed, repeat=args.repeat))
+        procs.append(whole_process(n, n_rules=10, seed=args.seed, repeat=args.repeat,
+                                   plain_repeat=args.plain_repeat))
     if procs:
         print("\nWhole process: `kgtest world closure` vs benchmarks/plain_chainer.py on the same "
-              f"files (TSV in, TSV out; kgtest: median of {args.repeat} runs)")
+              f"files (TSV in, TSV out; medians of {args.repeat} kgtest and "
+              f"{args.plain_repeat} plain runs, interleaved; load average at the end: "
+              f"{os.getloadavg()[0]:.1f})")
         print(format_process(procs))
         ok &= all(r["same"] for r in procs)
     with_base = [r for r in rows if r["base_s"]]

@@ -30,7 +30,8 @@ sys.path.insert(0, str(HERE.parent))
 # name: (module, quick argv, full argv); one run of the module fills its RATIOS
 RUNS = {
     "closure": ("bench_closure", ["--sizes", "100000", "--derivable-calls", "0", "--repeat", "3",
-                                  "--process-sizes", "1000000"], []),
+                                  "--process-sizes", "1000000", "--plain-repeat", "3"],
+                ["--plain-repeat", "3"]),
     "deletion": ("bench_deletion", [], []),
     "train": ("bench_train", ["--steps", "100", "--threads", "1"],
               ["--repeats", "3", "--threads", "1"]),

@@ -46,7 +46,7 @@ def load_kb(facts_path: str, rules_path: str, fixed_path: str | None = None,
 
 
 def cmd_world_closure(args) -> int:
-    from kgtest.symbolic.facts import atomic_write_text, facts_tsv_bytes
+    from kgtest.symbolic.facts import atomic_write_text, facts_tsv_chunks
 
     closure, _, _ = load_kb(args.facts, args.rules, masks=False,
                              allow_dead_rules=args.allow_dead_rules)
@@ -58,15 +58,16 @@ def cmd_world_closure(args) -> int:
                  (_numerals(closure.proof_count), closure.proof_count),
                  (_numerals(closure.depth), closure.depth),
                  (_derivations_json(closure), range(len(closure)))]
-    text = facts_tsv_bytes(closure.facts, closure.entities, closure.relations, extra,
-                           header=cols if args.header else None)
+    chunks = facts_tsv_chunks(closure.facts, closure.entities, closure.relations, extra,
+                              header=cols if args.header else None)  # written as made
     if args.out:
-        atomic_write_text(args.out, text)
+        atomic_write_text(args.out, chunks)
         n_derived = len(closure) - closure.n_base
         print(f"wrote {len(closure)} facts ({n_derived} derived) to {args.out}", file=sys.stderr)
     else:
         sys.stdout.flush()
-        sys.stdout.buffer.write(text)
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
     return 0
 

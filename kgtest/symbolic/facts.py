@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from kgtest.perms import respect_umask
-from kgtest.symbolic.tsv import MAX_BYTES, Table, format_columns, read_bytes, scan
+from kgtest.symbolic.tsv import MAX_BYTES, Table, read_bytes, scan
+from kgtest.symbolic.tsv_write import format_chunks
 
 __all__ = [
     "Vocab",
@@ -36,6 +37,7 @@ __all__ = [
     "read_facts",
     "table_triples",
     "facts_tsv_bytes",
+    "facts_tsv_chunks",
     "write_tsv",
     "atomic_write_text",
 ]
@@ -234,24 +236,50 @@ def facts_tsv_bytes(
     >>> facts_tsv_bytes(np.array([[0, 0, 1]]), e, r, [(["base"], np.zeros(1, int))]).decode()
     'ann\\tparent\\tbob\\tbase\\n'
     """
+    return b"".join(bytes(c) for c in facts_tsv_chunks(triples, entities, relations, extra,
+                                                        header))
+
+
+def facts_tsv_chunks(
+    triples: np.ndarray,
+    entities: Vocab,
+    relations: Vocab,
+    extra: Sequence[tuple[Sequence[str], np.ndarray]] = (),
+    header: Sequence[str] | None = None,
+) -> Iterator[bytes | memoryview]:
+    """The bytes of :func:`facts_tsv_bytes` a block of rows at a time, for writing
+    straight to a file (:func:`atomic_write_text`); each chunk is valid until the next.
+
+    >>> e, r = Vocab(["ann", "bob"]), Vocab(["parent"])
+    >>> b"".join(bytes(c) for c in facts_tsv_chunks(np.array([[0, 0, 1]]), e, r))
+    b'ann\\tparent\\tbob\\n'
+    """
     t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
     en, rn = entities.names, relations.names
     cols: list = [(en, t[:, 0]), "\t", (rn, t[:, 1]), "\t", (en, t[:, 2])]
     for table, ids in extra:
         cols += ["\t", (table, ids)]
-    body = format_columns(cols)
-    return ("\t".join(header) + "\n").encode() + body if header is not None else body
+    if header is not None:
+        yield ("\t".join(header) + "\n").encode()
+    yield from format_chunks(cols)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> None:
-    """Write ``text`` (str, or bytes as they are) to ``path`` via a temporary file and a
-    rename (never half-written)."""
+def atomic_write_text(path: str | os.PathLike,
+                      text: str | bytes | Iterable[bytes | memoryview]) -> None:
+    """Write ``text`` (str, bytes as they are, or an iterable of bytes-like chunks written
+    one after another) to ``path`` via a temporary file and a rename (never half-written)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8") if isinstance(text, str) else text)
+            if isinstance(text, str):
+                f.write(text.encode("utf-8"))
+            elif isinstance(text, bytes | bytearray | memoryview):
+                f.write(text)
+            else:
+                for chunk in text:
+                    f.write(chunk)
         respect_umask(tmp)  # mkstemp makes 0600
         os.replace(tmp, p)
     except BaseException:

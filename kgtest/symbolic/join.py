@@ -167,7 +167,7 @@ class _RelIndex:
         """Append facts numbered from ``first_id`` (``by_relation``: already sorted so)."""
         ids = np.arange(first_id, first_id + len(triples), dtype=np.int64)
         rel = triples[:, 1]
-        if not by_relation:
+        if not by_relation and not bool((rel[1:] >= rel[:-1]).all()):  # group by relation
             _, order = _stable_sort(rel)
             triples, rel, ids = triples[order], rel[order], ids[order]
         bounds = np.searchsorted(rel, np.arange(len(self.ids) + 1))

@@ -23,9 +23,7 @@ offending line shortened to :data:`ECHO` characters.
 Reading finds every line and tab with vectorised byte scans, cuts the three name columns
 as ``(start, end)`` byte ranges and interns them with one :func:`numpy.unique` on the
 names packed into fixed-width keys; only each distinct name is decoded to ``str``.
-Writing (:func:`format_columns`) pads each column's distinct strings into a matrix of
-uint64 words and stores every cell's words at its byte offset in the output, in order, so
-each cell overwrites the padding of the one before it.
+Writing is :mod:`kgtest.symbolic.tsv_write` (:func:`format_columns`, re-exported here).
 
 Examples
 --------
@@ -45,6 +43,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kgtest.errors import InputError, reading
+from kgtest.symbolic.tsv_write import format_columns
 
 __all__ = ["MAX_LINE", "MAX_BYTES", "ECHO", "read_bytes", "scan", "Table", "format_columns"]
 
@@ -448,124 +447,3 @@ def _refuse_late_header(table: Table, u8: np.ndarray) -> None:
 def _fail(data: bytes, a, b, lineno: int, where: str, what: str):
     line = data[int(a) : int(b)].decode("utf-8", errors="replace").rstrip("\r")
     raise InputError(f"{where}:{lineno}: {what}: {_shorten(line)!r}")
-
-
-# --- writing ---------------------------------------------------------------------------------
-
-
-def format_columns(columns: Sequence, rows_per_chunk: int = 1 << 18) -> bytes:
-    """Rows of concatenated cells, one per line, as UTF-8 bytes.
-
-    Each column is a constant ``str`` (the same in every row, e.g. a tab) or a pair
-    ``(table, ids)``: row ``i`` shows ``table[ids[i]]`` (``str`` or UTF-8 ``bytes``). All
-    ``ids`` have one length; a cell must not contain a newline.
-    Each constant is folded into the table before it; each table becomes a matrix of its
-    strings zero-padded to whole uint64 words. Every cell's words are then stored at its
-    byte offset in the output (from a cumulative sum of the cells' lengths) with one
-    scatter per chunk of rows, in offset order: a cell's padding spills into the cells
-    after it, which are stored later and overwrite it.
-
-    Examples
-    --------
-    >>> format_columns([(["a", "bb"], [1, 0, 1]), "\\t", (["0", "1"], [0, 0, 1])])
-    b'bb\\t0\\na\\t0\\nbb\\t1\\n'
-    """
-    cols: list[tuple[list, bytes, np.ndarray | None]] = []  # (table, suffix, ids)
-    for c in (*columns, "\n"):
-        if isinstance(c, str):
-            if cols:  # fold the constant into the previous column's strings
-                table, suffix, ids = cols[-1]
-                cols[-1] = (table, suffix + c.encode(), ids)
-            else:
-                cols.append(([c], b"", None))
-        else:
-            cols.append((list(c[0]), b"", np.asarray(c[1], dtype=np.int64)))
-    n = next((len(ids) for _, _, ids in cols if ids is not None), 0)
-    if any(ids is not None and len(ids) != n for _, _, ids in cols):
-        raise ValueError("format_columns: columns of different lengths")
-    mats = [_Words(table, suffix) for table, suffix, _ in cols]
-    width = sum(m.words for m in mats)
-    if width > 64:  # long cells: padding would cost more than it saves
-        return _format_python([(m.cells(), ids) for m, (_, _, ids) in zip(mats, cols,
-                                                                         strict=True)], n)
-    sel = [np.zeros(n, dtype=np.int64) if ids is None else ids for _, _, ids in cols]
-    line = np.zeros(n, dtype=np.int64)  # (n,) bytes per row
-    for m, ids in zip(mats, sel, strict=True):
-        line += m.lens[ids]
-    end = np.cumsum(line)
-    total = int(end[-1]) if n else 0
-    pad = 8 * max(m.words for m in mats)  # the last row's padding spills this far at most
-    out = np.zeros(total + pad, dtype=np.uint8)
-    # (total + pad - 7,) uint64 view with a 1-byte stride: words[i] = the 8 bytes at i
-    words = np.ndarray((total + pad - 7,), dtype="<u8", buffer=out, strides=(1,))
-    step = max(1024, min(rows_per_chunk, (1 << 22) // width))  # at most 4M cells a chunk
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        pos = np.empty((b - a, width), dtype=np.int64)  # (rows, width) byte offsets
-        val = np.empty((b - a, width), dtype=np.uint64)  # (rows, width) the words there
-        at, k = end[a:b] - line[a:b], 0  # (rows,) where each row's next cell starts
-        for m, ids in zip(mats, sel, strict=True):
-            rows = ids[a:b]
-            for w in range(m.words):
-                np.add(at, 8 * w, out=pos[:, k])
-                val[:, k] = m.mat[rows, w]
-                k += 1
-            at = at + m.lens[rows]
-        words[pos.ravel()] = val.ravel()  # row-major: offsets ascending, stored in order
-    return out[:total].tobytes()
-
-
-class _Words:
-    """A column's strings (each followed by ``suffix``) as a ``(V, words)`` uint64 matrix,
-    zero-padded, and their lengths in bytes ``(V,)``."""
-
-    def __init__(self, table: list, suffix: bytes = b""):
-        self.table, self.suffix = table, suffix
-        blob, lens = _joined(table)
-        lens += len(suffix)
-        self.lens = lens
-        self.words = max(1, -(-int(lens.max(initial=0)) // 8))
-        if self.words > 64:
-            return
-        mat = np.zeros((len(table), 8 * self.words), dtype=np.uint8)
-        _fill(mat.ravel(), np.frombuffer(blob, dtype=np.uint8), lens - len(suffix))
-        for j, byte in enumerate(suffix):
-            mat[np.arange(len(table)), lens - len(suffix) + j] = byte
-        self.mat = mat.view("<u8")  # (V, words)
-
-    def cells(self) -> list[bytes]:
-        """The strings with their suffix, as bytes."""
-        enc = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in self.table]
-        return [t + self.suffix for t in enc]
-
-
-def _fill(flat: np.ndarray, blob: np.ndarray, lens: np.ndarray, chunk: int = 1 << 22) -> None:
-    """Copy string ``i`` (``lens[i]`` bytes of ``blob``, one after another) to the start
-    of row ``i`` of the ``(V, w)`` byte matrix ``flat`` (raveled), ``chunk`` bytes at a
-    time (the scatter's offsets are 8 bytes per byte copied)."""
-    width = len(flat) // max(len(lens), 1)
-    ends = np.cumsum(lens)  # (V,) each string's end in blob
-    # blob byte j of string i goes to flat[i * width + j - start_i]
-    shift = np.arange(len(lens), dtype=np.int64) * width - (ends - lens)  # (V,)
-    a = 0
-    while a < len(lens):
-        b = max(a + 1, int(np.searchsorted(ends, ends[a] - lens[a] + chunk, "right")))
-        lo, hi = int(ends[a] - lens[a]), int(ends[b - 1])
-        flat[np.repeat(shift[a:b], lens[a:b]) + np.arange(lo, hi)] = blob[lo:hi]
-        a = b
-
-
-def _joined(table: list) -> tuple[bytes, np.ndarray]:
-    """All strings of ``table`` as one UTF-8 blob, and each one's length in bytes."""
-    if all(isinstance(t, str) for t in table):
-        text = "".join(table)
-        blob = text.encode("utf-8")
-        if len(blob) == len(text):  # ASCII: bytes = characters
-            return blob, np.fromiter(map(len, table), dtype=np.int64, count=len(table))
-    enc = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in table]
-    return b"".join(enc), np.fromiter(map(len, enc), dtype=np.int64, count=len(enc))
-
-
-def _format_python(cols: list, n: int) -> bytes:
-    cells = [[t[0]] * n if ids is None else [t[i] for i in ids.tolist()] for t, ids in cols]
-    return b"".join(b"".join(row) for row in zip(*cells, strict=True))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from kgtest.cli import main
 from kgtest.errors import InputError
-from kgtest.symbolic import tsv
+from kgtest.symbolic import tsv, tsv_write
 from kgtest.symbolic.facts import Vocab, facts_tsv_bytes, read_facts, read_tsv
 
 RULES = "grandparent(X, Z) :- parent(X, Y), parent(Y, Z).\n"
@@ -243,9 +243,9 @@ def test_writer_scatter_matches_a_plain_join_across_chunks(seed):
 def test_word_matrix_fill_in_small_chunks():
     table = ["a", "", "bcdefghij", "k" * 17, "\u00e9"]
     for chunk in (1, 3, 1 << 22):
-        blob, lens = tsv._joined(table)
+        blob, lens = tsv_write._joined(table)
         mat = np.zeros((len(table), 24), dtype=np.uint8)
-        tsv._fill(mat.ravel(), np.frombuffer(blob, dtype=np.uint8), lens, chunk=chunk)
+        tsv_write._fill(mat.ravel(), np.frombuffer(blob, dtype=np.uint8), lens, chunk=chunk)
         assert [bytes(row[:k]) for row, k in zip(mat, lens, strict=True)] == \
             [t.encode() for t in table]
         assert all(not row[k:].any() for row, k in zip(mat, lens, strict=True))
