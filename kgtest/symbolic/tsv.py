@@ -243,14 +243,29 @@ def _pack(words: np.ndarray, s: np.ndarray, e: np.ndarray) -> list[np.ndarray]:
     last = len(words) - 1
     out = []
     for k in range(nwords):
-        at = s + 8 * k if k else s
-        past = np.flatnonzero(at > last)  # (few,) within 8 bytes of the end, or beyond
-        w = words[np.minimum(at, last)]  # (m,) past the last word: the last word,
-        w[past] >>= (8 * np.minimum(at[past] - last, 7)).astype(np.uint64)  # shifted down
-        left = lens if k == nwords - 1 else lens.copy()
-        if k:
+        if k == 0:  # read at s itself, clamped in place for a moment (no copy)
+            past = np.flatnonzero(s > last)  # (few,) within 8 bytes of the end
+            held = s[past]
+            s[past] = last
+            w = words[s]  # (m,) past the last word: the last word, shifted down below
+            s[past] = held
+            over = held - last
+        else:
+            at = s + 8 * k
+            past = np.flatnonzero(at > last)  # (few,) within 8 bytes of the end, or beyond
+            over = at[past] - last
+            w = words[np.minimum(at, last, out=at)]
+        w[past] >>= (8 * np.minimum(over, 7)).astype(np.uint64)
+        left = lens if k == nwords - 1 else lens.copy()  # (m,) bytes of this word to keep
+        if k == 0 and len(left) and left.min() > 0:  # two shifts keep the low 8 * left bits
+            np.minimum(left, 8, out=left)
+            np.subtract(8, left, out=left)
+            left *= 8
+            w <<= left.view(np.uint64)
+            w >>= left.view(np.uint64)
+        else:
             left -= 8 * k
-        w &= _LOW[np.clip(left, 0, 8, out=left)]
+            w &= _LOW[np.clip(left, 0, 8, out=left)]
         out.append(w)
     return out
 
@@ -276,7 +291,8 @@ def _first_unique(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         h *= _MIX
     h >>= ib
     h <<= ib
-    h |= np.arange(n, dtype=np.uint64)
+    for a in range(0, n, 1 << 16):  # h |= position, without an (n,) temporary
+        h[a : a + (1 << 16)] |= np.arange(a, min(n, a + (1 << 16)), dtype=np.uint64)
     h.sort()
     order = (h & ((np.uint64(1) << ib) - np.uint64(1))).view(np.int64)  # (n,) positions
     h >>= ib
@@ -285,7 +301,7 @@ def _first_unique(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     np.not_equal(h[1:], h[:-1], out=new[1:])
     first, inv = _numbered(order, new, out=h.view(np.int64))  # h is not needed any more
     del h
-    if not all(np.array_equal(c[first][inv], c) for c in cols):  # a hash collision
+    if not all(_grouped_equal(c, first, inv) for c in cols):  # a hash collision
         order = np.lexsort(cols[::-1])  # stable: equal keys keep positions ascending
         new[1:] = False
         for c in cols:
@@ -293,6 +309,14 @@ def _first_unique(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             new[1:] |= sc[1:] != sc[:-1]
         first, inv = _numbered(order, new)
     return first, inv
+
+
+def _grouped_equal(c: np.ndarray, first: np.ndarray, inv: np.ndarray,
+                   step: int = 1 << 16) -> bool:
+    """Every key equals its group's first key: ``c[first][inv] == c``, in blocks."""
+    key = c[first]
+    return all(np.array_equal(key[inv[a : a + step]], c[a : a + step])
+               for a in range(0, len(c), step))
 
 
 def _numbered(order: np.ndarray, new: np.ndarray, out: np.ndarray | None = None
