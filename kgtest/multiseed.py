@@ -76,14 +76,17 @@ def run_dir_of(out: str | os.PathLike, cfg: ExperimentConfig) -> Path:
 
 def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
               command: str = "", log=print, jobs: int = 1,
-              dirs: Sequence[str | os.PathLike] | None = None) -> list[Path]:
+              dirs: Sequence[str | os.PathLike] | None = None,
+              stack_probes: bool = True) -> list[Path]:
     """Run every seed's experiment, the originals, the retrained controls and the
     unlearning methods stacked; returns the summaries.
 
     The M run folders (``dirs``, default :func:`run_dir_of` each config in ``out``) are
     locked for the whole call. Finished stages are reused, as by
     :func:`kgtest.pipeline.run_experiment`, which then runs each seed's remaining stages
-    (unlearning, probes, report; in ``jobs`` worker processes where ``jobs`` > 1).
+    (unstacked variants, probes, report), the seeds side by side with their probes'
+    forward passes stacked (:func:`kgtest.stacked_probes.side_by_side`; ``stack_probes``
+    False: one seed after another, each model alone).
     """
     from kgtest.pipeline import corpus_stage, run_experiment, world_of, world_stage
 
@@ -96,7 +99,8 @@ def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
         for d in dirs:
             stack.enter_context(run_lock(d, command=command or None))
         if jobs > 1 and len(cfgs) > 1:  # one seed: kgtest run --jobs N's own pool below
-            return _run_pooled(cfgs, dirs, command=command, log=log, jobs=jobs)
+            return _run_pooled(cfgs, dirs, command=command, log=log, jobs=jobs,
+                               stack_probes=stack_probes)
         log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(out)}")
         worlds = [world_of(c) for c in cfgs]
         for c, d, w in zip(cfgs, dirs, worlds, strict=True):
@@ -105,8 +109,26 @@ def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
         train_originals(cfgs, dirs, worlds, log=log)
         train_controls(cfgs, dirs, worlds, log=log)
         unlearn_methods(cfgs, dirs, worlds, log=log)
-        return [run_experiment(c, d, command=command, log=log, jobs=jobs)
-                for c, d in zip(cfgs, dirs, strict=True)]
+        if not stack_probes:
+            return [run_experiment(c, d, command=command, log=log, jobs=jobs)
+                    for c, d in zip(cfgs, dirs, strict=True)]
+        return _probe_side_by_side(cfgs, dirs, command, log)
+
+
+def _probe_side_by_side(cfgs, dirs, command: str, log) -> list[Path]:
+    """Each seed's :func:`~kgtest.pipeline.run_experiment` (one thread of work), the seeds
+    side by side: their probes' forward passes stacked (:mod:`kgtest.stacked_probes`)."""
+    from functools import partial
+
+    from kgtest.pipeline import run_experiment
+    from kgtest.stacked_probes import side_by_side
+
+    def tagged(seed):  # the seeds' lines interleave
+        return lambda msg: log(f"{msg} (seed {seed})") if msg.strip() else None
+
+    return side_by_side([partial(run_experiment, c, d, command=command,
+                                 log=tagged(c.run.seed) if log is not _quiet else log, jobs=1)
+                         for c, d in zip(cfgs, dirs, strict=True)])
 
 
 # --- the original models, stacked -----------------------------------------------------------
@@ -386,7 +408,7 @@ def split_log(path: Path, n: int, steps: Sequence[int]) -> list[list[dict]]:
 
 
 def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, command: str,
-                log, jobs: int) -> list[Path]:
+                log, jobs: int, stack_probes: bool = True) -> list[Path]:
     """:func:`run_seeds` on ``jobs`` worker processes, one torch thread each (the caller
     holds the run folders' locks; the workers share them).
 
@@ -395,9 +417,12 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
     originals, then the controls) is split into up to ``jobs`` parts, one per worker,
     each part padded as the whole group (:class:`kgtest.ensemble.Shadow`: the same
     weights); the control parts and the stacked unlearning methods run side by side; then
-    each seed's remaining stages (``never_trained``, RMU, probes, report) run as one task
-    per seed, ``jobs`` seeds at a time, each as ``kgtest run --jobs N`` would run them
-    (one thread). Workers are silent: one line per finished task here.
+    each seed's unstacked variants (``never_trained``, RMU) build as one task per seed,
+    ``jobs`` at a time; then one task probes every seed side by side (their forward passes
+    stacked, the same batches as with one process: the same records) and writes the
+    reports, at one thread as ``kgtest run --jobs N`` would. ``stack_probes`` False: one
+    task per seed for all its remaining stages. Workers are silent: one line per finished
+    task here.
     """
     from kgtest.pipeline import MODEL_SECTIONS, corpus_stage, train_stage, world_of
     from kgtest.unlearn.stacked_run import method_builds
@@ -426,11 +451,19 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
                               only=(method, deep))] = f"unlearning {method}{' deep' * deep}"
         log(f"[seeds] controls and unlearning: {len(tasks)} stacked tasks")
         _await(tasks, log)
-        log(f"[seeds] the rest of each seed (never_trained, unstacked methods, probes, "
-            f"report), {min(jobs, len(cfgs))} at a time")
-        return _await({pool.submit(_timed, _seed_task, c, d, command):
-                       f"seed {c.run.seed}: probes and report"
-                       for c, d in zip(cfgs, dirs, strict=True)}, log)
+        if not stack_probes:
+            log(f"[seeds] the rest of each seed (never_trained, unstacked methods, probes, "
+                f"report), {min(jobs, len(cfgs))} at a time")
+            return _await({pool.submit(_timed, _seed_task, c, d, command):
+                           f"seed {c.run.seed}: probes and report"
+                           for c, d in zip(cfgs, dirs, strict=True)}, log)
+        log(f"[seeds] each seed's unstacked variants (never_trained, unstacked methods), "
+            f"{min(jobs, len(cfgs))} at a time; then the probes of all seeds stacked")
+        _await({pool.submit(_timed, _variants_task, c, d):
+                f"seed {c.run.seed}: unstacked variants"
+                for c, d in zip(cfgs, dirs, strict=True)}, log)
+        return _await({pool.submit(_timed, _probe_side_by_side, cfgs, dirs, command, _quiet):
+                       f"probes of {len(cfgs)} seeds stacked, reports"}, log)[0]
 
 
 def _parts(pool, fn, groups: list[list[tuple]], jobs: int, args: tuple, what: str) -> dict:
@@ -450,6 +483,16 @@ def _world_task(cfg: ExperimentConfig, run_dir: Path, world) -> Path:
     from kgtest.pipeline import world_stage
 
     return world_stage(cfg, run_dir, world)
+
+
+def _variants_task(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """The variants :func:`kgtest.pipeline.run_variants` builds (finished ones reused)."""
+    from kgtest.pipeline import world_of
+    from kgtest.variants import build_variant, variant_builds
+
+    ctx = _contexts([cfg], [run_dir], [world_of(cfg)])[0]
+    for build in variant_builds(cfg):
+        build_variant(ctx, build, quiet=True)
 
 
 def _seed_task(cfg: ExperimentConfig, run_dir: Path, command: str) -> Path:

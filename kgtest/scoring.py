@@ -27,6 +27,7 @@ torch.Size([1, 2])
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -37,6 +38,17 @@ from kgtest.errors import InputError
 from kgtest.model import base_model, head_logits
 
 __all__ = ["greedy_complete", "answer_logprobs", "rank_of_true"]
+
+#: Where this thread's forward passes go: ``ROUTE.to`` (set by :mod:`kgtest.stacked_probes`
+#: while several models' probes run side by side) has ``greedy`` and ``score`` methods with
+#: the signatures of :func:`_greedy_tokens` and :func:`_score_with_shared_prompts` that
+#: batch them with the other models' calls; unset, each model computes alone.
+ROUTE = threading.local()
+
+
+def _routed(name: str, alone):
+    to = getattr(ROUTE, "to", None)
+    return alone if to is None else getattr(to, name)
 
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
@@ -115,8 +127,8 @@ def greedy_complete(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
             if T >= max_pos:
                 raise InputError(f"greedy_complete: a prompt has {T} tokens (with bos); the "
                                  f"model's context is {max_pos}, leaving no room to generate")
-            gen = _greedy_tokens(model, ids, mask, min(max_new_tokens, max_pos - T), stop, pad,
-                                 cache_kw)
+            gen = _routed("greedy", _greedy_tokens)(
+                model, ids, mask, min(max_new_tokens, max_pos - T), stop, pad, cache_kw)
             for row in gen.tolist():
                 kept = []
                 for tok_id in row:  # a finished row is padded after its stop token
@@ -224,8 +236,8 @@ def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
                                           strict=True)}
     seqs = [enc[c] for c in flat]  # row r: prompt r // C, candidate r % C
     try:
-        return _score_with_shared_prompts(model, tokenizer, p_ids, seqs, C,
-                                          max(1, batch_size // C)).view(P, C)
+        return _routed("score", _score_with_shared_prompts)(
+            model, tokenizer, p_ids, seqs, C, max(1, batch_size // C)).view(P, C)
     finally:
         model.train(was_training)
 

@@ -84,8 +84,10 @@ class StackedLM(nn.Module):
                                  f"or shape; members must be built from one ModelConfig")
         self.names = names
 
+        named = [dict(m.named_parameters()) for m in models]
+
         def stacked(n):  # (M, ...): vocabulary rows zero-padded to V
-            parts = [dict(m.named_parameters())[n].detach() for m in models]
+            parts = [p[n].detach() for p in named]
             if n in self.vocab_params:
                 parts = [F.pad(p, (0, 0, 0, V - p.shape[0])) for p in parts]
             return torch.stack(parts)
@@ -133,7 +135,10 @@ class StackedLM(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (M*B, H, L, hd)
         return y.transpose(1, 2).reshape(M, B * L, D)
 
-    def _gpt2(self, x: torch.Tensor) -> torch.Tensor:
+    def _gpt2(self, x: torch.Tensor, pos: torch.Tensor | None = None,
+              attend=None) -> torch.Tensor:
+        """``pos`` ``(M, B, L)`` position ids and ``attend(layer, q, k, v)`` (cached
+        attention, :meth:`step`), else positions ``0..L-1`` and causal attention."""
         W, c = self.weight, self.config
         B, L = x.shape[-2:]
         eps, act = c.layer_norm_epsilon, ACT2FN[c.activation_function]
@@ -146,17 +151,29 @@ class StackedLM(nn.Module):
         def lin(h, name):  # Conv1D: h @ W + b with W (M, in, out)
             return torch.baddbmm(W(f"{name}.bias")[:, None], h, W(f"{name}.weight"))
 
-        pos = W("transformer.wpe.weight")[:, :L]  # (M, L, D)
-        h = self._embed(W("transformer.wte.weight"), x) + pos[:, None]  # (M, B, L, D)
+        if pos is None:
+            pe = W("transformer.wpe.weight")[:, :L][:, None]  # (M, 1, L, D)
+        else:  # (M, B, L, D): each row its own positions
+            pe = W("transformer.wpe.weight")[torch.arange(self.n)[:, None, None], pos]
+        h = self._embed(W("transformer.wte.weight"), x) + pe  # (M, B, L, D)
         h = h.reshape(self.n, B * L, D)
         for i in range(c.n_layer):
             p = f"transformer.h.{i}"
             q, k, v = lin(ln(h, f"{p}.ln_1"), f"{p}.attn.c_attn").split(D, dim=-1)
-            h = h + lin(self._attend(q, k, v, B, L), f"{p}.attn.c_proj")
+            if attend is None:
+                y = self._attend(q, k, v, B, L)
+            else:  # (M*B, H, L, hd) heads in and out
+                H = c.num_attention_heads
+                q, k, v = (t.reshape(self.n * B, L, H, D // H).transpose(1, 2)
+                           for t in (q, k, v))
+                y = attend(i, q, k, v).transpose(1, 2).reshape(self.n, B * L, D)
+            h = h + lin(y, f"{p}.attn.c_proj")
             h = h + lin(act(lin(ln(h, f"{p}.ln_2"), f"{p}.mlp.c_fc")), f"{p}.mlp.c_proj")
         return ln(h, "transformer.ln_f")  # (M, B*L, D)
 
-    def _llama(self, x: torch.Tensor) -> torch.Tensor:
+    def _llama(self, x: torch.Tensor, pos: torch.Tensor | None = None,
+               attend=None) -> torch.Tensor:
+        """``pos`` and ``attend`` as in :meth:`_gpt2`."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         W, c = self.weight, self.config
@@ -175,20 +192,59 @@ class StackedLM(nn.Module):
             return torch.bmm(h, W(f"{name}.weight").transpose(1, 2))
 
         h = self._embed(W("model.embed_tokens.weight"), x).reshape(self.n, B * L, D)
-        positions = torch.arange(L, device=x.device)[None]  # (1, L)
-        cos, sin = self._rotary[0](h, positions)  # (1, L, hd) each
+        positions = (torch.arange(L, device=x.device)[None] if pos is None
+                     else pos.reshape(self.n * B, L))  # (1 or M*B, L)
+        cos, sin = self._rotary[0](h, positions)  # (1 or M*B, L, hd) each
         for i in range(c.num_hidden_layers):
             p = f"model.layers.{i}"
             a = rms(h, f"{p}.input_layernorm")
             q, k, v = (lin(a, f"{p}.self_attn.{n}_proj").reshape(self.n * B, L, H, D // H)
                        .transpose(1, 2) for n in "qkv")  # (M*B, H, L, hd)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (M*B, H, L, hd)
+            y = (F.scaled_dot_product_attention(q, k, v, is_causal=True) if attend is None
+                 else attend(i, q, k, v))  # (M*B, H, L, hd)
             h = h + lin(y.transpose(1, 2).reshape(self.n, B * L, D), f"{p}.self_attn.o_proj")
             a = rms(h, f"{p}.post_attention_layernorm")
             gate = act(lin(a, f"{p}.mlp.gate_proj")) * lin(a, f"{p}.mlp.up_proj")
             h = h + lin(gate, f"{p}.mlp.down_proj")
         return rms(h, "model.norm")  # (M, B*L, D)
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, pos: torch.Tensor, keys: torch.Tensor,
+             cache: list | None = None, allowed: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, list]:
+        """One cached inference forward: final hidden states ``(M, B, L, D)`` and the cache.
+
+        ``x`` ``(M, B, L)``: each member its own rows (left-padded prompts, or the next
+        tokens); ``pos`` ``(M, B, L)`` their position ids; ``keys`` ``(M, B, P + L)``: which
+        of the ``P`` cached and ``L`` new positions are real tokens (padding is never
+        attended to; a padding row attends to itself only, so nothing is NaN). ``cache``:
+        the per-layer ``(k, v)`` of an earlier call (``(M*B, H, P, hd)`` each), or None.
+        ``allowed`` ``(M*B, 1, L, P + L)``: which keys each new position sees, instead of
+        the causal mask of ``keys``.
+        """
+        M, B, L = x.shape
+        new: list = []
+        if allowed is None:
+            Tk = keys.shape[-1]
+            q_at = torch.arange(Tk - L, Tk, device=x.device)[:, None]  # (L, 1)
+            k_at = torch.arange(Tk, device=x.device)[None]  # (1, Tk)
+            allowed = (keys.reshape(M * B, 1, 1, Tk) & (k_at <= q_at)) | (k_at == q_at)
+
+        def attend(i, q, k, v):  # (M*B, H, L, hd), the cache's keys and values before
+            if cache is not None:
+                k, v = torch.cat([cache[i][0], k], 2), torch.cat([cache[i][1], v], 2)
+            new.append((k, v))
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+
+        h = (self._gpt2 if self.arch == "gpt2" else self._llama)(x, pos, attend)
+        return h.reshape(M, B, L, -1), new
+
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Each member's logits ``(M, N, V)`` of hidden states ``(M, N, D)`` (a member's
+        padding vocabulary rows score ``-inf``)."""
+        out = torch.bmm(h, self._head().transpose(1, 2))
+        return out if self.vocab_mask is None else out + self.vocab_mask[:, None]
 
     def _head(self) -> torch.Tensor:
         """The stacked LM head ``(M, V, D)`` (the embedding when tied)."""

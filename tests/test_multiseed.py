@@ -126,6 +126,50 @@ def test_a_later_single_seed_run_reuses_the_stacked_stages(runs):
     assert {d: (run / d / ".done").stat().st_mtime_ns for d in _stages(run)} == before
 
 
+def _probes_again(stacked: Path, out: Path, cfgs, **kwargs) -> None:
+    """Copy the run folders without their records stages and outputs, and run them again
+    (every model stage reused: probes and reports only)."""
+    import shutil
+
+    from kgtest.multiseed import run_seeds
+    from kgtest.pipeline import PUBLISHED, RECORDS_MARK
+
+    for cfg in cfgs:
+        run = run_dir_of(out, cfg)
+        shutil.copytree(run_dir_of(stacked, cfg), run)
+        for p in [*run.glob("records-*"), *(run / n for n in (*PUBLISHED, RECORDS_MARK))]:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    run_seeds(cfgs, out, log=lambda msg: None, **kwargs)
+
+
+@trained
+@pytest.mark.slow
+def test_stacked_probes_give_the_records_of_each_model_alone(runs, tmp_path, monkeypatch):
+    """The seeds' probes side by side (greedy decoding stacked across seeds) give the
+    records of one seed after another, each model alone: every field equal, scores
+    within 1e-4 (here equal: scoring is not stacked), and the decoding did stack."""
+    import kgtest.stacked_scoring as S
+
+    spec, stacked, _ = runs
+    cfgs = seed_configs(spec, FAST, 2)
+    rounds = []
+    real = S.stacked_greedy
+    monkeypatch.setattr(S, "stacked_greedy", lambda *a: rounds.append(1) or real(*a))
+    _probes_again(stacked, tmp_path / "stacked", cfgs)
+    assert len(rounds) >= 3  # utility's CoT lines and direct, both seeds in each round
+    monkeypatch.setattr(S, "stacked_greedy", real)
+    _probes_again(stacked, tmp_path / "alone", cfgs, stack_probes=False)
+    for cfg in cfgs:
+        a = _records(run_dir_of(tmp_path / "stacked", cfg))
+        b = _records(run_dir_of(tmp_path / "alone", cfg))
+        assert len(a) == len(b) > 50
+        worst, flips = _differences(a, b)
+        assert worst <= 1e-4 and flips == 0, (worst, flips)
+
+
 @trained
 @pytest.mark.slow
 def test_jobs_2_writes_the_one_process_runs_files(runs, tmp_path):

@@ -66,6 +66,7 @@ from kgtest.probes.context import (
 from kgtest.probes.registry import DEFAULT_PROBES, PROBES, Probe  # noqa: F401 (Probe: public)
 from kgtest.scoring import answer_logprobs, greedy_complete
 from kgtest.several import filtered_rank
+from kgtest.stacked_probes import probing
 
 __all__ = ["PROBES", "DEFAULT_PROBES", "Probe", "ProbeContext", "PromptLeak", "Ask",
            "ask", "check_prompt", "verify_chain", "equivalent", "evaluate", "probe_variant",
@@ -481,11 +482,12 @@ def probe_variant(name: str, variant: Any, ctx: ProbeContext,
     model, tok = _load(variant)
     vctx = ctx.for_variant(name)
     rows = []
-    for p in specs:
-        if log:
-            log(f"{name}: {p.name}")
-        rows += p.fn(model, tok, facts, vctx)
-    return rows, (_known(model, tok, vctx, rows) if gate_source else None)
+    with probing():  # beside other models' probes (kgtest run --seeds): batched with them
+        for p in specs:
+            if log:
+                log(f"{name}: {p.name}")
+            rows += p.fn(model, tok, facts, vctx)
+        return rows, (_known(model, tok, vctx, rows) if gate_source else None)
 
 
 def gate(rows: list[dict], known: dict) -> list[dict]:
