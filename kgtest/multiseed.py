@@ -44,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from kgtest.checkpoint import LOG
@@ -118,8 +119,6 @@ def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
 def _probe_side_by_side(cfgs, dirs, command: str, log) -> list[Path]:
     """Each seed's :func:`~kgtest.pipeline.run_experiment` (one thread of work), the seeds
     side by side: their probes' forward passes stacked (:mod:`kgtest.stacked_probes`)."""
-    from functools import partial
-
     from kgtest.pipeline import run_experiment
     from kgtest.stacked_probes import side_by_side
 
@@ -154,8 +153,8 @@ class Member:
     run_dir: Path
     stage: str  # the stage folder's prefix: "model", "control-filter", ...
     key: str
-    model: object  # the freshly initialised PreTrainedModel
-    tokenizer: object
+    build: Callable  # build() -> its freshly initialised PreTrainedModel (built to train)
+    tokenizer: object  # len(tokenizer): its embedding's rows (build_model's vocab_size)
     docs: list
     cfg: object  # its TrainConfig (cfg.seed: its batch order)
     eval_fn: object  # or None
@@ -222,7 +221,7 @@ def _train_group(group: list[Member], what: str, log,
     try:
         t0, c0 = time.perf_counter(), time.process_time()
         evals = [m.eval_fn for m in group]
-        res = train_ensemble([m.model for m in group], [m.tokenizer for m in group],
+        res = train_ensemble([m.build() for m in group], [m.tokenizer for m in group],
                              # torch seeded from the WHOLE group's first member, as one
                              # process training the whole group seeds it (bit-identity)
                              [m.docs for m in group],
@@ -230,8 +229,8 @@ def _train_group(group: list[Member], what: str, log,
                              eval_fn=evals if any(evals) else None,
                              batch_seeds=[m.cfg.seed for m in group],
                              shadows=[Shadow(m.tokenizer, m.docs, m.cfg.seed,
-                                             m.model.get_input_embeddings().weight.shape[0],
-                                             position) for position, m in shadows])
+                                             len(m.tokenizer), position)
+                                      for position, m in shadows])
         logs = split_log(scratch / LOG, len(group), res.steps)
         for i, m in enumerate(group):
             tmp = prepare_partial(m.run_dir, m.stage, m.key)
@@ -291,7 +290,13 @@ def original_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], wor
     """The seeds' unfinished original models that can train stacked (the corpus stages
     must be finished); ``finished``: the finished ones too."""
     from kgtest.distributed import dist_info
-    from kgtest.pipeline import MODEL_SECTIONS, corpus_stage, train_job, write_model_stage
+    from kgtest.pipeline import (
+        MODEL_SECTIONS,
+        corpus_stage,
+        initial_model,
+        train_job,
+        write_model_stage,
+    )
 
     members = []
     for c, d, w in zip(cfgs, dirs, worlds, strict=True):
@@ -299,7 +304,7 @@ def original_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], wor
         if ((stage_path(d, "model", key) / ".done").exists() and not finished
                 or dist_info().world_size > 1):
             continue  # finished, or torchrun (data parallelism: one seed at a time)
-        job = train_job(c, corpus_stage(c, d, w), w)
+        job = train_job(c, corpus_stage(c, d, w), w, build=False)  # settings only
         why = _unstackable(c, job)
         if why:
             log(f"[seeds] seed {c.run.seed}: {why}: trained on its own")
@@ -307,8 +312,9 @@ def original_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], wor
         def write(tmp, stacked, result, c=c, job=job):
             write_model_stage(c, tmp, job, result, stacked=stacked)
 
-        members.append(Member(d, "model", key, job.model, job.tokenizer, job.docs, job.cfg,
-                              job.eval_fn, write, c.run.seed))
+        members.append(Member(d, "model", key, partial(initial_model, c, job.tokenizer),
+                              job.tokenizer, job.docs, job.cfg, job.eval_fn, write,
+                              c.run.seed))
     return members
 
 
@@ -350,8 +356,9 @@ def control_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
             def write(tmp, stacked, result, job=job):
                 write_control(tmp, {**job.record, "stacked": stacked}, job.t0, result)
 
-            model = build_model(job.model_cfg, job.tokenizer, seed=job.init_seed)
-            members.append(Member(d, name, key, model, job.tokenizer, list(job.corpus.train),
+            members.append(Member(d, name, key, partial(build_model, job.model_cfg,
+                                                         job.tokenizer, seed=job.init_seed),
+                                  job.tokenizer, list(job.corpus.train),
                                   replace(job.train_cfg, stop_at={}), None, write, c.run.seed))
     return members
 

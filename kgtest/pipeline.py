@@ -148,16 +148,16 @@ class TrainJob:
 MODEL_SECTIONS = ("world", "split", "corpus", "model", "train")  # the model stage's key
 
 
-def train_job(cfg: ExperimentConfig, corpus_dir: Path, world: World | None = None) -> TrainJob:
+def train_job(cfg: ExperimentConfig, corpus_dir: Path, world: World | None = None, *,
+              build: bool = True) -> TrainJob:
     """The training stage's inputs for ``cfg`` on a finished corpus stage (``world``: the
-    run's, sampled from ``cfg`` when not given)."""
-    from kgtest.model import build_model
-
+    run's, sampled from ``cfg`` when not given); ``build`` False: settings only, no model
+    (``model`` None; :func:`initial_model` builds it)."""
     corpus = read_corpus(corpus_dir)
     split = Split.load(corpus_dir / "split.json")
     tok = corpus_tokenizer(cfg, corpus)
     seeds = cfg.seeds()
-    model = build_model(cfg.model, tok, seed=seeds["model"])
+    model = initial_model(cfg, tok) if build else None
     world = world or world_of(cfg)
     sets = run_eval_sets(cfg, corpus, split, entity_type=world.entity_type)
     train_cfg = measurable_stop(replace(cfg.train, seed=seeds["batches"]), sets)
@@ -168,6 +168,14 @@ def train_job(cfg: ExperimentConfig, corpus_dir: Path, world: World | None = Non
                          "train.answer_only_loss = true")
     return TrainJob(model, tok, list(corpus.train), train_cfg, make_eval_fn(tok, sets), sets,
                     stream, seeds)
+
+
+def initial_model(cfg: ExperimentConfig, tokenizer):
+    """The run's freshly initialised model (its ``model`` seed): what the training stage
+    trains."""
+    from kgtest.model import build_model
+
+    return build_model(cfg.model, tokenizer, seed=cfg.seeds()["model"])
 
 
 def write_model_stage(cfg: ExperimentConfig, tmp: Path, job: TrainJob, result,

@@ -170,6 +170,41 @@ def test_stacked_probes_give_the_records_of_each_model_alone(runs, tmp_path, mon
         assert worst <= 1e-4 and flips == 0, (worst, flips)
 
 
+@pytest.mark.slow
+def test_the_stacked_groups_are_computed_without_building_models(runs, monkeypatch):
+    """The parent of ``--jobs N`` computes the stacked groups from settings alone (no model
+    built); the settings are the full training job's, each member builds the model the
+    training stage builds, and a member's embedding rows are ``len(tokenizer)`` (what a
+    shadow reports)."""
+    import kgtest.model
+    from kgtest.multiseed import control_members, original_members, stacked_groups
+    from kgtest.pipeline import corpus_stage, train_job, world_of
+
+    spec, stacked, _ = runs
+    cfgs = seed_configs(spec, FAST, 2)
+    dirs = [run_dir_of(stacked, c) for c in cfgs]
+    worlds = [world_of(c) for c in cfgs]
+    built = []
+    real = kgtest.model.build_model
+    monkeypatch.setattr(kgtest.model, "build_model",
+                        lambda *a, **k: built.append(a) or real(*a, **k))
+    originals = original_members(cfgs, dirs, worlds, finished=True)
+    controls = control_members(cfgs, dirs, worlds, finished=True)
+    assert built == []  # settings only
+    assert stacked_groups(originals) == [[(str(d), "model", m.key)
+                                          for d, m in zip(dirs, originals, strict=True)]]
+    assert [len(g) for g in stacked_groups(controls)] == [2]  # the filter controls
+    for m, c, d, w in zip(originals, cfgs, dirs, worlds, strict=True):
+        job = train_job(c, corpus_stage(c, d, w), w)  # the full path: the group key's source
+        assert repr(m.cfg) == repr(job.cfg)
+        model = m.build()
+        assert len(m.tokenizer) == model.get_input_embeddings().weight.shape[0]
+        ref = job.model.state_dict()
+        assert all(v.equal(ref[k]) for k, v in model.state_dict().items())
+    for m in controls:
+        assert len(m.tokenizer) == m.build().get_input_embeddings().weight.shape[0]
+
+
 @trained
 @pytest.mark.slow
 def test_jobs_2_writes_the_one_process_runs_files(runs, tmp_path):
