@@ -11,7 +11,9 @@ difference of a rate in the paired summary tables, ``summary.json``, line by lin
 What is stacked: the original models' training (one stacked model, each member on its own
 seed's corpus), then the retrained controls ``filter`` and ``ignorance``, then each
 unlearning method with its tuning grid (each member its own grid choice). Not stacked (per
-seed, the ordinary code): world, corpus, ``never_trained``, RMU, probes and the report.
+seed, the ordinary code): world, corpus, ``never_trained``, RMU and the report; the probes
+run side by side, their greedy decoding stacked across seeds (teacher-forced scoring per
+model: stacking it does not pay on a CPU).
 ``--jobs J`` runs both sides with J worker processes (one torch thread each): each separate
 run as ``kgtest run --jobs J``, the stacked side as ``kgtest run --seeds M --jobs J`` (stacked
 groups split across the workers, each seed's unstacked rest one task per seed). CPU time
@@ -25,6 +27,11 @@ probes; every control); the full quickstart is about 30 CPU-minutes per seed.
     .venv/bin/python benchmarks/bench_seeds.py --seeds 5            # the full quickstart
     .venv/bin/python benchmarks/bench_seeds.py --dry-run            # 2 seeds, 20 steps: runs
     .venv/bin/python benchmarks/bench_seeds.py --small --unlearn-only --seeds 5
+
+``--probes-only`` trains ``--small``'s seeds (stacked) with the quickstart's probes (all
+seven), then times the probes and reports of the M seeds one seed after another (each
+model alone) and side by side (greedy decoding stacked across seeds), every other stage
+reused, and compares the two sides' records.
 
 ``--unlearn-only`` trains ``--small``'s originals (stacked), then times the quickstart's
 whole ``[unlearn]`` section (GradDiff, NPO, IdkSFT, plain and deep, its 2 x 3 tuning grid)
@@ -197,6 +204,46 @@ def unlearning_only(cfgs, out: Path, jobs: int = 1) -> None:
           f"chosen grid point in {same} of {total} stages")
 
 
+def _without_records(runs: Path, cfgs, into: Path) -> None:
+    """Copy the run folders with every stage but the records stage (and its outputs)."""
+    import shutil
+
+    from kgtest.pipeline import PUBLISHED, RECORDS_MARK
+
+    for cfg in cfgs:
+        run = run_dir_of(into, cfg)
+        shutil.copytree(run_dir_of(runs, cfg), run)
+        for p in [*run.glob("records-*"), *(run / n for n in (*PUBLISHED, RECORDS_MARK))]:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+
+def probes_only(cfgs, out: Path) -> None:
+    """``--probes-only``: the M seeds trained (stacked), then their probes and reports
+    timed one seed after another (each model alone) and side by side (greedy decoding
+    stacked across the seeds, :mod:`kgtest.stacked_probes`), one process, every other
+    stage reused; and the largest difference between the two sides' records."""
+    run_seeds(cfgs, out / "trained", log=_stamped, stack_probes=False)
+    times = {}
+    for name, stack in (("one seed after another", False), ("side by side", True)):
+        _without_records(out / "trained", cfgs, out / name.replace(" ", "_"))
+        times[name] = _timed(lambda s=stack, n=name: run_seeds(
+            cfgs, out / n.replace(" ", "_"), log=lambda m: None, stack_probes=s))
+    a, b = (times[k] for k in times)
+    diff = compare(cfgs, out / "one_seed_after_another", out / "side_by_side")
+    RATIOS["seeds: probes side by side vs one seed after another (wall)"] = a[0] / b[0]
+    print(f"== probes and reports of {len(cfgs)} seeds ({', '.join(cfgs[0].probes.probes)}), "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs ==")
+    print(f"{'probes':<24}{'wall s':>9}{'CPU s':>9}")
+    for k, (wall, cpu) in times.items():
+        print(f"{k:<24}{wall:>9.1f}{cpu:>9.1f}")
+    print(f"speed-up {a[0] / b[0]:.2f}x wall; records: largest |score| difference "
+          f"{diff['score']:.2e}; {diff['flips']} of {diff['rows']} records differ in another "
+          f"field")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
@@ -213,11 +260,16 @@ def main(argv=None) -> int:
     ap.add_argument("--unlearn-only", action="store_true",
                     help="time the unlearning stages alone (the quickstart's [unlearn], "
                          "with --small's model and training)")
+    ap.add_argument("--probes-only", action="store_true",
+                    help="time the probes and reports alone, one seed after another vs "
+                         "side by side (--small's training, the quickstart's probes)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.dry_run:
         args.small, args.seeds = True, min(args.seeds, 2)
     small = SMALL[:4] if args.unlearn_only else SMALL  # the model and training of --small
+    if args.probes_only:  # --small's model, training and unlearning; every probe
+        args.small, small = True, [o for o in SMALL if not o.startswith("probes.probes")]
     overrides = [*(small if args.small else []),
                  *(DRY if args.dry_run else []), f"train.threads={args.threads}",
                  f"train.device={args.device}", f"unlearn.device={args.device}",
@@ -227,6 +279,9 @@ def main(argv=None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_seeds-"))
     if args.unlearn_only:
         unlearning_only(cfgs, out, args.jobs)
+        return 0
+    if args.probes_only:
+        probes_only(cfgs, out)
         return 0
     wall_sep, cpu_sep, each = separate(cfgs, out / "separate", args.jobs)
     wall_st, cpu_st = _timed(lambda: run_seeds(cfgs, out / "stacked", log=_stamped,
