@@ -69,15 +69,21 @@ def test_the_density_spec_sweeps_three_densities_over_five_seeds(tmp_path):
     assert points == {(s, d) for s in range(5) for d in (0.5, 0.75, 1.0)}
 
 
-@pytest.mark.slow  # ~30 CPU s: the whole pipeline, shrunk
+@pytest.mark.slow  # ~60 CPU s: the whole pipeline, shrunk, at two densities
 def test_tiny_density_variant_reports_deletion_sets_per_density(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "sweep"
     run_sweep(DENSITY, out, backend="local", jobs=1, progress=False, log=lambda m: None,
-              overrides=SHRINK + ['sweep.world.params.density=[0.5]'])
-    rows = read_runs(sorted((out / "runs").iterdir()))
+              overrides=SHRINK + ['sweep.world.params.density=[0.5, 1.0]'])
+    rows = [r for run in sorted((out / "runs").iterdir()) for r in read_runs([run])]
     assert {r["variant"] for r in rows} == {"original", "filter", "ignorance",
                                             "never_trained", "NPO", "NPO_deep"}
     sweep_report(out)
     text = (out / "cells" / "cell00" / "summary.md").read_text()
     assert "## Minimal deletion sets" in text and "| NPO_deep | 1 |" in text
+    # the cut README row 1c cites: the densities side by side, a row each
+    across = (out / "summary.md").read_text().split("## Across cells")[1]
+    assert "| world.params.density | targets | mean proofs |" in across
+    for density in ("0.5", "1.0"):
+        assert f"\n| {density} | 10 | " in across
+    assert "### direct" in across and (out / "plots" / "cells.png").exists()
