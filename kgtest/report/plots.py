@@ -8,7 +8,7 @@
 - ``proof_cost.png`` (:func:`proof_cost_plot`), ``by_domain.png`` (:func:`domain_plot`),
   ``deep_unlearning.png`` (:func:`kb_recall_plot`), where their data is there;
 - a sweep's ``exposure.png`` (:func:`exposure_by_cell`) and ``cells.png``
-  (:func:`cells_plot`: re-derivation and deletion cost per cell).
+  (:func:`cells_plot`: re-derivation, direct and verified CoT, and deletion cost per cell).
 
 Examples
 --------
@@ -493,24 +493,8 @@ def kb_recall_plot(points, symbolic, plots_dir) -> Path:
     return _save(fig, Path(plots_dir) / "deep_unlearning.png")
 
 
-def cells_plot(points: dict[str, dict], values: list[str], axis: str, path: Path, *,
-               probe: str = "cot") -> Path | None:
-    """A sweep's cells side by side (:func:`kgtest.report.cells.cells_section`).
-
-    Left: per variant, the ``probe`` rate on the forget targets per cell (95% intervals;
-    ``direct`` when no cell has a gated-in ``probe`` line). Middle: the targets' mean proof
-    count and the mean smallest minimal deletion set (min and max as bars). Right: the
-    facts deleted beyond the targets per run, per deep variant and the ignorance control.
-    None without cells.
-    """
-    if not points:
-        return None
-    aggs = [p["agg"] for p in points.values()]
-    if not any(a["probe"] == probe and a["n_in"] for agg in aggs for a in agg):
-        probe = "direct"
-    plt = _plt()
-    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(13, 3.9))
-    xs = np.arange(len(values))
+def _cell_rates(ax, aggs: list[list[dict]], xs: np.ndarray, probe: str) -> None:
+    """One panel of :func:`cells_plot`: each variant's ``probe`` rate per cell."""
     variants = order(a["variant"] for agg in aggs for a in agg)
     colour = _colours(variants)
     for i, v in enumerate(variants):
@@ -521,10 +505,34 @@ def cells_plot(points: dict[str, dict], values: list[str], axis: str, path: Path
             px, py, el, eh = np.array(pts).T
             ax.errorbar(px, py, yerr=[np.maximum(el, 0), np.maximum(eh, 0)], marker="o",
                         capsize=3, label=v, color=colour[v])
+    n = [sum(a["n_in"] for a in agg if label(a) == probe and a["variant"] == "original")
+         for agg in aggs]
     ax.set_ylim(-0.03, 1.05)
-    ax.set_ylabel(f"{probe}: correct among gated-in targets")
-    ax.set_title(f"re-derivation ({probe})", fontsize=10)
+    ax.set_ylabel("correct among gated-in targets")
+    ax.set_title(f"re-derivation ({probe}; gated in: {', '.join(map(str, n))})", fontsize=9)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3)
+
+
+def cells_plot(points: dict[str, dict], values: list[str], axis: str, path: Path, *,
+               probes: Sequence[str] = ("direct", "cot")) -> Path | None:
+    """A sweep's cells side by side (:func:`kgtest.report.cells.cells_section`).
+
+    One panel per probe of ``probes`` with gated-in lines: per variant, its rate on the
+    forget targets per cell (95% intervals; the title gives the original's gated-in count
+    per cell). Then the targets' mean proof count and the mean smallest minimal deletion set
+    (min and max as bars), and the facts deleted beyond the targets per run, per deep
+    variant and the ignorance control. None without cells.
+    """
+    if not points:
+        return None
+    aggs = [p["agg"] for p in points.values()]
+    shown = [q for q in probes if any(label(a) == q and a["n_in"] for agg in aggs for a in agg)]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(shown) + 2, figsize=(4.3 * (len(shown) + 2), 3.9))
+    xs = np.arange(len(values))
+    for ax, probe in zip(axes, shown, strict=False):
+        _cell_rates(ax, aggs, xs, probe)
+    bx, cx = axes[len(shown)], axes[len(shown) + 1]
     mean_k = [np.mean(p["proofs"]) if p["proofs"] else np.nan for p in points.values()]
     bx.plot(xs, mean_k, marker="o", color="tab:blue", label="mean proof count")
     sizes = [p["sizes"] or [np.nan] for p in points.values()]
@@ -544,7 +552,7 @@ def cells_plot(points: dict[str, dict], values: list[str], axis: str, path: Path
     cx.set_title("deleted beyond the targets", fontsize=10)
     if extra:
         cx.legend(fontsize=7, loc="upper left")
-    for a in (ax, bx, cx):
+    for a in axes:
         a.set_xticks(xs, values)
         a.set_xlabel(axis)
     return _save(fig, path)
