@@ -69,6 +69,12 @@ def _left_pad(seqs: Sequence[Sequence[list[int]]], pads: Sequence[int], device
     return ids.to(device), keys.to(device), pos.to(device)
 
 
+def _max_position(stack: StackedLM) -> int:
+    """Positions the stacked architecture can embed (GPT-2's ``n_positions``)."""
+    c = stack.config
+    return int(getattr(c, "n_positions", None) or c.max_position_embeddings)
+
+
 def _device(stack: StackedLM) -> torch.device:
     return next(stack.parameters()).device
 
@@ -96,6 +102,10 @@ def stacked_greedy(stack: StackedLM, reqs: Sequence[GreedyRequest]) -> list[torc
     gen = pad[..., None].repeat(1, 1, max(S, 0))  # (M, B, S)
     h, cache = stack.step(ids, pos, keys)
     next_pos = pos[..., -1:] + 1  # (M, B, 1)
+    # A live row's prompt + steps fit the context (the caller cuts steps as for one model
+    # alone); rows already done keep stepping while another member decodes on, and their
+    # positions would run past GPT-2's table: clamp them (their outputs are never read).
+    last = _max_position(stack) - 1
     for t in range(S):
         nxt = stack.head_logits(h[:, :, -1]).argmax(-1)  # (M, B)
         nxt = torch.where(done, pad, nxt)
@@ -105,7 +115,7 @@ def stacked_greedy(stack: StackedLM, reqs: Sequence[GreedyRequest]) -> list[torc
             break
         keys = torch.cat([keys, keys.new_ones(M, B, 1)], dim=-1)
         h, cache = stack.step(nxt[..., None], next_pos, keys, cache)
-        next_pos = next_pos + 1
+        next_pos = (next_pos + 1).clamp(max=last)
     return [gen[m, :len(seqs[m]), :max(r.steps, 0)].cpu() for m, r in enumerate(reqs)]
 
 

@@ -138,3 +138,25 @@ def test_weights_changed_between_rounds_are_read_again():
     stacked = side_by_side([work(models, toks, m) for m in range(3)])
     assert alone == stacked
     assert any(len({str(o) for o in outs}) > 1 for outs in alone)  # the weights mattered
+
+
+def test_a_member_cut_by_the_context_does_not_break_the_others():
+    """One member's long prompt leaves it room for 4 tokens of a 64-position context while
+    another decodes 30: its finished rows keep stepping with the stack and their position
+    ids ran past GPT-2's table (IndexError) until they were clamped (review, session 7)."""
+    models, toks = _models("gpt2")
+    n_pos = models[0].config.n_positions
+    long_prompt = " ".join("abcdefgh"[i % 8] for i in range(n_pos - 5))
+    n_long = len(toks[0](long_prompt)["input_ids"])
+    assert n_pos - 8 < n_long < n_pos  # room for a few tokens: the context cuts its steps
+
+    def work(m, prompt):
+        def run():
+            with probing():
+                return greedy_complete(models[m], toks[m], [prompt], 30)
+        return run
+
+    jobs = [work(0, long_prompt), work(1, "Q a r ? A")]
+    alone = [j() for j in jobs]
+    assert len(alone[1][0].split()) > n_pos - n_long  # member 1 decodes on past it
+    assert side_by_side(jobs) == alone
