@@ -425,10 +425,10 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
     each part padded as the whole group (:class:`kgtest.ensemble.Shadow`: the same
     weights); the control parts and the stacked unlearning methods run side by side; then
     each seed's unstacked variants (``never_trained``, RMU) build as one task per seed,
-    ``jobs`` at a time; then one task probes every seed side by side (their forward passes
-    stacked, the same batches as with one process: the same records) and writes the
-    reports, at one thread as ``kgtest run --jobs N`` would. ``stack_probes`` False: one
-    task per seed for all its remaining stages. Workers are silent: one line per finished
+    ``jobs`` at a time; then ``jobs`` tasks each probe a part of the seeds side by side
+    (greedy decoding stacked; scores per model: the records of one process) and write
+    their reports, at one thread as ``kgtest run --jobs N`` would. ``stack_probes``
+    False: one task per seed for all its remaining stages. Workers are silent: one line per finished
     task here.
     """
     from kgtest.pipeline import MODEL_SECTIONS, corpus_stage, train_stage, world_of
@@ -464,13 +464,17 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
             return _await({pool.submit(_timed, _seed_task, c, d, command):
                            f"seed {c.run.seed}: probes and report"
                            for c, d in zip(cfgs, dirs, strict=True)}, log)
+        n = min(jobs, len(cfgs))
         log(f"[seeds] each seed's unstacked variants (never_trained, unstacked methods), "
-            f"{min(jobs, len(cfgs))} at a time; then the probes of all seeds stacked")
+            f"{n} at a time; then the seeds' probes side by side in {n} groups")
         _await({pool.submit(_timed, _variants_task, c, d):
                 f"seed {c.run.seed}: unstacked variants"
                 for c, d in zip(cfgs, dirs, strict=True)}, log)
-        return _await({pool.submit(_timed, _probe_side_by_side, cfgs, dirs, command, _quiet):
-                       f"probes of {len(cfgs)} seeds stacked, reports"}, log)[0]
+        parts = [slice(len(cfgs) * i // n, len(cfgs) * (i + 1) // n) for i in range(n)]
+        done = _await({pool.submit(_timed, _probe_side_by_side, cfgs[p], dirs[p], command,
+                                   _quiet): f"probes of {p.stop - p.start} seeds side by "
+                       f"side, reports" for p in parts}, log)
+        return [summary for part in done for summary in part]
 
 
 def _parts(pool, fn, groups: list[list[tuple]], jobs: int, args: tuple, what: str) -> dict:
