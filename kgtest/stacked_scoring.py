@@ -154,7 +154,9 @@ def stacked_scores(stack: StackedLM, reqs: Sequence[ScoreRequest]) -> list[torch
         block = (c[:, None] == c[None]) & (j[None] <= j[:, None])  # (n, n)
         allowed = torch.cat([keys[:, :, None].expand(M, B, n, T),
                              block.expand(M, B, n, n)], -1).reshape(M * B, 1, n, T + n)
-        pos2 = pos[..., -1:] + 1 + j  # (M, B, n)
+        # a member's own candidates fit its context (checked as for one model alone); the
+        # padding up to another member's longer candidates may not: clamp (never read)
+        pos2 = (pos[..., -1:] + 1 + j).clamp(max=_max_position(stack) - 1)  # (M, B, n)
         h2, _ = stack.step(full[..., :-1].reshape(M, B, n), pos2, None, cache, allowed)
         live = (torch.arange(L - 1, device=device) < (lens - 1)[..., None]).reshape(M, -1)
         cnt = live.sum(1)  # (M,) scored positions per member

@@ -160,3 +160,26 @@ def test_a_member_cut_by_the_context_does_not_break_the_others():
     alone = [j() for j in jobs]
     assert len(alone[1][0].split()) > n_pos - n_long  # member 1 decodes on past it
     assert side_by_side(jobs) == alone
+
+
+def test_stacked_scores_of_a_member_near_its_context_end():
+    """One member's prompt + candidate fills the context; another's candidates are longer
+    (padding positions past the table): each member scores as alone."""
+    models, toks = _models("gpt2")
+    ctx = models[0].config.max_position_embeddings
+    long_prompt = " ".join(["a"] * (ctx - 4)) + " "
+    work = [
+        lambda: answer_logprobs(models[0], toks[0], [long_prompt], ["b", "c"]),
+        lambda: answer_logprobs(models[1], toks[1], ["Q a r ? A "], ["x y z w x y", "b"]),
+    ]
+
+    def probed(f):
+        def run():
+            with probing():
+                return f()
+        return run
+
+    alone = [f() for f in work]
+    stacked = side_by_side([probed(f) for f in work], scores=True)
+    for a, b in zip(alone, stacked, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0)
