@@ -110,7 +110,7 @@ def run_seeds(cfgs: Sequence[ExperimentConfig], out: str | os.PathLike, *,
         train_originals(cfgs, dirs, worlds, log=log)
         train_controls(cfgs, dirs, worlds, log=log)
         unlearn_methods(cfgs, dirs, worlds, log=log)
-        if not stack_probes:
+        if not stack_probes or len(cfgs) == 1:  # one seed: nothing to stack, its own pool
             return [run_experiment(c, d, command=command, log=log, jobs=jobs)
                     for c, d in zip(cfgs, dirs, strict=True)]
         return _probe_side_by_side(cfgs, dirs, command, log)

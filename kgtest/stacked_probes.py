@@ -177,7 +177,12 @@ class _Session:
         pending, self.pending = self.pending, {}
         for kind, run in (("greedy", stacked_greedy), ("score", stacked_scores)):
             calls = [(i, c) for i, c in sorted(pending.items()) if c[0] == kind]
-            stack = self._stack_of([c[1] for _, c in calls]) if len(calls) > 1 else None
+            try:
+                stack = self._stack_of([c[1] for _, c in calls]) if len(calls) > 1 else None
+            except Exception as e:  # noqa: BLE001  (e.g. out of memory stacking the weights:
+                for i, _ in calls:  # raised in every member of the call, which then stop)
+                    self.results[i] = e
+                continue
             if stack is None:
                 for i, c in calls:
                     try:

@@ -341,3 +341,23 @@ def test_a_stage_worker_trains_at_one_thread(monkeypatch, tmp_path):
         assert pinned == ([1, 1] if worker else [3, 3])
         # and what a stage records as its threads is what ran
         assert kgtest.pipeline.run_threads(3) == (1 if worker else 3)
+
+
+def test_one_seed_keeps_kgtest_run_jobs_pool(tmp_path, monkeypatch):
+    """``--seeds 1 --jobs N`` has nothing to stack: the seed's remaining stages run as
+    ``kgtest run --jobs N`` would (its own stage pool), not at one job (review, session 7)."""
+    import kgtest.multiseed as ms
+    import kgtest.pipeline
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC_TEXT)
+    cfgs = seed_configs(spec, FAST, 1)
+    seen = []
+    for name in ("world_of", "world_stage", "corpus_stage"):
+        monkeypatch.setattr(kgtest.pipeline, name, lambda *a, **k: None)
+    for name in ("train_originals", "train_controls", "unlearn_methods"):
+        monkeypatch.setattr(ms, name, lambda *a, **k: None)
+    monkeypatch.setattr(kgtest.pipeline, "run_experiment",
+                        lambda cfg, d, **k: seen.append(k["jobs"]) or d)
+    ms.run_seeds(cfgs, tmp_path / "out", jobs=2, log=lambda *_: None)
+    assert seen == [2]

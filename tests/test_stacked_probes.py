@@ -183,3 +183,21 @@ def test_stacked_scores_of_a_member_near_its_context_end():
     stacked = side_by_side([probed(f) for f in work], scores=True)
     for a, b in zip(alone, stacked, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_an_error_stacking_the_weights_reaches_every_member(monkeypatch):
+    """Out of memory (or any error) while building the stacked model is raised by
+    side_by_side and every member thread ends: none is left waiting with its model."""
+    import threading
+
+    import kgtest.stacked_lm
+
+    models, toks = _models("gpt2")
+
+    def oom(*a, **k):
+        raise RuntimeError("out of memory stacking")
+
+    monkeypatch.setattr(kgtest.stacked_lm, "StackedLM", oom)
+    with pytest.raises(RuntimeError, match="out of memory stacking"):
+        side_by_side([_work(models, toks, m) for m in range(3)])
+    assert not [t for t in threading.enumerate() if t.name.startswith("kgtest-member-")]
