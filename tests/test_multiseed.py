@@ -149,8 +149,11 @@ def _probes_again(stacked: Path, out: Path, cfgs, **kwargs) -> None:
 @pytest.mark.slow
 def test_stacked_probes_give_the_records_of_each_model_alone(runs, tmp_path, monkeypatch):
     """The seeds' probes side by side (greedy decoding stacked across seeds) give the
-    records of one seed after another, each model alone: every field equal, scores
-    within 1e-4 (here equal: scoring is not stacked), and the decoding did stack."""
+    records of one seed after another, each model alone: scores within 1e-4 (here equal:
+    scoring is not stacked), and the decoding did stack. The stacked forward (baddbmm)
+    may round a logit differently from one model's matmul, so on another CPU an exact tie
+    could flip a greedy token: at most FLIP_TOL of the rows may differ elsewhere, as for
+    the stacked training above (measured: 0 rows differ here and 0 of 12170 in bench_seeds)."""
     import kgtest.stacked_scoring as S
 
     spec, stacked, _ = runs
@@ -167,7 +170,7 @@ def test_stacked_probes_give_the_records_of_each_model_alone(runs, tmp_path, mon
         b = _records(run_dir_of(tmp_path / "alone", cfg))
         assert len(a) == len(b) > 50
         worst, flips = _differences(a, b)
-        assert worst <= 1e-4 and flips == 0, (worst, flips)
+        assert worst <= 1e-4 and flips <= FLIP_TOL * len(a), (worst, flips)
 
 
 @pytest.mark.slow
