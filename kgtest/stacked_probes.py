@@ -13,6 +13,13 @@ its own result. The probe code is the ordinary one: a member's rows are those it
 alone, up to floating-point summation order (the same answers and chains; stacked
 log-probabilities within ~1e-5).
 
+The relearn attack's fine-tuning (:func:`fine_tune`, plain :func:`kgtest.train.train`
+outside a member) is handed here too: the members' runs that can stack (the same training
+settings but for the batch seed, models of one shape) train as one ensemble
+(:mod:`kgtest.stacked_train`), each member's ``eval_fn`` probing its own model in the
+coordinator thread (its decoding there runs for that model alone); a run that cannot
+stack is trained by its member itself, in its thread, as alone.
+
 Members run one at a time, and each sees its own torch/numpy/random global RNG state and
 torch thread count (saved and restored at each switch), as it would alone. A call that
 cannot stack (one member waiting, models of different shapes or architectures) runs alone.
@@ -38,10 +45,11 @@ import torch
 from kgtest.errors import InputError
 from kgtest.scoring import ROUTE
 
-__all__ = ["side_by_side", "probing"]
+__all__ = ["side_by_side", "probing", "fine_tune"]
 
 _COORD = -1  # whose turn it is when no member runs
 _MEMBER = threading.local()  # .handle: this member thread's _Member
+_ALONE = object()  # a "train" call's result: the member trains by itself, in its thread
 
 
 class _Aborted(BaseException):
@@ -61,6 +69,31 @@ def probing() -> Iterator[None]:
         ROUTE.to = before
 
 
+def fine_tune(model, tokenizer, docs, cfg, out_dir, *, eval_fn=None):
+    """``kgtest.train.train(model, tokenizer, docs, cfg, out_dir, eval_fn=eval_fn)``;
+    within :func:`side_by_side` (inside :func:`probing`), trained as one ensemble with the
+    other members' runs of the same round where they stack (:mod:`kgtest.stacked_train`:
+    the same model and ``TrainResult``, up to floating-point summation order).
+
+    >>> import tempfile
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> from kgtest.model import ModelConfig, build_model
+    >>> from kgtest.train import TrainConfig
+    >>> tok = build_tokenizer(["Q a r ? A b"])
+    >>> m = build_model(ModelConfig(preset="tiny"), tok)
+    >>> cfg = TrainConfig(steps=2, warmup=0, progress=False, tensorboard=False)
+    >>> fine_tune(m, tok, [{"prompt": "Q a r ? A ", "completion": "b"}], cfg,
+    ...           tempfile.mkdtemp()).steps
+    2
+    """
+    handle = getattr(ROUTE, "to", None)
+    if isinstance(handle, _Member):
+        return handle.train(model, tokenizer, docs, cfg, out_dir, eval_fn)
+    from kgtest.train import train
+
+    return train(model, tokenizer, docs, cfg, out_dir, eval_fn=eval_fn)
+
+
 class _Member:
     """``ROUTE.to`` of member ``i``'s thread: :mod:`kgtest.scoring`'s inner loops, handed
     to the session."""
@@ -75,6 +108,22 @@ class _Member:
         return self.session.submit(
             self.i, "greedy", model, GreedyRequest(ids, mask, steps, stop, pad),
             lambda: _greedy_tokens(model, ids, mask, steps, stop, pad, cache_kw))
+
+    def train(self, model, tokenizer, docs, cfg, out_dir, eval_fn):
+        """:func:`fine_tune`'s run, handed to the session; trained here when it cannot
+        stack (its eval_fn's decoding then routed as usual)."""
+        from kgtest.stacked_train import TrainRequest
+        from kgtest.train import train
+
+        res = self.session.submit(self.i, "train", model,
+                                  TrainRequest(model, tokenizer, docs, cfg, out_dir, eval_fn),
+                                  None)
+        if res is _ALONE:
+            return train(model, tokenizer, docs, cfg, out_dir, eval_fn=eval_fn)
+        result, (np_state, py_state) = res  # its eval_fn drew from its own states
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        return result
 
     def score(self, model, tokenizer, p_ids, seqs, C: int, per_chunk: int) -> torch.Tensor:
         """:func:`kgtest.scoring._score_with_shared_prompts`, one submitted call per chunk
@@ -169,12 +218,44 @@ class _Session:
             self.cv.notify_all()
             self.cv.wait_for(lambda: self.turn == _COORD)
 
-    @torch.no_grad()
     def execute(self) -> None:
         """Run the pending calls, those of one kind stacked; their results to the members."""
+        pending, self.pending = self.pending, {}
+        self._train({i: c for i, c in pending.items() if c[0] == "train"})
+        with torch.no_grad():
+            self._forward(pending)
+
+    def _train(self, calls: dict[int, tuple]) -> None:
+        """The pending fine-tuning runs: each group that stacks trains as one ensemble
+        (here, the eval_fns' decoding not routed); the others go back to their members
+        (``_ALONE``). An error in an ensemble is raised in each of its members."""
+        from kgtest.stacked_train import stack_key, stackable, stacked_train
+
+        groups: dict = {}
+        for i, c in sorted(calls.items()):
+            key = stack_key(c[2])
+            groups.setdefault(("alone", i) if key is None else key, []).append(i)
+        before = getattr(ROUTE, "to", None)
+        ROUTE.to = None  # the coordinator's own calls run directly (never back to us)
+        try:
+            for members in groups.values():
+                reqs = [calls[i][2] for i in members]
+                try:
+                    with torch.enable_grad():  # as in a member's thread (grad mode is per thread)
+                        outs = (stacked_train(reqs) if len(reqs) > 1
+                                and stackable([r.model for r in reqs])
+                                else [_ALONE] * len(reqs))
+                except Exception as e:  # noqa: BLE001  (raised in every member of the call)
+                    outs = [e] * len(reqs)
+                for i, out in zip(members, outs, strict=True):
+                    self.results[i] = out
+        finally:
+            ROUTE.to = before
+
+    def _forward(self, pending: dict[int, tuple]) -> None:
+        """The pending greedy decodings and scorings, those of one kind stacked."""
         from kgtest.stacked_scoring import stacked_greedy, stacked_scores
 
-        pending, self.pending = self.pending, {}
         for kind, run in (("greedy", stacked_greedy), ("score", stacked_scores)):
             calls = [(i, c) for i, c in sorted(pending.items()) if c[0] == kind]
             try:
@@ -212,7 +293,8 @@ class _Session:
 
 
 def side_by_side(fns: Sequence[Callable[[], Any]], *, scores: bool = False) -> list:
-    """``[fn() for fn in fns]``, the calls' probes' greedy decoding stacked (see the module).
+    """``[fn() for fn in fns]``, the calls' probes' greedy decoding and the relearn
+    attacks' fine-tuning stacked (see the module).
 
     Each ``fn`` runs in a thread of its own, one at a time; a failure in one stops the
     others at their next forward pass and is raised here (the first by position).

@@ -10,7 +10,9 @@ the knowledge was hidden, not removed. Here, with a seed:
 2. for each fold V in turn, a copy of the model is fine-tuned with
    :func:`kgtest.train.train` on the training documents of the other folds T (attack
    ``targets``), or, separately, on the training documents of the targets' premises only,
-   none of which mentions a target (attack ``premises``);
+   none of which mentions a target (attack ``premises``); beside other seeds' probes
+   (``kgtest run --seeds M``) the seeds' runs train as one ensemble
+   (:func:`kgtest.stacked_probes.fine_tune`);
 3. the direct probe asks every fact of V; every fact is thus evaluated once per grid
    point, by an attack that never saw it nor its answer.
 
@@ -188,7 +190,8 @@ def _fold_attack(model, tokenizer, ctx: ProbeContext, kind: str, probe: str, fol
                  T: list[int], V: list[int], lr: float, cfg: RelearnConfig, seed: int
                  ) -> list[dict]:
     """One fine-tuning run on fold ``fold``'s attack documents, probed at every step count."""
-    from kgtest.train import TrainConfig, train
+    from kgtest.stacked_probes import fine_tune
+    from kgtest.train import TrainConfig
 
     docs, taught = attack_documents(ctx, kind, T, V)
     derivable = audit(ctx, V, attack_facts=taught, removed=ctx.removed_by(ctx.variant),
@@ -223,7 +226,8 @@ def _fold_attack(model, tokenizer, ctx: ProbeContext, kind: str, probe: str, fol
                      threads=torch.get_num_threads())  # the probes' (the run's, pinned)
     attacked = copy.deepcopy(model)
     with tempfile.TemporaryDirectory(prefix="kgtest-relearn-") as tmp:
-        train(attacked, tokenizer, docs, tc, tmp, eval_fn=eval_fn)
+        # kgtest.train.train; beside other seeds' probes (kgtest run --seeds), one ensemble
+        fine_tune(attacked, tokenizer, docs, tc, tmp, eval_fn=eval_fn)
     return rows
 
 
