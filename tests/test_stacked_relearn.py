@@ -41,6 +41,9 @@ from kgtest.train import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_TOL = 1e-4
 FLIP_TOL = 0.02
+#: asserts two trainings equal within a tolerance: `make test-arith` reruns it under other
+#: CPU arithmetic
+pytestmark = pytest.mark.trained
 GRID = RelearnConfig(steps=(3, 6), lr=(3e-3,), folds=2, batch_size=8)
 
 torch.set_num_threads(1)
@@ -48,12 +51,14 @@ torch.set_num_threads(1)
 
 def _seed_inputs(seed: int, relearn: RelearnConfig = GRID):
     """A tiny quickstart seed's untrained model, tokenizer and the ignorance control's
-    probe context (8 forget targets: two folds of answers)."""
+    probe context (8 forget targets: two folds of answers; the corpus files go to a
+    temporary folder, removed at once: the context holds the corpus in memory)."""
     cfg = load_experiment(ROOT / "experiments" / "quickstart.toml",
                           ["model.preset=tiny", "world.params.n_entities=20",
                            f"run.seed={seed}", "split.n_forget=8", "split.n_validation=2"])
     world = world_of(cfg)
-    corpus, split = build_corpus(world, cfg.split, cfg.corpus, tempfile.mkdtemp(), seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus, split = build_corpus(world, cfg.split, cfg.corpus, tmp, seed=seed)
     tok = corpus_tokenizer(cfg, corpus)
     ctx = ProbeContext(corpus, split, world, variant="ignorance", seeds={"attack": seed},
                        relearn=relearn)
