@@ -49,6 +49,13 @@ GRID = RelearnConfig(steps=(3, 6), lr=(3e-3,), folds=2, batch_size=8)
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _on_the_cpu(monkeypatch):
+    """The attack's ``device = "auto"`` on the CPU: on a GPU both sides would train under
+    bf16 autocast, far outside these float32 tolerances."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 def _seed_inputs(seed: int, relearn: RelearnConfig = GRID):
     """A tiny quickstart seed's untrained model, tokenizer and the ignorance control's
     probe context (8 forget targets: two folds of answers; the corpus files go to a
