@@ -29,7 +29,8 @@ from transformers import PreTrainedTokenizerFast
 from kgtest.corpus.tokenizer import encode_pair
 from kgtest.errors import InputError
 
-__all__ = ["EncodedCorpus", "encode_corpus", "EpochPlan", "epoch_plan", "split_by_length"]
+__all__ = ["EncodedCorpus", "encode_corpus", "EpochPlan", "epoch_plan", "split_by_length",
+           "joint_runs"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,36 @@ def split_by_length(lengths: torch.Tensor, max_groups: int) -> list[int]:
         ends.append(end)
         end = int(choice[g][end])
     return ends[::-1]
+
+
+def joint_runs(lengths: Sequence[torch.Tensor], max_groups: int) -> list[list[tuple[int, int]]]:
+    """Cut several members' batches into at most ``max_groups`` stacked micro-batches with
+    the least padding.
+
+    ``lengths[m]``: member ``m``'s batch, ascending. The batches are aligned by rank (the
+    longest documents together; a shorter batch at the end), and the ranks are cut where
+    :func:`split_by_length` cuts the members' largest length at each rank: micro-batch
+    ``k`` stacks member ``m``'s documents ``runs[k][m] = (lo, hi)`` as one ``(M, b, L)``
+    tensor, ``b`` the widest slice and ``L`` the longest document in it. One member alone
+    gets :func:`split_by_length`'s runs.
+
+    >>> joint_runs([torch.tensor([4, 4, 10]), torch.tensor([4, 6, 10])], 4)
+    [[(0, 1), (0, 1)], [(1, 2), (1, 2)], [(2, 3), (2, 3)]]
+    >>> joint_runs([torch.tensor([4, 4, 10]), torch.tensor([4, 6, 10])], 2)  # 2*6 + 10
+    [[(0, 2), (0, 2)], [(2, 3), (2, 3)]]
+    >>> joint_runs([torch.tensor([4, 4, 10]), torch.tensor([10])], 4)  # a shorter batch
+    [[(0, 2), (0, 0)], [(2, 3), (0, 1)]]
+    """
+    n = max(len(x) for x in lengths)
+    if n == 0:
+        return []
+    largest = torch.stack([torch.cat([x.new_zeros(n - len(x)), x.reshape(-1)])
+                           for x in lengths]).max(dim=0).values  # ascending
+    runs, lo = [], 0
+    for hi in split_by_length(largest, max_groups):
+        runs.append([(max(lo - n + len(x), 0), max(hi - n + len(x), 0)) for x in lengths])
+        lo = hi
+    return runs
 
 
 def epoch_plan(corpus: EncodedCorpus, batch_size: int, max_micro: int,

@@ -15,8 +15,9 @@ summation order:
   ``tokenizer`` and ``batch_seeds`` may be given per member: M seeds' corpora), or all
   share one. Member ``m`` draws its batches as the ordinary loop would with
   ``cfg.seed = batch_seeds[m]`` (its own :func:`~kgtest.batches.epoch_plan`, its own
-  epoch length); a step stacks the members' micro-batches, padded only to that step's
-  longest member batch (padding rows and positions carry no loss). Members whose
+  epoch length); a step cuts the members' length-sorted batches at common ranks into
+  stacked micro-batches with the least padding (:func:`~kgtest.batches.joint_runs`; padding
+  rows and positions carry no loss). Members whose
   vocabularies differ in size are padded to the largest, the padding rows masked out of
   every softmax. A member therefore equals ``train(model_m, tokenizer_m, docs_m,
   replace(cfg, seed=batch_seeds[m]))``.
@@ -77,7 +78,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from kgtest.batches import EncodedCorpus, encode_corpus, epoch_plan
+from kgtest.batches import EncodedCorpus, encode_corpus, epoch_plan, joint_runs
 from kgtest.checkpoint import LOG
 from kgtest.errors import InputError
 from kgtest.model import save_model
@@ -306,7 +307,9 @@ class _Data:
         (the rest: shadows, which only pad)."""
         self.corpora, self.cfg, self.device, self.pad = corpora, cfg, device, pad_id
         self.n = n
-        self.tokens = {id(c): c.tokens.to(device) for c in corpora}  # (N, L_max) per corpus
+        # one shared corpus: (N, L_max) on the device (per-member steps build on the host)
+        self.tokens = {id(c): c.tokens.to(device) for c in corpora[:1]}
+        self.host_idx: list = [None] * len(corpora)  # each plan's document order, on the host
         self.gens = [torch.Generator().manual_seed(s or 0) for s in seeds]  # as train()'s
         self.n_batches = [math.ceil(c.n_docs / cfg.batch_size) for c in corpora]
         self.plans: list = [None] * len(corpora)
@@ -315,40 +318,48 @@ class _Data:
 
     def step(self, step: int):
         """Step ``step``'s micro-batches ``[(x, flat, mask)]``, ``(M,)`` supervised and
-        real token counts. Micro-batch ``j`` stacks every member's ``j``-th length run
-        (a member with fewer runs adds an empty one): ``x`` ``(M, b, L)`` padded to the
-        longest, ``flat`` ``(M, S)`` positions in that padded layout, ``mask`` ``(M, S)``."""
+        real token counts. The members' length-sorted batches are cut at common ranks
+        (:func:`~kgtest.batches.joint_runs`, the group's shadows included): micro-batch
+        ``j`` stacks every member's ``j``-th slice (an empty one adds a padding block):
+        ``x`` ``(M, b, L)`` padded to the longest, ``flat`` ``(M, S)`` positions in that
+        padded layout, ``mask`` ``(M, S)``."""
         M, cfg, device = self.n, self.cfg, self.device
         if self.shared:
             return self._shared_step(step, M)
-        runs, n_sup, n_tok = [], [], []
+        batches, n_sup, n_tok = [], [], []
         for m, corpus in enumerate(self.corpora):
             epoch, k = divmod(step, self.n_batches[m])
             if k == 0 or self.plans[m] is None:
                 self.plans[m] = epoch_plan(corpus, cfg.batch_size, cfg.micro_batches,
                                            self.gens[m], device)
+                self.host_idx[m] = self.plans[m].idx.cpu()
             plan = self.plans[m]
             m_lo, m_hi, sup, real = plan.steps[k]
-            runs.append(plan.micro[m_lo:m_hi])
+            # the step's documents, ascending length (its runs are consecutive slices)
+            batches.append(self.host_idx[m][plan.micro[m_lo][0]:plan.micro[m_hi - 1][1]])
             n_sup.append(sup)
             n_tok.append(real)
+        lengths = [c.lengths[b] for c, b in zip(self.corpora, batches, strict=True)]
         micro = []
-        for j in range(max(len(r) for r in runs)):  # shadows included: the group's sizes
-            parts = [(m, runs[m][j]) for m in range(len(runs)) if j < len(runs[m])]
-            b = max(i_hi - i_lo for _, (i_lo, i_hi, _, _, _) in parts)
-            L = max(p[4] for _, p in parts)
-            S = max(f_hi - f_lo for _, (_, _, f_lo, f_hi, _) in parts)
-            x = torch.full((M, b, L), self.pad, dtype=torch.long, device=device)
-            flat = torch.zeros((M, S), dtype=torch.long, device=device)
-            mask = torch.zeros((M, S), dtype=torch.bool, device=device)
-            for m, (i_lo, i_hi, f_lo, f_hi, L_m) in (p for p in parts if p[0] < M):
-                plan = self.plans[m]
-                rows = self.tokens[id(self.corpora[m])].index_select(0, plan.idx[i_lo:i_hi])
-                x[m, :i_hi - i_lo, :L_m] = rows[:, :L_m]
-                f = plan.flat[f_lo:f_hi]  # b' * L_m + t - 1, re-laid out for width L
-                flat[m, :f_hi - f_lo] = f // L_m * L + f % L_m
-                mask[m, :f_hi - f_lo] = True
-            micro.append((x, flat, mask))
+        for run in joint_runs(lengths, cfg.micro_batches):  # shadows included: the layout
+            rows = [b[i:j] for b, (i, j) in zip(batches, run, strict=True)]
+            L = max(int(x[j - 1]) for x, (i, j) in zip(lengths, run, strict=True) if j > i)
+            t = torch.arange(1, L)  # target positions; flat = row * L + t - 1, as epoch_plan
+            flats = []
+            for c, r in zip(self.corpora, rows, strict=True):
+                sup = (t >= c.loss_start[r, None]) & (t < c.lengths[r, None])
+                i, j = sup.nonzero(as_tuple=True)
+                flats.append(i * L + j)
+            b, S = max(map(len, rows)), max(map(len, flats))
+            x = torch.full((M, b, L), self.pad, dtype=torch.long)
+            flat = torch.zeros((M, S), dtype=torch.long)
+            mask = torch.zeros((M, S), dtype=torch.bool)
+            for m in range(M):
+                part = self.corpora[m].tokens[rows[m], :L]  # its corpus may be narrower
+                x[m, :len(rows[m]), :part.shape[1]] = part
+                flat[m, :len(flats[m])] = flats[m]
+                mask[m, :len(flats[m])] = True
+            micro.append(tuple(v.to(device, non_blocking=True) for v in (x, flat, mask)))
         return micro, n_sup[:M], n_tok[:M]
 
     def _shared_step(self, step: int, M: int):

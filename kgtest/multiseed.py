@@ -337,12 +337,12 @@ def control_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
     """The seeds' unfinished retrained controls that can train stacked (the originals
     must be finished); ``finished``: the finished ones too."""
     from kgtest.model import build_model
-    from kgtest.pipeline import stage_threads, train_experiment
+    from kgtest.pipeline import stage_threads
     from kgtest.unlearn.api import RunContext, control_stage, control_training, write_control
 
     members = []
     for c, d, w in zip(cfgs, dirs, worlds, strict=True):
-        ctx = RunContext.of(c, train_experiment(c, d, w), w, threads=stage_threads(c))
+        ctx = RunContext.of(c, _trained(c, d, w), w, threads=stage_threads(c))
         for kind in c.unlearn.controls:
             if kind == "never_trained":
                 continue
@@ -376,11 +376,23 @@ def unlearn_methods(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
 
 def _contexts(cfgs, dirs, worlds) -> list:
     """Each seed's RunContext (its finished original), at its stages' threads."""
-    from kgtest.pipeline import stage_threads, train_experiment
+    from kgtest.pipeline import stage_threads
     from kgtest.unlearn.api import RunContext
 
-    return [RunContext.of(c, train_experiment(c, d, w), w, threads=stage_threads(c))
+    return [RunContext.of(c, _trained(c, d, w), w, threads=stage_threads(c))
             for c, d, w in zip(cfgs, dirs, worlds, strict=True)]
+
+
+def _trained(cfg: ExperimentConfig, run_dir: Path, world):
+    """:func:`kgtest.pipeline.train_experiment` of a seed whose corpus and original are
+    finished, without its world stage (``--jobs``: a worker may be drawing it meanwhile;
+    the stages after training read the world itself, not its stage)."""
+    from kgtest.pipeline import TrainedRun, corpus_stage, train_stage
+
+    corpus_dir = corpus_stage(cfg, run_dir, world)
+    stage_dir = train_stage(cfg, run_dir, corpus_dir, world=world)
+    metrics = json.loads((stage_dir / "metrics.json").read_text())
+    return TrainedRun(corpus_dir, stage_dir / "model", stage_dir, metrics)
 
 
 def split_log(path: Path, n: int, steps: Sequence[int]) -> list[list[dict]]:
@@ -420,7 +432,9 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
     holds the run folders' locks; the workers share them).
 
     The same stages, stacked the same way, as with one process, so the same files:
-    the worlds are drawn while the originals train; each stacked training group (the
+    the workers start while the parent writes the corpora; the world stages (closure
+    files and a drawing, read by no stage before the probes) queue behind the originals'
+    parts and fill whichever worker finishes first; each stacked training group (the
     originals, then the controls) is split into up to ``jobs`` parts, one per worker,
     each part padded as the whole group (:class:`kgtest.ensemble.Shadow`: the same
     weights); the control parts and the stacked unlearning methods run side by side; then
@@ -438,26 +452,31 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
     with stage_pool(jobs, dirs) as pool:
         log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(dirs[0]).parent} "
             f"({jobs} worker processes)")
+        for _ in range(jobs):  # the workers start (imports: seconds) while corpora are made
+            pool.submit(_warm)
         worlds = [world_of(c) for c in cfgs]
-        drawn = {pool.submit(_timed, _world_task, c, d, w): f"world of seed {c.run.seed}"
-                 for c, d, w in zip(cfgs, dirs, worlds, strict=True)}
         for c, d, w in zip(cfgs, dirs, worlds, strict=True):
             corpus_stage(c, d, w)
         groups = stacked_groups(original_members(cfgs, dirs, worlds, log=log))
-        _await({**drawn, **_parts(pool, train_originals, groups, jobs, (cfgs, dirs, worlds),
-                                  "original models")}, log)
+        originals = _parts(pool, train_originals, groups, jobs, (cfgs, dirs, worlds),
+                           "original models")
+        # the world stages (closure, files, a drawing) are read by no stage before the
+        # probes: queued behind the originals, they fill a worker that finished its part
+        drawn = {pool.submit(_timed, _world_task, c, d, w): f"world of seed {c.run.seed}"
+                 for c, d, w in zip(cfgs, dirs, worlds, strict=True)}
+        _await(originals, log, beside=drawn)
         _await({pool.submit(_timed, train_stage, c, d, world=w):  # one task per seed
                 f"original model of seed {c.run.seed} trained alone"
                 for c, d, w in zip(cfgs, dirs, worlds, strict=True)
                 if not (stage_path(d, "model", c.key(*MODEL_SECTIONS)) / ".done").exists()},
-               log)
+               log, beside=drawn)
         groups = stacked_groups(control_members(cfgs, dirs, worlds))
         tasks = _parts(pool, train_controls, groups, jobs, (cfgs, dirs, worlds), "controls")
         for method, deep in sorted(method_builds(cfgs), key=lambda b: not b[1]):
             tasks[pool.submit(_timed, unlearn_methods, cfgs, dirs, worlds, log=_quiet,
                               only=(method, deep))] = f"unlearning {method}{' deep' * deep}"
         log(f"[seeds] controls and unlearning: {len(tasks)} stacked tasks")
-        _await(tasks, log)
+        _await({**drawn, **tasks}, log)
         if not stack_probes:
             log(f"[seeds] the rest of each seed (never_trained, unstacked methods, probes, "
                 f"report), {min(jobs, len(cfgs))} at a time")
@@ -488,6 +507,12 @@ def _parts(pool, fn, groups: list[list[tuple]], jobs: int, args: tuple, what: st
             tasks[pool.submit(_timed, fn, *args, log=_quiet, part=(group, here))] = \
                 f"{what}: {len(here)} of {len(group)} stacked"
     return tasks
+
+
+def _warm() -> None:
+    """A worker's first task: import what the stages use."""
+    import kgtest.pipeline  # noqa: F401  (torch, transformers, the stages)
+    import kgtest.unlearn.stacked_run  # noqa: F401
 
 
 def _world_task(cfg: ExperimentConfig, run_dir: Path, world) -> Path:
@@ -523,9 +548,10 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
-def _await(tasks: dict, log) -> list:
+def _await(tasks: dict, log, beside: dict | None = None) -> list:
     """Wait for every future of ``tasks`` (future -> what), logging each as it ends;
-    their results in ``tasks``' order (a failed task raises here)."""
+    their results in ``tasks``' order (a failed task raises here). ``beside``: futures
+    submitted before, still running or queued (named if a worker dies)."""
     from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
@@ -534,8 +560,13 @@ def _await(tasks: dict, log) -> list:
         try:
             out[fut], wall, cpu = fut.result()
         except BrokenProcessPool:  # a worker was killed (out of memory, SIGKILL): one line
+            # the pool fails every unfinished task: name the earliest submitted, which the
+            # workers were running (first in, first out)
+            broken = [w for f, w in {**(beside or {}), **tasks}.items()
+                      if f.done() and isinstance(f.exception(), BrokenProcessPool)]
             raise InputError(f"--seeds --jobs: a worker process died during "
-                             f"{tasks[fut]!r} (killed? out of memory?); rerun to resume "
-                             f"the finished stages, or use fewer --jobs") from None
+                             f"{(broken or [tasks[fut]])[0]!r} or a task beside it "
+                             f"(killed? out of memory?); rerun to resume the finished "
+                             f"stages, or use fewer --jobs") from None
         log(f"[seeds] {tasks[fut]}: {wall:.0f} s, {cpu:.0f} s CPU")
     return [out[f] for f in tasks]

@@ -19,6 +19,22 @@ from transformers.activations import ACT2FN
 
 from kgtest.errors import InputError
 
+# HF's "gelu_new" is the tanh approximation written as five tensor operations; torch's fused
+# kernel computes the same formula (within 1 ulp: summation-order class) in one pass and its
+# backward in one more, about half the time on the stacked (M, N, d_ff) activations.
+_FUSED = {"gelu_new": lambda h: F.gelu(h, approximate="tanh"),
+          "gelu_pytorch_tanh": lambda h: F.gelu(h, approximate="tanh")}
+
+
+def _activation(name: str):
+    """The activation ``name`` (a transformers ``ACT2FN`` key), fused where torch has it.
+
+    >>> h = torch.linspace(-3, 3, 7)
+    >>> bool(torch.allclose(_activation("gelu_new")(h), ACT2FN["gelu_new"](h), atol=1e-6))
+    True
+    """
+    return _FUSED.get(name) or ACT2FN[name]
+
 __all__ = ["StackedLM"]
 
 
@@ -141,7 +157,7 @@ class StackedLM(nn.Module):
         attention, :meth:`step`), else positions ``0..L-1`` and causal attention."""
         W, c = self.weight, self.config
         B, L = x.shape[-2:]
-        eps, act = c.layer_norm_epsilon, ACT2FN[c.activation_function]
+        eps, act = c.layer_norm_epsilon, _activation(c.activation_function)
         D = c.n_embd
 
         def ln(h, name):  # per-member LayerNorm: (M, N, D)
@@ -181,7 +197,7 @@ class StackedLM(nn.Module):
         D, H, eps = c.hidden_size, c.num_attention_heads, c.rms_norm_eps
         if c.num_key_value_heads != H:
             raise InputError("ensemble: grouped-query attention is not supported")
-        act = ACT2FN[c.hidden_act]
+        act = _activation(c.hidden_act)
 
         def rms(h, name):  # LlamaRMSNorm, per member: statistics in float32
             hf = h.float()

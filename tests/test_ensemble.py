@@ -230,3 +230,39 @@ def test_members_with_their_own_corpora_equal_their_solo_runs(tmp_path):
     assert ((ens_losses[1:, 0] - solos[2][1:]).abs() / solos[2][1:]).max() > 100 * LOSS_RTOL
     loaded = AutoModelForCausalLM.from_pretrained(res.model_dirs[1])
     assert loaded.config.vocab_size == len(tok_b)  # saved with its own vocabulary
+
+
+def _corpus(lengths):
+    """An encoded corpus of documents with these token lengths (the last token supervised)."""
+    from kgtest.batches import EncodedCorpus
+
+    n, width = len(lengths), max(lengths)
+    lengths = torch.tensor(lengths)
+    tokens = torch.where(torch.arange(width) < lengths[:, None],
+                         1 + torch.arange(n)[:, None] % 7, 0)
+    return EncodedCorpus(tokens, lengths, lengths - 1)
+
+
+def test_a_step_stacks_members_at_common_ranks_with_little_padding():
+    """Two members whose batches have opposite length profiles: the stacked step holds
+    each member's supervised positions exactly once (its batch, as it trains alone) and
+    pads to the rank-aligned cut, not to each member's j-th length run stacked with the
+    other's (that layout, before: 784 cells instead of 688 here)."""
+    from kgtest.batches import joint_runs
+    from kgtest.ensemble import _Data
+    from kgtest.train import TrainConfig
+
+    a = _corpus([4] * 14 + [24] * 2)  # mostly short
+    b = _corpus([4] * 2 + [24] * 14)  # mostly long
+    cfg = TrainConfig(batch_size=16, micro_batches=4)
+    data = _Data([a, b], [0, 1], cfg, torch.device("cpu"), 0, 2)
+    micro, n_sup, n_tok = data.step(0)
+    for m, c in enumerate((a, b)):
+        got = sorted(int(x[m].reshape(-1)[f]) for x, flat, mask in micro
+                     for f in flat[m][mask[m]])  # the tokens predicted from those positions
+        assert len(got) == n_sup[m] == int((c.lengths - c.loss_start).sum())
+    cells = sum(x.numel() for x, _, _ in micro)
+    assert cells == 2 * (2 * 4 + 14 * 24)  # ranks 0-1 short in both, 2-15 long in one
+    old = 2 * (14 * 4 + 14 * 24)  # j-th runs: (14 short | 2 long) with (2 short | 14 long)
+    assert cells < old
+    assert joint_runs([a.lengths], 4) == [[(0, 14)], [(14, 16)]]  # alone: its own runs
