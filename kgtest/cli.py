@@ -166,6 +166,10 @@ def _add_run(sub) -> None:
                    help="run seeds run.seed..run.seed+M-1 in one process, the original "
                         "models trained stacked; writes the M run folders M separate runs "
                         "would")
+    r.add_argument("--no-stack-probes", dest="stack_probes", action="store_false",
+                   help="with --seeds: probe each seed after another, each model alone "
+                        "(the same records; less memory: one seed's probe stages at a time; "
+                        "--jobs N: one task per seed)")
     _add_set(r)
     _add_json(r)
     r.set_defaults(func=cmd_run)
@@ -375,6 +379,8 @@ def cmd_run(args) -> int:
 
     if args.seeds:
         return _run_seeds(args)
+    if not args.stack_probes:
+        raise InputError("--no-stack-probes: only with --seeds M")
     cfg = load_experiment(args.spec, args.overrides)
     summary = run_experiment(cfg, _run_dir(args.out, cfg), command=_command_line(args.argv),
                              log=(lambda m: print(m, file=sys.stderr)) if args.json else print,
@@ -392,7 +398,7 @@ def _run_seeds(args) -> int:
     cfgs = seed_configs(args.spec, args.overrides, args.seeds)
     summaries = run_seeds(cfgs, args.out, command=_command_line(args.argv),
                           log=(lambda m: print(m, file=sys.stderr)) if args.json else print,
-                          jobs=_jobs(args))
+                          jobs=_jobs(args), stack_probes=args.stack_probes)
     if args.json:
         return _emit_json({"summaries": [str(s) for s in summaries]})
     for s in summaries:

@@ -364,3 +364,21 @@ def test_one_seed_keeps_kgtest_run_jobs_pool(tmp_path, monkeypatch):
                         lambda cfg, d, **k: seen.append(k["jobs"]) or d)
     ms.run_seeds(cfgs, tmp_path / "out", jobs=2, log=lambda *_: None)
     assert seen == [2]
+
+
+def test_no_stack_probes_reaches_run_seeds_and_needs_seeds(tmp_path, monkeypatch, capsys):
+    """``--no-stack-probes`` turns the side-by-side probes off (run_seeds' stack_probes);
+    without ``--seeds`` it is a one-line error, exit 2."""
+    import kgtest.multiseed
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC_TEXT)
+    seen = []
+    monkeypatch.setattr(kgtest.multiseed, "run_seeds",
+                        lambda cfgs, out, **kw: seen.append(kw["stack_probes"]) or [])
+    for flag, want in (([], True), (["--no-stack-probes"], False)):
+        assert main(["run", str(spec), "--out", str(tmp_path), "--seeds", "2", *flag]) == 0
+        assert seen.pop() is want
+    assert main(["run", str(spec), "--out", str(tmp_path), "--no-stack-probes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-stack-probes" in err[0] and "--seeds" in err[0]
