@@ -151,8 +151,12 @@ class _Member:
 
 
 def _global_state() -> tuple:
+    """This process's global RNG states and thread count (CUDA's generators too, once a
+    member has initialised CUDA: a dropout draw on the GPU would otherwise come from a
+    stream the members share)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     return (torch.get_rng_state(), np.random.get_state(), random.getstate(),
-            torch.get_num_threads())
+            torch.get_num_threads(), cuda)
 
 
 def _set_global_state(state: tuple) -> None:
@@ -161,6 +165,8 @@ def _set_global_state(state: tuple) -> None:
     random.setstate(state[2])
     if torch.get_num_threads() != state[3]:
         torch.set_num_threads(state[3])
+    if state[4] is not None:  # (a member whose state predates CUDA's first use goes on
+        torch.cuda.set_rng_state_all(state[4])  # from where the last member left it)
 
 
 class _Session:

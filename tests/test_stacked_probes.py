@@ -201,3 +201,28 @@ def test_an_error_stacking_the_weights_reaches_every_member(monkeypatch):
     with pytest.raises(RuntimeError, match="out of memory stacking"):
         side_by_side([_work(models, toks, m) for m in range(3)])
     assert not [t for t in threading.enumerate() if t.name.startswith("kgtest-member-")]
+
+
+def test_each_member_keeps_its_own_cuda_rng_state(monkeypatch):
+    """Once CUDA is initialised, each member's CUDA generators are saved and restored at
+    each switch like the CPU ones (a stand-in CUDA: this machine may have none)."""
+    import kgtest.stacked_probes as sp
+
+    gen = {"state": [torch.tensor([0])]}
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(gen["state"]))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all",
+                        lambda states: gen.__setitem__("state", list(states)))
+
+    def member(bump):
+        def fn():
+            before = int(gen["state"][0])
+            gen["state"] = [torch.tensor([before + bump])]  # a draw advances the generator
+            return before
+        return fn
+
+    state = sp._global_state()
+    gen["state"] = [torch.tensor([5])]
+    sp._set_global_state(state)  # restores the saved CUDA state
+    assert int(gen["state"][0]) == 0
+    assert sp.side_by_side([member(1), member(10)]) == [0, 0]  # each from the caller's state
