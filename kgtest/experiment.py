@@ -78,6 +78,8 @@ class ExperimentConfig:
     def key(self, *sections: str) -> str:
         """Hash of the run seed and the named sections: a stage folder's key."""
         world = dataclasses.replace(self.world, base_dir="") if "world" in sections else None
+        if world is not None and world.rules:  # the rules file's content, not its path
+            world = dataclasses.replace(world, rules="sha256:" + _rules_identity(self.world))
         model = self.model
         if model.init_from and "model" in sections:  # the checkpoint's content, not its path
             from kgtest.pretrained import checkpoint_identity
@@ -101,6 +103,18 @@ class ExperimentConfig:
         """
         return run_seeds(self.run.seed, batches=self.train.seed, unlearn=self.unlearn.seed,
                          attack=self.probes.seed, bootstrap=self.probes.seed)
+
+
+def _rules_identity(world) -> str:
+    """SHA-256 of the rules file ``world.rules`` names (an edited file: another world)."""
+    import hashlib
+
+    path = Path(world.base_dir or ".") / world.rules
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise InputError(f"key 'world.rules': cannot read rules file '{path}' "
+                         f"({e.strerror or e})") from None
 
 
 def _check_target_scope(split: SplitConfig, world, where: str) -> None:

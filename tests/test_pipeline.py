@@ -93,3 +93,24 @@ def test_a_results_scheme_bump_rekeys_training_and_what_follows_only(monkeypatch
     monkeypatch.setattr(experiment, "RESULTS_SCHEME", experiment.RESULTS_SCHEME + 1)
     after = {s: cfg.key(*p) for s, p in sections.items()}
     assert [s for s in sections if before[s] != after[s]] == ["model", "records"]
+
+
+def test_the_world_key_follows_the_rules_files_content_not_its_path(tmp_path):
+    """An edited rules file is another world (a cached one is not reused); the same rules
+    at another path are the same world."""
+    import shutil
+
+    spec = Path("experiments/dual_use.toml")
+    rules = (spec.parent / "../generators/dual_use.dl").resolve()
+    for d in ("a/generators", "a/experiments", "b/generators", "b/experiments"):
+        (tmp_path / d).mkdir(parents=True)
+    for d in ("a", "b"):
+        shutil.copy(rules, tmp_path / d / "generators" / "dual_use.dl")
+        (tmp_path / d / "experiments" / spec.name).write_text(  # the experiment, no [sweep]
+            spec.read_text().split("[sweep]")[0])
+    key = {d: load_experiment(tmp_path / d / "experiments" / spec.name).key("world")
+           for d in ("a", "b")}
+    assert key["a"] == key["b"]  # the same content elsewhere
+    edited = tmp_path / "b" / "generators" / "dual_use.dl"
+    edited.write_text(edited.read_text() + "\n% an edit\n")
+    assert load_experiment(tmp_path / "b" / "experiments" / spec.name).key("world") != key["a"]
