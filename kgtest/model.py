@@ -47,7 +47,7 @@ from kgtest.errors import InputError
 from kgtest.perms import respect_umask
 from kgtest.quiet import quiet_hf
 
-__all__ = ["PRESETS", "ModelConfig", "build_model", "save_model", "load_model",
+__all__ = ["PRESETS", "ModelConfig", "build_model", "save_model", "load_model", "load_tokenizer",
            "base_model", "hidden_states", "head_logits", "quiet_hf"]
 
 #: Named sizes: (n_layer, n_head, d_model, d_ff, max_len).
@@ -212,6 +212,27 @@ _HF_NAMES = {
                   d_model="hidden_size", d_ff="intermediate_size",
                   max_len="max_position_embeddings"),
 }
+
+
+def load_tokenizer(model_dir: str | os.PathLike) -> PreTrainedTokenizerFast:
+    """The tokenizer of a checkpoint saved by :func:`save_model`, without its weights (what
+    a retrained control needs of its original); one-line errors as :func:`load_model`.
+
+    >>> load_tokenizer("/nonexistent")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kgtest.errors.InputError: /nonexistent: not a model checkpoint ...
+    """
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path}: not a model checkpoint (no config.json)")
+    try:
+        with quiet_hf():
+            return AutoTokenizer.from_pretrained(path)
+    except Exception as err:  # json/OSError: an unreadable checkpoint
+        msg = " ".join(str(err).split())[:200]
+        raise InputError(f"{path}: corrupt model checkpoint ({type(err).__name__}: {msg})"
+                         ) from None
 
 
 def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu", *,

@@ -45,7 +45,7 @@ from kgtest.corpus.io import read_corpus
 from kgtest.corpus.render import Corpus
 from kgtest.corpus.splits import Split
 from kgtest.errors import InputError
-from kgtest.model import load_model, save_model
+from kgtest.model import load_model, load_tokenizer, save_model
 from kgtest.seeds import stage_seed
 from kgtest.stages import run_stage
 from kgtest.symbolic.facts import atomic_write_text
@@ -518,7 +518,7 @@ def control_training(ctx: RunContext, cfg: UnlearnConfig, kind: str,
                      steps: int) -> ControlTraining:
     """What a retrained control (``filter``, ``ignorance``) trains, not yet trained."""
     t0 = time.perf_counter()
-    _, tok = load_model(ctx.model_dir)
+    tok = load_tokenizer(ctx.model_dir)  # the weights: not needed to retrain
     init_seed = stage_seed(ctx.seed, "model")
     record: dict = {"kind": kind, "model_stage": ctx.model_stage.name,
                     "corpus": ctx.corpus_dir.name, "init_seed": init_seed,
@@ -560,7 +560,7 @@ def _build_control(ctx: RunContext, cfg: UnlearnConfig, kind: str, steps: int,
                    tmp: Path) -> None:
     if kind == "never_trained":
         t0 = time.perf_counter()
-        _, tok = load_model(ctx.model_dir)
+        tok = load_tokenizer(ctx.model_dir)
         init_seed = stage_seed(ctx.seed, "model")
         never_trained(tok, ctx.cfg.model, tmp / "model", init_seed=init_seed)
         write_control(tmp, {"kind": kind, "model_stage": ctx.model_stage.name,
