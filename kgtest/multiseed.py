@@ -445,55 +445,62 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
     False: one task per seed for all its remaining stages. Workers are silent: one line per finished
     task here.
     """
+    from concurrent.futures.process import BrokenProcessPool
+
     from kgtest.pipeline import MODEL_SECTIONS, corpus_stage, train_stage, world_of
     from kgtest.unlearn.stacked_run import method_builds
     from kgtest.workers import stage_pool
 
     with stage_pool(jobs, dirs) as pool:
-        log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(dirs[0]).parent} "
-            f"({jobs} worker processes)")
-        for _ in range(jobs):  # the workers start (imports: seconds) while corpora are made
-            pool.submit(_warm)
-        worlds = [world_of(c) for c in cfgs]
-        for c, d, w in zip(cfgs, dirs, worlds, strict=True):
-            corpus_stage(c, d, w)
-        groups = stacked_groups(original_members(cfgs, dirs, worlds, log=log))
-        originals = _parts(pool, train_originals, groups, jobs, (cfgs, dirs, worlds),
-                           "original models")
-        # the world stages (closure, files, a drawing) are read by no stage before the
-        # probes: queued behind the originals, they fill a worker that finished its part
-        drawn = {pool.submit(_timed, _world_task, c, d, w): f"world of seed {c.run.seed}"
-                 for c, d, w in zip(cfgs, dirs, worlds, strict=True)}
-        _await(originals, log, beside=drawn)
-        _await({pool.submit(_timed, train_stage, c, d, world=w):  # one task per seed
-                f"original model of seed {c.run.seed} trained alone"
-                for c, d, w in zip(cfgs, dirs, worlds, strict=True)
-                if not (stage_path(d, "model", c.key(*MODEL_SECTIONS)) / ".done").exists()},
-               log, beside=drawn)
-        groups = stacked_groups(control_members(cfgs, dirs, worlds))
-        tasks = _parts(pool, train_controls, groups, jobs, (cfgs, dirs, worlds), "controls")
-        for method, deep in sorted(method_builds(cfgs), key=lambda b: not b[1]):
-            tasks[pool.submit(_timed, unlearn_methods, cfgs, dirs, worlds, log=_quiet,
-                              only=(method, deep))] = f"unlearning {method}{' deep' * deep}"
-        log(f"[seeds] controls and unlearning: {len(tasks)} stacked tasks")
-        _await({**drawn, **tasks}, log)
-        if not stack_probes:
-            log(f"[seeds] the rest of each seed (never_trained, unstacked methods, probes, "
-                f"report), {min(jobs, len(cfgs))} at a time")
-            return _await({pool.submit(_timed, _seed_task, c, d, command):
-                           f"seed {c.run.seed}: probes and report"
-                           for c, d in zip(cfgs, dirs, strict=True)}, log)
-        n = min(jobs, len(cfgs))
-        log(f"[seeds] each seed's unstacked variants (never_trained, unstacked methods), "
-            f"{n} at a time; then the seeds' probes side by side in {n} groups")
-        _await({pool.submit(_timed, _variants_task, c, d):
-                f"seed {c.run.seed}: unstacked variants"
-                for c, d in zip(cfgs, dirs, strict=True)}, log)
-        parts = [slice(len(cfgs) * i // n, len(cfgs) * (i + 1) // n) for i in range(n)]
-        done = _await({pool.submit(_timed, _probe_side_by_side, cfgs[p], dirs[p], command,
-                                   _quiet): f"probes of {p.stop - p.start} seeds side by "
-                       f"side, reports" for p in parts}, log)
-        return [summary for part in done for summary in part]
+        try:
+            log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(dirs[0]).parent} "
+                f"({jobs} worker processes)")
+            for _ in range(jobs):  # the workers start (imports: seconds) while corpora are made
+                pool.submit(_warm)
+            worlds = [world_of(c) for c in cfgs]
+            for c, d, w in zip(cfgs, dirs, worlds, strict=True):
+                corpus_stage(c, d, w)
+            groups = stacked_groups(original_members(cfgs, dirs, worlds, log=log))
+            originals = _parts(pool, train_originals, groups, jobs, (cfgs, dirs, worlds),
+                               "original models")
+            # the world stages (closure, files, a drawing) are read by no stage before the
+            # probes: queued behind the originals, they fill a worker that finished its part
+            drawn = {pool.submit(_timed, _world_task, c, d, w): f"world of seed {c.run.seed}"
+                     for c, d, w in zip(cfgs, dirs, worlds, strict=True)}
+            _await(originals, log, beside=drawn, beside_first=False)
+            _await({pool.submit(_timed, train_stage, c, d, world=w):  # one task per seed
+                    f"original model of seed {c.run.seed} trained alone"
+                    for c, d, w in zip(cfgs, dirs, worlds, strict=True)
+                    if not (stage_path(d, "model", c.key(*MODEL_SECTIONS)) / ".done").exists()},
+                   log, beside=drawn)
+            groups = stacked_groups(control_members(cfgs, dirs, worlds))
+            tasks = _parts(pool, train_controls, groups, jobs, (cfgs, dirs, worlds), "controls")
+            for method, deep in sorted(method_builds(cfgs), key=lambda b: not b[1]):
+                tasks[pool.submit(_timed, unlearn_methods, cfgs, dirs, worlds, log=_quiet,
+                                  only=(method, deep))] = f"unlearning {method}{' deep' * deep}"
+            log(f"[seeds] controls and unlearning: {len(tasks)} stacked tasks")
+            _await({**drawn, **tasks}, log)
+            if not stack_probes:
+                log(f"[seeds] the rest of each seed (never_trained, unstacked methods, probes, "
+                    f"report), {min(jobs, len(cfgs))} at a time")
+                return _await({pool.submit(_timed, _seed_task, c, d, command):
+                               f"seed {c.run.seed}: probes and report"
+                               for c, d in zip(cfgs, dirs, strict=True)}, log)
+            n = min(jobs, len(cfgs))
+            log(f"[seeds] each seed's unstacked variants (never_trained, unstacked methods), "
+                f"{n} at a time; then the seeds' probes side by side in {n} groups")
+            _await({pool.submit(_timed, _variants_task, c, d):
+                    f"seed {c.run.seed}: unstacked variants"
+                    for c, d in zip(cfgs, dirs, strict=True)}, log)
+            parts = [slice(len(cfgs) * i // n, len(cfgs) * (i + 1) // n) for i in range(n)]
+            done = _await({pool.submit(_timed, _probe_side_by_side, cfgs[p], dirs[p], command,
+                                       _quiet): f"probes of {p.stop - p.start} seeds side by "
+                           f"side, reports" for p in parts}, log)
+            return [summary for part in done for summary in part]
+        except BrokenProcessPool:  # broken while submitting (a worker killed meanwhile)
+            raise InputError("--seeds --jobs: a worker process died (killed? out of "
+                             "memory?); rerun to resume the finished stages, or use "
+                             "fewer --jobs") from None
 
 
 def _parts(pool, fn, groups: list[list[tuple]], jobs: int, args: tuple, what: str) -> dict:
@@ -548,10 +555,12 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
-def _await(tasks: dict, log, beside: dict | None = None) -> list:
+def _await(tasks: dict, log, beside: dict | None = None, *, beside_first: bool = True
+           ) -> list:
     """Wait for every future of ``tasks`` (future -> what), logging each as it ends;
-    their results in ``tasks``' order (a failed task raises here). ``beside``: futures
-    submitted before, still running or queued (named if a worker dies)."""
+    their results in ``tasks``' order (a failed task raises here). ``beside``: other
+    futures still running or queued, submitted before ``tasks`` (``beside_first``) or
+    after (named if a worker dies)."""
     from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
@@ -562,7 +571,9 @@ def _await(tasks: dict, log, beside: dict | None = None) -> list:
         except BrokenProcessPool:  # a worker was killed (out of memory, SIGKILL): one line
             # the pool fails every unfinished task: name the earliest submitted, which the
             # workers were running (first in, first out)
-            broken = [w for f, w in {**(beside or {}), **tasks}.items()
+            order = ({**(beside or {}), **tasks} if beside_first
+                     else {**tasks, **(beside or {})})  # submission order
+            broken = [w for f, w in order.items()
                       if f.done() and isinstance(f.exception(), BrokenProcessPool)]
             raise InputError(f"--seeds --jobs: a worker process died during "
                              f"{(broken or [tasks[fut]])[0]!r} or a task beside it "

@@ -20,7 +20,8 @@ from transformers.activations import ACT2FN
 from kgtest.errors import InputError
 
 # HF's "gelu_new" is the tanh approximation written as five tensor operations; torch's fused
-# kernel computes the same formula (within 1 ulp: summation-order class) in one pass and its
+# kernel computes the same formula (float32: within 1 ulp, the summation-order class; bf16
+# autocast: rounded once, not per step) in one pass and its
 # backward in one more, about half the time on the stacked (M, N, d_ff) activations.
 _FUSED = {"gelu_new": lambda h: F.gelu(h, approximate="tanh"),
           "gelu_pytorch_tanh": lambda h: F.gelu(h, approximate="tanh")}

@@ -232,37 +232,80 @@ def test_members_with_their_own_corpora_equal_their_solo_runs(tmp_path):
     assert loaded.config.vocab_size == len(tok_b)  # saved with its own vocabulary
 
 
-def _corpus(lengths):
-    """An encoded corpus of documents with these token lengths (the last token supervised)."""
+def _corpus(lengths, first: int = 1):
+    """An encoded corpus of documents with these token lengths (all but the first two tokens
+    supervised), every (document, position) its own token id from ``first`` on."""
     from kgtest.batches import EncodedCorpus
 
     n, width = len(lengths), max(lengths)
     lengths = torch.tensor(lengths)
-    tokens = torch.where(torch.arange(width) < lengths[:, None],
-                         1 + torch.arange(n)[:, None] % 7, 0)
-    return EncodedCorpus(tokens, lengths, lengths - 1)
+    ids = first + torch.arange(n * width).view(n, width)
+    tokens = torch.where(torch.arange(width) < lengths[:, None], ids, 0)
+    return EncodedCorpus(tokens, lengths, torch.full((n,), 2))
+
+
+def _pairs_alone(corpus, cfg, seed, step):
+    """(input, target) token pairs a member trains on at ``step`` alone (its epoch_plan)."""
+    gen = torch.Generator().manual_seed(seed)
+    n_batches = -(-corpus.n_docs // cfg.batch_size)
+    for _ in range(step // n_batches + 1):
+        plan = epoch_plan(corpus, cfg.batch_size, cfg.micro_batches, gen, torch.device("cpu"))
+    m_lo, m_hi, _, _ = plan.steps[step % n_batches]
+    pairs = []
+    for i_lo, i_hi, f_lo, f_hi, L in plan.micro[m_lo:m_hi]:
+        x = corpus.tokens[plan.idx[i_lo:i_hi], :L].reshape(-1)
+        pairs += [(int(x[f]), int(x[f + 1])) for f in plan.flat[f_lo:f_hi]]
+    return sorted(pairs)
 
 
 def test_a_step_stacks_members_at_common_ranks_with_little_padding():
     """Two members whose batches have opposite length profiles: the stacked step holds
-    each member's supervised positions exactly once (its batch, as it trains alone) and
-    pads to the rank-aligned cut, not to each member's j-th length run stacked with the
-    other's (that layout, before: 784 cells instead of 688 here)."""
+    exactly each member's (input, target) pairs of training alone, and pads to the
+    rank-aligned cut, not to each member's j-th length run stacked with the other's (that
+    layout, before: 784 cells instead of 688 here)."""
     from kgtest.batches import joint_runs
     from kgtest.ensemble import _Data
     from kgtest.train import TrainConfig
 
     a = _corpus([4] * 14 + [24] * 2)  # mostly short
-    b = _corpus([4] * 2 + [24] * 14)  # mostly long
+    b = _corpus([4] * 2 + [24] * 14, first=10_000)  # mostly long
     cfg = TrainConfig(batch_size=16, micro_batches=4)
     data = _Data([a, b], [0, 1], cfg, torch.device("cpu"), 0, 2)
     micro, n_sup, n_tok = data.step(0)
-    for m, c in enumerate((a, b)):
-        got = sorted(int(x[m].reshape(-1)[f]) for x, flat, mask in micro
-                     for f in flat[m][mask[m]])  # the tokens predicted from those positions
-        assert len(got) == n_sup[m] == int((c.lengths - c.loss_start).sum())
     cells = sum(x.numel() for x, _, _ in micro)
     assert cells == 2 * (2 * 4 + 14 * 24)  # ranks 0-1 short in both, 2-15 long in one
     old = 2 * (14 * 4 + 14 * 24)  # j-th runs: (14 short | 2 long) with (2 short | 14 long)
     assert cells < old
     assert joint_runs([a.lengths], 4) == [[(0, 14)], [(14, 16)]]  # alone: its own runs
+
+
+@pytest.mark.parametrize("shadow", [False, True])
+def test_stacked_steps_hold_each_members_own_pairs(shadow):
+    """Over several epochs (a shorter last batch each), corpora of different widths and a
+    member trained elsewhere (a shadow): every member's stacked micro-batches hold exactly
+    the (input, target) token pairs it trains on alone, and a part of the group lays them
+    out as the whole group does."""
+    from kgtest.ensemble import _Data
+    from kgtest.train import TrainConfig
+
+    g = torch.Generator().manual_seed(0)
+    corpora = [_corpus(torch.randint(3, hi, (n,), generator=g).tolist(), first=100_000 * m)
+               for m, (n, hi) in enumerate([(11, 9), (7, 20), (13, 14)])]
+    seeds = [5, 6, 7]
+    cfg = TrainConfig(batch_size=4, micro_batches=3)
+    whole = _Data(corpora, seeds, cfg, torch.device("cpu"), 0, 3)
+    part = _Data(corpora, seeds, cfg, torch.device("cpu"), 0, 2) if shadow else None
+    for step in range(9):
+        micro, n_sup, _ = whole.step(step)
+        for m, c in enumerate(corpora):
+            got = sorted((int(x[m].reshape(-1)[f]), int(x[m].reshape(-1)[f + 1]))
+                         for x, flat, mask in micro for f in flat[m][mask[m]])
+            assert got == _pairs_alone(c, cfg, seeds[m], step)
+            assert len(got) == n_sup[m]
+        if part is not None:  # members 0-1 here, member 2 a shadow: the same layout
+            mine, _, _ = part.step(step)
+            assert [tuple(t.shape[1:]) for t, _, _ in mine] == \
+                [tuple(t.shape[1:]) for t, _, _ in micro]
+            for (x, f, k), (y, g_, j) in zip(mine, micro, strict=True):
+                assert torch.equal(x, y[:2]) and torch.equal(f, g_[:2])
+                assert torch.equal(k, j[:2])

@@ -312,6 +312,31 @@ def test_a_dead_worker_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err[0]
 
 
+def test_a_worker_dead_between_tasks_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """A worker killed while the parent works (no task awaited: the next submission finds
+    the pool broken) also ends the run with one line, exit 2, no traceback."""
+    import multiprocessing
+    import time
+
+    import kgtest.multiseed
+    import kgtest.pipeline
+
+    def kill_workers(*a, **k):
+        for p in multiprocessing.active_children():
+            p.kill()
+        time.sleep(2)  # the pool notices its dead worker
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC_TEXT)
+    monkeypatch.setattr(kgtest.pipeline, "corpus_stage", kill_workers)
+    monkeypatch.setattr(kgtest.multiseed, "original_members", lambda *a, **k: [])
+    assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--seeds", "2",
+                 "--jobs", "2", *_sets(FAST)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "worker process died" in err
+    assert "Traceback" not in err
+
+
 def test_a_stage_worker_trains_at_one_thread(monkeypatch, tmp_path):
     """In a stage pool's worker (``--seeds M --jobs N``), stacked and lone training pin one
     intra-op thread whatever ``train.threads`` says (N workers x T threads oversubscribe)."""

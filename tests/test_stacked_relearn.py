@@ -141,8 +141,20 @@ def test_an_error_in_the_ensemble_reaches_every_member(monkeypatch):
 
     monkeypatch.setattr(kgtest.ensemble, "train_ensemble", fail)
     inputs = [_seed_inputs(s) for s in range(2)]
+    got = {}
+
+    def recording(i, fn):  # what member i's own call raised
+        def run():
+            try:
+                return fn()
+            except RuntimeError as e:
+                got[i] = str(e)
+                raise
+        return run
+
     with pytest.raises(RuntimeError, match="ensemble failed"):
-        side_by_side([_relearn(m, t, c) for m, t, c in inputs])
+        side_by_side([recording(i, _relearn(m, t, c)) for i, (m, t, c) in enumerate(inputs)])
+    assert got == {0: "ensemble failed", 1: "ensemble failed"}  # each member, not just one
     assert not [t for t in threading.enumerate() if t.name.startswith("kgtest-member-")]
 
 
