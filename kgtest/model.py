@@ -223,13 +223,17 @@ def load_tokenizer(model_dir: str | os.PathLike) -> PreTrainedTokenizerFast:
     ...
     kgtest.errors.InputError: /nonexistent: not a model checkpoint ...
     """
-    path = Path(model_dir)
+    return _load_hf(Path(model_dir), lambda p: AutoTokenizer.from_pretrained(p))
+
+
+def _load_hf(path: Path, load):
+    """``load(path)`` under :func:`quiet_hf`, any failure one :class:`InputError` line."""
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: not a model checkpoint (no config.json)")
     try:
         with quiet_hf():
-            return AutoTokenizer.from_pretrained(path)
-    except Exception as err:  # json/OSError: an unreadable checkpoint
+            return load(path)
+    except Exception as err:  # safetensors/json/OSError: all mean "unreadable checkpoint"
         msg = " ".join(str(err).split())[:200]
         raise InputError(f"{path}: corrupt model checkpoint ({type(err).__name__}: {msg})"
                          ) from None
@@ -255,18 +259,10 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu",
     kgtest.errors.InputError: /nonexistent: not a model checkpoint ...
     """
     path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise InputError(f"{path}: not a model checkpoint (no config.json)")
-    try:
-        with quiet_hf():
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model, info = AutoModelForCausalLM.from_pretrained(
-                path, attn_implementation="sdpa", use_safetensors=True,
-                output_loading_info=True)
-    except Exception as err:  # safetensors/json/OSError: all mean "unreadable checkpoint"
-        msg = " ".join(str(err).split())[:200]
-        raise InputError(f"{path}: corrupt model checkpoint ({type(err).__name__}: {msg})"
-                         ) from None
+    tokenizer, (model, info) = _load_hf(path, lambda p: (
+        AutoTokenizer.from_pretrained(p),
+        AutoModelForCausalLM.from_pretrained(p, attn_implementation="sdpa",
+                                             use_safetensors=True, output_loading_info=True)))
     for key, what in (("missing_keys", "weights missing from model.safetensors"),
                       ("unexpected_keys", "weights that config.json has no place for"),
                       ("mismatched_keys", "weights whose shape config.json contradicts")):
