@@ -29,8 +29,8 @@ from transformers import PreTrainedTokenizerFast
 from kgtest.corpus.tokenizer import encode_pair
 from kgtest.errors import InputError
 
-__all__ = ["EncodedCorpus", "encode_corpus", "EpochPlan", "epoch_plan", "split_by_length",
-           "joint_runs"]
+__all__ = ["EncodedCorpus", "encode_corpus", "EpochPlan", "epoch_plan", "epoch_batches",
+           "split_by_length", "joint_runs"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,28 @@ def joint_runs(lengths: Sequence[torch.Tensor], max_groups: int) -> list[list[tu
     return runs
 
 
+def epoch_batches(corpus: EncodedCorpus, batch_size: int, gen: torch.Generator
+                  ) -> list[tuple[torch.Tensor, int, int]]:
+    """An epoch's batches as a shuffling sampler draws them (``gen`` advances): each its
+    document ids in ascending length (stable), supervised and real token counts. The
+    batches of :func:`epoch_plan`, without its micro-batches.
+
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> c = encode_corpus(build_tokenizer(["a b", "a"]), [{"prompt": "", "completion": "a b"},
+    ...                                                 {"prompt": "", "completion": "a"}])
+    >>> [(b.tolist(), sup, real) for b, sup, real in
+    ...  epoch_batches(c, 2, torch.Generator().manual_seed(0))]
+    [([1, 0], 5, 7)]
+    """
+    lengths, start = corpus.lengths, corpus.loss_start
+    out = []
+    for batch in torch.randperm(corpus.n_docs, generator=gen).split(batch_size):
+        batch = batch[torch.sort(lengths[batch], stable=True).indices]  # ascending length
+        out.append((batch, int((lengths[batch] - start[batch]).clamp(min=0).sum()),
+                    int(lengths[batch].sum())))
+    return out
+
+
 def epoch_plan(corpus: EncodedCorpus, batch_size: int, max_micro: int,
                gen: torch.Generator, device: torch.device, *, rank: int = 0,
                world_size: int = 1) -> EpochPlan:
@@ -181,9 +203,7 @@ def epoch_plan(corpus: EncodedCorpus, batch_size: int, max_micro: int,
     lengths, start = corpus.lengths, corpus.loss_start
     idx_parts, flat_parts, micro, steps = [], [], [], []
     i_lo = f_lo = 0
-    for batch in torch.randperm(corpus.n_docs, generator=gen).split(batch_size):
-        batch = batch[torch.sort(lengths[batch], stable=True).indices]  # ascending length
-        n_sup = int((lengths[batch] - start[batch]).clamp(min=0).sum())  # the global batch's
+    for batch, n_sup, n_real in epoch_batches(corpus, batch_size, gen):  # the global batch's
         shard = batch[rank::world_size]  # still ascending
         empty = len(shard) == 0
         if empty:
@@ -200,6 +220,6 @@ def epoch_plan(corpus: EncodedCorpus, batch_size: int, max_micro: int,
             flat_parts.append(flat)
             micro.append((i_lo, i_lo + len(idx), f_lo, f_lo + len(flat), L))
             i_lo, f_lo, lo = i_lo + len(idx), f_lo + len(flat), hi
-        steps.append((m_lo, len(micro), n_sup, int(lengths[batch].sum())))
+        steps.append((m_lo, len(micro), n_sup, n_real))
     return EpochPlan(torch.cat(idx_parts).to(device), torch.cat(flat_parts).to(device),
                      micro, steps)

@@ -78,7 +78,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from kgtest.batches import EncodedCorpus, encode_corpus, epoch_plan, joint_runs
+from kgtest.batches import (
+    EncodedCorpus,
+    encode_corpus,
+    epoch_batches,
+    epoch_plan,
+    joint_runs,
+)
 from kgtest.checkpoint import LOG
 from kgtest.errors import InputError
 from kgtest.model import save_model
@@ -309,7 +315,6 @@ class _Data:
         self.n = n
         # one shared corpus: (N, L_max) on the device (per-member steps build on the host)
         self.tokens = {id(c): c.tokens.to(device) for c in corpora[:1]}
-        self.host_idx: list = [None] * len(corpora)  # each plan's document order, on the host
         self.gens = [torch.Generator().manual_seed(s or 0) for s in seeds]  # as train()'s
         self.n_batches = [math.ceil(c.n_docs / cfg.batch_size) for c in corpora]
         self.plans: list = [None] * len(corpora)
@@ -329,14 +334,10 @@ class _Data:
         batches, n_sup, n_tok = [], [], []
         for m, corpus in enumerate(self.corpora):
             epoch, k = divmod(step, self.n_batches[m])
-            if k == 0 or self.plans[m] is None:
-                self.plans[m] = epoch_plan(corpus, cfg.batch_size, cfg.micro_batches,
-                                           self.gens[m], device)
-                self.host_idx[m] = self.plans[m].idx.cpu()
-            plan = self.plans[m]
-            m_lo, m_hi, sup, real = plan.steps[k]
-            # the step's documents, ascending length (its runs are consecutive slices)
-            batches.append(self.host_idx[m][plan.micro[m_lo][0]:plan.micro[m_hi - 1][1]])
+            if k == 0 or self.plans[m] is None:  # the ordinary loop's batches (host tensors)
+                self.plans[m] = epoch_batches(corpus, cfg.batch_size, self.gens[m])
+            batch, sup, real = self.plans[m][k]  # ascending length
+            batches.append(batch)
             n_sup.append(sup)
             n_tok.append(real)
         lengths = [c.lengths[b] for c, b in zip(self.corpora, batches, strict=True)]
