@@ -208,16 +208,12 @@ def _without_records(runs: Path, cfgs, into: Path) -> None:
     """Copy the run folders with every stage but the records stage (and its outputs)."""
     import shutil
 
-    from kgtest.pipeline import PUBLISHED, RECORDS_MARK
+    from kgtest.pipeline import drop_records
 
     for cfg in cfgs:
         run = run_dir_of(into, cfg)
         shutil.copytree(run_dir_of(runs, cfg), run)
-        for p in [*run.glob("records-*"), *(run / n for n in (*PUBLISHED, RECORDS_MARK))]:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        drop_records(run)
 
 
 def probes_only(cfgs, out: Path) -> None:

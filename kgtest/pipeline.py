@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -320,6 +321,18 @@ def run_variants(cfg: ExperimentConfig, run_dir: str | os.PathLike, world: World
 PUBLISHED = ("records.jsonl", "records.parquet", "summary.md", "summary.json", "plots",
              "seeds.json", STAGES)
 RECORDS_MARK = ".records.key"  # written last by publish: the records stage on display
+
+
+def drop_records(run_dir: str | os.PathLike) -> None:
+    """Remove a run folder's records stages and their published outputs (hold its lock, or
+    own the folder): its next run reuses every model stage and redoes the probes and the
+    report only (as the benchmarks and tests that time or compare those do)."""
+    run = Path(run_dir)
+    for p in [*run.glob("records-*"), *(run / n for n in (*PUBLISHED, RECORDS_MARK))]:
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike, *,

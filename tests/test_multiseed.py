@@ -132,16 +132,12 @@ def _probes_again(stacked: Path, out: Path, cfgs, **kwargs) -> None:
     import shutil
 
     from kgtest.multiseed import run_seeds
-    from kgtest.pipeline import PUBLISHED, RECORDS_MARK
+    from kgtest.pipeline import drop_records
 
     for cfg in cfgs:
         run = run_dir_of(out, cfg)
         shutil.copytree(run_dir_of(stacked, cfg), run)
-        for p in [*run.glob("records-*"), *(run / n for n in (*PUBLISHED, RECORDS_MARK))]:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        drop_records(run)
     run_seeds(cfgs, out, log=lambda msg: None, **kwargs)
 
 
