@@ -337,12 +337,13 @@ def control_members(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
     """The seeds' unfinished retrained controls that can train stacked (the originals
     must be finished); ``finished``: the finished ones too."""
     from kgtest.model import build_model
-    from kgtest.pipeline import stage_threads
+    from kgtest.pipeline import stage_threads, train_experiment
     from kgtest.unlearn.api import RunContext, control_stage, control_training, write_control
 
     members = []
     for c, d, w in zip(cfgs, dirs, worlds, strict=True):
-        ctx = RunContext.of(c, _trained(c, d, w), w, threads=stage_threads(c))
+        ctx = RunContext.of(c, train_experiment(c, d, w, world_files=False), w,
+                            threads=stage_threads(c))
         for kind in c.unlearn.controls:
             if kind == "never_trained":
                 continue
@@ -375,24 +376,14 @@ def unlearn_methods(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
 
 
 def _contexts(cfgs, dirs, worlds) -> list:
-    """Each seed's RunContext (its finished original), at its stages' threads."""
-    from kgtest.pipeline import stage_threads
+    """Each seed's RunContext (its finished original), at its stages' threads (not
+    writing the world stage: with ``--jobs`` a worker may be drawing it meanwhile)."""
+    from kgtest.pipeline import stage_threads, train_experiment
     from kgtest.unlearn.api import RunContext
 
-    return [RunContext.of(c, _trained(c, d, w), w, threads=stage_threads(c))
+    return [RunContext.of(c, train_experiment(c, d, w, world_files=False), w,
+                          threads=stage_threads(c))
             for c, d, w in zip(cfgs, dirs, worlds, strict=True)]
-
-
-def _trained(cfg: ExperimentConfig, run_dir: Path, world):
-    """:func:`kgtest.pipeline.train_experiment` of a seed whose corpus and original are
-    finished, without its world stage (``--jobs``: a worker may be drawing it meanwhile;
-    the stages after training read the world itself, not its stage)."""
-    from kgtest.pipeline import TrainedRun, corpus_stage, train_stage
-
-    corpus_dir = corpus_stage(cfg, run_dir, world)
-    stage_dir = train_stage(cfg, run_dir, corpus_dir, world=world)
-    metrics = json.loads((stage_dir / "metrics.json").read_text())
-    return TrainedRun(corpus_dir, stage_dir / "model", stage_dir, metrics)
 
 
 def split_log(path: Path, n: int, steps: Sequence[int]) -> list[list[dict]]:

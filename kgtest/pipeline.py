@@ -222,14 +222,17 @@ def train_stage(cfg: ExperimentConfig, run_dir: str | os.PathLike,
 
 
 def train_experiment(cfg: ExperimentConfig, run_dir: str | os.PathLike,
-                     world: World | None = None) -> TrainedRun:
+                     world: World | None = None, *, world_files: bool = True) -> TrainedRun:
     """Run world, corpus and training stages (reusing finished ones), the run folder locked
     (by rank 0 alone under ``torchrun``); ``world`` is :func:`world_of` ``(cfg)``, sampled
-    where a stage needs it when not given."""
+    where a stage needs it when not given. ``world_files`` False: not the world stage
+    (its files and drawing), which no later stage reads (``--seeds --jobs``: a worker may
+    be writing it meanwhile)."""
     from kgtest.stages import run_lock
 
     with run_lock(run_dir) if dist_info().is_main else contextlib.nullcontext():
-        world_stage(cfg, run_dir, world)
+        if world_files:
+            world_stage(cfg, run_dir, world)
         corpus_dir = corpus_stage(cfg, run_dir, world)
         stage_dir = train_stage(cfg, run_dir, corpus_dir, world=world)
     metrics = json.loads((stage_dir / "metrics.json").read_text())
