@@ -36,7 +36,7 @@ def _activation(name: str):
     """
     return _FUSED.get(name) or ACT2FN[name]
 
-__all__ = ["StackedLM"]
+__all__ = ["StackedLM", "stack_of"]
 
 
 def _key(name: str) -> str:
@@ -304,3 +304,23 @@ class StackedLM(nn.Module):
         if mask is not None:
             ce = torch.where(mask, ce, 0.0)
         return ce.sum(1)
+
+
+def stack_of(models: Sequence[PreTrainedModel]) -> StackedLM | None:
+    """A :class:`StackedLM` of ``models``' current weights, or None where they cannot stack
+    (on several devices; another architecture or shape, dropout: :class:`StackedLM`
+    refuses them); other errors (out of memory) propagate.
+
+    >>> from kgtest.corpus.tokenizer import build_tokenizer
+    >>> from kgtest.model import ModelConfig, build_model
+    >>> tok = build_tokenizer(["a b"])
+    >>> pair = [build_model(ModelConfig(preset="tiny"), tok, seed=s) for s in (0, 1)]
+    >>> stack_of(pair).n, stack_of([pair[0], build_model(ModelConfig(preset="small"), tok)])
+    (2, None)
+    """
+    if len({next(m.parameters()).device for m in models}) > 1:
+        return None
+    try:
+        return StackedLM(models)
+    except InputError:
+        return None

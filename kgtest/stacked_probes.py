@@ -288,14 +288,9 @@ class _Session:
         """A StackedLM of ``models``' current weights (built again each round: a training
         loop between two rounds, as in the relearn attack, may update them in place without
         a trace, fused AdamW bumps no version counter), or None if they cannot stack."""
-        from kgtest.stacked_lm import StackedLM
+        from kgtest.stacked_lm import stack_of
 
-        if len({next(m.parameters()).device for m in models}) > 1:
-            return None
-        try:
-            return StackedLM(models)
-        except InputError:
-            return None
+        return stack_of(models)
 
 
 def side_by_side(fns: Sequence[Callable[[], Any]], *, scores: bool = False) -> list:

@@ -105,17 +105,15 @@ def stack_key(req: TrainRequest) -> tuple | None:
 
 
 def stackable(models: Sequence) -> bool:
-    """Whether ``models`` stack (:class:`~kgtest.stacked_lm.StackedLM`: one architecture
-    and shape, GPT-2 or Llama, no dropout)."""
-    from kgtest.stacked_lm import StackedLM
+    """Whether ``models`` stack (:func:`~kgtest.stacked_lm.stack_of`: one device,
+    architecture and shape, GPT-2 or Llama, no dropout); an error building the stack (out
+    of memory) means no: each trains alone."""
+    from kgtest.stacked_lm import stack_of
 
-    if len({next(m.parameters()).device for m in models}) > 1:
-        return False  # (as the stacked forward passes: each trains alone)
     try:
-        StackedLM(models)
-    except Exception:  # noqa: BLE001  (InputError: another shape; out of memory: alone)
+        return stack_of(models) is not None
+    except Exception:  # noqa: BLE001
         return False
-    return True
 
 
 class _MemberRNG:
