@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -37,6 +38,9 @@ from kgtest.probes.relearn import RelearnConfig
 from kgtest.scoring import answer_logprobs, greedy_complete
 from kgtest.stacked_probes import fine_tune, probing, side_by_side
 from kgtest.train import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_distributed import assert_same_update  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_TOL = 1e-4
@@ -190,6 +194,7 @@ def _fine_tune_member(m: int, out: str):
              "completion": t.split(" A ")[1] if " A " in t else t} for t in TEXTS[m]]
     tok = build_tokenizer(TEXTS[m])
     model = build_model(ModelConfig(preset="tiny"), tok, seed=m)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = TrainConfig(steps=4, batch_size=2, warmup=0, lr=3e-3, eval_every=2, seed=20 + m,
                       progress=False, tensorboard=False, device="cpu", threads=1)
     seen = []
@@ -205,14 +210,17 @@ def _fine_tune_member(m: int, out: str):
             res = fine_tune(model, tok, docs, cfg, out, eval_fn=eval_fn)
         after = (torch.rand(1).item(), np.random.rand(), random.random())
         weights = {k: v.clone() for k, v in model.state_dict().items()}
-        return res, seen, after, weights, model.training
+        return res, seen, after, weights, model.training, init
     return run
 
 
 def test_fine_tune_side_by_side_is_each_members_train(monkeypatch, tmp_path):
     """Each member's TrainResult, final weights, eval_fn calls (their decoding and their
     draws from torch's, numpy's and random's global generators) and its random state after
-    the call equal the member alone."""
+    the call equal the member alone (the weights' updates within the norm-wise tolerance of
+    tests/test_distributed.py, which also holds under other CPU arithmetic: an absolute
+    1e-5 on each weight failed under `make test-arith`, on GPT-2's key biases, whose
+    gradient is rounding noise that AdamW turns into steps of up to lr)."""
     def seeded(fn):
         torch.manual_seed(5)
         np.random.seed(5)
@@ -227,7 +235,7 @@ def test_fine_tune_side_by_side_is_each_members_train(monkeypatch, tmp_path):
     stacked = side_by_side([_fine_tune_member(m, str(tmp_path / f"s{m}")) for m in range(3)])
     assert sizes == [3]
     for a, s in zip(alone, stacked, strict=True):
-        (ra, seen_a, after_a, w_a, tr_a), (rs, seen_s, after_s, w_s, tr_s) = a, s
+        (ra, seen_a, after_a, w_a, tr_a, init), (rs, seen_s, after_s, w_s, tr_s, _) = a, s
         assert (ra.steps, ra.tokens, ra.metrics) == (rs.steps, rs.tokens, rs.metrics)
         assert abs(ra.final_loss - rs.final_loss) <= 1e-5
         assert rs.model_dir.is_dir() and (rs.model_dir / "config.json").exists()
@@ -237,5 +245,5 @@ def test_fine_tune_side_by_side_is_each_members_train(monkeypatch, tmp_path):
             assert np.allclose(lp_a, lp_s, atol=SCORE_TOL, rtol=0)
         assert after_a == after_s and tr_a == tr_s is False
         for k in w_a:
-            assert torch.allclose(w_a[k], w_s[k], atol=1e-5, rtol=0), k
+            assert_same_update(k, w_s[k], w_a[k], init[k])
     assert alone[0][2] != alone[1][2] or alone[0][1] != alone[1][1]  # the members differ
