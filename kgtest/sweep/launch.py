@@ -151,8 +151,10 @@ def _record(result: dict) -> None:
     if read_status(folder).get("status") == "failed":
         return
     try:
+        # wait a moment: the dead worker's lock can outlive it briefly while its process
+        # (and any child sharing the lock's file) is torn down, under load for a second
         with run_lock(folder, command="kgtest sweep (recording a dead worker's run)",
-                      clean=False):
+                      clean=False, wait=5.0):
             atomic_write_text(folder / ERROR, result["error"]["traceback"] or
                               result["error"]["message"] + "\n")
             atomic_write_text(folder / STATUS, json.dumps(
