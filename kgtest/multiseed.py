@@ -14,9 +14,10 @@ is the work, not the results:
   unlearning method, tuning grid included, applied to the seeds' originals as one
   stacked model, each member choosing its own grid point
   (:mod:`kgtest.unlearn.stacked_run`; ``unlearn-<method>[-deep]-<key>``);
-- **one seed at a time** (the ordinary code, inside the same process, or in ``jobs``
-  worker processes): world, corpus, ``never_trained``, RMU (its loss reads one block's
-  activations: logged), probes and the report.
+- **one seed at a time** (the ordinary code, inside the same process, or, with
+  ``jobs`` > 1, in this process and ``jobs - 1`` workers): world, corpus,
+  ``never_trained``, RMU (its loss reads one block's activations: logged), probes and
+  the report.
 
 Members are the separate runs up to floating-point summation order (batched matmuls):
 tests/test_multiseed.py compares the folders and records of a stacked run with separate
@@ -414,39 +415,44 @@ def split_log(path: Path, n: int, steps: Sequence[int]) -> list[list[dict]]:
     return out
 
 
-# --- jobs > 1: the seeds' independent work in worker processes -------------------------------
+# --- jobs > 1: the seeds' independent work in this process and worker processes ------------
 
 
 def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, command: str,
                 log, jobs: int, stack_probes: bool = True) -> list[Path]:
-    """:func:`run_seeds` on ``jobs`` worker processes, one torch thread each (the caller
-    holds the run folders' locks; the workers share them).
+    """:func:`run_seeds` on ``jobs`` processes, this one and ``jobs - 1`` workers, one torch
+    thread each (:class:`kgtest.workers.WithParent`; the caller holds the run folders'
+    locks; the workers share them).
 
-    The same stages, stacked the same way, as with one process, so the same files:
-    the workers start while the parent writes the corpora; the world stages (closure
-    files and a drawing, read by no stage before the probes) queue behind the originals'
-    parts and fill whichever worker finishes first; each stacked training group (the
-    originals, then the controls) is split into up to ``jobs`` parts, one per worker,
-    each part padded as the whole group (:class:`kgtest.ensemble.Shadow`: the same
+    The same stages, stacked the same way, as with one process, so the same files.
+    Every task is queued, first in first out, for whichever process is free (this one
+    takes queued tasks while it waits, as one more worker: one worker fewer to start,
+    none idle): the workers start while the parent writes the corpora; the world stages
+    (closure files and a drawing, read by no stage before the probes) queue behind the
+    originals' parts and fill whichever process finishes first; each stacked training
+    group (the originals, then the controls) is split into up to ``jobs`` parts, each
+    part padded as the whole group (:class:`kgtest.ensemble.Shadow`: the same
     weights); the control parts and the stacked unlearning methods run side by side; then
     each seed's unstacked variants (``never_trained``, RMU) build as one task per seed,
     ``jobs`` at a time; then ``jobs`` tasks each probe a part of the seeds side by side
     (greedy decoding stacked; scores per model: the records of one process) and write
     their reports, at one thread as ``kgtest run --jobs N`` would. ``stack_probes``
-    False: one task per seed for all its remaining stages. Workers are silent: one line per finished
-    task here.
+    False: one task per seed for all its remaining stages. Tasks are silent: one line
+    per finished task here.
     """
     from concurrent.futures.process import BrokenProcessPool
 
     from kgtest.pipeline import MODEL_SECTIONS, corpus_stage, train_stage, world_of
     from kgtest.unlearn.stacked_run import method_builds
-    from kgtest.workers import stage_pool
+    from kgtest.workers import WithParent, stage_pool
 
-    with stage_pool(jobs, dirs) as pool:
+    with stage_pool(jobs - 1, dirs) as workers:
+        pool = WithParent(workers, jobs - 1)
+        _await = partial(_await_tasks, here=pool)
         try:
             log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(dirs[0]).parent} "
-                f"({jobs} worker processes)")
-            for _ in range(jobs):  # the workers start (imports: seconds) while corpora are made
+                f"(this process and {jobs - 1} worker{'s' * (jobs > 2)})")
+            for _ in range(jobs - 1):  # the workers start (imports: seconds) meanwhile
                 pool.submit(_warm)
             worlds = [world_of(c) for c in cfgs]
             for c, d, w in zip(cfgs, dirs, worlds, strict=True):
@@ -496,11 +502,12 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
 
 def _parts(pool, fn, groups: list[list[tuple]], jobs: int, args: tuple, what: str) -> dict:
     """Each stacked group split into up to ``jobs`` parts of nearly equal size, one task
-    each (``fn(*args, part=(group, part))``): future -> what."""
+    each (``fn(*args, part=(group, part))``), the larger parts first (the first free
+    process takes them: a worker still starting gets a smaller one): future -> what."""
     tasks = {}
     for group in groups:
         n = min(jobs, len(group))
-        for i in range(n):
+        for i in reversed(range(n)):
             here = group[len(group) * i // n:len(group) * (i + 1) // n]
             tasks[pool.submit(_timed, fn, *args, log=_quiet, part=(group, here))] = \
                 f"{what}: {len(here)} of {len(group)} stacked"
@@ -546,29 +553,44 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
-def _await(tasks: dict, log, beside: dict | None = None, *, beside_first: bool = True
-           ) -> list:
+def _await_tasks(tasks: dict, log, beside: dict | None = None, *, beside_first: bool = True,
+                 here=None) -> list:
     """Wait for every future of ``tasks`` (future -> what), logging each as it ends;
     their results in ``tasks``' order (a failed task raises here). ``beside``: other
     futures still running or queued, submitted before ``tasks`` (``beside_first``) or
-    after (named if a worker dies)."""
-    from concurrent.futures import as_completed
+    after (named if a worker dies). ``here``: the :class:`kgtest.workers.WithParent`
+    whose queued tasks (these or others) this process runs while it waits."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    out: dict = {}
+    while len(out) < len(tasks):
+        ended = [f for f in tasks if f.done() and f not in out]
+        if not ended and here is not None and here.work_here():
+            continue  # ran a queued task here
+        if not ended:
+            ended = [f for f in wait([f for f in tasks if f not in out],
+                                     return_when=FIRST_COMPLETED).done]
+        for fut in ended:
+            _one_ended(fut, tasks, beside, beside_first, out, log)
+    return [out[f] for f in tasks]
+
+
+def _one_ended(fut, tasks: dict, beside, beside_first: bool, out: dict, log) -> None:
+    """A finished task of :func:`_await_tasks`: its result into ``out`` and one log line;
+    a failed task raises (one line if a worker process died)."""
     from concurrent.futures.process import BrokenProcessPool
 
-    out = {}
-    for fut in as_completed(tasks):
-        try:
-            out[fut], wall, cpu = fut.result()
-        except BrokenProcessPool:  # a worker was killed (out of memory, SIGKILL): one line
-            # the pool fails every unfinished task: name the earliest submitted, which the
-            # workers were running (first in, first out)
-            order = ({**(beside or {}), **tasks} if beside_first
-                     else {**tasks, **(beside or {})})  # submission order
-            broken = [w for f, w in order.items()
-                      if f.done() and isinstance(f.exception(), BrokenProcessPool)]
-            raise InputError(f"--seeds --jobs: a worker process died during "
-                             f"{(broken or [tasks[fut]])[0]!r} or a task beside it "
-                             f"(killed? out of memory?); rerun to resume the finished "
-                             f"stages, or use fewer --jobs") from None
-        log(f"[seeds] {tasks[fut]}: {wall:.0f} s, {cpu:.0f} s CPU")
-    return [out[f] for f in tasks]
+    try:
+        out[fut], wall, cpu = fut.result()
+    except BrokenProcessPool:  # a worker was killed (out of memory, SIGKILL): one line
+        # the pool fails every unfinished task: name the earliest submitted, which the
+        # workers were running (first in, first out)
+        order = ({**(beside or {}), **tasks} if beside_first
+                 else {**tasks, **(beside or {})})  # submission order
+        broken = [w for f, w in order.items()
+                  if f.done() and isinstance(f.exception(), BrokenProcessPool)]
+        raise InputError(f"--seeds --jobs: a worker process died during "
+                         f"{(broken or [tasks[fut]])[0]!r} or a task beside it "
+                         f"(killed? out of memory?); rerun to resume the finished "
+                         f"stages, or use fewer --jobs") from None
+    log(f"[seeds] {tasks[fut]}: {wall:.0f} s, {cpu:.0f} s CPU")

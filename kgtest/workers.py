@@ -29,10 +29,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 
-__all__ = ["setup_worker", "die_with_parent", "stage_pool", "in_stage_worker"]
+__all__ = ["setup_worker", "die_with_parent", "stage_pool", "in_stage_worker", "WithParent",
+           "as_stage_worker"]
 
 _STAGE_WORKER = False  # set in a stage pool's workers (_init_stage_worker)
 
@@ -153,3 +155,109 @@ def stage_pool(jobs: int, run_dir: str | os.PathLike | Sequence[str | os.PathLik
                 p.kill()
         raise
     pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def as_stage_worker() -> Iterator[None]:
+    """Run the block as a stage pool's worker would: one intra-op torch thread and
+    :func:`in_stage_worker` true (so the stages pick one thread, as in a worker), both
+    restored after. For a task this process runs beside its workers (:class:`WithParent`).
+    """
+    global _STAGE_WORKER
+    import torch
+
+    before, was = torch.get_num_threads(), _STAGE_WORKER
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(1)
+    _STAGE_WORKER = True
+    try:
+        yield
+    finally:
+        _STAGE_WORKER = was
+        torch.set_num_threads(before)
+
+
+class WithParent:
+    """A stage pool's ``workers`` processes and this process as one more worker.
+
+    :meth:`submit` queues a task; tasks start first in, first out, on whichever is free:
+    a worker process (handed the next task the moment it finishes one, whatever this
+    process is doing) or this process, when it calls :meth:`work_here` (between its
+    waits). ``kgtest run --seeds M --jobs N`` uses it with ``N - 1`` workers: N processes
+    compute at once, one fewer to start (each imports torch and transformers: seconds)
+    and none idle while the others work. A task run here runs as in a worker
+    (:func:`as_stage_worker`); its exception (an interrupt aside, which propagates) goes
+    to its future, as a worker's would.
+
+    >>> import tempfile
+    >>> from kgtest.stages import run_lock
+    >>> run = tempfile.mkdtemp()
+    >>> with run_lock(run), stage_pool(1, run) as pool:
+    ...     both = WithParent(pool, 1)
+    ...     there, here = both.submit(os.getpid), both.submit(os.getpid)
+    ...     while both.work_here():
+    ...         pass
+    ...     there.result() != os.getpid() == here.result()
+    True
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor, workers: int):
+        self._pool = pool
+        self._free = max(1, int(workers))
+        self._queue: deque[tuple[Future, Callable, tuple, dict]] = deque()
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        """Queue ``fn(*args, **kwargs)``; a free worker process takes it at once."""
+        fut: Future = Future()
+        with self._lock:
+            self._queue.append((fut, fn, args, kwargs))
+            self._dispatch()
+        return fut
+
+    def work_here(self) -> bool:
+        """Run the next queued task in this process; False if none was queued."""
+        with self._lock:
+            if not self._queue:
+                return False
+            fut, fn, args, kwargs = self._queue.popleft()
+        if not fut.set_running_or_notify_cancel():
+            return True
+        try:
+            with as_stage_worker():
+                result = fn(*args, **kwargs)
+        except (KeyboardInterrupt, SystemExit):
+            fut.set_exception(CancelledError())
+            raise
+        except BaseException as e:  # noqa: BLE001 (a worker's failure goes to its future)
+            fut.set_exception(e)
+        else:
+            fut.set_result(result)
+        return True
+
+    def _dispatch(self) -> None:
+        """Hand queued tasks to free worker processes (hold ``_lock``)."""
+        while self._free and self._queue:
+            fut, fn, args, kwargs = self._queue.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                inner = self._pool.submit(fn, *args, **kwargs)
+            except BaseException as e:  # noqa: BLE001 (a broken pool: every task fails)
+                fut.set_exception(e)
+                continue
+            self._free -= 1
+            inner.add_done_callback(lambda inner, fut=fut: self._finished(inner, fut))
+
+    def _finished(self, inner: Future, fut: Future) -> None:
+        """A worker process's task ended (in the pool's thread): pass its outcome on, then
+        give the worker the next queued task (a broken pool fails it: after this one)."""
+        if inner.cancelled():
+            fut.set_exception(CancelledError())
+        elif inner.exception() is not None:
+            fut.set_exception(inner.exception())
+        else:
+            fut.set_result(inner.result())
+        with self._lock:
+            self._free += 1
+            self._dispatch()

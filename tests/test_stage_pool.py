@@ -116,3 +116,57 @@ def test_jobs_out_of_range_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "kgtest: error: --jobs: must be between 1 and 64, got 0"
     assert list(tmp_path.iterdir()) == []  # nothing started
+
+
+def _sh(script: str):
+    """A task for a worker or the parent: a shell script, one minute at most."""
+    return subprocess.run(["sh", "-c", script], timeout=60, check=True)
+
+
+def test_with_parent_gives_each_task_to_whoever_is_free(tmp_path):
+    """``kgtest run --seeds M --jobs N``'s pool (:class:`kgtest.workers.WithParent`): the
+    parent runs queued tasks between its waits, and a worker that finishes takes the next
+    queued task while the parent is still busy with one (here the parent's task can only
+    end if the worker, freed by it, runs the task queued after it)."""
+    from kgtest.workers import WithParent
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    with run_lock(tmp_path), stage_pool(1, tmp_path) as procs:
+        pool = WithParent(procs, 1)
+        first = pool.submit(_sh, f"while [ ! -e {a} ]; do sleep 0.05; done")  # the worker
+        second = pool.submit(_sh, f"touch {a}; while [ ! -e {b} ]; do sleep 0.05; done")
+        third = pool.submit(Path.touch, b)
+        assert not second.running()  # queued: the worker is busy, the parent has not asked
+        assert pool.work_here()  # the parent takes `second`, which ends once `third` ran
+        second.result(timeout=0)
+        first.result(timeout=60), third.result(timeout=60)
+        assert not pool.work_here()  # nothing left queued
+
+
+def test_with_parent_tasks_fail_into_their_futures_and_run_as_in_a_worker(tmp_path):
+    from kgtest.workers import WithParent, as_stage_worker, in_stage_worker
+
+    def threads_here():
+        return in_stage_worker(), torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    c = tmp_path / "c"
+    with run_lock(tmp_path), stage_pool(1, tmp_path) as procs:
+        pool = WithParent(procs, 1)
+        busy = pool.submit(_sh, f"while [ ! -e {c} ]; do sleep 0.05; done")  # the worker
+        here = pool.submit(_sh, "exit 4")  # queued: the parent runs these three
+        mine = pool.submit(threads_here)  # (a local function: a worker could not run it)
+        pool.submit(Path.touch, c)
+        while pool.work_here():
+            pass
+        assert here.exception(timeout=0).returncode == 4  # failed here, not raised here
+        assert mine.result(timeout=0) == (True, 1)  # one thread, "in a worker", here
+        busy.result(timeout=60)
+        there = pool.submit(_sh, "exit 3")  # the worker's (or the parent's) failure
+        while pool.work_here():
+            pass
+        assert there.exception(timeout=60).returncode == 3
+    assert not in_stage_worker() and torch.get_num_threads() == before  # restored
+    with pytest.raises(KeyboardInterrupt), as_stage_worker():
+        raise KeyboardInterrupt  # an interrupt is not swallowed
+    assert not in_stage_worker() and torch.get_num_threads() == before
