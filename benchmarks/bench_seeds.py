@@ -14,16 +14,21 @@ unlearning method with its tuning grid (each member its own grid choice). Not st
 seed, the ordinary code): world, corpus, ``never_trained``, RMU and the report; the probes
 run side by side, their greedy decoding stacked across seeds (teacher-forced scoring per
 model: stacking it does not pay on a CPU).
-``--jobs J`` runs both sides with J worker processes (one torch thread each): each separate
-run as ``kgtest run --jobs J``, the stacked side as ``kgtest run --seeds M --jobs J`` (stacked
-groups split across the workers, each seed's unstacked rest one task per seed). CPU time
-counts the worker processes too.
+``--jobs J`` runs both sides with J processes at once (one torch thread each): each separate
+run as ``kgtest run --jobs J`` (J workers), the stacked side as ``kgtest run --seeds M --jobs
+J`` (this process and J - 1 workers: stacked groups split in J parts, each seed's unstacked
+rest and its probes in tasks for whichever process is free). CPU time counts the worker
+processes too. Both sides run in this process, already warm (torch and transformers
+imported), unless ``--cli``: then each side runs as the ``kgtest`` commands a user types, each
+a fresh process (M separate ``kgtest run --set run.seed=s``, one ``kgtest run --seeds M``),
+whose start-up (~7 s of imports here) counts.
 
 ``--small`` cuts the quickstart to a size whose two sides fit in minutes on 2 cores (the
 tiny model preset, 200 training steps, NPO only at one grid point, the direct and utility
 probes; every control); the full quickstart is about 30 CPU-minutes per seed.
 
     .venv/bin/python benchmarks/bench_seeds.py --small --seeds 5 --jobs 2
+    .venv/bin/python benchmarks/bench_seeds.py --small --seeds 5 --jobs 2 --cli
     .venv/bin/python benchmarks/bench_seeds.py --seeds 5            # the full quickstart
     .venv/bin/python benchmarks/bench_seeds.py --dry-run            # 2 seeds, 20 steps: runs
     .venv/bin/python benchmarks/bench_seeds.py --small --unlearn-only --seeds 5
@@ -92,6 +97,31 @@ def separate(cfgs, out: Path, jobs: int = 1) -> tuple[float, float, list[float]]
         for cfg in cfgs:
             t0 = time.perf_counter()
             run_experiment(cfg, run_dir_of(out, cfg), log=lambda m: None, jobs=jobs)
+            each.append(time.perf_counter() - t0)
+            print(f"separate run, seed {cfg.run.seed}: {each[-1]:.1f} s wall", flush=True)
+
+    wall, cpu = _timed(go)
+    return wall, cpu, each
+
+
+def _kgtest(argv: list[str]) -> None:
+    """One ``kgtest`` command in a fresh Python process (``--cli``): its start-up counts."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "kgtest", *argv], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def separate_cli(cfgs, sets: list[str], out: Path, jobs: int
+                 ) -> tuple[float, float, list[float]]:
+    """``--cli``: each seed's ``kgtest run SPEC --set run.seed=s --jobs jobs`` in turn."""
+    each = []
+
+    def go():
+        for cfg in cfgs:
+            t0 = time.perf_counter()
+            _kgtest(["run", str(SPEC), "--out", str(out), "--jobs", str(jobs), *sets,
+                     "--set", f"run.seed={cfg.run.seed}"])
             each.append(time.perf_counter() - t0)
             print(f"separate run, seed {cfg.run.seed}: {each[-1]:.1f} s wall", flush=True)
 
@@ -247,6 +277,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="worker processes on both sides (kgtest run --jobs; default 1)")
+    ap.add_argument("--cli", action="store_true",
+                    help="run each side as kgtest commands in fresh processes (M x `kgtest "
+                         "run --set run.seed=s`, one `kgtest run --seeds M`): each "
+                         "process's start-up counts, as for a user")
     ap.add_argument("--out", help="folder for the runs (default: a temporary one)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                     help="train.device and unlearn.device of every run (default auto)")
@@ -279,15 +313,23 @@ def main(argv=None) -> int:
     if args.probes_only:
         probes_only(cfgs, out)
         return 0
-    wall_sep, cpu_sep, each = separate(cfgs, out / "separate", args.jobs)
-    wall_st, cpu_st = _timed(lambda: run_seeds(cfgs, out / "stacked", log=_stamped,
-                                               jobs=args.jobs))
+    if args.cli:  # each side as the kgtest commands a user types, each a fresh process
+        sets = [a for o in overrides for a in ("--set", o)]
+        wall_sep, cpu_sep, each = separate_cli(cfgs, sets, out / "separate", args.jobs)
+        wall_st, cpu_st = _timed(lambda: _kgtest(
+            ["run", str(SPEC), "--out", str(out / "stacked"), "--jobs", str(args.jobs),
+             "--seeds", str(args.seeds), *sets]))
+    else:
+        wall_sep, cpu_sep, each = separate(cfgs, out / "separate", args.jobs)
+        wall_st, cpu_st = _timed(lambda: run_seeds(cfgs, out / "stacked", log=_stamped,
+                                                   jobs=args.jobs))
     diff = compare(cfgs, out / "separate", out / "stacked")
     one = sum(each) / len(each)
     RATIOS["seeds: stacked vs separate runs (wall)"] = wall_sep / wall_st
     print(f"== {args.seeds} seeds of the {'small ' if args.small else ''}quickstart, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{args.threads} thread(s), --jobs {args.jobs} on both sides ==")
+          f"{args.threads} thread(s), --jobs {args.jobs} on both sides"
+          f"{', kgtest commands in fresh processes' if args.cli else ', in this process'} ==")
     print(f"{'side':<24}{'wall s':>9}{'CPU s':>9}{'wall / one seed':>17}")
     print(f"{'separate runs':<24}{wall_sep:>9.1f}{cpu_sep:>9.1f}{wall_sep / one:>17.2f}")
     print(f"{'--seeds (stacked)':<24}{wall_st:>9.1f}{cpu_st:>9.1f}{wall_st / one:>17.2f}")
