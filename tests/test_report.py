@@ -371,3 +371,47 @@ def test_stale_stage_folders_of_an_earlier_configuration_are_not_reported(tmp_pa
     assert "NPO missed its tuning level" in text and "GradDiff" not in text
     (run / STAGES).write_text(json.dumps({"stages": ["unlearn-npo-aaaaaaaaaaaa"]}))
     assert report([run], n_boot=100).read_text() == text  # published: kgtest report RUN
+
+
+def test_save_writes_the_image_bbox_inches_tight_would(tmp_path):
+    """``_save`` draws once, cropping to the box measured without drawing: same framing
+    (a legend outside the axes included) as matplotlib's two-pass ``bbox_inches="tight"``."""
+    from matplotlib.image import imread
+
+    from kgtest.report.plots import _plt, _save
+
+    def fig():
+        f, ax = _plt().subplots(figsize=(4, 3))
+        ax.plot([0, 1], [0, 1], label="a line whose label is long")
+        ax.set_title("title")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        return f
+
+    f = fig()
+    f.savefig(tmp_path / "tight.png", dpi=110, bbox_inches="tight")
+    _save(fig(), tmp_path / "once.png")
+    tight, once = imread(tmp_path / "tight.png"), imread(tmp_path / "once.png")
+    assert tight.shape == once.shape and tight.shape[1] > 4 * 110  # the legend is in
+    assert np.abs(tight - once).mean() < 1e-3
+
+
+def test_log_loss_axis_labels_the_default_ticks_as_plain_numbers():
+    from kgtest.report.plots import _plain_log_ticks, _plt
+
+    def labels(plain: bool) -> dict[float, str]:
+        f, ax = _plt().subplots()
+        ax.plot([1, 2, 3], [3.1, 1.0, 0.55])
+        ax.set_yscale("log")
+        if plain:
+            _plain_log_ticks(ax.yaxis)
+        f.canvas.draw()
+        ticks = ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks()
+        out = {round(t.get_loc(), 6): t.label1.get_text() for t in ticks
+               if t.label1.get_visible() and t.label1.get_text()}
+        _plt().close(f)
+        return out
+
+    default, plain = labels(False), labels(True)
+    assert set(plain) == set(default) and {0.6, 1.0, 2.0, 3.0} <= set(plain)
+    assert all(float(s) == x and "$" not in s for x, s in plain.items())
+    assert all("$" in s for s in default.values())  # what mathtext had to lay out

@@ -51,10 +51,22 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    """``fig`` as a PNG at ``path`` (atomically), cropped to what is drawn, then closed.
+
+    The same image as ``savefig(bbox_inches="tight")``, drawn once instead of twice: that
+    option draws the whole figure to find the bounding box, then draws it again; the box
+    that :meth:`~matplotlib.figure.Figure.get_tightbbox` measures without drawing is the
+    same (tick labels, titles and legends are laid out, nothing is rasterised).
+    """
+    import matplotlib as mpl
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    fig.set_dpi(dpi)  # text extents at the resolution of the file
+    pad = mpl.rcParams["savefig.pad_inches"]
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(pad)
+    fig.savefig(tmp, dpi=dpi, bbox_inches=box)
     os.replace(tmp, path)
     _plt().close(fig)
     return path
@@ -228,6 +240,19 @@ def _read_log(path: Path) -> list[dict]:
     return out
 
 
+def _plain_log_ticks(axis) -> None:
+    """Label a log axis's ticks as plain numbers (0.6, 1, 2): the same ticks as matplotlib's
+    default, whose ``6 x 10^-1`` labels go through mathtext (slow to parse and lay out)."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))
+
+
 def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path | None:
     logs = [(p, _read_log(p)) for run in runs for p in stage_files(run, pattern)]
     logs = [(p, e) for p, e in logs if any("step" in x for x in e)]
@@ -250,6 +275,7 @@ def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path 
     positive = all(y > 0 for line in ax_l.get_lines() for y in line.get_ydata())
     if positive:  # gradient-ascent losses go negative: keep those linear
         ax_l.set_yscale("log")
+        _plain_log_ticks(ax_l.yaxis)
     ax_l.set_xlabel("step")
     ax_l.set_ylabel(f"{title} loss" + (" (log scale)" if positive else ""))
     ax_l.set_title(f"{title}: loss")

@@ -368,6 +368,7 @@ def draw_world(
         f"{len(der_ids)} of {n_der_all} derived facts among them\n"
         "an arrow X -> Y labelled rel is the fact rel(X, Y)", fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.set_layout_engine(None)  # laid out: without an engine, savefig draws only once
     _save_png(fig, Path(path))
 
 
