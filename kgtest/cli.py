@@ -165,7 +165,8 @@ def _add_run(sub) -> None:
     r.add_argument("--seeds", type=int, metavar="M", default=0,
                    help="run seeds run.seed..run.seed+M-1 in one process, the original "
                         "models trained stacked; writes the M run folders M separate runs "
-                        "would (--jobs N: N processes at once, this one and N-1 workers)")
+                        "would (M > 1 with --jobs N: N processes at once, this one and N-1 "
+                        "workers)")
     r.add_argument("--no-stack-probes", dest="stack_probes", action="store_false",
                    help="with --seeds: probe each seed after another, each model alone "
                         "(the same records; less memory: one seed's probe stages at a time; "

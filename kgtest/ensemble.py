@@ -161,7 +161,7 @@ class Shadow:
 
     Its batches still set each step's padding here, and its vocabulary the stacked
     embedding's size, so the members trained here get the arithmetic of the whole group's
-    run (``kgtest run --seeds M --jobs N`` splits a group across worker processes and
+    run (``kgtest run --seeds M --jobs N`` splits a group across processes and
     writes the weights one process writes; batched matmuls do not depend on how many
     members they stack, padding does).
     """

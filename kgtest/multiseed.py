@@ -179,7 +179,7 @@ def train_stacked(members: Sequence[Member], what: str, log=print,
 
     ``part``: ``(group, here)``, member ids (:func:`stacked_groups`): train only the
     members ``here`` of that group, padded as the whole group would pad them (the rest of
-    the group trains in other worker processes; the same weights as one whole run).
+    the group trains in other processes; the same weights as one whole run).
     ``members`` must then hold the whole group, finished members included (another
     process may finish its part first).
     """
@@ -259,7 +259,7 @@ def _whole_group(group: list[Member], shadows: Sequence[tuple[int, Member]]) -> 
 
 def _stacked_info(whole: list[Member], m: Member, part: list[Member] | None) -> dict:
     """A stacked stage's ``stacked`` entry: the seeds of the group trained as one model,
-    this member's position in it and, where the group was split over worker processes,
+    this member's position in it and, where the group was split over processes,
     the seeds of the part trained in this process."""
     info = {"seeds": [x.seed for x in whole],
             "member": next(i for i, x in enumerate(whole) if x is m)}
@@ -274,7 +274,7 @@ def train_originals(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
 
     Hold the run folders' locks (:func:`run_seeds` does). Returns the model stage folders.
     ``part``: train only that part of a stacked group (:func:`train_stacked`; returns
-    nothing), for a worker process.
+    nothing), for one of several processes.
     """
     from kgtest.pipeline import train_stage
 
@@ -327,7 +327,7 @@ def train_controls(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], world
     A control trains from the original's initialisation for the original's number of
     steps, so seeds whose originals stopped at different steps train in different groups.
     ``never_trained`` trains nothing and is left to the ordinary code. ``part``: train
-    only that part of a stacked group (:func:`train_stacked`), for a worker process.
+    only that part of a stacked group (:func:`train_stacked`), for one of several processes.
     """
     train_stacked(control_members(cfgs, dirs, worlds, finished=part is not None),
                   "controls", log, part)
@@ -370,7 +370,7 @@ def unlearn_methods(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], worl
     """Each seed's unlearned variants not yet finished, every method applied to the
     seeds' originals as one stacked model (:mod:`kgtest.unlearn.stacked_run`; the
     originals must be finished; hold the run folders' locks). ``only``: one
-    ``(method, deep)`` variant, for a worker process."""
+    ``(method, deep)`` variant, for one of several processes."""
     from kgtest.unlearn.stacked_run import unlearn_members
 
     unlearn_members(_contexts(cfgs, dirs, worlds), log=log, only=only)
@@ -440,64 +440,56 @@ def _run_pooled(cfgs: Sequence[ExperimentConfig], dirs: Sequence[Path], *, comma
     False: one task per seed for all its remaining stages. Tasks are silent: one line
     per finished task here.
     """
-    from concurrent.futures.process import BrokenProcessPool
-
     from kgtest.pipeline import MODEL_SECTIONS, corpus_stage, train_stage, world_of
     from kgtest.unlearn.stacked_run import method_builds
     from kgtest.workers import WithParent, stage_pool
 
-    with stage_pool(jobs - 1, dirs) as workers:
-        pool = WithParent(workers, jobs - 1)
+    with stage_pool(jobs - 1, dirs) as workers, WithParent(workers, jobs - 1) as pool:
         _await = partial(_await_tasks, here=pool)
-        try:
-            log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(dirs[0]).parent} "
-                f"(this process and {jobs - 1} worker{'s' * (jobs > 2)})")
-            for _ in range(jobs - 1):  # the workers start (imports: seconds) meanwhile
-                pool.submit(_warm)
-            worlds = [world_of(c) for c in cfgs]
-            for c, d, w in zip(cfgs, dirs, worlds, strict=True):
-                corpus_stage(c, d, w)
-            groups = stacked_groups(original_members(cfgs, dirs, worlds, log=log))
-            originals = _parts(pool, train_originals, groups, jobs, (cfgs, dirs, worlds),
-                               "original models")
-            # the world stages (closure, files, a drawing) are read by no stage before the
-            # probes: queued behind the originals, they fill a worker that finished its part
-            drawn = {pool.submit(_timed, _world_task, c, d, w): f"world of seed {c.run.seed}"
-                     for c, d, w in zip(cfgs, dirs, worlds, strict=True)}
-            _await(originals, log, beside=drawn, beside_first=False)
-            _await({pool.submit(_timed, train_stage, c, d, world=w):  # one task per seed
-                    f"original model of seed {c.run.seed} trained alone"
-                    for c, d, w in zip(cfgs, dirs, worlds, strict=True)
-                    if not (stage_path(d, "model", c.key(*MODEL_SECTIONS)) / ".done").exists()},
-                   log, beside=drawn)
-            groups = stacked_groups(control_members(cfgs, dirs, worlds))
-            tasks = _parts(pool, train_controls, groups, jobs, (cfgs, dirs, worlds), "controls")
-            for method, deep in sorted(method_builds(cfgs), key=lambda b: not b[1]):
-                tasks[pool.submit(_timed, unlearn_methods, cfgs, dirs, worlds, log=_quiet,
-                                  only=(method, deep))] = f"unlearning {method}{' deep' * deep}"
-            log(f"[seeds] controls and unlearning: {len(tasks)} stacked tasks")
-            _await({**drawn, **tasks}, log)
-            if not stack_probes:
-                log(f"[seeds] the rest of each seed (never_trained, unstacked methods, probes, "
-                    f"report), {min(jobs, len(cfgs))} at a time")
-                return _await({pool.submit(_timed, _seed_task, c, d, command):
-                               f"seed {c.run.seed}: probes and report"
-                               for c, d in zip(cfgs, dirs, strict=True)}, log)
-            n = min(jobs, len(cfgs))
-            log(f"[seeds] each seed's unstacked variants (never_trained, unstacked methods), "
-                f"{n} at a time; then the seeds' probes side by side in {n} groups")
-            _await({pool.submit(_timed, _variants_task, c, d):
-                    f"seed {c.run.seed}: unstacked variants"
-                    for c, d in zip(cfgs, dirs, strict=True)}, log)
-            parts = [slice(len(cfgs) * i // n, len(cfgs) * (i + 1) // n) for i in range(n)]
-            done = _await({pool.submit(_timed, _probe_side_by_side, cfgs[p], dirs[p], command,
-                                       _quiet): f"probes of {p.stop - p.start} seeds side by "
-                           f"side, reports" for p in parts}, log)
-            return [summary for part in done for summary in part]
-        except BrokenProcessPool:  # broken while submitting (a worker killed meanwhile)
-            raise InputError("--seeds --jobs: a worker process died (killed? out of "
-                             "memory?); rerun to resume the finished stages, or use "
-                             "fewer --jobs") from None
+        log(f"[seeds] world and corpus of {len(cfgs)} seeds -> {Path(dirs[0]).parent} "
+            f"(this process and {jobs - 1} worker{'s' * (jobs > 2)})")
+        for _ in range(jobs - 1):  # the workers start (imports: seconds) meanwhile
+            pool.submit(_warm)
+        worlds = [world_of(c) for c in cfgs]
+        for c, d, w in zip(cfgs, dirs, worlds, strict=True):
+            corpus_stage(c, d, w)
+        groups = stacked_groups(original_members(cfgs, dirs, worlds, log=log))
+        originals = _parts(pool, train_originals, groups, jobs, (cfgs, dirs, worlds),
+                           "original models")
+        # the world stages (closure, files, a drawing) are read by no stage before the
+        # probes: queued behind the originals, they fill whichever process finished its part
+        drawn = {pool.submit(_timed, _world_task, c, d, w): f"world of seed {c.run.seed}"
+                 for c, d, w in zip(cfgs, dirs, worlds, strict=True)}
+        _await(originals, log, beside=drawn, beside_first=False)
+        _await({pool.submit(_timed, train_stage, c, d, world=w):  # one task per seed
+                f"original model of seed {c.run.seed} trained alone"
+                for c, d, w in zip(cfgs, dirs, worlds, strict=True)
+                if not (stage_path(d, "model", c.key(*MODEL_SECTIONS)) / ".done").exists()},
+               log, beside=drawn)
+        groups = stacked_groups(control_members(cfgs, dirs, worlds))
+        tasks = _parts(pool, train_controls, groups, jobs, (cfgs, dirs, worlds), "controls")
+        for method, deep in sorted(method_builds(cfgs), key=lambda b: not b[1]):
+            tasks[pool.submit(_timed, unlearn_methods, cfgs, dirs, worlds, log=_quiet,
+                              only=(method, deep))] = f"unlearning {method}{' deep' * deep}"
+        log(f"[seeds] controls and unlearning: {len(tasks)} stacked tasks")
+        _await({**drawn, **tasks}, log)
+        if not stack_probes:
+            log(f"[seeds] the rest of each seed (never_trained, unstacked methods, probes, "
+                f"report), {min(jobs, len(cfgs))} at a time")
+            return _await({pool.submit(_timed, _seed_task, c, d, command):
+                           f"seed {c.run.seed}: probes and report"
+                           for c, d in zip(cfgs, dirs, strict=True)}, log)
+        n = min(jobs, len(cfgs))
+        log(f"[seeds] each seed's unstacked variants (never_trained, unstacked methods), "
+            f"{n} at a time; then the seeds' probes side by side in {n} groups")
+        _await({pool.submit(_timed, _variants_task, c, d):
+                f"seed {c.run.seed}: unstacked variants"
+                for c, d in zip(cfgs, dirs, strict=True)}, log)
+        parts = [slice(len(cfgs) * i // n, len(cfgs) * (i + 1) // n) for i in range(n)]
+        done = _await({pool.submit(_timed, _probe_side_by_side, cfgs[p], dirs[p], command,
+                                   _quiet): f"probes of {p.stop - p.start} seeds side by "
+                       f"side, reports" for p in parts}, log)
+        return [summary for part in done for summary in part]
 
 
 def _parts(pool, fn, groups: list[list[tuple]], jobs: int, args: tuple, what: str) -> dict:
@@ -507,8 +499,8 @@ def _parts(pool, fn, groups: list[list[tuple]], jobs: int, args: tuple, what: st
     tasks = {}
     for group in groups:
         n = min(jobs, len(group))
-        for i in reversed(range(n)):
-            here = group[len(group) * i // n:len(group) * (i + 1) // n]
+        for here in sorted((group[len(group) * i // n:len(group) * (i + 1) // n]
+                            for i in range(n)), key=len, reverse=True):
             tasks[pool.submit(_timed, fn, *args, log=_quiet, part=(group, here))] = \
                 f"{what}: {len(here)} of {len(group)} stacked"
     return tasks
@@ -559,7 +551,8 @@ def _await_tasks(tasks: dict, log, beside: dict | None = None, *, beside_first: 
     their results in ``tasks``' order (a failed task raises here). ``beside``: other
     futures still running or queued, submitted before ``tasks`` (``beside_first``) or
     after (named if a worker dies). ``here``: the :class:`kgtest.workers.WithParent`
-    whose queued tasks (these or others) this process runs while it waits."""
+    whose queued tasks (these or others) this process runs while it waits (a worker's
+    failure is then seen once this process has finished the task it is running)."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     out: dict = {}

@@ -181,19 +181,25 @@ class WithParent:
     """A stage pool's ``workers`` processes and this process as one more worker.
 
     :meth:`submit` queues a task; tasks start first in, first out, on whichever is free:
-    a worker process (handed the next task the moment it finishes one, whatever this
+    a worker process (handed the next task as soon as it finishes one, whatever this
     process is doing) or this process, when it calls :meth:`work_here` (between its
     waits). ``kgtest run --seeds M --jobs N`` uses it with ``N - 1`` workers: N processes
     compute at once, one fewer to start (each imports torch and transformers: seconds)
     and none idle while the others work. A task run here runs as in a worker
     (:func:`as_stage_worker`); its exception (an interrupt aside, which propagates) goes
-    to its future, as a worker's would.
+    to its future, as a worker's would. A worker's failure reaches its future at once,
+    and whoever waits on it once this process is between tasks.
+
+    Tasks reach the workers from :meth:`submit` (the caller's thread) and, when a worker
+    finishes, from a dispatching thread of this object, never from the pool's own thread
+    (on Python >= 3.12 a broken pool runs the callbacks holding the lock its ``submit``
+    takes), and never while holding this object's lock. Use it as a context manager:
+    leaving it stops that thread and cancels the tasks still queued.
 
     >>> import tempfile
     >>> from kgtest.stages import run_lock
     >>> run = tempfile.mkdtemp()
-    >>> with run_lock(run), stage_pool(1, run) as pool:
-    ...     both = WithParent(pool, 1)
+    >>> with run_lock(run), stage_pool(1, run) as pool, WithParent(pool, 1) as both:
     ...     there, here = both.submit(os.getpid), both.submit(os.getpid)
     ...     while both.work_here():
     ...         pass
@@ -206,13 +212,37 @@ class WithParent:
         self._free = max(1, int(workers))
         self._queue: deque[tuple[Future, Callable, tuple, dict]] = deque()
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._dispatching, daemon=True,
+                                        name="kgtest-with-parent")
+        self._thread.start()
+
+    def __enter__(self) -> WithParent:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop dispatching; the tasks still queued are cancelled."""
+        with self._lock:
+            self._closed = True
+            queued = [item[0] for item in self._queue]
+            self._queue.clear()
+        for fut in queued:
+            fut.cancel()
+        self._wake.set()
+        self._thread.join()
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         """Queue ``fn(*args, **kwargs)``; a free worker process takes it at once."""
         fut: Future = Future()
         with self._lock:
+            if self._closed:
+                raise RuntimeError("WithParent: submit after close")
             self._queue.append((fut, fn, args, kwargs))
-            self._dispatch()
+        self._dispatch()
         return fut
 
     def work_here(self) -> bool:
@@ -236,22 +266,38 @@ class WithParent:
         return True
 
     def _dispatch(self) -> None:
-        """Hand queued tasks to free worker processes (hold ``_lock``)."""
-        while self._free and self._queue:
-            fut, fn, args, kwargs = self._queue.popleft()
-            if not fut.set_running_or_notify_cancel():
+        """Hand queued tasks to free worker processes (not in the pool's thread; the lock
+        is not held while the pool takes a task: the pool may be failing its futures)."""
+        while True:
+            with self._lock:
+                if not (self._free and self._queue):
+                    return
+                fut, fn, args, kwargs = self._queue.popleft()
+                self._free -= 1
+            inner = None
+            if fut.set_running_or_notify_cancel():
+                try:
+                    inner = self._pool.submit(fn, *args, **kwargs)
+                except Exception as e:  # noqa: BLE001 (a broken pool: every task fails)
+                    fut.set_exception(e)
+            if inner is None:
+                with self._lock:
+                    self._free += 1
                 continue
-            try:
-                inner = self._pool.submit(fn, *args, **kwargs)
-            except BaseException as e:  # noqa: BLE001 (a broken pool: every task fails)
-                fut.set_exception(e)
-                continue
-            self._free -= 1
             inner.add_done_callback(lambda inner, fut=fut: self._finished(inner, fut))
 
+    def _dispatching(self) -> None:
+        """The dispatching thread: queued tasks to the workers as they free up."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            self._dispatch()
+
     def _finished(self, inner: Future, fut: Future) -> None:
-        """A worker process's task ended (in the pool's thread): pass its outcome on, then
-        give the worker the next queued task (a broken pool fails it: after this one)."""
+        """A worker process's task ended (in the pool's thread): pass its outcome on, and
+        wake the dispatching thread (it hands the worker the next queued task)."""
         if inner.cancelled():
             fut.set_exception(CancelledError())
         elif inner.exception() is not None:
@@ -260,4 +306,4 @@ class WithParent:
             fut.set_result(inner.result())
         with self._lock:
             self._free += 1
-            self._dispatch()
+        self._wake.set()

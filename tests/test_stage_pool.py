@@ -118,9 +118,10 @@ def test_jobs_out_of_range_is_one_line_and_exit_2(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # nothing started
 
 
-def _sh(script: str):
-    """A task for a worker or the parent: a shell script, one minute at most."""
-    return subprocess.run(["sh", "-c", script], timeout=60, check=True)
+def _sh(pool, script: str):
+    """Queue a shell script (one minute at most) for a worker or the parent (a function of
+    the standard library: a worker need not import this module)."""
+    return pool.submit(subprocess.run, ["sh", "-c", script], timeout=60, check=True)
 
 
 def test_with_parent_gives_each_task_to_whoever_is_free(tmp_path):
@@ -131,10 +132,9 @@ def test_with_parent_gives_each_task_to_whoever_is_free(tmp_path):
     from kgtest.workers import WithParent
 
     a, b = tmp_path / "a", tmp_path / "b"
-    with run_lock(tmp_path), stage_pool(1, tmp_path) as procs:
-        pool = WithParent(procs, 1)
-        first = pool.submit(_sh, f"while [ ! -e {a} ]; do sleep 0.05; done")  # the worker
-        second = pool.submit(_sh, f"touch {a}; while [ ! -e {b} ]; do sleep 0.05; done")
+    with run_lock(tmp_path), stage_pool(1, tmp_path) as procs, WithParent(procs, 1) as pool:
+        first = _sh(pool, f"while [ ! -e {a} ]; do sleep 0.05; done")  # the worker
+        second = _sh(pool, f"touch {a}; while [ ! -e {b} ]; do sleep 0.05; done")
         third = pool.submit(Path.touch, b)
         assert not second.running()  # queued: the worker is busy, the parent has not asked
         assert pool.work_here()  # the parent takes `second`, which ends once `third` ran
@@ -151,10 +151,9 @@ def test_with_parent_tasks_fail_into_their_futures_and_run_as_in_a_worker(tmp_pa
 
     before = torch.get_num_threads()
     c = tmp_path / "c"
-    with run_lock(tmp_path), stage_pool(1, tmp_path) as procs:
-        pool = WithParent(procs, 1)
-        busy = pool.submit(_sh, f"while [ ! -e {c} ]; do sleep 0.05; done")  # the worker
-        here = pool.submit(_sh, "exit 4")  # queued: the parent runs these three
+    with run_lock(tmp_path), stage_pool(1, tmp_path) as procs, WithParent(procs, 1) as pool:
+        busy = _sh(pool, f"while [ ! -e {c} ]; do sleep 0.05; done")  # the worker
+        here = _sh(pool, "exit 4")  # queued: the parent runs these three
         mine = pool.submit(threads_here)  # (a local function: a worker could not run it)
         pool.submit(Path.touch, c)
         while pool.work_here():
@@ -162,7 +161,7 @@ def test_with_parent_tasks_fail_into_their_futures_and_run_as_in_a_worker(tmp_pa
         assert here.exception(timeout=0).returncode == 4  # failed here, not raised here
         assert mine.result(timeout=0) == (True, 1)  # one thread, "in a worker", here
         busy.result(timeout=60)
-        there = pool.submit(_sh, "exit 3")  # the worker's (or the parent's) failure
+        there = _sh(pool, "exit 3")  # the worker's (or the parent's) failure
         while pool.work_here():
             pass
         assert there.exception(timeout=60).returncode == 3
@@ -170,3 +169,26 @@ def test_with_parent_tasks_fail_into_their_futures_and_run_as_in_a_worker(tmp_pa
     with pytest.raises(KeyboardInterrupt), as_stage_worker():
         raise KeyboardInterrupt  # an interrupt is not swallowed
     assert not in_stage_worker() and torch.get_num_threads() == before
+
+
+def test_with_parent_fails_the_queued_tasks_of_a_broken_pool(tmp_path):
+    """A worker killed with a task queued behind it: both futures fail (BrokenProcessPool),
+    nothing hangs (the next task is never handed to the pool from the pool's own thread,
+    which on Python >= 3.12 fails futures holding the lock its submit takes); leaving the
+    block cancels what is still queued."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from kgtest.workers import WithParent
+
+    with run_lock(tmp_path), stage_pool(1, tmp_path) as procs, WithParent(procs, 1) as pool:
+        dies = pool.submit(os._exit, 3)
+        queued = pool.submit(os.getpid)
+        assert isinstance(dies.exception(timeout=60), BrokenProcessPool)
+        assert isinstance(queued.exception(timeout=60), BrokenProcessPool)
+        later = pool.submit(os.getpid)  # the pool is known broken: fails at once
+        assert isinstance(later.exception(timeout=60), BrokenProcessPool)
+    with run_lock(tmp_path), stage_pool(1, tmp_path) as procs:
+        with WithParent(procs, 1) as pool:
+            busy = _sh(pool, "sleep 1")
+            left = pool.submit(os.getpid)  # still queued when the block ends
+        assert left.cancelled() and busy.result(timeout=60).returncode == 0
