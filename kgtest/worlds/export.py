@@ -346,7 +346,6 @@ def draw_world(
                                                                 max_derived)
     g = nx.DiGraph()
     g.add_nodes_from(nodes)
-    g.add_edges_from({(u, v) for u, v, _ in edges})
     pos = _layout(nodes, edges)
     colors = _NodeColors(world, closure, nodes)
     ent = closure.entities.names
@@ -354,10 +353,10 @@ def draw_world(
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set_axis_off()
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=900, edgecolors="#444444",
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=_NODE_SIZE, edgecolors="#444444",
                            node_color=[colors(u) for u in g.nodes])
     nx.draw_networkx_labels(g, pos, ax=ax, labels={u: ent[u] for u in g.nodes}, font_size=9)
-    _draw_edges(ax, g, pos, edges)
+    arcs = _edge_arcs(ax, pos, edges)
     handles = _edge_legend(planted[der_ids].any()) + colors.legend()
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=9,
                frameon=False)
@@ -369,6 +368,7 @@ def draw_world(
         "an arrow X -> Y labelled rel is the fact rel(X, Y)", fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.set_layout_engine(None)  # laid out: without an engine, savefig draws only once
+    _draw_edges(ax, arcs, edges)  # bent in pixels: after the layout
     _save_png(fig, Path(path))
 
 
@@ -464,6 +464,8 @@ class _NodeColors:
         return []
 
 
+_NODE_SIZE = 900  # node markers, points^2
+
 _EDGE_STYLES = {
     "base": dict(style="solid", edge_color="#333333", width=1.4),
     "derived": dict(style="dashed", edge_color="#2b8cbe", width=1.2),
@@ -483,31 +485,48 @@ def _edge_legend(with_planted: bool) -> list:
     return handles
 
 
-def _draw_edges(ax, g, pos: dict, edges: dict) -> None:
-    """Edges by kind, bent where they would overlap, then their labels on top."""
-    import networkx as nx
+def _edge_arcs(ax, pos: dict, edges: dict) -> list:
+    """Per edge kind, its edges' ``(keys, starts, ends, rads)``; each edge bent where its
+    reverse is drawn too, or where it shares its pair with a stated fact. Grows the data
+    limits to hold the arcs (as networkx's arrows would), then fixes them."""
+    from kgtest.worlds.arrows import arc_points
 
     pairs = {(u, v) for u, v, _ in edges}
-    label_jobs = []
-    for kind, st in _EDGE_STYLES.items():
-        # bend an edge whose reverse is drawn too, or that shares its pair with a stated fact
-        groups: dict[float, list[tuple[int, int]]] = {}
-        for u, v, k in edges:
-            if k == kind:
-                rad = 0.18 if (v, u) in pairs else 0.0
-                rad += 0.25 if kind != "base" and (u, v, "base") in edges else 0.0
-                groups.setdefault(rad, []).append((u, v))
-        for rad, group in groups.items():
-            cs = f"arc3,rad={rad}"
-            nx.draw_networkx_edges(g, pos, ax=ax, edgelist=group, arrows=True, arrowsize=14,
-                                   node_size=900, connectionstyle=cs, **st)
-            labels = {(u, v): _short(edges[u, v, kind]) for u, v in group}
-            label_jobs.append((labels, cs, st["edge_color"]))
-    for labels, cs, color in label_jobs:  # labels last, so no edge is drawn over them
-        nx.draw_networkx_edge_labels(
-            g, pos, ax=ax, edge_labels=labels, font_size=8, connectionstyle=cs,
-            font_color=color, node_size=900, rotate=False,
-            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+    arcs = []
+    ax.autoscale_view()  # the nodes' limits: the arcs bend in the pixels they give
+    for kind in _EDGE_STYLES:
+        keys = [(u, v, k) for u, v, k in edges if k == kind]
+        rads = np.array([(0.18 if (v, u) in pairs else 0.0)
+                         + (0.25 if kind != "base" and (u, v, "base") in edges else 0.0)
+                         for u, v, _ in keys])
+        ends = [np.array([pos[e[i]] for e in keys]).reshape(-1, 2) for i in (0, 1)]
+        arcs.append((keys, *ends, rads))
+        if keys:  # networkx: the ends' box padded by 5%, and each arc's own extent
+            xy = np.concatenate(ends)
+            pad = 0.05 * (xy.max(0) - xy.min(0))
+            ax.update_datalim(arc_points(ax, *ends, rads))
+            ax.update_datalim([xy.min(0) - pad, xy.max(0) + pad])
+            ax.autoscale_view()
+    ax.set(xlim=ax.get_xlim(), ylim=ax.get_ylim())  # fixed: the arcs are bent in pixels
+    return arcs
+
+
+def _draw_edges(ax, arcs: list, edges: dict) -> None:
+    """Edges by kind (:func:`kgtest.worlds.arrows.arc_arrows`, node circles of
+    ``_NODE_SIZE``), then their labels on top. ``ax`` must be laid out."""
+    from kgtest.worlds.arrows import arc_arrows
+
+    shrink = np.sqrt(_NODE_SIZE) / 2  # points: the node circle's radius
+    labels = []
+    for (keys, starts, ends, rads), st in zip(arcs, _EDGE_STYLES.values(), strict=True):
+        mid = arc_arrows(ax, starts, ends, rads, shrink=shrink, head=14, width=st["width"],
+                         color=st["edge_color"], style=st["style"])
+        labels += [(x, y, _short(edges[key]), st["edge_color"])
+                   for key, (x, y) in zip(keys, mid.tolist(), strict=True)]
+    box = dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85)
+    for x, y, text, color in labels:  # labels last, so no edge is drawn over them
+        ax.text(x, y, text, size=8, color=color, ha="center", va="center", bbox=box,
+                zorder=1, clip_on=True)
 
 
 def _save_png(fig, out: Path) -> None:
