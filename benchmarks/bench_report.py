@@ -6,8 +6,10 @@ The script first makes a run folder of its own (the quickstart cut to a tiny mod
 training steps, NPO only at one grid point, the direct and utility probes, every
 control: about a minute of CPU, not timed), or reuses ``--run DIR`` (e.g. one of
 ``experiments/results/quickstart/quickstart-seed*``, whose report has every plot). Then,
-in this one process, it times ``--repeats`` reports of that folder into a temporary folder
-and ``--repeats`` drawings of the quickstart's world (seed 0), each after one untimed
+in this one process, it times ``--repeats`` reports of that folder into a temporary folder,
+as many calls of the report's :func:`~kgtest.report.plots.write_plots` (its rates,
+excess, training, unlearning, forget-vs-utility and tuning figures) and ``--repeats``
+drawings of the quickstart's world (seed 0), each after one untimed
 warm-up (the matplotlib import is paid once per process). Printed: wall and CPU seconds
 per report and per drawing (median over the repeats, min-max beside it).
 
@@ -20,6 +22,7 @@ per report and per drawing (median over the repeats, min-max beside it).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -40,10 +43,12 @@ TINY = ["model.preset=tiny", "train.steps=20", "train.eval_every=10", "train.thr
 
 
 def _timed(fn, repeats: int) -> list[tuple[float, float]]:
-    """``repeats`` (wall s, CPU s of this process) of ``fn()``, after one untimed call."""
+    """``repeats`` (wall s, CPU s of this process) of ``fn()``, after one untimed call;
+    garbage collected before each (untimed), so each call starts from the same heap."""
     fn()
     out = []
     for _ in range(repeats):
+        gc.collect()
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
         out.append((time.perf_counter() - t0, time.process_time() - c0))
@@ -80,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from kgtest.experiment import load_experiment
     from kgtest.pipeline import world_of
-    from kgtest.report import report
+    from kgtest.records import read_runs
+    from kgtest.report import aggregate, report
+    from kgtest.report.plots import write_plots
     from kgtest.worlds.export import draw_world
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
@@ -92,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         closure = world.close()
         rep = _timed(lambda: report([run], tmp / "report", n_boot=n_boot), args.repeats)
         plots = sorted(p.name for p in (tmp / "report" / "plots").glob("*.png"))
+        records = read_runs([run])
+        agg = aggregate(records, n_boot=n_boot, seed=0)
+        core = _timed(lambda: write_plots(agg, records, [run], tmp / "plots", n_boot=n_boot,
+                                          seed=0), args.repeats)
         drw = _timed(lambda: draw_world(world, closure, tmp / "graph.png"), args.repeats)
     print(f"report of {run if args.run else 'a tiny quickstart run'} (n_boot={n_boot}), "
           f"{len(plots)} plots: {', '.join(plots)}")
@@ -99,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| what | wall s | CPU s |")
     print("|---|---|---|")
     print(_row("report(), one run folder", rep))
+    print(_row("  of which write_plots()", core))
     print(_row("draw_world(), quickstart world", drw))
     return 0
 
