@@ -415,3 +415,35 @@ def test_log_loss_axis_labels_the_default_ticks_as_plain_numbers():
     assert set(plain) == set(default) and {0.6, 1.0, 2.0, 3.0} <= set(plain)
     assert all(float(s) == x and "$" not in s for x, s in plain.items())
     assert all("$" in s for s in default.values())  # what mathtext had to lay out
+
+
+def test_curves_of_several_runs_have_one_legend_entry_per_stage_and_metric(tmp_path):
+    """unlearning.png / training.png over several runs: each stage one colour (every run's
+    line in it) and each metric one line style, so the legend stays as long as the stages
+    plus the metrics (five runs of the quickstart gave 90 entries before); bookkeeping
+    fields (``epochs``) are not drawn as metrics."""
+    import json
+
+    from kgtest.report.plots import _curves_figure, _plt
+
+    runs = []
+    for r in range(5):
+        run = tmp_path / f"q-seed{r}"
+        for stage in ("unlearn-npo-0123456789ab", "unlearn-graddiff-0123456789ab"):
+            (run / stage).mkdir(parents=True)
+            (run / stage / "unlearn_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [
+                {"step": 10, "loss": -0.5 - r},
+                {"step": 17, "epochs": 5.0, "val_forget_acc": 0.4, "val_retain_acc": 0.7},
+                {"step": 20, "loss": -1.5 - r},
+                {"step": 34, "epochs": 15.0, "val_forget_acc": 0.1, "val_retain_acc": 0.8}]))
+        runs.append(run)
+    fig = _curves_figure(runs, "unlearn_log.jsonl", "unlearning")
+    ax_l, ax_a = fig.axes[:2]
+    labels = [t.get_text() for t in ax_a.get_legend().get_texts()]
+    assert labels == ["graddiff", "npo", "val_forget_acc", "val_retain_acc"]
+    assert [t.get_text() for t in ax_l.get_legend().get_texts()] == ["graddiff", "npo"]
+    assert len(ax_l.get_lines()) == 10 and len(ax_a.get_lines()) == 20  # 5 runs x 2 stages
+    assert all(max(line.get_ydata()) <= 1 for line in ax_a.get_lines())  # no `epochs`
+    colours = {line.get_color() for line in ax_l.get_lines()}
+    assert len(colours) == 2  # one per stage
+    _plt().close(fig)

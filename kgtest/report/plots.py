@@ -253,40 +253,67 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(Plain(labelOnlyBase=False))
 
 
+#: numeric log fields that are bookkeeping, not an evaluation metric (``epochs``: the
+#: unlearning epoch a validation entry was taken at)
+_NOT_METRICS = ("step", "loss", "lr", "tokens", "elapsed_s", "epoch", "epochs")
+_METRIC_STYLES = ("-", "--", ":", "-.")
+
+
 def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path | None:
+    fig = _curves_figure(runs, pattern, title)
+    return None if fig is None else _save(fig, path)
+
+
+def _curves_figure(runs: Sequence[Path], pattern: str, title: str):
+    """Loss (left) and evaluation metrics (right) over steps of every stage log named
+    ``pattern``: one colour per stage (the same stage of every run in its colour: one
+    legend entry, however many runs), one line style per metric."""
     logs = [(p, _read_log(p)) for run in runs for p in stage_files(run, pattern)]
     logs = [(p, e) for p, e in logs if any("step" in x for x in e)]
     if not logs:
         return None
     plt = _plt()
+    from matplotlib.lines import Line2D
+
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    stage_of = {p: "original" if p.parent.name.startswith("model-")
+                else re.sub(r"^(unlearn|control)-|-[0-9a-f]{12}$", "", p.parent.name)
+                for p, _ in logs}
+    colours = _colours(list(dict.fromkeys(stage_of.values())))
+    metrics: dict[str, str] = {}
+    several = len(runs) > 1
     for p, entries in logs:
-        stage = re.sub(r"^(unlearn|model|control)-|-[0-9a-f]{12}$", "", p.parent.name)
-        name = f"{p.parent.parent.name}/{stage}" if len(runs) > 1 else stage
+        stage = stage_of[p]
+        style = dict(color=colours[stage], lw=1.0 if several else 1.5,
+                     alpha=0.7 if several else 1.0)
         loss = [(e["step"], e["loss"]) for e in entries if "loss" in e]
         if loss:
-            ax_l.plot(*zip(*loss, strict=True), label=name)
+            ax_l.plot(*zip(*loss, strict=True), **style)
         keys = sorted({k for e in entries for k in e
-                       if k not in ("step", "loss", "lr", "tokens", "elapsed_s")
-                       and isinstance(e[k], (int, float))})
+                       if k not in _NOT_METRICS and isinstance(e[k], (int, float))})
         for k in keys:
+            ls = metrics.setdefault(k, _METRIC_STYLES[len(metrics) % len(_METRIC_STYLES)])
             pts = [(e["step"], e[k]) for e in entries if k in e]
-            ax_a.plot(*zip(*pts, strict=True), marker=".", label=f"{name}: {k}")
+            ax_a.plot(*zip(*pts, strict=True), marker=".", ls=ls, **style)
     positive = all(y > 0 for line in ax_l.get_lines() for y in line.get_ydata())
     if positive:  # gradient-ascent losses go negative: keep those linear
         ax_l.set_yscale("log")
         _plain_log_ticks(ax_l.yaxis)
     ax_l.set_xlabel("step")
     ax_l.set_ylabel(f"{title} loss" + (" (log scale)" if positive else ""))
-    ax_l.set_title(f"{title}: loss")
+    ax_l.set_title(f"{title}: loss" + (f" ({len(runs)} runs)" if several else ""))
     ax_a.set_xlabel("step")
     ax_a.set_ylabel("evaluation metric (accuracy)")
     ax_a.set_title(f"{title}: evaluation metrics")
-    if ax_l.get_legend_handles_labels()[0]:
-        ax_l.legend(fontsize=7)
-    if ax_a.get_legend_handles_labels()[0]:  # many lines: keep the legend off the data
-        ax_a.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    return _save(fig, path)
+    stages = [Line2D([], [], color=c, lw=1.5, label=s) for s, c in colours.items()]
+    if ax_l.get_lines():
+        ax_l.legend(handles=stages, fontsize=7)
+    if metrics:  # stages by colour, metrics by line style; off the data
+        ax_a.legend(handles=stages + [Line2D([], [], color="#555555", ls=ls, marker=".",
+                                             label=k) for k, ls in metrics.items()],
+                    fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                    handlelength=3.5)
+    return fig
 
 
 def _tuning_frontier(runs: Sequence[Path], path: Path) -> Path | None:
