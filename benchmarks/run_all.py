@@ -39,6 +39,9 @@ RUNS = {
     "probes": ("bench_probes", ["--threads", "1"], ["--threads", "1"]),
     "sweep": ("bench_sweep", ["--runs", "2", "--jobs", "1", "--backends", "local"],
               ["--runs", "4", "--jobs", "1", "--backends", "local"]),
+    # the full quickstart is ~30 CPU-minutes a seed: --small at both sizes
+    "seeds": ("bench_seeds", ["--small", "--seeds", "5", "--jobs", "2"],
+              ["--small", "--seeds", "5", "--jobs", "2"]),
 }
 
 # (run, RATIOS key, label, goal on CPU, goal on CUDA); a goal of None is read from RATIOS
@@ -52,6 +55,8 @@ ROWS = [
     ("probes", "cot", "CoT decoding vs per-example generate", 10.0, 10.0),
     ("probes", "scoring", "scoring vs one forward pass per fact", 4.0, 4.0),
     ("sweep", "sweep_cpu", "sweep: in-process loop / local sweep (CPU s)", 0.8, 0.8),
+    ("seeds", "seeds: stacked vs separate runs (wall)",
+     "--seeds 5 vs 5 separate runs (--small, --jobs 2, wall)", 2.5, 2.5),
 ]
 
 
