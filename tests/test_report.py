@@ -424,7 +424,7 @@ def test_curves_of_several_runs_have_one_legend_entry_per_stage_and_metric(tmp_p
     fields (``epochs``) are not drawn as metrics."""
     import json
 
-    from kgtest.report.plots import _curves_figure, _plt
+    from kgtest.report.plots import _curves, _plt
 
     runs = []
     for r in range(5):
@@ -437,7 +437,7 @@ def test_curves_of_several_runs_have_one_legend_entry_per_stage_and_metric(tmp_p
                 {"step": 20, "loss": -1.5 - r},
                 {"step": 34, "epochs": 15.0, "val_forget_acc": 0.1, "val_retain_acc": 0.8}]))
         runs.append(run)
-    fig = _curves_figure(runs, "unlearn_log.jsonl", "unlearning")
+    fig = _curves(runs, "unlearn_log.jsonl", "unlearning")
     ax_l, ax_a = fig.axes[:2]
     labels = [t.get_text() for t in ax_a.get_legend().get_texts()]
     assert labels == ["graddiff", "npo", "val_forget_acc", "val_retain_acc"]

@@ -253,29 +253,22 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(Plain(labelOnlyBase=False))
 
 
-#: numeric log fields that are bookkeeping, not an evaluation metric (``epochs``: the
-#: unlearning epoch a validation entry was taken at)
+#: numeric log fields that are bookkeeping, not an evaluation metric (epochs: unlearning's)
 _NOT_METRICS = ("step", "loss", "lr", "tokens", "elapsed_s", "epoch", "epochs")
 _METRIC_STYLES = ("-", "--", ":", "-.")
 
 
-def _curves(runs: Sequence[Path], pattern: str, path: Path, title: str) -> Path | None:
-    fig = _curves_figure(runs, pattern, title)
-    return None if fig is None else _save(fig, path)
-
-
-def _curves_figure(runs: Sequence[Path], pattern: str, title: str):
-    """Loss (left) and evaluation metrics (right) over steps of every stage log named
-    ``pattern``: one colour per stage (the same stage of every run in its colour: one
-    legend entry, however many runs), one line style per metric."""
+def _curves(runs: Sequence[Path], pattern: str, title: str, path: Path | None = None):
+    """Loss (left) and evaluation metrics (right) over steps of the stage logs ``pattern``:
+    a colour per stage (every run's line in it: one legend entry), a line style per metric.
+    Saved to ``path`` (returned), else the figure returned; None without logs."""
     logs = [(p, _read_log(p)) for run in runs for p in stage_files(run, pattern)]
     logs = [(p, e) for p, e in logs if any("step" in x for x in e)]
     if not logs:
         return None
-    plt = _plt()
     from matplotlib.lines import Line2D
 
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_l, ax_a) = _plt().subplots(1, 2, figsize=(11, 4))
     stage_of = {p: "original" if p.parent.name.startswith("model-")
                 else re.sub(r"^(unlearn|control)-|-[0-9a-f]{12}$", "", p.parent.name)
                 for p, _ in logs}
@@ -284,8 +277,7 @@ def _curves_figure(runs: Sequence[Path], pattern: str, title: str):
     several = len(runs) > 1
     for p, entries in logs:
         stage = stage_of[p]
-        style = dict(color=colours[stage], lw=1.0 if several else 1.5,
-                     alpha=0.7 if several else 1.0)
+        style = dict(color=colours[stage], lw=1 if several else 1.5, alpha=0.7 if several else 1)
         loss = [(e["step"], e["loss"]) for e in entries if "loss" in e]
         if loss:
             ax_l.plot(*zip(*loss, strict=True), **style)
@@ -299,21 +291,18 @@ def _curves_figure(runs: Sequence[Path], pattern: str, title: str):
     if positive:  # gradient-ascent losses go negative: keep those linear
         ax_l.set_yscale("log")
         _plain_log_ticks(ax_l.yaxis)
-    ax_l.set_xlabel("step")
-    ax_l.set_ylabel(f"{title} loss" + (" (log scale)" if positive else ""))
-    ax_l.set_title(f"{title}: loss" + (f" ({len(runs)} runs)" if several else ""))
-    ax_a.set_xlabel("step")
-    ax_a.set_ylabel("evaluation metric (accuracy)")
-    ax_a.set_title(f"{title}: evaluation metrics")
+    ax_l.set(xlabel="step", ylabel=f"{title} loss" + (" (log scale)" if positive else ""),
+             title=f"{title}: loss" + (f" ({len(runs)} runs)" if several else ""))
+    ax_a.set(xlabel="step", ylabel="evaluation metric (accuracy)",
+             title=f"{title}: evaluation metrics")
     stages = [Line2D([], [], color=c, lw=1.5, label=s) for s, c in colours.items()]
     if ax_l.get_lines():
         ax_l.legend(handles=stages, fontsize=7)
     if metrics:  # stages by colour, metrics by line style; off the data
         ax_a.legend(handles=stages + [Line2D([], [], color="#555555", ls=ls, marker=".",
                                              label=k) for k, ls in metrics.items()],
-                    fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5),
-                    handlelength=3.5)
-    return fig
+                    fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), handlelength=3.5)
+    return fig if path is None else _save(fig, path)
 
 
 def _tuning_frontier(runs: Sequence[Path], path: Path) -> Path | None:
@@ -421,8 +410,8 @@ def write_plots(agg, records, runs, out: Path, *, n_boot: int, seed: int,
             heatmap(agg, out / "excess.png", key="excess", control=control),
             _by_proofs(records, out / "proof_count.png", n_boot, seed),
             _forget_utility(agg, out / "forget_vs_utility.png"),
-            _curves(runs, "train_log.jsonl", out / "training.png", "training"),
-            _curves(runs, "unlearn_log.jsonl", out / "unlearning.png", "unlearning"),
+            _curves(runs, "train_log.jsonl", "training", out / "training.png"),
+            _curves(runs, "unlearn_log.jsonl", "unlearning", out / "unlearning.png"),
             _tuning_frontier(runs, out / "tuning_frontier.png")]
     return [p for p in made if p is not None]
 
